@@ -1,0 +1,1 @@
+"""mmcam: Grad-CAM explanations for vision and vision-language models."""

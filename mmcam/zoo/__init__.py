@@ -1,0 +1,1 @@
+"""The shapes world and the bundled models trained on it."""
