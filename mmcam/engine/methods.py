@@ -1,0 +1,263 @@
+"""The CAM family. Notation: A (B, C, h, w) activations of the layer, G = dy/dA (B, K, C, h, w) for
+K targets y per sample; every method returns raw maps (B, K, h, w) and, where it has them, the
+per-channel importance weights (B, K, C) that name neurons in textual explanations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from mmcam.engine.resize import upsample
+
+if TYPE_CHECKING:
+    from mmcam.engine.context import CamContext
+
+
+@dataclass
+class CamResult:
+    raw: Tensor
+    weights: Tensor | None = None
+
+
+def weighted_activations(weights: Tensor, activations: Tensor) -> Tensor:
+    """ReLU(sum_c w_kc A_c): (B, K, C) weights and (B, C, h, w) activations -> (B, K, h, w)."""
+    return torch.relu(torch.einsum("bkc,bchw->bkhw", weights, activations))
+
+
+def _safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
+    return torch.where(denominator != 0, numerator / torch.where(denominator != 0, denominator, 1), 0)
+
+
+class GradCAM:
+    """Grad-CAM (Selvaraju et al., arXiv 1610.02391).
+
+    alpha_kc = 1/(hw) sum_ij G_kcij;   L_k = ReLU(sum_c alpha_kc A_c)
+    """
+
+    name = "gradcam"
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        alpha = ctx.gradients.mean(dim=(-2, -1))
+        return CamResult(weighted_activations(alpha, ctx.activations), alpha)
+
+
+class CounterfactualCAM:
+    """Counterfactual Grad-CAM: the regions whose presence lowers the target (negated gradients).
+
+    alpha_kc = 1/(hw) sum_ij -G_kcij;   L_k = ReLU(sum_c alpha_kc A_c)
+    """
+
+    name = "counterfactual"
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        alpha = -ctx.gradients.mean(dim=(-2, -1))
+        return CamResult(weighted_activations(alpha, ctx.activations), alpha)
+
+
+def _plusplus_weights(activations: Tensor, g1: Tensor, g2: Tensor, g3: Tensor) -> Tensor:
+    """Grad-CAM++ weights from the first three derivative moments (Chattopadhyay et al., eq. 19).
+
+    a_kcij = g2 / (2 g2 + sum_ab A_cab g3)   (0 where the gradient vanishes)
+    w_kc   = sum_ij a_kcij ReLU(g1_kcij)
+    """
+    activation_sums = activations.sum(dim=(-2, -1))[:, None, :, None, None]
+    alpha = _safe_divide(g2, 2 * g2 + activation_sums * g3)
+    return (alpha * torch.relu(g1)).sum(dim=(-2, -1))
+
+
+class GradCAMPlusPlus:
+    """Grad-CAM++ (arXiv 1710.11063): per-pixel weighted positive gradients.
+
+    w_kc = sum_ij a_kcij ReLU(G_kcij),  a_kcij = G^2 / (2 G^2 + sum_ab A_cab G^3);
+    L_k = ReLU(sum_c w_kc A_c)
+    """
+
+    name = "gradcam++"
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        g = ctx.gradients
+        weights = _plusplus_weights(ctx.activations, g, g**2, g**3)
+        return CamResult(weighted_activations(weights, ctx.activations), weights)
+
+
+class SmoothGradCAMPlusPlus:
+    """Smooth Grad-CAM++ (arXiv 1908.01224): Grad-CAM++ with SmoothGrad-averaged derivatives.
+
+    D_n = 1/S sum_s (G(x + eps_s))^n for n = 1, 2, 3, eps_s ~ N(0, (sigma * (max x - min x))^2);
+    w_kc = sum_ij D2 / (2 D2 + sum_ab A_cab D3) ReLU(D1);   L_k = ReLU(sum_c w_kc A_c)
+    """
+
+    name = "smooth-gradcam++"
+
+    def __init__(self, samples: int = 8, sigma: float = 0.15):
+        self.samples = samples
+        self.sigma = sigma
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        g1, g2, g3 = ctx.noisy_gradient_moments(self.samples, self.sigma)
+        weights = _plusplus_weights(ctx.activations, g1, g2, g3)
+        return CamResult(weighted_activations(weights, ctx.activations), weights)
+
+
+class XGradCAM:
+    """XGrad-CAM (Fu et al., arXiv 2008.02312): activation-normalized gradient weights.
+
+    w_kc = sum_ij (A_cij / sum_ab A_cab) G_kcij;   L_k = ReLU(sum_c w_kc A_c)
+    """
+
+    name = "xgradcam"
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        a = ctx.activations
+        share = _safe_divide(a, a.sum(dim=(-2, -1), keepdim=True))
+        weights = (share[:, None] * ctx.gradients).sum(dim=(-2, -1))
+        return CamResult(weighted_activations(weights, a), weights)
+
+
+class HiResCAM:
+    """HiResCAM (Draelos & Carin, arXiv 2011.08891): gradients times activations, element-wise.
+
+    L_kij = ReLU(sum_c G_kcij A_cij)
+    """
+
+    name = "hirescam"
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        return CamResult(torch.relu((ctx.gradients * ctx.activations[:, None]).sum(dim=2)))
+
+
+class LayerCAM:
+    """LayerCAM (Jiang et al., IEEE TIP 2021): positive gradients as per-pixel weights.
+
+    L_kij = ReLU(sum_c ReLU(G_kcij) A_cij)
+    """
+
+    name = "layercam"
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        return CamResult(torch.relu((torch.relu(ctx.gradients) * ctx.activations[:, None]).sum(dim=2)))
+
+
+class NormGrad:
+    """NormGrad (Rebuffi et al., arXiv 2004.02866), with a virtual 1x1 identity layer at A.
+
+    The weight gradient of that layer at position ij is the outer product G_:ij A_:ij^T, whose
+    Frobenius norm is the map:  L_kij = ||A_:ij||_2 ||G_k:ij||_2
+    """
+
+    name = "normgrad"
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        return CamResult(ctx.activations.norm(dim=1)[:, None] * ctx.gradients.norm(dim=2))
+
+
+class EigenCAM:
+    """Eigen-CAM (arXiv 2008.00299): the first principal component of the activations; no gradients.
+
+    M = A^T reshaped (hw, C), centred per channel;  M = U S V^T;  L_ij = ReLU((M V_1)_ij).
+    The sign of V_1 is arbitrary: it is chosen so L correlates positively with sum_c A_c.
+    The map is class-agnostic: every target gets the same one.
+    """
+
+    name = "eigencam"
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        a = ctx.activations
+        b, c, h, w = a.shape
+        centred = a.reshape(b, c, h * w).transpose(1, 2)
+        centred = centred - centred.mean(dim=1, keepdim=True)
+        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+        projection = (centred @ vh[:, 0, :, None])[..., 0]
+        total = a.sum(dim=1).reshape(b, h * w)
+        agreement = (
+            (projection - projection.mean(1, keepdim=True)) * (total - total.mean(1, keepdim=True))
+        ).sum(1)
+        projection = projection * torch.where(agreement < 0, -1.0, 1.0)[:, None]
+        raw = torch.relu(projection).reshape(b, 1, h, w).expand(b, ctx.target_count, h, w)
+        return CamResult(raw)
+
+
+class ScoreCAM:
+    """Score-CAM (Wang et al., arXiv 1910.01279): channel weights from the scores of masked inputs.
+
+    M_c = normalize(upsample(A_c)) in [0, 1];  s_kc = y_k(x * M_c);
+    w_kc = softmax_c(s_kc - y_k(baseline)) = softmax_c(s_kc);   L_k = ReLU(sum_c w_kc A_c)
+    (softmax is shift-invariant, so the baseline score of the paper's CIC drops out.)
+    """
+
+    name = "scorecam"
+
+    def __init__(self, batch_size: int = 64):
+        self.batch_size = batch_size
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        a = ctx.activations
+        masks = upsample(a, ctx.image_size)
+        low = masks.amin(dim=(-2, -1), keepdim=True)
+        masks = _safe_divide(masks - low, masks.amax(dim=(-2, -1), keepdim=True) - low)
+        scores = ctx.masked_scores(masks, self.batch_size)
+        weights = torch.softmax(scores.transpose(1, 2), dim=-1)
+        return CamResult(weighted_activations(weights, a), weights)
+
+
+class GuidedBackprop:
+    """Guided Backpropagation (Springenberg et al., arXiv 1412.6806), at input resolution.
+
+    R = dy/dx with every ReLU passing back only positive gradients where its input was positive;
+    L_kij = ||R_k:ij||_2 over the input channels.
+    """
+
+    name = "guided-backprop"
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        return CamResult(ctx.guided_input_gradients.norm(dim=2))
+
+
+class GuidedGradCAM:
+    """Guided Grad-CAM (the Grad-CAM paper): guided backprop times the upsampled Grad-CAM map.
+
+    L_kij = upsample(Grad-CAM_k)_ij * ||R_k:ij||_2, R the guided input gradient.
+    """
+
+    name = "guided-gradcam"
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        cam = GradCAM()(ctx)
+        guided = ctx.guided_input_gradients.norm(dim=2)
+        return CamResult(upsample(cam.raw, ctx.image_size) * guided, cam.weights)
+
+
+METHODS = {
+    method.name: method
+    for method in (
+        GradCAM,
+        CounterfactualCAM,
+        GradCAMPlusPlus,
+        SmoothGradCAMPlusPlus,
+        XGradCAM,
+        HiResCAM,
+        LayerCAM,
+        NormGrad,
+        EigenCAM,
+        ScoreCAM,
+        GuidedBackprop,
+        GuidedGradCAM,
+    )
+}
+
+
+def _key(name: str) -> str:
+    return name.lower().replace("plusplus", "++").replace("_", "").replace("-", "").replace(" ", "")
+
+
+def get_method(method: str | object) -> object:
+    """A method instance from its name (case, '-' and '_' ignored; 'plusplus' = '++') or an instance."""
+    if not isinstance(method, str):
+        return method
+    by_key = {_key(name): cls for name, cls in METHODS.items()}
+    if _key(method) not in by_key:
+        raise ValueError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
+    return by_key[_key(method)]()

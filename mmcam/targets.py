@@ -1,0 +1,141 @@
+"""What is explained: a target maps the model output to one scalar per sample.
+
+A target is called on the output of a forward pass over N rows. N may be a multiple of the
+batch size B (the engine stacks masked or noisy copies of a batch block by block), so targets
+that hold one value per sample tile it over the blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def logits_of(output: Any) -> Tensor:
+    """The (N, C) score tensor of a model output: the tensor itself or its ``.logits``."""
+    logits = output if isinstance(output, Tensor) else getattr(output, "logits", None)
+    if not isinstance(logits, Tensor) or logits.ndim != 2:
+        raise TypeError(
+            f"expected the model to return (N, C) logits, got {type(output).__name__}; "
+            "pass a target callable that picks one scalar per sample from it"
+        )
+    return logits
+
+
+def per_row(values: Tensor, rows: int) -> Tensor:
+    """Tile per-sample ``values`` (B, ...) over ``rows`` = m * B rows, block by block."""
+    if rows % values.shape[0]:
+        raise ValueError(f"{rows} output rows are not a whole number of batches of {values.shape[0]}")
+    return values.repeat(rows // values.shape[0], *([1] * (values.ndim - 1)))
+
+
+class Target:
+    """Base of the ready targets: ``target(output) -> (N,)``, ``-target`` is its counterfactual."""
+
+    def __call__(self, output: Any) -> Tensor:
+        raise NotImplementedError
+
+    def label(self, sample: int, names: Sequence[str] | None = None) -> str:
+        """A human name for this target on ``sample``; ``names`` are the model's output names, if known."""
+        return type(self).__name__
+
+    def index(self, sample: int) -> int | None:
+        """The output index this target reads on ``sample`` (a class, an answer, a word position)."""
+        return None
+
+    def __neg__(self) -> Target:
+        return Negated(self)
+
+
+class ClassScore(Target):
+    """The score (logit) of one output index per sample: a class, a VQA answer, an RL action.
+
+    ``index`` is one int for all samples, or one int per sample.
+    """
+
+    def __init__(self, index: int | Sequence[int] | Tensor, names: Sequence[str] | None = None):
+        self.indices = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+        self.names = names
+
+    def __call__(self, output: Any) -> Tensor:
+        logits = logits_of(output)
+        indices = self.indices.to(logits.device)
+        if int(indices.max()) >= logits.shape[1] or int(indices.min()) < -logits.shape[1]:
+            raise ValueError(
+                f"class index {self.indices.tolist()} is out of range: the model has {logits.shape[1]} outputs"
+            )
+        if indices.numel() > 1:
+            indices = per_row(indices, logits.shape[0])
+        else:
+            indices = indices.expand(logits.shape[0])
+        return logits.gather(1, indices[:, None])[:, 0]
+
+    def index(self, sample: int) -> int:
+        return int(self.indices[sample if self.indices.numel() > 1 else 0])
+
+    def label(self, sample: int, names: Sequence[str] | None = None) -> str:
+        position = self.index(sample)
+        names = self.names if self.names is not None else names
+        if names is not None and 0 <= position < len(names):
+            return str(names[position])
+        return f"class {position}"
+
+
+class Negated(Target):
+    """The negated score: its Grad-CAM is the counterfactual map, the evidence *against* the target."""
+
+    def __init__(self, target: Target):
+        self.target = target
+
+    def __call__(self, output: Any) -> Tensor:
+        return -self.target(output)
+
+    def label(self, sample: int, names: Sequence[str] | None = None) -> str:
+        return f"not {self.target.label(sample, names)}"
+
+    def index(self, sample: int) -> int | None:
+        return self.target.index(sample)
+
+
+class FunctionTarget(Target):
+    """Any callable ``output -> (N,)`` with a name."""
+
+    def __init__(self, function: Callable[[Any], Tensor], name: str | None = None):
+        self.function = function
+        self.name = name or getattr(function, "__name__", "target")
+
+    def __call__(self, output: Any) -> Tensor:
+        return self.function(output)
+
+    def label(self, sample: int, names: Sequence[str] | None = None) -> str:
+        return self.name
+
+
+def as_targets(spec: Any, batch_size: int, names: Sequence[str] | None = None) -> list[Target]:
+    """The K targets of a call, from the forms ``explain`` accepts.
+
+    An int (one class for all samples), a list of B ints (one class per sample), a list of B
+    lists of K ints (K classes per sample), a Target or callable, or a list of them.
+    """
+    if isinstance(spec, Target) or (callable(spec) and not isinstance(spec, (list, tuple, Tensor))):
+        return [spec if isinstance(spec, Target) else FunctionTarget(spec)]
+    if isinstance(spec, Tensor):
+        spec = spec.tolist()
+    if isinstance(spec, int):
+        return [ClassScore(spec, names)]
+    if isinstance(spec, (list, tuple)) and spec and all(callable(t) for t in spec):
+        return [t if isinstance(t, Target) else FunctionTarget(t) for t in spec]
+    if isinstance(spec, (list, tuple)) and len(spec) == batch_size:
+        if all(isinstance(i, int) for i in spec):
+            return [ClassScore(list(spec), names)]
+        if all(isinstance(row, (list, tuple)) for row in spec):
+            widths = {len(row) for row in spec}
+            if len(widths) == 1 and widths != {0}:
+                return [ClassScore([row[k] for row in spec], names) for k in range(widths.pop())]
+    raise ValueError(
+        f"cannot read targets {spec!r} for a batch of {batch_size}: give an int, a list of {batch_size} "
+        f"ints, a list of {batch_size} equal-length lists of ints, or Target objects"
+    )

@@ -1,0 +1,37 @@
+"""Shared fixtures: small seeded models, no network."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+
+class ConvPoolLinear(nn.Module):
+    """conv -> ReLU -> global average pool -> linear: the architecture CAM was defined on."""
+
+    def __init__(self, classes: int = 4, channels: int = 6):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+@pytest.fixture
+def cam_net():
+    torch.manual_seed(0)
+    return ConvPoolLinear().eval()
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10).eval()
+
+
+@pytest.fixture
+def images():
+    torch.manual_seed(1)
+    return torch.randn(2, 3, 96, 96)

@@ -1,0 +1,133 @@
+"""One forward and one vectorized backward for K targets; the forms targets come in; precision and layout."""
+
+import pytest
+import torch
+
+import mmcam
+from mmcam.explanation import Explanation
+
+
+def _count_forwards(model):
+    calls = []
+    handle = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    return calls, handle
+
+
+def test_k_targets_share_one_forward(resnet18, images):
+    calls, handle = _count_forwards(resnet18)
+    try:
+        explanation = mmcam.explain(resnet18, images, [list(range(8))] * 2, layer="layer4")
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    assert explanation.maps.shape == (2, 8, 96, 96)
+
+
+def test_batched_targets_equal_one_call_per_target(resnet18, images):
+    together = mmcam.explain(resnet18, images, [[0, 5, 9], [1, 2, 3]], layer="layer4", chunk_size=2)
+    for k in range(3):
+        alone = mmcam.explain(resnet18, images, [[0, 5, 9][k], [1, 2, 3][k]], layer="layer4")
+        torch.testing.assert_close(together.raw[:, k], alone.raw[:, 0], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(together.scores[:, k], alone.scores[:, 0])
+    assert together.indices == [[0, 5, 9], [1, 2, 3]]
+
+
+def test_batch_equals_one_sample_at_a_time(resnet18, images):
+    batch = mmcam.explain(resnet18, images, [4, 6], layer="layer4")
+    for b, target in enumerate([4, 6]):
+        single = mmcam.explain(resnet18, images[b], target, layer="layer4")
+        torch.testing.assert_close(batch.raw[b], single.raw[0], rtol=1e-4, atol=1e-7)
+
+
+def test_counterfactual_method_equals_negated_target(resnet18, images):
+    method = mmcam.explain(resnet18, images, 3, layer="layer4", method="counterfactual")
+    negated = mmcam.explain(resnet18, images, -mmcam.ClassScore(3), layer="layer4")
+    torch.testing.assert_close(method.raw, negated.raw)
+    assert negated.labels[0] == ["not class 3"]
+    assert not torch.allclose(method.raw, mmcam.explain(resnet18, images, 3, layer="layer4").raw)
+
+
+def test_target_forms(resnet18, images):
+    names = [f"n{i}" for i in range(10)]
+    explainer = mmcam.Explainer(resnet18, layer="layer4", class_names=names)
+    assert explainer(images, 2).labels == [["n2"], ["n2"]]
+    assert explainer(images, [2, 3]).labels == [["n2"], ["n3"]]
+    assert explainer(images, [[2, 3], [4, 5]]).labels == [["n2", "n3"], ["n4", "n5"]]
+    custom = explainer(images, [lambda out: out[:, 1] - out[:, 2], mmcam.ClassScore(1)])
+    assert custom.labels[0] == ["<lambda>", "n1"]
+    torch.testing.assert_close(custom.scores[:, 1], resnet18(images)[:, 1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "targets, message",
+    [
+        ([1, 2, 3], "list of 2 ints"),
+        ([[1, 2], [3]], "equal-length"),
+        (12, "out of range"),
+        ("cat", "cannot read"),
+    ],
+)
+def test_bad_targets_say_what_to_pass(resnet18, images, targets, message):
+    with pytest.raises(ValueError, match=message):
+        mmcam.explain(resnet18, images, targets, layer="layer4")
+
+
+def test_target_must_return_one_scalar_per_sample(resnet18, images):
+    with pytest.raises(ValueError, match="one scalar per sample"):
+        mmcam.explain(resnet18, images, lambda out: out, layer="layer4")
+
+
+def test_bad_images_say_what_to_pass(resnet18):
+    with pytest.raises(ValueError, match="float tensor"):
+        mmcam.explain(resnet18, torch.zeros(1, 3, 8, 8, dtype=torch.uint8), 0, layer="layer4")
+
+
+def test_maps_are_normalized_without_dividing_by_zero(resnet18, images):
+    explanation = mmcam.explain(
+        resnet18, images, [mmcam.ClassScore(1), lambda out: out[:, 0] * 0], layer="layer4"
+    )
+    assert torch.isfinite(explanation.maps).all()
+    assert explanation.maps[:, 0].amax() == 1 and explanation.maps.amin() == 0
+    assert (explanation.maps[:, 1] == 0).all()
+
+
+def test_chunking_does_not_change_the_maps(resnet18, images):
+    targets = [list(range(10))] * 2
+    big = mmcam.explain(resnet18, images, targets, layer="layer4", chunk_size=32)
+    small = mmcam.explain(resnet18, images, targets, layer="layer4", chunk_size=3)
+    torch.testing.assert_close(big.raw, small.raw)
+
+
+def test_channels_last_input(resnet18, images):
+    expected = mmcam.explain(resnet18, images, [1, 2], layer="layer4")
+    resnet18.to(memory_format=torch.channels_last)
+    try:
+        got = mmcam.explain(resnet18, images.to(memory_format=torch.channels_last), [1, 2], layer="layer4")
+    finally:
+        resnet18.to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(got.raw, expected.raw, rtol=1e-3, atol=1e-6)
+
+
+def test_bfloat16_autocast_gives_float32_maps_close_to_full_precision(resnet18, images):
+    expected = mmcam.explain(resnet18, images, [1, 2], layer="layer4")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = mmcam.explain(resnet18, images, [1, 2], layer="layer4")
+    assert got.maps.dtype == torch.float32 and got.raw.dtype == torch.float32
+    correlation = torch.corrcoef(torch.stack([got.maps.flatten(), expected.maps.flatten()]))[0, 1]
+    assert correlation > 0.95
+
+
+def test_smooth_gradcam_plusplus_is_reproducible_and_differs_from_gradcam_plusplus(resnet18, images):
+    first = mmcam.explain(resnet18, images, 1, layer="layer3", method="smooth-gradcam++")
+    second = mmcam.explain(resnet18, images, 1, layer="layer3", method="smooth-gradcam++")
+    torch.testing.assert_close(first.raw, second.raw)
+    plain = mmcam.explain(resnet18, images, 1, layer="layer3", method="gradcam++")
+    assert not torch.allclose(first.raw, plain.raw)
+
+
+def test_peaks_are_x_y_of_the_maximum():
+    maps = torch.zeros(1, 2, 4, 6)
+    maps[0, 0, 1, 5] = 1
+    maps[0, 1, 3, 0] = 1
+    explanation = Explanation(maps, maps, torch.zeros(1, 2), [["a", "b"]], [[0, 1]], "layer", "gradcam")
+    assert explanation.peaks().tolist() == [[[5, 1], [0, 3]]]

@@ -1,0 +1,110 @@
+"""Choosing the layer and reading its layout."""
+
+import pytest
+import torch
+from torch import nn
+
+import mmcam
+from mmcam.engine.layers import resolve_layer
+from mmcam.engine.layouts import Layout, infer_layout
+
+
+def test_layer_by_module_name_and_negative_index(resnet18):
+    assert resolve_layer(resnet18, resnet18.layer4[1]) == "layer4.1"
+    assert resolve_layer(resnet18, "layer4.-1.conv2") == "layer4.1.conv2"
+    assert resolve_layer(resnet18, "layer4") == "layer4"
+
+
+def test_unknown_layer_names_the_closest(resnet18):
+    with pytest.raises(ValueError, match="closest valid names: layer4"):
+        resolve_layer(resnet18, "layr4")
+    with pytest.raises(ValueError, match="not a submodule"):
+        resolve_layer(resnet18, nn.Conv2d(1, 1, 1))
+
+
+def test_auto_layer_is_the_last_spatial_layer(resnet18, cam_net, images):
+    assert mmcam.explain(resnet18, images, 0).layer == "layer4"
+    assert mmcam.explain(cam_net, images, 0).layer == "features"
+
+
+def test_auto_layer_skips_layers_the_target_does_not_depend_on(images):
+    class TwoBranches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = nn.Conv2d(3, 4, 3, padding=1)
+            self.unused = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            kept = self.used(x)
+            self.unused(x)
+            return self.fc(kept.mean(dim=(2, 3)))
+
+    assert mmcam.explain(TwoBranches().eval(), images, 0).layer == "used"
+
+
+@pytest.mark.parametrize(
+    "shape, size, expected",
+    [
+        ((2, 64, 7, 7), (224, 224), Layout("nchw")),
+        ((2, 7, 7, 768), (224, 224), Layout("nhwc")),
+        ((2, 4, 5, 96), (128, 160), Layout("nhwc")),
+        ((2, 197, 768), (224, 224), Layout("tokens", 1, (14, 14))),
+        ((2, 198, 768), (224, 224), Layout("tokens", 2, (14, 14))),
+        ((2, 1 + 14 * 20, 64), (224, 320), Layout("tokens", 1, (14, 20))),
+        ((2, 64), (224, 224), None),
+    ],
+)
+def test_layout_inference(shape, size, expected):
+    assert infer_layout(torch.zeros(shape), size, strict=False) == expected
+
+
+def test_unreadable_layout_says_what_to_pass():
+    with pytest.raises(ValueError, match="pass layout="):
+        infer_layout(torch.zeros(2, 64), (224, 224))
+    with pytest.raises(ValueError, match="needs its patch grid"):
+        Layout("tokens", prefix=1)
+
+
+class Permute(nn.Module):
+    def __init__(self, *order):
+        super().__init__()
+        self.order = order
+
+    def forward(self, x):
+        return x.permute(*self.order)
+
+
+class LayoutNet(nn.Module):
+    """conv -> NHWC per-position mix -> NCHW, and a token branch with a CLS token: the same grid three ways."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 8, 4, stride=4)
+        self.to_nhwc = Permute(0, 2, 3, 1)
+        self.mix = nn.Linear(8, 8)
+        self.to_nchw = Permute(0, 3, 1, 2)
+        self.cls = nn.Parameter(torch.randn(1, 1, 8))
+        self.tokens = nn.Identity()
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        grid = self.to_nchw(torch.relu(self.mix(self.to_nhwc(self.conv(x)))))
+        tokens = torch.cat([self.cls.expand(len(x), 1, 8), grid.flatten(2).transpose(1, 2)], dim=1)
+        tokens = self.tokens(tokens)
+        return self.fc(torch.cat([tokens[:, 0], tokens[:, 1:].mean(1)], dim=1))
+
+
+def test_nhwc_and_token_layouts_give_the_nchw_maps():
+    net = LayoutNet().eval()
+    x = torch.randn(2, 3, 32, 48)
+    nchw = mmcam.explain(net, x, [0, 2], layer="to_nchw")
+    nhwc = mmcam.explain(net, x, [0, 2], layer="mix")
+    tokens = mmcam.explain(net, x, [0, 2], layer="tokens")
+    explicit = mmcam.explain(net, x, [0, 2], layer="tokens", layout=Layout("tokens", prefix=1, grid=(8, 12)))
+    assert nchw.raw.shape == (2, 1, 8, 12)
+    for other in (tokens, explicit):
+        torch.testing.assert_close(other.raw, nchw.raw)
+    torch.testing.assert_close(nhwc.raw.shape, nchw.raw.shape)
+    assert torch.isfinite(nhwc.maps).all() and nhwc.maps.amax() == 1

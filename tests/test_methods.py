@@ -1,0 +1,166 @@
+"""Each CAM method against its published formula, written out with loops on small hand-made tensors."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import mmcam
+from mmcam.engine.methods import METHODS, get_method
+
+B, K, C, H, W = 2, 3, 4, 3, 5
+
+
+@pytest.fixture
+def ctx():
+    generator = torch.Generator().manual_seed(0)
+    activations = torch.relu(torch.randn(B, C, H, W, generator=generator))
+    gradients = torch.randn(B, K, C, H, W, generator=generator)
+    return SimpleNamespace(activations=activations, gradients=gradients, target_count=K, image_size=(H, W))
+
+
+def _relu(x):
+    return max(x, 0.0)
+
+
+def _weighted(weights, a):
+    """ReLU(sum_c w[c] A[c]) with explicit loops."""
+    out = np.zeros((H, W))
+    for i in range(H):
+        for j in range(W):
+            out[i, j] = _relu(sum(weights[c] * a[c, i, j] for c in range(C)))
+    return out
+
+
+def _expected(method, a, g):
+    """One sample, one target: a (C, H, W), g (C, H, W) as numpy."""
+    if method in ("gradcam", "counterfactual"):
+        sign = 1 if method == "gradcam" else -1
+        return _weighted([sign * g[c].sum() / (H * W) for c in range(C)], a)
+    if method == "gradcam++":
+        weights = []
+        for c in range(C):
+            total = 0.0
+            for i in range(H):
+                for j in range(W):
+                    gij = g[c, i, j]
+                    alpha = gij**2 / (2 * gij**2 + a[c].sum() * gij**3) if gij != 0 else 0.0
+                    total += alpha * _relu(gij)
+            weights.append(total)
+        return _weighted(weights, a)
+    if method == "xgradcam":
+        return _weighted([(a[c] * g[c]).sum() / a[c].sum() for c in range(C)], a)
+    if method == "hirescam":
+        return np.maximum((g * a).sum(0), 0)
+    if method == "layercam":
+        return np.maximum((np.maximum(g, 0) * a).sum(0), 0)
+    if method == "normgrad":
+        return np.sqrt((a**2).sum(0)) * np.sqrt((g**2).sum(0))
+    raise AssertionError(method)
+
+
+@pytest.mark.parametrize(
+    "method", ["gradcam", "counterfactual", "gradcam++", "xgradcam", "hirescam", "layercam", "normgrad"]
+)
+def test_formula(ctx, method):
+    raw = get_method(method)(ctx).raw
+    assert raw.shape == (B, K, H, W)
+    for b in range(B):
+        for k in range(K):
+            expected = _expected(
+                method, ctx.activations[b].double().numpy(), ctx.gradients[b, k].double().numpy()
+            )
+            np.testing.assert_allclose(raw[b, k].numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_eigencam_is_first_component_with_positive_sign(ctx):
+    raw = get_method("eigencam")(ctx).raw
+    for b in range(B):
+        flat = ctx.activations[b].reshape(C, -1).T.double().numpy()
+        centred = flat - flat.mean(0)
+        component = np.linalg.svd(centred)[2][0]
+        projection = centred @ component
+        if np.corrcoef(projection, flat.sum(1))[0, 1] < 0:
+            projection = -projection
+        for k in range(K):
+            np.testing.assert_allclose(raw[b, k].reshape(-1).numpy(), np.maximum(projection, 0), atol=1e-5)
+
+
+def test_scorecam_weights_are_softmax_of_masked_scores(ctx):
+    masked = torch.randn(B, C, K)
+    ctx.masked_scores = lambda masks, batch_size: masked
+    result = get_method("scorecam")(ctx)
+    weights = torch.softmax(masked.transpose(1, 2), dim=-1)
+    torch.testing.assert_close(result.weights, weights)
+    torch.testing.assert_close(
+        result.raw, torch.relu(torch.einsum("bkc,bchw->bkhw", weights, ctx.activations))
+    )
+
+
+def test_smooth_gradcam_plusplus_uses_averaged_moments(ctx):
+    g = ctx.gradients
+    ctx.noisy_gradient_moments = lambda samples, sigma: (g, g**2, g**3)
+    torch.testing.assert_close(get_method("smooth-gradcam++")(ctx).raw, get_method("gradcam++")(ctx).raw)
+
+
+def test_method_names_are_forgiving_and_unknown_ones_list_the_valid():
+    assert get_method("GradCAMPlusPlus").name == "gradcam++"
+    assert get_method("grad_cam").name == "gradcam"
+    with pytest.raises(ValueError, match="gradcam, counterfactual"):
+        get_method("gradcam+++")
+    assert len(METHODS) == 12
+
+
+def test_gradcam_equals_cam_up_to_positive_scale(cam_net, images):
+    """For conv -> GAP -> linear, alpha_kc = W_kc / (hw), so Grad-CAM = ReLU(CAM) / (hw)."""
+    explanation = mmcam.explain(cam_net, images, [[0, 1, 2, 3]] * 2, layer="features")
+    features = cam_net.features(images)
+    cam = torch.einsum("kc,bchw->bkhw", cam_net.fc.weight, features)
+    hw = features.shape[-1] * features.shape[-2]
+    torch.testing.assert_close(explanation.raw * hw, torch.relu(cam), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(explanation.weights, cam_net.fc.weight.expand(2, 4, 6) / hw)
+
+
+class OnePixelNet(nn.Module):
+    """x (1, 1, 2, 2) -> 1x1 conv to 2 channels -> ReLU -> flatten -> linear to 1 score."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1, bias=False)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(8, 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -2.0]).reshape(2, 1, 1, 1))
+            self.fc.weight.copy_(torch.tensor([[1.0, -3.0, 2.0, 0.5, -1.0, 4.0, 2.0, -2.0]]))
+
+    def forward(self, x):
+        return self.fc(self.relu(self.conv(x)).flatten(1))
+
+
+def test_guided_backprop_keeps_positive_gradients_through_active_relus():
+    net = OnePixelNet().eval()
+    x = torch.tensor([[[[1.0, -1.0], [2.0, -0.5]]]])
+    explanation = mmcam.explain(net, x, 0, layer="conv", method="guided-backprop")
+    conv = net.conv.weight.flatten().tolist()
+    fc = net.fc.weight.reshape(2, 4).tolist()
+    pixels = x.flatten().tolist()
+    expected = []
+    for p, value in enumerate(pixels):
+        total = 0.0
+        for c in range(2):
+            active = conv[c] * value > 0
+            total += conv[c] * active * max(fc[c][p], 0.0)
+        expected.append(abs(total))
+    torch.testing.assert_close(explanation.raw.flatten(), torch.tensor(expected))
+    plain = torch.autograd.functional.jacobian(net, x).flatten().abs()
+    assert not torch.allclose(plain, explanation.raw.flatten())
+    assert all(not m._forward_hooks for m in net.modules())
+
+
+def test_guided_gradcam_is_guided_backprop_times_upsampled_gradcam(cam_net, images):
+    guided = mmcam.explain(cam_net, images, 1, layer="features", method="guided-backprop").raw
+    cam = mmcam.explain(cam_net, images, 1, layer="features", method="gradcam").raw
+    combined = mmcam.explain(cam_net, images, 1, layer="features", method="guided-gradcam").raw
+    torch.testing.assert_close(combined, guided * cam)
