@@ -6,29 +6,7 @@ import pytest
 import torch
 
 import mmcam
-
-
-def _snapshot(model):
-    return {
-        "values": {k: v.clone() for k, v in model.state_dict().items()},
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "grads": [p.grad for p in model.parameters()],
-        "training": [m.training for m in model.modules()],
-        "hooks": [
-            (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-            for m in model.modules()
-        ],
-    }
-
-
-def _assert_unchanged(model, before):
-    after = _snapshot(model)
-    assert after["requires_grad"] == before["requires_grad"]
-    assert after["training"] == before["training"]
-    assert after["hooks"] == before["hooks"]
-    assert all(g is None for g in after["grads"])
-    for key, value in before["values"].items():
-        assert torch.equal(after["values"][key], value), key
+from tests.model_state import assert_unchanged, snapshot
 
 
 @pytest.fixture
@@ -46,33 +24,33 @@ def mixed_state_model(resnet18):
 
 @pytest.mark.parametrize("method", ["gradcam", "scorecam", "guided-gradcam", "smooth-gradcam++"])
 def test_unchanged_after_success(mixed_state_model, method):
-    before = _snapshot(mixed_state_model)
+    before = snapshot(mixed_state_model)
     mmcam.explain(mixed_state_model, torch.randn(1, 3, 32, 32), [2], method=method)
-    _assert_unchanged(mixed_state_model, before)
+    assert_unchanged(mixed_state_model, before)
 
 
 def test_unchanged_after_a_target_raises(mixed_state_model):
-    before = _snapshot(mixed_state_model)
+    before = snapshot(mixed_state_model)
 
     def broken(output):
         raise RuntimeError("induced failure")
 
     with pytest.raises(RuntimeError, match="induced failure"):
         mmcam.explain(mixed_state_model, torch.randn(1, 3, 32, 32), broken, layer="layer4")
-    _assert_unchanged(mixed_state_model, before)
+    assert_unchanged(mixed_state_model, before)
 
 
 def test_unchanged_after_bad_input(mixed_state_model):
-    before = _snapshot(mixed_state_model)
+    before = snapshot(mixed_state_model)
     with pytest.raises(ValueError, match="could not run on inputs"):
         mmcam.explain(mixed_state_model, torch.randn(1, 4, 32, 32), 0, layer="layer4")
-    _assert_unchanged(mixed_state_model, before)
+    assert_unchanged(mixed_state_model, before)
 
 
 def test_unchanged_after_auto_layer_probe(mixed_state_model):
-    before = _snapshot(mixed_state_model)
+    before = snapshot(mixed_state_model)
     assert mmcam.explain(mixed_state_model, torch.randn(1, 3, 64, 64), 1).layer == "layer4"
-    _assert_unchanged(mixed_state_model, before)
+    assert_unchanged(mixed_state_model, before)
 
 
 def test_works_under_no_grad_and_on_frozen_models(resnet18, images):

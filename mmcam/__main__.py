@@ -1,0 +1,5 @@
+import sys
+
+from mmcam.cli import main
+
+sys.exit(main())

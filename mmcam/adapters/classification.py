@@ -1,0 +1,193 @@
+"""Image classification: torchvision models, Hugging Face image classifiers, the bundled shapes model,
+or any ``nn.Module`` that returns logits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from mmcam.engine import Explainer, Layout
+from mmcam.explanation import Explanation
+from mmcam.targets import logits_of
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ImageClassifier:
+    """A classifier ready to explain: the network, how images become its input, its class names,
+    and the layer explained by default."""
+
+    name: str
+    model: nn.Module
+    preprocess: Callable[[Sequence[Image.Image]], Tensor]
+    class_names: Sequence[str] | None = None
+    layer: str = "auto"
+    layout: str | Layout = "auto"
+
+    def explainer(self, layer: str | None = None, method: str = "gradcam") -> Explainer:
+        return Explainer(
+            self.model,
+            layer=layer or self.layer,
+            method=method,
+            layout=self.layout,
+            class_names=self.class_names,
+        )
+
+    def top_classes(self, pixels: Tensor, top: int) -> list[list[int]]:
+        """The ``top`` highest-scoring class indices of each image, best first."""
+        with torch.no_grad():
+            logits = logits_of(self.model(pixels))
+        return logits.topk(min(top, logits.shape[1]), dim=1).indices.tolist()
+
+    def explain(
+        self, images: Sequence[Image.Image], top: int = 1, layer: str | None = None, method: str = "gradcam"
+    ) -> Explanation:
+        """Explain the ``top`` highest-scoring classes of each image, all in one pass."""
+        pixels = self.preprocess(images)
+        return self.explainer(layer, method)(pixels, self.top_classes(pixels, top))
+
+
+def class_names_of(model: nn.Module) -> list[str] | None:
+    """Class names a model carries: ``model.labels`` (bundled) or a Hugging Face ``config.id2label``."""
+    if getattr(model, "labels", None) is not None:
+        return list(model.labels)
+    id2label = getattr(getattr(model, "config", None), "id2label", None)
+    if id2label:
+        return [id2label[i] for i in sorted(id2label)]
+    return None
+
+
+def default_layer(model: nn.Module) -> str:
+    """The layer explained by default for a model family.
+
+    Bundled models name theirs (``default_layer``); ViT-style transformers use the last block's
+    ``layernorm_before``, whose patch tokens still feed the class token through attention (the
+    final norm's gradient reaches only the class token); everything else: ``"auto"``.
+    """
+    if isinstance(getattr(model, "default_layer", None), str):
+        return model.default_layer
+    norms = [name for name, _ in model.named_modules() if name.endswith("layernorm_before")]
+    return norms[-1] if norms else "auto"
+
+
+def from_module(
+    model: nn.Module, preprocess: Callable | None = None, name: str | None = None
+) -> ImageClassifier:
+    """Wrap any ``nn.Module`` returning logits; ``preprocess`` defaults to ImageNet's 224x224."""
+    return ImageClassifier(
+        name=name or type(model).__name__,
+        model=model.eval(),
+        preprocess=preprocess or imagenet_preprocess(224),
+        class_names=class_names_of(model),
+        layer=default_layer(model),
+    )
+
+
+def imagenet_preprocess(size: int) -> Callable[[Sequence[Image.Image]], Tensor]:
+    """Resize to size x size (no crop, so maps cover the whole image) and normalize with ImageNet statistics."""
+    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
+    std = torch.tensor(IMAGENET_STD)[:, None, None]
+
+    def preprocess(images: Sequence[Image.Image]) -> Tensor:
+        tensors = []
+        for image in images:
+            resized = image.convert("RGB").resize((size, size), Image.BILINEAR)
+            array = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8)
+            tensors.append(array.reshape(size, size, 3).permute(2, 0, 1).float() / 255)
+        return (torch.stack(tensors) - mean) / std
+
+    return preprocess
+
+
+def load_classifier(spec: str) -> ImageClassifier:
+    """A classifier from a model SPEC.
+
+    ``shapes``: the bundled shapes-world classifier. ``torchvision:NAME`` (or a bare torchvision
+    name): pretrained weights from the local torch cache; ``torchvision:NAME:random`` for random
+    weights. ``hf:ID_OR_PATH`` or a local directory: a Hugging Face image classifier from a local
+    directory or the local Hugging Face cache.
+    """
+    if spec == "shapes":
+        return _bundled()
+    if spec.startswith("hf:") or Path(spec).is_dir():
+        return _huggingface(spec.removeprefix("hf:"))
+    return _torchvision(spec.removeprefix("torchvision:"))
+
+
+def _bundled() -> ImageClassifier:
+    from mmcam.zoo import load
+
+    model, processor = load("shapes-classifier")
+    return ImageClassifier(
+        "shapes",
+        model,
+        lambda images: processor(list(images))["pixel_values"],
+        list(processor.labels),
+        default_layer(model),
+    )
+
+
+def _torchvision(spec: str) -> ImageClassifier:
+    import torchvision
+
+    name, _, variant = spec.partition(":")
+    available = torchvision.models.list_models(module=torchvision.models)
+    if name not in available:
+        raise ValueError(
+            f"unknown model '{spec}': use 'shapes', a torchvision name (e.g. resnet50), or hf:<id or local dir>"
+        )
+    if variant not in ("", "random"):
+        raise ValueError(
+            f"unknown variant '{variant}' of {name}: use torchvision:{name} or torchvision:{name}:random"
+        )
+    weights = None if variant == "random" else torchvision.models.get_model_weights(name).DEFAULT
+    try:
+        model = torchvision.models.get_model(name, weights=weights)
+    except Exception as error:  # the download of missing weights fails offline with many error types
+        raise ValueError(
+            f"the pretrained weights of {name} are not in the local torch cache ({torch.hub.get_dir()}/checkpoints) "
+            f"and cannot be downloaded here; copy them there, or use torchvision:{name}:random"
+        ) from error
+    names = list(weights.meta["categories"]) if weights is not None else None
+    classifier = from_module(model, name=f"torchvision:{spec}")
+    classifier.class_names = names
+    return classifier
+
+
+def _huggingface(path: str) -> ImageClassifier:
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    try:
+        model = AutoModelForImageClassification.from_pretrained(path)
+        processor = AutoImageProcessor.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"cannot load the Hugging Face classifier '{path}' from a local directory or the local cache: "
+            f"{str(error).splitlines()[0]}"
+        ) from error
+
+    def preprocess(images: Sequence[Image.Image]) -> Tensor:
+        return processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    return ImageClassifier(
+        f"hf:{path}", model.eval(), preprocess, class_names_of(model), default_layer(model)
+    )
+
+
+def as_classifier(model: Any) -> ImageClassifier:
+    """An ImageClassifier from a SPEC string, an ImageClassifier, or an ``nn.Module``."""
+    if isinstance(model, ImageClassifier):
+        return model
+    if isinstance(model, str):
+        return load_classifier(model)
+    if isinstance(model, nn.Module):
+        return from_module(model)
+    raise TypeError(f"expected a model SPEC, an ImageClassifier or an nn.Module, got {type(model).__name__}")

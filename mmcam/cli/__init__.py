@@ -1,0 +1,40 @@
+"""The ``mmcam`` command: one subcommand per task, each in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mmcam.cli import bench, classify, demo
+from mmcam.engine.methods import METHODS
+
+COMMANDS = (demo, classify, bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmcam",
+        description="Explain what vision and vision-language models look at, with Grad-CAM and its variants.",
+        epilog=f"methods: {', '.join(METHODS)}. Run 'mmcam COMMAND --help' for a command's options.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; errors print one line (no traceback) and exit non-zero."""
+    arguments = build_parser().parse_args(argv)
+    try:
+        return arguments.run(arguments) or 0
+    except (ValueError, TypeError, OSError) as error:
+        print(f"mmcam: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmcam: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pictures of explanations: overlays, per-target figures."""

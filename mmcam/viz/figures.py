@@ -1,0 +1,37 @@
+"""Matplotlib figures: an image and one overlay per explained target."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from matplotlib.figure import Figure
+from PIL import Image
+from torch import Tensor
+
+from mmcam.viz.overlay import overlay
+
+
+def targets_figure(
+    image: Image.Image, maps: Tensor, titles: Sequence[str], heading: str = "", columns: int = 4
+) -> Figure:
+    """The input, then one panel per target: its map over the image, titled with label and score."""
+    panels = len(titles) + 1
+    columns = min(columns, panels)
+    rows = -(-panels // columns)
+    figure = Figure(figsize=(3 * columns, 3.2 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    axes.flat[0].imshow(image)
+    axes.flat[0].set_title("input", fontsize=10)
+    for axis, heatmap, title in zip(axes.flat[1:], maps, titles):
+        axis.imshow(overlay(image, heatmap))
+        axis.set_title(title, fontsize=10)
+    if heading:
+        figure.suptitle(heading, fontsize=11)
+    figure.tight_layout()
+    return figure
+
+
+def save_figure(figure: Figure, path) -> None:
+    figure.savefig(path, dpi=100)

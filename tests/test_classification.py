@@ -1,0 +1,100 @@
+"""The classification adapter on real model families built offline: torchvision and Hugging Face ViT."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmcam.adapters.classification import as_classifier, default_layer, load_classifier
+from mmcam.images import load_image
+from tests.model_state import assert_unchanged, snapshot
+
+
+@pytest.fixture(scope="module")
+def tiny_vit_dir(tmp_path_factory):
+    """A randomly initialized ViT classifier and its processor, saved like a downloaded checkpoint."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=64,
+        patch_size=8,
+        num_labels=5,
+        id2label={i: f"thing{i}" for i in range(5)},
+        label2id={f"thing{i}": i for i in range(5)},
+        attn_implementation="eager",
+    )
+    path = tmp_path_factory.mktemp("tiny-vit")
+    ViTForImageClassification(config).save_pretrained(path)
+    ViTImageProcessor(size={"height": 64, "width": 64}).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def picture():
+    return Image.fromarray((np.random.default_rng(0).random((48, 80, 3)) * 255).astype(np.uint8))
+
+
+def test_huggingface_vit_from_a_local_directory(tiny_vit_dir, picture):
+    classifier = load_classifier(str(tiny_vit_dir))
+    assert classifier.layer == "vit.layers.1.layernorm_before"
+    before = snapshot(classifier.model)
+    explanation = classifier.explain([picture], top=3)
+    assert_unchanged(classifier.model, before)
+    assert explanation.raw.shape == (1, 3, 8, 8)  # 64 tokens after the class token, as an 8x8 grid
+    assert explanation.labels[0][0].startswith("thing")
+    for k in range(3):
+        assert explanation.maps[0, k].amax() == 1 and explanation.maps[0, k].std() > 0.05
+
+
+def test_vit_auto_layer_lands_in_the_last_block_with_spatial_gradients(tiny_vit_dir, picture):
+    classifier = load_classifier(f"hf:{tiny_vit_dir}")
+    explanation = classifier.explain([picture], top=1, layer="auto")
+    assert explanation.layer.startswith("vit.layers.1.")
+    assert explanation.maps.std() > 0.05
+
+
+def test_torchvision_random_weights_and_default_layer(picture):
+    classifier = load_classifier("torchvision:resnet18:random")
+    explanation = classifier.explain([picture], top=2)
+    assert explanation.layer == "layer4" and explanation.maps.shape == (1, 2, 224, 224)
+    assert classifier.class_names is None and explanation.labels[0][0].startswith("class ")
+
+
+def test_any_module_returning_logits(cam_net):
+    classifier = as_classifier(cam_net)
+    assert default_layer(cam_net) == "auto" and classifier.preprocess([Image.new("RGB", (30, 20))]).shape == (
+        1,
+        3,
+        224,
+        224,
+    )
+
+
+def test_unknown_specs_say_what_is_valid():
+    with pytest.raises(ValueError, match="torchvision name"):
+        load_classifier("not-a-model")
+    with pytest.raises(ValueError, match=":random"):
+        load_classifier("torchvision:resnet18:tiny")
+    with pytest.raises(ValueError, match="local directory or the local cache"):
+        load_classifier("hf:/nonexistent/model-dir")
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "RGB"])
+def test_images_of_any_mode_become_rgb(tmp_path, mode):
+    path = tmp_path / f"picture-{mode}.png"
+    Image.new(mode, (7, 5)).save(path)
+    image = load_image(path)
+    assert image.mode == "RGB" and image.size == (7, 5)
+
+
+def test_unreadable_image_is_one_clear_error(tmp_path):
+    (tmp_path / "broken.png").write_text("not an image")
+    with pytest.raises(ValueError, match="cannot read image .*broken.png"):
+        load_image(tmp_path / "broken.png")
+    with pytest.raises(ValueError, match="no such file"):
+        load_image(tmp_path / "missing.png")
