@@ -1,6 +1,6 @@
 """Speed of mmcam against pytorch-grad-cam and captum on the same model and batch, in one run.
 
-Timings are medians of ``repeats`` runs after one warm-up; each peer explains the same classes
+Timings are medians of ``repeats`` round-robin runs after one warm-up each; each peer explains the same classes
 with its own Grad-CAM at the same layer. Peers explain K targets per image with K calls (their
 API has one target per sample per call); mmcam does all K in one call.
 """
@@ -32,19 +32,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _measure(run: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, float | None]:
-    run()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def _measure_rounds(
+    runs: list[Callable[[], object]], device: torch.device, repeats: int, progress: bool
+) -> list[tuple[float, float | None]]:
+    """Median seconds and peak CUDA memory of each run, timed round-robin after one warm-up each.
+
+    Interleaving the runs spreads any drift of the machine's speed over all tools alike.
+    """
+    seconds: list[list[float]] = [[] for _ in runs]
+    memory: list[float | None] = [None] * len(runs)
+    for run in runs:
         run()
-        _sync(device)
-        seconds.append(time.perf_counter() - start)
-    memory = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    return statistics.median(seconds), memory
+    _sync(device)
+    for _ in tqdm(range(repeats), desc="benchmark rounds", unit="round", disable=not progress):
+        for index, run in enumerate(runs):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            start = time.perf_counter()
+            run()
+            _sync(device)
+            seconds[index].append(time.perf_counter() - start)
+            if device.type == "cuda":
+                memory[index] = torch.cuda.max_memory_allocated(device) / 2**20
+    return [(statistics.median(s), m) for s, m in zip(seconds, memory)]
 
 
 def _peers(model: torch.nn.Module, layer: torch.nn.Module) -> dict[str, Callable]:
@@ -106,11 +116,11 @@ def run_classification_bench(
                 lambda peer=peer: [peer(images, [row[k] for row in classes]) for k in range(targets)],
             )
         )
-    timings = []
-    for case, tool, run in tqdm(cases, desc="benchmark", unit="case", disable=not progress):
-        seconds, memory = _measure(run, device, repeats)
-        timings.append(Timing(case, tool, seconds, batch / seconds, memory))
-    return timings
+    measured = _measure_rounds([run for _, _, run in cases], device, repeats, progress)
+    return [
+        Timing(case, tool, seconds, batch / seconds, memory)
+        for (case, tool, _), (seconds, memory) in zip(cases, measured)
+    ]
 
 
 def ratio_table(timings: list[Timing]) -> list[dict]:
