@@ -67,18 +67,18 @@ def infer_layout(activation: Tensor, image_size: tuple[int, int], strict: bool =
 
     4-D: NCHW when (d2, d3) has the image's aspect ratio, else NHWC when (d1, d2) has it.
     3-D: tokens, with the fewest prefix tokens that leave a grid of the image's aspect ratio.
-    A grid must have at least two cells. Returns None (or raises, when ``strict``) otherwise.
+    Returns None (or raises, when ``strict``) otherwise.
     """
     shape = tuple(activation.shape[1:])
     layout = None
     if len(shape) == 3:
-        if _same_aspect(shape[1], shape[2], image_size) and shape[1] * shape[2] >= 2:
+        if _same_aspect(shape[1], shape[2], image_size):
             layout = Layout("nchw")
-        elif _same_aspect(shape[0], shape[1], image_size) and shape[0] * shape[1] >= 2:
+        elif _same_aspect(shape[0], shape[1], image_size):
             layout = Layout("nhwc")
     elif len(shape) == 2 and shape[0] >= 2:
         found = _token_grid(shape[0], image_size)
-        if found is not None and found[1][0] * found[1][1] >= 2:
+        if found is not None:
             layout = Layout("tokens", prefix=found[0], grid=found[1])
     if layout is None and strict:
         raise ValueError(
