@@ -108,9 +108,10 @@ def test_channels_last_input(resnet18, images):
     torch.testing.assert_close(got.raw, expected.raw, rtol=1e-3, atol=1e-6)
 
 
-def test_bfloat16_autocast_gives_float32_maps_close_to_full_precision(resnet18, images):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_gives_float32_maps_close_to_full_precision(resnet18, images, dtype):
     expected = mmcam.explain(resnet18, images, [1, 2], layer="layer4")
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         got = mmcam.explain(resnet18, images, [1, 2], layer="layer4")
     assert got.maps.dtype == torch.float32 and got.raw.dtype == torch.float32
     correlation = torch.corrcoef(torch.stack([got.maps.flatten(), expected.maps.flatten()]))[0, 1]

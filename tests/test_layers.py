@@ -108,3 +108,33 @@ def test_nhwc_and_token_layouts_give_the_nchw_maps():
         torch.testing.assert_close(other.raw, nchw.raw)
     torch.testing.assert_close(nhwc.raw.shape, nchw.raw.shape)
     assert torch.isfinite(nhwc.maps).all() and nhwc.maps.amax() == 1
+
+
+def test_capturing_two_layers_keeps_gradients_flowing_through_both(resnet18, images):
+    """The upper layer is recorded inside the graph that starts at the lower one, so both get exact gradients."""
+    from mmcam.engine import LayerCapture
+
+    for p in resnet18.parameters():
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad(), LayerCapture(resnet18, ["layer3", "layer4"]) as capture:
+            score = resnet18(images)[:, 1].sum()
+        low, high = capture.activations["layer3"], capture.activations["layer4"]
+        assert low.is_leaf and not high.is_leaf
+        got_low, got_high = torch.autograd.grad(score, [low, high])
+        reference = {}
+        hooks = [
+            getattr(resnet18, name).register_forward_hook(lambda m, a, o, name=name: reference.setdefault(name, o))
+            for name in ("layer3", "layer4")
+        ]
+        x = images.clone().requires_grad_(True)
+        with torch.enable_grad():
+            expected = torch.autograd.grad(resnet18(x)[:, 1].sum(), [reference["layer3"], reference["layer4"]])
+        for hook in hooks:
+            hook.remove()
+    finally:
+        for p in resnet18.parameters():
+            p.requires_grad_(True)
+    torch.testing.assert_close(got_low, expected[0])
+    torch.testing.assert_close(got_high, expected[1])
+    assert all(not m._forward_hooks for m in resnet18.modules())
