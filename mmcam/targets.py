@@ -139,3 +139,40 @@ def as_targets(spec: Any, batch_size: int, names: Sequence[str] | None = None) -
         f"cannot read targets {spec!r} for a batch of {batch_size}: give an int, a list of {batch_size} "
         f"ints, a list of {batch_size} equal-length lists of ints, or Target objects"
     )
+
+
+def sequence_logits_of(output: Any) -> Tensor:
+    """The (N, L, V) next-token logits of a teacher-forced decoder output: the tensor or its ``.logits``."""
+    logits = output if isinstance(output, Tensor) else getattr(output, "logits", None)
+    if not isinstance(logits, Tensor) or logits.ndim != 3:
+        raise TypeError(f"expected (N, L, V) decoder logits, got {type(output).__name__}")
+    return logits
+
+
+class TokenLogProb(Target):
+    """log p(word) under teacher forcing: the sum of log p(x_p | x_<p) over the word's token positions.
+
+    ``token_ids`` (B, L) are the decoder inputs (position 0 is the start token); logits row p - 1
+    predicts the token at position p. Sub-word tokens of one word sum into one word target; all
+    caption positions together give the whole-caption target of the original Grad-CAM captioning code.
+    """
+
+    def __init__(self, token_ids: Tensor, positions: Sequence[int], word: str, index: int | None = None):
+        if not positions or min(positions) < 1:
+            raise ValueError("token positions start at 1 (position 0 is the start token)")
+        self.token_ids = token_ids
+        self.positions = list(positions)
+        self.word = word
+        self.word_index = index
+
+    def __call__(self, output: Any) -> Tensor:
+        logits = sequence_logits_of(output)
+        ids = per_row(self.token_ids.to(logits.device), logits.shape[0])
+        predicting = logits[:, [p - 1 for p in self.positions]].float().log_softmax(dim=-1)
+        return predicting.gather(-1, ids[:, self.positions, None])[..., 0].sum(dim=1)
+
+    def label(self, sample: int, names: Sequence[str] | None = None) -> str:
+        return self.word
+
+    def index(self, sample: int) -> int | None:
+        return self.word_index

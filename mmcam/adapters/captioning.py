@@ -1,0 +1,235 @@
+"""Image captioning: explain every word of a caption with one teacher-forced forward and one backward.
+
+A ``CaptionModel`` puts a model family behind four functions: read images, generate a caption,
+split a caption into decoder tokens grouped by word, and run the teacher-forced decoder. Families:
+the bundled shapes captioner, Hugging Face ``VisionEncoderDecoderModel``, BLIP
+(``BlipForConditionalGeneration``) and GIT (``GitForCausalLM``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from mmcam.adapters.classification import default_layer
+from mmcam.engine import Explainer
+from mmcam.explanation import Explanation
+from mmcam.targets import Target, TokenLogProb
+from mmcam.text.words import analyze
+
+WORD_CHOICES = ("all", "content")
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """A caption as decoder inputs: ``ids`` start with the start token; ``words[w]`` lists the positions
+    (into ``ids``) of word w's tokens."""
+
+    ids: list[int]
+    words: list[str]
+    positions: list[list[int]]
+
+
+@dataclass
+class CaptionModel:
+    name: str
+    model: nn.Module
+    preprocess: Callable[[Sequence[Image.Image]], Tensor]
+    generate: Callable[[Tensor], list[str]]
+    tokenize: Callable[[str], Tokenized]
+    forward: Callable[[nn.Module, dict[str, Tensor]], Tensor]
+    layer: str = "auto"
+
+    def explainer(self, layer: str | None = None, method: str = "gradcam") -> Explainer:
+        return Explainer(self.model, layer=layer or self.layer, method=method, forward=self.forward)
+
+
+@dataclass
+class CaptionExplanation:
+    caption: str
+    words: list[str]
+    explanation: Explanation
+
+
+def word_targets(tokenized: Tokenized, words: str = "all", whole_caption: bool = False) -> list[Target]:
+    """One target per selected word (``"all"`` or ``"content"``: nouns and adjectives), optionally the
+    whole caption last. Word targets are labelled with the word; ``index`` is its position in the caption."""
+    if words not in WORD_CHOICES:
+        raise ValueError(f"unknown word selection '{words}'; use one of {', '.join(WORD_CHOICES)}")
+    ids = torch.tensor([tokenized.ids])
+    analyzed = analyze(tokenized.words)
+    chosen = [w for w, info in enumerate(analyzed) if words == "all" or info.content]
+    if not chosen:
+        raise ValueError(f"no {words} words in the caption {' '.join(tokenized.words)!r}")
+    targets: list[Target] = [TokenLogProb(ids, tokenized.positions[w], tokenized.words[w], w) for w in chosen]
+    if whole_caption:
+        every = sorted(p for positions in tokenized.positions for p in positions)
+        targets.append(TokenLogProb(ids, every, " ".join(tokenized.words), None))
+    return targets
+
+
+def explain_caption(
+    captioner: CaptionModel,
+    image: Image.Image,
+    caption: str | None = None,
+    words: str = "all",
+    whole_caption: bool = False,
+    counterfactual: bool = False,
+    explainer: Explainer | None = None,
+) -> CaptionExplanation:
+    """Generate (or take) a caption of ``image`` and explain its words in one forward and one backward.
+
+    ``counterfactual`` explains the negated word targets: where the evidence against each word is.
+    """
+    pixels = captioner.preprocess([image])
+    if caption is None:
+        with torch.no_grad():
+            caption = captioner.generate(pixels)[0]
+    tokenized = captioner.tokenize(caption)
+    if not tokenized.words:
+        raise ValueError("the caption is empty: there is no word to explain")
+    targets = word_targets(tokenized, words, whole_caption)
+    if counterfactual:
+        targets = [-target for target in targets]
+    explainer = explainer or captioner.explainer()
+    inputs = {"pixel_values": pixels, "input_ids": torch.tensor([tokenized.ids])}
+    return CaptionExplanation(caption, tokenized.words, explainer(inputs, targets))
+
+
+def _bundled() -> CaptionModel:
+    from mmcam.zoo import load
+
+    model, processor = load("shapes-captioner")
+    tokenizer = processor.tokenizer
+
+    def tokenize(caption: str) -> Tokenized:
+        ids = tokenizer.encode(caption)[:-1]  # drop <eos>: its probability is no word's evidence
+        words = caption.split()
+        return Tokenized(ids, words, [[p] for p in range(1, len(words) + 1)])
+
+    def generate(pixels: Tensor) -> list[str]:
+        return [tokenizer.decode(row.tolist()) for row in model.generate(pixels)]
+
+    return CaptionModel(
+        "shapes",
+        model,
+        lambda images: processor(list(images))["pixel_values"],
+        generate,
+        tokenize,
+        lambda m, inputs: m(inputs["pixel_values"], inputs["input_ids"]),
+        default_layer(model),
+    )
+
+
+def huggingface_tokenize(tokenizer, start_id: int) -> Callable[[str], Tokenized]:
+    """Sub-word tokens grouped into words by a fast tokenizer's word ids; ``start_id`` goes first."""
+
+    def tokenize(caption: str) -> Tokenized:
+        encoding = tokenizer(caption, add_special_tokens=False, return_offsets_mapping=True)
+        groups: dict[int, list[int]] = {}
+        for position, word_id in enumerate(encoding.word_ids(), start=1):
+            groups.setdefault(word_id, []).append(position)
+        offsets = encoding["offset_mapping"]
+        words = [caption[offsets[group[0] - 1][0] : offsets[group[-1] - 1][1]] for group in groups.values()]
+        return Tokenized([start_id, *encoding["input_ids"]], words, list(groups.values()))
+
+    return tokenize
+
+
+def _vision_layer(model: nn.Module, tower: str) -> str:
+    """The last vision block's pre-attention norm, whose patch tokens still feed the decoder."""
+    names = [
+        n
+        for n, _ in model.named_modules()
+        if n.startswith(tower) and n.split(".")[-1] in ("layer_norm1", "layernorm_before")
+    ]
+    return names[-1] if names else "auto"
+
+
+def from_huggingface(model: nn.Module, image_processor, tokenizer) -> CaptionModel:
+    """A CaptionModel for a Hugging Face BLIP, GIT or VisionEncoderDecoder captioner, its image processor
+    and its (fast) tokenizer."""
+    kind = type(model).__name__
+
+    def preprocess(images: Sequence[Image.Image]) -> Tensor:
+        return image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def generate(pixels: Tensor) -> list[str]:
+        return tokenizer.batch_decode(
+            model.generate(pixel_values=pixels, max_new_tokens=30), skip_special_tokens=True
+        )
+
+    if kind == "BlipForConditionalGeneration":
+        start = model.config.text_config.bos_token_id
+        layer = _vision_layer(model, "vision_model")
+
+        def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+            return m(pixel_values=inputs["pixel_values"], input_ids=inputs["input_ids"]).logits
+
+    elif kind == "GitForCausalLM":
+        start = tokenizer.cls_token_id
+        layer = _vision_layer(model, "git.image_encoder")
+
+        def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+            ids = inputs["input_ids"]
+            return m(pixel_values=inputs["pixel_values"], input_ids=ids).logits[:, -ids.shape[1] :]
+
+    elif kind == "VisionEncoderDecoderModel":
+        start = model.config.decoder_start_token_id
+        layer = _vision_layer(model, "encoder")
+
+        def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+            return m(pixel_values=inputs["pixel_values"], decoder_input_ids=inputs["input_ids"]).logits
+
+    else:
+        raise ValueError(
+            f"no captioning adapter for {kind}; supported: BlipForConditionalGeneration, GitForCausalLM, "
+            "VisionEncoderDecoderModel, or the bundled 'shapes' captioner"
+        )
+    if start is None:
+        raise ValueError(f"{kind} has no start token id in its config; set it before explaining")
+    return CaptionModel(
+        kind, model.eval(), preprocess, generate, huggingface_tokenize(tokenizer, start), forward, layer
+    )
+
+
+def load_captioner(spec: str) -> CaptionModel:
+    """``shapes`` (bundled) or ``hf:ID_OR_PATH`` / a local directory holding a BLIP, GIT or
+    VisionEncoderDecoder captioner and its processor (local directory or local Hugging Face cache)."""
+    if spec == "shapes":
+        return _bundled()
+    if not (spec.startswith("hf:") or Path(spec).is_dir()):
+        raise ValueError(f"unknown captioning model '{spec}': use 'shapes' or hf:<id or local dir>")
+    from transformers import (
+        AutoConfig,
+        AutoImageProcessor,
+        AutoTokenizer,
+        BlipForConditionalGeneration,
+        GitForCausalLM,
+        VisionEncoderDecoderModel,
+    )
+
+    path = spec.removeprefix("hf:")
+    classes = {
+        "blip": BlipForConditionalGeneration,
+        "git": GitForCausalLM,
+        "vision-encoder-decoder": VisionEncoderDecoderModel,
+    }
+    try:
+        model_type = AutoConfig.from_pretrained(path).model_type
+        if model_type not in classes:
+            raise ValueError(f"'{path}' is a {model_type} model; captioning supports {', '.join(classes)}")
+        model = classes[model_type].from_pretrained(path)
+        image_processor = AutoImageProcessor.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as error:
+        raise ValueError(
+            f"cannot load the captioner '{path}' from a local directory or the local cache: "
+            f"{str(error).splitlines()[0]}"
+        ) from error
+    return from_huggingface(model, image_processor, tokenizer)

@@ -1,0 +1,1 @@
+"""Language side of explanations: words of captions and questions (and, later, neuron names and sentences)."""

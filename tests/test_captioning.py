@@ -1,0 +1,82 @@
+"""Explaining caption words on real Hugging Face captioner families built from tiny configs (offline)."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmcam.adapters.captioning import explain_caption, load_captioner, word_targets
+from tests.hf_tiny import save_blip_captioner, save_git_captioner, save_vision_encoder_decoder
+from tests.model_state import assert_unchanged, snapshot
+
+FAMILIES = {
+    "blip": save_blip_captioner,
+    "git": save_git_captioner,
+    "vision-encoder-decoder": save_vision_encoder_decoder,
+}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def captioner(request, tmp_path_factory):
+    folder = FAMILIES[request.param](tmp_path_factory.mktemp(request.param))
+    return load_captioner(str(folder))
+
+
+@pytest.fixture
+def picture():
+    return Image.fromarray((np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8))
+
+
+def test_every_word_gets_a_nontrivial_map_and_the_model_is_untouched(captioner, picture):
+    before = snapshot(captioner.model)
+    result = explain_caption(captioner, picture, caption="a red circles to the left", whole_caption=True)
+    assert_unchanged(captioner.model, before)
+    explanation = result.explanation
+    assert result.words == ["a", "red", "circles", "to", "the", "left"]
+    assert explanation.labels[0] == [*result.words, "a red circles to the left"]
+    assert explanation.indices[0] == [0, 1, 2, 3, 4, 5, None]
+    assert explanation.maps.shape[:2] == (1, 7)
+    assert (explanation.maps.flatten(2).std(dim=-1) > 0.05).all()
+    assert (explanation.scores < 0).all()  # log-probabilities
+
+
+def test_all_words_share_one_forward(captioner, picture):
+    calls = []
+    handle = captioner.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        explain_caption(captioner, picture, caption="a red circle to the left of a blue square")
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+
+
+def test_word_score_is_the_sum_of_its_token_log_probabilities(captioner, picture):
+    caption = "a red circles"
+    result = explain_caption(captioner, picture, caption=caption, whole_caption=True)
+    tokenized = captioner.tokenize(caption)
+    assert tokenized.positions[2] == [3, 4]  # "circles" = circle ##s
+    inputs = {"pixel_values": captioner.preprocess([picture]), "input_ids": torch.tensor([tokenized.ids])}
+    with torch.no_grad():
+        log_probs = captioner.forward(captioner.model, inputs).log_softmax(-1)[0]
+    per_token = [float(log_probs[p - 1, tokenized.ids[p]]) for p in range(1, len(tokenized.ids))]
+    expected = [per_token[0], per_token[1], sum(per_token[2:4]), sum(per_token)]
+    torch.testing.assert_close(result.explanation.scores[0], torch.tensor(expected), rtol=1e-4, atol=1e-4)
+
+
+def test_content_words_and_counterfactual_maps(captioner, picture):
+    content = explain_caption(captioner, picture, caption="a red circle to the left", words="content")
+    assert content.explanation.labels[0] == ["red", "circle", "left"]
+    against = explain_caption(
+        captioner, picture, caption="a red circle", words="content", counterfactual=True
+    )
+    assert against.explanation.labels[0] == ["not red", "not circle"]
+    torch.testing.assert_close(against.explanation.scores, -content.explanation.scores[:, :2])
+
+
+def test_bad_word_selection_and_empty_captions_say_what_to_do(captioner, picture):
+    with pytest.raises(ValueError, match="use one of all, content"):
+        explain_caption(captioner, picture, caption="a red circle", words="nouns")
+    with pytest.raises(ValueError, match="empty"):
+        explain_caption(captioner, picture, caption="   ")
+    with pytest.raises(ValueError, match="no content words"):
+        word_targets(captioner.tokenize("a the of"), "content")
