@@ -1,5 +1,7 @@
 """Explaining caption words on real Hugging Face captioner families built from tiny configs (offline)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -80,3 +82,33 @@ def test_bad_word_selection_and_empty_captions_say_what_to_do(captioner, picture
         explain_caption(captioner, picture, caption="   ")
     with pytest.raises(ValueError, match="no content words"):
         word_targets(captioner.tokenize("a the of"), "content")
+
+
+def test_caption_command_writes_a_figure_and_one_target_per_word(tmp_path, capsys):
+    import json
+
+    from mmcam.cli import main
+
+    folder = save_blip_captioner(tmp_path / "blip")
+    image = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(1).random((30, 45, 3)) * 255).astype(np.uint8)).save(image)
+    code = main(
+        [
+            "caption",
+            str(image),
+            "--model",
+            str(folder),
+            "--caption",
+            "a blue square",
+            "-o",
+            str(tmp_path / "out"),
+            "--json",
+        ]
+    )
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["task"] == "caption" and record["caption"] == "a blue square"
+    assert record["model"] == f"hf:{folder}" and record["size"] == [30, 45]
+    assert [(t["label"], t["index"]) for t in record["targets"]] == [("a", 0), ("blue", 1), ("square", 2)]
+    assert all((tmp_path / "out" / Path(t["map"]).name).is_file() for t in record["targets"])
+    assert (tmp_path / "out" / "photo-caption.png").is_file()

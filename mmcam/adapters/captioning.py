@@ -151,7 +151,7 @@ def _vision_layer(model: nn.Module, tower: str) -> str:
     return names[-1] if names else "auto"
 
 
-def from_huggingface(model: nn.Module, image_processor, tokenizer) -> CaptionModel:
+def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | None = None) -> CaptionModel:
     """A CaptionModel for a Hugging Face BLIP, GIT or VisionEncoderDecoder captioner, its image processor
     and its (fast) tokenizer."""
     kind = type(model).__name__
@@ -193,9 +193,8 @@ def from_huggingface(model: nn.Module, image_processor, tokenizer) -> CaptionMod
         )
     if start is None:
         raise ValueError(f"{kind} has no start token id in its config; set it before explaining")
-    return CaptionModel(
-        kind, model.eval(), preprocess, generate, huggingface_tokenize(tokenizer, start), forward, layer
-    )
+    tokenize = huggingface_tokenize(tokenizer, start)
+    return CaptionModel(name or kind, model.eval(), preprocess, generate, tokenize, forward, layer)
 
 
 def load_captioner(spec: str) -> CaptionModel:
@@ -232,4 +231,4 @@ def load_captioner(spec: str) -> CaptionModel:
             f"cannot load the captioner '{path}' from a local directory or the local cache: "
             f"{str(error).splitlines()[0]}"
         ) from error
-    return from_huggingface(model, image_processor, tokenizer)
+    return from_huggingface(model, image_processor, tokenizer, name=f"hf:{path}")

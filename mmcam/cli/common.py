@@ -1,4 +1,4 @@
-"""Options and output shared by the task commands: the JSON schema, output folders, errors per image."""
+"""Options and output shared by the task commands: the JSON schema, figures, errors per image."""
 
 from __future__ import annotations
 
@@ -8,54 +8,84 @@ import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
 
+from PIL import Image
 from tqdm import tqdm
 
 from mmcam.engine.methods import METHODS
+from mmcam.explanation import Explanation
+from mmcam.viz.figures import save_figure, targets_figure
+from mmcam.viz.overlay import overlay, peak_in_image
 
 
 def add_explain_options(parser: argparse.ArgumentParser, default_output: str = "mmcam-out") -> None:
     parser.add_argument("--method", default="gradcam", metavar="M", help=f"one of: {', '.join(METHODS)}")
+    parser.add_argument("--layer", default=None, metavar="L", help="layer to explain (dotted name); default per model")
     parser.add_argument(
-        "--layer", default=None, metavar="L", help="layer to explain (dotted name); default per model"
-    )
-    parser.add_argument(
-        "-o",
-        "--output",
-        default=default_output,
-        metavar="DIR",
-        help=f"where figures go (default ./{default_output})",
+        "-o", "--output", default=default_output, metavar="DIR", help=f"where figures go (default ./{default_output})"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
-
-
-def target_record(label: str, index: Any, score: float, peak: tuple[int, int], map_path: Path) -> dict:
-    """One explained target in the shared JSON schema."""
-    return {
-        "label": label,
-        "index": index,
-        "score": round(float(score), 6),
-        "peak": list(peak),
-        "map": str(map_path),
-    }
 
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "target"
 
 
-def for_each_image(
-    paths: list[str], explain_one: Callable[[str], dict], as_json: bool, describe: Callable[[dict], str]
-) -> int:
+def explanation_record(
+    task: str, model: str, path: str, image: Image.Image, explanation: Explanation, output: Path, heading: str = ""
+) -> dict:
+    """Write one overlay per target and a figure of all of them; return the shared JSON record.
+
+    ``{"task", "model", "layer", "method", "image", "size": [H, W], "targets": [{"label", "index",
+    "score", "peak": [x, y], "map"}]}``, ``peak`` in the image's own pixel coordinates.
+    """
+    size = (image.height, image.width)
+    stem = slug(Path(path).stem)
+    targets = []
+    for k, (label, index) in enumerate(zip(explanation.labels[0], explanation.indices[0])):
+        heatmap = explanation.maps[0, k]
+        map_path = output / f"{stem}-{task}-{k + 1}-{slug(label)[:40]}.png"
+        overlay(image, heatmap).save(map_path)
+        targets.append(
+            {
+                "label": label,
+                "index": index,
+                "score": round(float(explanation.scores[0, k]), 6),
+                "peak": list(peak_in_image(heatmap, size)),
+                "map": str(map_path),
+            }
+        )
+    titles = [f"{t['label']} ({t['score']:.2f})" for t in targets]
+    heading = heading or f"{model} · {explanation.method} @ {explanation.layer}"
+    save_figure(targets_figure(image, explanation.maps[0], titles, heading), output / f"{stem}-{task}.png")
+    return {
+        "task": task,
+        "model": model,
+        "layer": explanation.layer,
+        "method": explanation.method,
+        "image": str(path),
+        "size": list(size),
+        "targets": targets,
+    }
+
+
+def describe_record(record: dict) -> str:
+    """A human-readable summary of a record, for when --json is not given."""
+    lines = [f"{record['image']} ({record['method']} at {record['layer']}):"]
+    if "caption" in record:
+        lines.append(f"  caption: {record['caption']}")
+    for t in record["targets"]:
+        lines.append(f"  {t['label']:<20} score {t['score']:8.3f}  peak at {tuple(t['peak'])}  -> {t['map']}")
+    return "\n".join(lines)
+
+
+def for_each_image(paths: list[str], explain_one: Callable[[str], dict], as_json: bool) -> int:
     """Run ``explain_one`` on each path; a failing image prints one line and the rest go on.
 
     Returns 0 when all succeeded, 1 when some failed (the failures are on stderr).
     """
     failures = 0
-    progress: Iterable[str] = tqdm(
-        paths, desc="explaining", unit="image", disable=len(paths) < 2, file=sys.stderr
-    )
+    progress: Iterable[str] = tqdm(paths, desc="explaining", unit="image", disable=len(paths) < 2, file=sys.stderr)
     for path in progress:
         try:
             record = explain_one(path)
@@ -65,5 +95,5 @@ def for_each_image(
                 raise
             print(f"mmcam: skipped {path}: {error}", file=sys.stderr)
             continue
-        print(json.dumps(record) if as_json else describe(record))
+        print(json.dumps(record) if as_json else describe_record(record))
     return 1 if failures else 0

@@ -1,0 +1,68 @@
+"""``mmcam caption``: where a captioning model looked for each word of its caption."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mmcam.adapters.captioning import WORD_CHOICES, explain_caption, load_captioner
+from mmcam.cli.common import add_explain_options, explanation_record, for_each_image
+from mmcam.images import load_image
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "caption",
+        help="explain every word of an image's caption",
+        description="Caption each IMAGE (or take --caption), then explain each word's log-probability under "
+        "teacher forcing: one heatmap per word, all words from one forward and one backward.",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
+    parser.add_argument(
+        "--model",
+        default="shapes",
+        metavar="SPEC",
+        help="shapes (bundled, default) or hf:<id or local dir> of a BLIP, GIT or VisionEncoderDecoder captioner",
+    )
+    parser.add_argument("--caption", metavar="TEXT", help="explain this caption instead of generating one")
+    parser.add_argument(
+        "--words",
+        choices=WORD_CHOICES,
+        default="all",
+        help="all words, or content words (nouns and adjectives)",
+    )
+    parser.add_argument(
+        "--whole", action="store_true", help="also explain the whole caption (sum of its words)"
+    )
+    parser.add_argument(
+        "--counterfactual",
+        action="store_true",
+        help="explain the evidence against each word (negated targets)",
+    )
+    add_explain_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    captioner = load_captioner(arguments.model)
+    explainer = captioner.explainer(arguments.layer, arguments.method)
+    output = Path(arguments.output)
+    output.mkdir(parents=True, exist_ok=True)
+
+    def explain_one(path: str) -> dict:
+        image = load_image(path)
+        result = explain_caption(
+            captioner,
+            image,
+            caption=arguments.caption,
+            words=arguments.words,
+            whole_caption=arguments.whole,
+            counterfactual=arguments.counterfactual,
+            explainer=explainer,
+        )
+        record = explanation_record(
+            "caption", captioner.name, path, image, result.explanation, output, heading=result.caption
+        )
+        return {**record, "caption": result.caption}
+
+    return for_each_image(arguments.images, explain_one, arguments.json)
