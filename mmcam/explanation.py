@@ -18,6 +18,7 @@ class Explanation:
     scores:  (B, K) the explained scalars.
     labels:  B lists of K names; indices: the output index each target read (class, answer, word).
     weights: (B, K, C) per-channel importance where the method has it (Grad-CAM's alpha), else None.
+    token_weights: (B, K, L) gradient x input per token of a token layer (question words), if one was given.
     """
 
     maps: Tensor
@@ -28,9 +29,32 @@ class Explanation:
     layer: str
     method: str
     weights: Tensor | None = None
+    token_weights: Tensor | None = None
 
     def peaks(self) -> Tensor:
         """(B, K, 2) integer (x, y) input-pixel coordinates of each map's maximum."""
         width = self.maps.shape[-1]
         flat = self.maps.flatten(-2).argmax(dim=-1)
         return torch.stack((flat % width, flat // width), dim=-1)
+
+
+def join_targets(parts: list[Explanation]) -> Explanation:
+    """One Explanation holding the targets of several calls on the same inputs, side by side."""
+    first = parts[0]
+
+    def cat(name: str) -> Tensor | None:
+        values = [getattr(part, name) for part in parts]
+        return None if any(v is None for v in values) else torch.cat(values, dim=1)
+
+    batch = len(first.labels)
+    return Explanation(
+        maps=cat("maps"),
+        raw=cat("raw"),
+        scores=cat("scores"),
+        labels=[[label for part in parts for label in part.labels[b]] for b in range(batch)],
+        indices=[[index for part in parts for index in part.indices[b]] for b in range(batch)],
+        layer=first.layer,
+        method=first.method,
+        weights=cat("weights"),
+        token_weights=cat("token_weights"),
+    )

@@ -176,3 +176,20 @@ class TokenLogProb(Target):
 
     def index(self, sample: int) -> int | None:
         return self.word_index
+
+
+class Difference(Target):
+    """``first`` minus ``second``: the evidence for answer A *rather than* answer X (a contrastive map)."""
+
+    def __init__(self, first: Target, second: Target):
+        self.first = first
+        self.second = second
+
+    def __call__(self, output: Any) -> Tensor:
+        return self.first(output) - self.second(output)
+
+    def label(self, sample: int, names: Sequence[str] | None = None) -> str:
+        return f"{self.first.label(sample, names)} rather than {self.second.label(sample, names)}"
+
+    def index(self, sample: int) -> int | None:
+        return self.first.index(sample)

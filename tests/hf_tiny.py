@@ -105,3 +105,41 @@ def save_vision_encoder_decoder(folder: Path) -> Path:
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     bert_tokenizer().save_pretrained(folder)
     return folder
+
+
+def save_vilt_vqa(folder: Path) -> Path:
+    from transformers import ViltConfig, ViltForQuestionAnswering, ViltImageProcessor, ViltProcessor
+
+    torch.manual_seed(0)
+    answers = ["red", "blue", "yes", "no", "circle"]
+    config = ViltConfig(
+        **VISION,
+        vocab_size=len(VOCAB),
+        max_position_embeddings=40,
+        num_images=1,
+        id2label=dict(enumerate(answers)),
+        label2id={a: i for i, a in enumerate(answers)},
+    )
+    ViltForQuestionAnswering(config).save_pretrained(folder)
+    images = ViltImageProcessor(size={"shortest_edge": 32}, size_divisor=8, do_pad=True)
+    ViltProcessor(images, bert_tokenizer()).save_pretrained(folder)
+    return folder
+
+
+def save_blip_vqa(folder: Path) -> Path:
+    from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
+
+    torch.manual_seed(0)
+    text = dict(
+        TEXT,
+        bos_token_id=VOCAB.index("[DEC]"),
+        pad_token_id=0,
+        sep_token_id=3,
+        eos_token_id=3,
+        encoder_hidden_size=32,
+    )
+    BlipForQuestionAnswering(BlipConfig(vision_config=VISION, text_config=text)).save_pretrained(folder)
+    BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), bert_tokenizer()).save_pretrained(
+        folder
+    )
+    return folder

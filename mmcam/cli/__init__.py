@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmcam.cli import bench, caption, classify, demo
+from mmcam.cli import bench, caption, classify, demo, vqa
 from mmcam.engine.methods import METHODS
 
-COMMANDS = (demo, classify, caption, bench)
+COMMANDS = (demo, classify, caption, vqa, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

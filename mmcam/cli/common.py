@@ -20,9 +20,15 @@ from mmcam.viz.overlay import overlay, peak_in_image
 
 def add_explain_options(parser: argparse.ArgumentParser, default_output: str = "mmcam-out") -> None:
     parser.add_argument("--method", default="gradcam", metavar="M", help=f"one of: {', '.join(METHODS)}")
-    parser.add_argument("--layer", default=None, metavar="L", help="layer to explain (dotted name); default per model")
     parser.add_argument(
-        "-o", "--output", default=default_output, metavar="DIR", help=f"where figures go (default ./{default_output})"
+        "--layer", default=None, metavar="L", help="layer to explain (dotted name); default per model"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=default_output,
+        metavar="DIR",
+        help=f"where figures go (default ./{default_output})",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
 
@@ -32,7 +38,13 @@ def slug(text: str) -> str:
 
 
 def explanation_record(
-    task: str, model: str, path: str, image: Image.Image, explanation: Explanation, output: Path, heading: str = ""
+    task: str,
+    model: str,
+    path: str,
+    image: Image.Image,
+    explanation: Explanation,
+    output: Path,
+    heading: str = "",
 ) -> dict:
     """Write one overlay per target and a figure of all of them; return the shared JSON record.
 
@@ -74,6 +86,8 @@ def describe_record(record: dict) -> str:
     lines = [f"{record['image']} ({record['method']} at {record['layer']}):"]
     if "caption" in record:
         lines.append(f"  caption: {record['caption']}")
+    if "question" in record:
+        lines.append(f"  Q: {record['question']}  A: {record['answer']}")
     for t in record["targets"]:
         lines.append(f"  {t['label']:<20} score {t['score']:8.3f}  peak at {tuple(t['peak'])}  -> {t['map']}")
     return "\n".join(lines)
@@ -85,7 +99,9 @@ def for_each_image(paths: list[str], explain_one: Callable[[str], dict], as_json
     Returns 0 when all succeeded, 1 when some failed (the failures are on stderr).
     """
     failures = 0
-    progress: Iterable[str] = tqdm(paths, desc="explaining", unit="image", disable=len(paths) < 2, file=sys.stderr)
+    progress: Iterable[str] = tqdm(
+        paths, desc="explaining", unit="image", disable=len(paths) < 2, file=sys.stderr
+    )
     for path in progress:
         try:
             record = explain_one(path)

@@ -40,6 +40,7 @@ class CamContext:
         targets: list[Target],
         chunk_size: int,
         precision: Precision,
+        token_layer: str | None = None,
     ):
         self.model = model
         self.forward = forward
@@ -49,10 +50,11 @@ class CamContext:
         self.targets = targets
         self.chunk_size = chunk_size
         self.precision = precision
+        self.token_layer = token_layer
         self.image = inputs[image_key]
         self.image_size = tuple(self.image.shape[-2:])
         self.target_count = len(targets)
-        self.scores, self._start = self._capture_pass(inputs)
+        self.scores, self._start, self._tokens = self._capture_pass(inputs)
         self.layout = as_layout(layout, self._start, self.image_size)
         self.activations = self.layout.to_grid(self._start.detach()).float()
 
@@ -69,12 +71,15 @@ class CamContext:
             columns.append(value)
         return torch.stack(columns, dim=1)
 
-    def _capture_pass(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        with LayerCapture(self.model, [self.layer]) as capture:
+    def _capture_pass(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Scores, the captured layer's activation and the token layer's (None without one)."""
+        layers = [self.layer] + ([self.token_layer] if self.token_layer else [])
+        with LayerCapture(self.model, layers) as capture:
             output = self._run(inputs)
-        if self.layer not in capture.activations:
-            raise ValueError(f"layer '{self.layer}' did not run in the forward pass; pick one that does")
-        return self.score(output), capture.activations[self.layer]
+        for layer in layers:
+            if layer not in capture.activations:
+                raise ValueError(f"layer '{layer}' did not run in the forward pass; pick one that does")
+        return self.score(output), capture.activations[self.layer], capture.activations.get(self.token_layer)
 
     def _run(self, inputs: dict[str, Tensor]) -> Any:
         """The model's output on ``inputs``; a failure of the model itself becomes one clear line."""
@@ -98,9 +103,22 @@ class CamContext:
         return self.layout.to_grid(target_gradients(scores, start, self.chunk_size)).float()
 
     @cached_property
+    def _clean_gradients(self) -> list[Tensor]:
+        """Gradients at the layer and, if any, the token layer, from one vectorized backward."""
+        starts = [self._start] + ([self._tokens] if self._tokens is not None else [])
+        return target_gradients(self.scores, starts, self.chunk_size)
+
+    @cached_property
     def gradients(self) -> Tensor:
         """G = d y_k / d A on the clean input: (B, K, C, h, w), float32."""
-        return self._grid_gradients(self.scores, self._start)
+        return self.layout.to_grid(self._clean_gradients[0]).float()
+
+    @cached_property
+    def token_weights(self) -> Tensor:
+        """Gradient x input at the token layer, summed over features: (B, K, L) (e.g. question words)."""
+        if self._tokens is None:
+            raise ValueError("no token layer was given to weigh tokens")
+        return (self._clean_gradients[1].float() * self._tokens.detach().float()[:, None]).sum(dim=-1)
 
     def noisy_gradient_moments(self, samples: int, sigma: float) -> tuple[Tensor, Tensor, Tensor]:
         """Means of G, G^2, G^3 over ``samples`` copies of the image with Gaussian noise.
@@ -114,7 +132,8 @@ class CamContext:
         for _ in range(samples):
             noise = torch.randn(self.image.shape, generator=generator, device=self.image.device)
             noisy = self.image + (sigma * span * noise).to(self.image.dtype)
-            g = self._grid_gradients(*self._capture_pass(self._with_image(noisy)))
+            scores, start, _ = self._capture_pass(self._with_image(noisy))
+            g = self._grid_gradients(scores, start)
             moments = [moments[0] + g, moments[1] + g**2, moments[2] + g**3]
         return tuple(m / samples for m in moments)
 

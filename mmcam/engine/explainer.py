@@ -32,7 +32,9 @@ class Explainer:
     ``layer``: a submodule, a dotted name (negative indices allowed: ``"vit.layers.-1.layernorm_before"``)
     or ``"auto"`` (the last layer with a spatial output the target depends on, found once on the
     first call). ``layout``: ``"auto"``, ``"nchw"``, ``"nhwc"``, ``"tokens"`` or a ``Layout``.
-    ``forward(model, inputs)`` runs the model on a dict of batched tensors whose ``image_key``
+    ``token_layer`` (optional): a layer with a (B, L, D) token output, such as a question's word
+    embeddings, whose gradient x input per token is returned as ``token_weights`` (B, K, L) from the
+    same backward. ``forward(model, inputs)`` runs the model on a dict of batched tensors whose ``image_key``
     entry is the image; the default calls ``model(image)``. ``chunk_size`` bounds how many targets
     share one batched backward.
     """
@@ -47,6 +49,7 @@ class Explainer:
         image_key: str = "pixel_values",
         class_names: Sequence[str] | None = None,
         chunk_size: int = 32,
+        token_layer: str | None = None,
     ):
         self.model = model
         self.method = get_method(method)
@@ -55,8 +58,8 @@ class Explainer:
         self.image_key = image_key
         self.class_names = class_names
         self.chunk_size = chunk_size
-        self._layer_spec = layer
         self.layer = None if layer == "auto" else resolve_layer(model, layer)
+        self.token_layer = None if token_layer is None else resolve_layer(model, token_layer)
 
     def __call__(self, inputs: Tensor | dict[str, Tensor], targets: Any) -> Explanation:
         """Explain ``targets`` (see ``mmcam.targets.as_targets``) on a batch of ``inputs``."""
@@ -83,9 +86,11 @@ class Explainer:
                 target_list,
                 self.chunk_size,
                 precision,
+                self.token_layer,
             )
             result = self.method(context)
             scores = context.scores.detach().float()
+            token_weights = context.token_weights.detach() if self.token_layer else None
         raw = result.raw.detach().float()
         return Explanation(
             maps=normalize(upsample(raw, size)),
@@ -96,6 +101,7 @@ class Explainer:
             layer=layer,
             method=self.method.name,
             weights=None if result.weights is None else result.weights.detach(),
+            token_weights=token_weights,
         )
 
     def _find_layer(

@@ -1,0 +1,259 @@
+"""Visual question answering: why this answer, and why not that one.
+
+Classifier-style models (answer logits over a vocabulary: the bundled shapes VQA model, ViLT) explain
+the predicted answer, named answers and the top-k together, from one forward and one backward; "why
+not X" adds the negated score of X and the contrast (predicted minus X). Generative models (BLIP)
+explain an answer's log-probability under teacher forcing, one answer per pass. Every target also
+weighs the question's words: gradient x input on the question's word embeddings, from the same backward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from mmcam.engine import Explainer, Layout
+from mmcam.explanation import Explanation, join_targets
+from mmcam.targets import ClassScore, Difference, Negated, Target, TokenLogProb, logits_of
+
+
+@dataclass
+class VQAModel:
+    """A VQA model behind one interface.
+
+    ``prepare(images, questions)`` makes the model inputs (``pixel_values`` and the question's
+    tensors); ``forward`` runs the model on them; ``answers`` is the answer vocabulary of a
+    classifier-style model (None for a generative one, which has ``answer_inputs`` instead: the
+    inputs extended with the teacher-forced ids of one answer, and the answer's token positions).
+    ``question_tokens`` names the question's tokens as the token layer sees them, None for special
+    and padding tokens.
+    """
+
+    name: str
+    model: nn.Module
+    prepare: Callable[[Sequence[Image.Image], Sequence[str]], dict[str, Tensor]]
+    forward: Callable[[nn.Module, dict[str, Tensor]], Tensor]
+    question_tokens: Callable[[dict[str, Tensor]], list[str | None]]
+    layer: str
+    question_layer: str
+    answers: list[str] | None = None
+    layout: Callable[[dict[str, Tensor]], str | Layout] = field(default=lambda inputs: "auto")
+    generate: Callable[[dict[str, Tensor]], str] | None = None
+    answer_inputs: Callable[[dict[str, Tensor], str], tuple[dict[str, Tensor], list[int]]] | None = None
+
+    def explainer(
+        self, inputs: dict[str, Tensor], layer: str | None = None, method: str = "gradcam"
+    ) -> Explainer:
+        return Explainer(
+            self.model,
+            layer=layer or self.layer,
+            method=method,
+            layout=self.layout(inputs),
+            forward=self.forward,
+            class_names=self.answers,
+            token_layer=self.question_layer,
+        )
+
+
+@dataclass
+class VQAExplanation:
+    question: str
+    tokens: list[str | None]
+    answer: str
+    explanation: Explanation
+
+
+def _answer_index(vqa: VQAModel, answer: str) -> int:
+    if answer not in vqa.answers:
+        shown = ", ".join(vqa.answers[:20]) + (" ..." if len(vqa.answers) > 20 else "")
+        raise ValueError(f"'{answer}' is not an answer of {vqa.name}; its answers are: {shown}")
+    return vqa.answers.index(answer)
+
+
+def answer_targets(
+    logits: Tensor, vqa: VQAModel, answers: Sequence[str] = (), top: int = 1, why_not: Sequence[str] = ()
+) -> list[Target]:
+    """The predicted answer (and the rest of the top ``top``), each named answer, and for each X in
+    ``why_not``: the negated score of X and the contrast predicted - X. Duplicates are dropped."""
+    ranked = logits[0].topk(min(max(top, 1), logits.shape[1])).indices.tolist()
+    indices = list(dict.fromkeys([*ranked, *(_answer_index(vqa, a) for a in answers)]))
+    targets: list[Target] = [ClassScore(i) for i in indices]
+    for other in why_not:
+        against = ClassScore(_answer_index(vqa, other))
+        targets += [Negated(against), Difference(ClassScore(ranked[0]), against)]
+    return targets
+
+
+def explain_answers(
+    vqa: VQAModel,
+    image: Image.Image,
+    question: str,
+    answers: Sequence[str] = (),
+    top: int = 1,
+    why_not: Sequence[str] = (),
+    method: str = "gradcam",
+    layer: str | None = None,
+) -> VQAExplanation:
+    """Explain ``question`` about ``image``: the predicted answer first, then the others asked for."""
+    if not question.strip():
+        raise ValueError("the question is empty")
+    inputs = vqa.prepare([image], [question])
+    tokens = vqa.question_tokens(inputs)
+    if vqa.answers is None:
+        return _explain_generated(vqa, inputs, question, tokens, answers, top, why_not, method, layer)
+    with torch.no_grad():
+        logits = logits_of(vqa.forward(vqa.model, inputs))
+    targets = answer_targets(logits, vqa, answers, top, why_not)
+    explanation = vqa.explainer(inputs, layer, method)(inputs, targets)
+    return VQAExplanation(question, tokens, explanation.labels[0][0], explanation)
+
+
+def _explain_generated(
+    vqa: VQAModel, inputs, question, tokens, answers, top, why_not, method, layer
+) -> VQAExplanation:
+    """Generative VQA: each answer's teacher-forced log-probability, one pass per answer."""
+    if top > 1:
+        raise ValueError(f"{vqa.name} generates its answer: --top needs a classifier-style VQA model")
+    with torch.no_grad():
+        predicted = vqa.generate(inputs)
+    parts = []
+    for answer, negate in [
+        *((a, False) for a in dict.fromkeys([predicted, *answers])),
+        *((x, True) for x in why_not),
+    ]:
+        extended, positions = vqa.answer_inputs(inputs, answer)
+        target: Target = TokenLogProb(extended["answer_ids"], positions, answer)
+        parts.append(vqa.explainer(extended, layer, method)(extended, -target if negate else target))
+    return VQAExplanation(question, tokens, predicted, join_targets(parts))
+
+
+def _bundled() -> VQAModel:
+    from mmcam.zoo import load
+
+    model, processor = load("shapes-vqa")
+    vocabulary = processor.tokenizer.vocab
+
+    def prepare(images, questions):
+        return processor(list(images), list(questions))
+
+    return VQAModel(
+        name="shapes",
+        model=model,
+        prepare=prepare,
+        forward=lambda m, inputs: m(inputs["pixel_values"], inputs["input_ids"]),
+        question_tokens=lambda inputs: [
+            None if i == processor.tokenizer.pad_id else vocabulary[i]
+            for i in inputs["input_ids"][0].tolist()
+        ],
+        layer=model.default_layer,
+        question_layer="embed",
+        answers=list(processor.answers),
+    )
+
+
+def hf_question_tokens(tokenizer, inputs: dict[str, Tensor]) -> list[str | None]:
+    """A Hugging Face question's tokens, None for special tokens ([CLS], [SEP], padding)."""
+    ids = inputs["input_ids"][0].tolist()
+    special = set(tokenizer.all_special_ids)
+    return [None if i in special else token for i, token in zip(ids, tokenizer.convert_ids_to_tokens(ids))]
+
+
+def _vilt(model: nn.Module, processor, name: str) -> VQAModel:
+    patch = model.config.patch_size
+
+    def layout(inputs: dict[str, Tensor]) -> Layout:
+        """Text tokens and the image's class token come first, then the row-major patch grid."""
+        height, width = inputs["pixel_values"].shape[-2:]
+        return Layout(
+            "tokens", prefix=inputs["input_ids"].shape[1] + 1, grid=(height // patch, width // patch)
+        )
+
+    def prepare(images, questions):
+        encoded = processor(images=list(images), text=list(questions), return_tensors="pt", padding=True)
+        return dict(encoded)
+
+    return VQAModel(
+        name=name,
+        model=model.eval(),
+        prepare=prepare,
+        forward=lambda m, inputs: m(**inputs).logits,
+        question_tokens=lambda inputs: hf_question_tokens(processor.tokenizer, inputs),
+        layer="vilt.encoder.layer.-1.layernorm_before",
+        question_layer="vilt.embeddings.text_embeddings.word_embeddings",
+        answers=[model.config.id2label[i] for i in range(len(model.config.id2label))],
+        layout=layout,
+    )
+
+
+def _blip(model: nn.Module, processor, name: str) -> VQAModel:
+    """BLIP VQA: its ``forward`` returns no answer logits, so the score is built from its three parts:
+    vision model -> question encoder (cross-attending to the image) -> answer decoder."""
+    tokenizer = processor.tokenizer
+    start = model.config.text_config.bos_token_id
+
+    def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+        image = m.vision_model(pixel_values=inputs["pixel_values"])[0]
+        question = m.text_encoder(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            encoder_hidden_states=image,
+        )[0]
+        return m.text_decoder(input_ids=inputs["answer_ids"], encoder_hidden_states=question).logits
+
+    def prepare(images, questions):
+        encoded = processor(images=list(images), text=list(questions), return_tensors="pt", padding=True)
+        return {k: encoded[k] for k in ("pixel_values", "input_ids", "attention_mask")}
+
+    def generate(inputs: dict[str, Tensor]) -> str:
+        question = {k: inputs[k] for k in ("pixel_values", "input_ids", "attention_mask")}
+        ids = model.generate(**question, max_new_tokens=10)
+        return tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+
+    def answer_inputs(inputs: dict[str, Tensor], answer: str) -> tuple[dict[str, Tensor], list[int]]:
+        ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ValueError("the answer is empty")
+        return {**inputs, "answer_ids": torch.tensor([[start, *ids]])}, list(range(1, len(ids) + 1))
+
+    vision_norms = [
+        n for n, _ in model.named_modules() if n.startswith("vision_model") and n.endswith("layer_norm1")
+    ]
+    return VQAModel(
+        name=name,
+        model=model.eval(),
+        prepare=prepare,
+        forward=forward,
+        question_tokens=lambda inputs: hf_question_tokens(tokenizer, inputs),
+        layer=vision_norms[-1],
+        question_layer="text_encoder.embeddings.word_embeddings",
+        generate=generate,
+        answer_inputs=answer_inputs,
+    )
+
+
+def load_vqa(spec: str) -> VQAModel:
+    """``shapes`` (bundled) or ``hf:ID_OR_PATH`` / a local directory with a ViLT or BLIP VQA model."""
+    if spec == "shapes":
+        return _bundled()
+    if not (spec.startswith("hf:") or Path(spec).is_dir()):
+        raise ValueError(f"unknown VQA model '{spec}': use 'shapes' or hf:<id or local dir>")
+    from transformers import AutoConfig, AutoProcessor, BlipForQuestionAnswering, ViltForQuestionAnswering
+
+    path = spec.removeprefix("hf:")
+    builders = {"vilt": (ViltForQuestionAnswering, _vilt), "blip": (BlipForQuestionAnswering, _blip)}
+    try:
+        model_type = AutoConfig.from_pretrained(path).model_type
+        if model_type not in builders:
+            raise ValueError(f"'{path}' is a {model_type} model; VQA supports {', '.join(builders)}")
+        model_class, build = builders[model_type]
+        return build(model_class.from_pretrained(path), AutoProcessor.from_pretrained(path), f"hf:{path}")
+    except OSError as error:
+        raise ValueError(
+            f"cannot load the VQA model '{path}' from a local directory or the local cache: "
+            f"{str(error).splitlines()[0]}"
+        ) from error

@@ -1,0 +1,73 @@
+"""``mmcam vqa``: where a VQA model looked to give its answer, and which question words mattered."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mmcam.adapters.vqa import explain_answers, load_vqa
+from mmcam.cli.common import add_explain_options, explanation_record, for_each_image
+from mmcam.images import load_image
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "vqa",
+        help="explain the answer to a question about an image",
+        description="Answer --question about each IMAGE and explain the predicted answer, named answers, the "
+        "top-K and 'why not X' (one heatmap each, plus the weight of every question word).",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
+    parser.add_argument("--question", "-q", required=True, metavar="Q", help="the question, in quotes")
+    parser.add_argument(
+        "--answer", action="append", default=[], metavar="A", help="also explain answer A (repeatable)"
+    )
+    parser.add_argument(
+        "--top", type=int, default=1, metavar="K", help="explain the K best answers (default 1)"
+    )
+    parser.add_argument(
+        "--why-not",
+        action="append",
+        default=[],
+        metavar="X",
+        help="explain why not X: the evidence against X, and predicted-vs-X (repeatable)",
+    )
+    parser.add_argument(
+        "--model",
+        default="shapes",
+        metavar="SPEC",
+        help="shapes (bundled, default) or hf:<id or local dir> of a ViLT or BLIP VQA model",
+    )
+    add_explain_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    if arguments.top < 1:
+        raise ValueError("--top must be at least 1")
+    vqa = load_vqa(arguments.model)
+    output = Path(arguments.output)
+    output.mkdir(parents=True, exist_ok=True)
+
+    def explain_one(path: str) -> dict:
+        image = load_image(path)
+        result = explain_answers(
+            vqa,
+            image,
+            arguments.question,
+            arguments.answer,
+            arguments.top,
+            arguments.why_not,
+            arguments.method,
+            arguments.layer,
+        )
+        heading = f"Q: {result.question}   A: {result.answer}"
+        record = explanation_record("vqa", vqa.name, path, image, result.explanation, output, heading=heading)
+        weights = result.explanation.token_weights[0].tolist()
+        for target, row in zip(record["targets"], weights):
+            target["question_weights"] = [
+                [token, round(weight, 6)] for token, weight in zip(result.tokens, row) if token is not None
+            ]
+        return {**record, "question": result.question, "answer": result.answer}
+
+    return for_each_image(arguments.images, explain_one, arguments.json)

@@ -1,0 +1,124 @@
+"""Explaining VQA answers on ViLT (classifier-style) and BLIP (generative), built from tiny configs offline."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmcam.adapters.vqa import explain_answers, load_vqa
+from tests.hf_tiny import save_blip_vqa, save_vilt_vqa
+from tests.model_state import assert_unchanged, snapshot
+
+QUESTION = "what color is the circle?"
+
+
+@pytest.fixture(scope="module")
+def vilt(tmp_path_factory):
+    return load_vqa(str(save_vilt_vqa(tmp_path_factory.mktemp("vilt"))))
+
+
+@pytest.fixture(scope="module")
+def blip(tmp_path_factory):
+    return load_vqa(str(save_blip_vqa(tmp_path_factory.mktemp("blip-vqa"))))
+
+
+@pytest.fixture
+def picture():
+    return Image.fromarray((np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8))
+
+
+def test_vilt_answers_top_k_named_and_why_not_in_one_forward(vilt, picture):
+    before = snapshot(vilt.model)
+    calls = []
+    handle = vilt.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        result = explain_answers(vilt, picture, QUESTION, answers=["circle"], top=2, why_not=["yes"])
+    finally:
+        handle.remove()
+    assert len(calls) == 2  # the prediction, then one pass for every target
+    assert_unchanged(vilt.model, before)
+    explanation = result.explanation
+    labels = explanation.labels[0]
+    assert labels[0] == result.answer and "circle" in labels
+    assert labels[-2:] == ["not yes", f"{result.answer} rather than yes"]
+    assert explanation.raw.shape[-2:] == (4, 5)  # ViLT patch grid of a 32x40 input: text tokens are skipped
+    assert (explanation.maps.flatten(2).std(dim=-1) > 0.05).all()
+    scores = explanation.scores[0]
+    torch.testing.assert_close(scores[-1], scores[0] + scores[-2])  # predicted - yes = predicted + (-yes)
+
+
+def test_question_word_weights_come_with_every_target(vilt, picture):
+    result = explain_answers(vilt, picture, QUESTION, top=3)
+    weights = result.explanation.token_weights
+    assert weights.shape == (1, 3, len(result.tokens))
+    assert result.tokens[0] is None and result.tokens[-1] is None  # [CLS] and [SEP]
+    assert result.tokens[1:-1] == ["what", "color", "is", "the", "circle", "?"]
+    assert (weights.abs().sum(dim=-1) > 0).all()
+
+
+def test_unknown_answer_lists_the_valid_ones(vilt, picture):
+    with pytest.raises(ValueError, match="its answers are: red, blue, yes, no, circle"):
+        explain_answers(vilt, picture, QUESTION, answers=["green"])
+
+
+def test_blip_answer_is_its_teacher_forced_log_probability(blip, picture):
+    before = snapshot(blip.model)
+    result = explain_answers(blip, picture, QUESTION, answers=["red"], why_not=["blue"])
+    assert_unchanged(blip.model, before)
+    explanation = result.explanation
+    assert explanation.labels[0][1:] == ["red", "not blue"]
+    inputs = blip.prepare([picture], [QUESTION])
+    extended, positions = blip.answer_inputs(inputs, "red")
+    with torch.no_grad():
+        log_probs = blip.forward(blip.model, extended).log_softmax(-1)[0]
+    ids = extended["answer_ids"][0]
+    expected = sum(float(log_probs[p - 1, ids[p]]) for p in positions)
+    assert abs(float(explanation.scores[0, 1]) - expected) < 1e-4
+    assert (explanation.maps.flatten(2).std(dim=-1) > 0.05).all()
+    assert explanation.token_weights.shape[:2] == (1, 3)
+
+
+def test_generative_models_have_no_top_k(blip, picture):
+    with pytest.raises(ValueError, match="classifier-style"):
+        explain_answers(blip, picture, QUESTION, top=3)
+
+
+def test_vqa_command_json_has_the_question_and_word_weights(tmp_path, capsys, picture):
+    import json
+
+    from mmcam.cli import main
+
+    folder = save_vilt_vqa(tmp_path / "vilt")
+    image = tmp_path / "scene.png"
+    picture.save(image)
+    code = main(
+        [
+            "vqa",
+            str(image),
+            "-q",
+            QUESTION,
+            "--model",
+            str(folder),
+            "--top",
+            "2",
+            "--why-not",
+            "no",
+            "-o",
+            str(tmp_path / "out"),
+            "--json",
+        ]
+    )
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["task"] == "vqa" and record["question"] == QUESTION
+    assert record["targets"][0]["label"] == record["answer"] and len(record["targets"]) == 4
+    for target in record["targets"]:
+        assert [token for token, _ in target["question_weights"]] == [
+            "what",
+            "color",
+            "is",
+            "the",
+            "circle",
+            "?",
+        ]
+    assert (tmp_path / "out" / "scene-vqa.png").is_file()
