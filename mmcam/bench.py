@@ -1,8 +1,9 @@
-"""Speed of mmcam against pytorch-grad-cam and captum on the same model and batch, in one run.
+"""Speed of mmcam against pytorch-grad-cam and captum on the same model and inputs, in one run.
 
-Timings are medians of ``repeats`` round-robin runs after one warm-up each; each peer explains the same classes
-with its own Grad-CAM at the same layer. Peers explain K targets per image with K calls (their
-API has one target per sample per call); mmcam does all K in one call.
+Each suite is a list of cases: (case, tool, function). Timings are medians of ``repeats``
+round-robin runs after one warm-up each. Peers explain K targets with K calls (their API has one
+target per sample per call); mmcam does all K in one call. Every suite has a "forward only" case, the
+model's plain inference cost, to read each tool's throughput against.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 import mmcam
 
+Case = tuple[str, str, Callable[[], object]]
+
 
 @dataclass
 class Timing:
+    suite: str
     case: str
     tool: str
     seconds: float
@@ -32,20 +37,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _measure_rounds(
-    runs: list[Callable[[], object]], device: torch.device, repeats: int, progress: bool
-) -> list[tuple[float, float | None]]:
-    """Median seconds and peak CUDA memory of each run, timed round-robin after one warm-up each.
+def measure(
+    suite: str, cases: list[Case], batch: int, device: torch.device, repeats: int, progress: bool = True
+) -> list[Timing]:
+    """Median seconds (and peak CUDA memory) of each case, timed round-robin after one warm-up each.
 
-    Interleaving the runs spreads any drift of the machine's speed over all tools alike.
+    Interleaving the cases spreads any drift of the machine's speed over all tools alike.
     """
-    seconds: list[list[float]] = [[] for _ in runs]
-    memory: list[float | None] = [None] * len(runs)
-    for run in runs:
+    seconds: list[list[float]] = [[] for _ in cases]
+    memory: list[float | None] = [None] * len(cases)
+    for _, _, run in cases:
         run()
     _sync(device)
-    for _ in tqdm(range(repeats), desc="benchmark rounds", unit="round", disable=not progress):
-        for index, run in enumerate(runs):
+    for _ in tqdm(range(repeats), desc=f"{suite} rounds", unit="round", disable=not progress):
+        for index, (_, _, run) in enumerate(cases):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
@@ -54,83 +59,157 @@ def _measure_rounds(
             seconds[index].append(time.perf_counter() - start)
             if device.type == "cuda":
                 memory[index] = torch.cuda.max_memory_allocated(device) / 2**20
-    return [(statistics.median(s), m) for s, m in zip(seconds, memory)]
+    return [
+        Timing(suite, case, tool, statistics.median(s), batch / statistics.median(s), m)
+        for (case, tool, _), s, m in zip(cases, seconds, memory)
+    ]
 
 
-def _peers(model: torch.nn.Module, layer: torch.nn.Module) -> dict[str, Callable]:
-    """Each installed peer as ``f(images, classes_per_sample) -> maps``, one call per target."""
+def _peer_gradcams(model: nn.Module, layer: nn.Module) -> dict[str, Callable]:
+    """Each installed peer's Grad-CAM as ``f(images, targets) -> maps``, targets as that peer takes them."""
     peers = {}
     try:
         from pytorch_grad_cam import GradCAM
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         cam = GradCAM(model=model, target_layers=[layer])
-        peers["pytorch-grad-cam"] = lambda x, classes: cam(
-            x, targets=[ClassifierOutputTarget(c) for c in classes]
-        )
+        peers["pytorch-grad-cam"] = lambda x, targets: cam(x, targets=targets["pytorch-grad-cam"])
     except ImportError:
         pass
     try:
         from captum.attr import LayerGradCam
 
         captum_cam = LayerGradCam(model, layer)
-        peers["captum"] = lambda x, classes: captum_cam.attribute(x, target=classes, relu_attributions=True)
+        peers["captum"] = lambda x, targets: captum_cam.attribute(
+            x, target=targets["captum"], relu_attributions=True
+        )
     except ImportError:
         pass
     return peers
 
 
-def run_classification_bench(
-    device: str = "cpu",
-    batch: int = 4,
-    targets: int = 16,
-    repeats: int = 3,
-    size: int = 224,
-    progress: bool = True,
-) -> list[Timing]:
-    """resnet50 (random weights, seed 0), layer4: forward only, then 1 and ``targets`` classes per image."""
+def classification_cases(
+    device: torch.device, batch: int = 4, targets: int = 16, size: int = 224
+) -> list[Case]:
+    """resnet50 (random weights, seed 0) at layer4: forward only, then 1 and ``targets`` classes per image."""
     import torchvision
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    device = torch.device(device)
     torch.manual_seed(0)
     model = torchvision.models.resnet50().eval().to(device)
     images = torch.randn(batch, 3, size, size, device=device)
     classes = torch.randint(0, 1000, (batch, targets)).tolist()
     explainer = mmcam.Explainer(model, layer="layer4")
-    peers = _peers(model, model.layer4)
+    peers = _peer_gradcams(model, model.layer4)
+
+    def peer_targets(k: int) -> dict:
+        column = [row[k] for row in classes]
+        return {"pytorch-grad-cam": [ClassifierOutputTarget(c) for c in column], "captum": column}
 
     def forward_only() -> None:
         with torch.no_grad():
             model(images)
 
-    cases: list[tuple[str, str, Callable]] = [("forward only", "torch", forward_only)]
+    cases: list[Case] = [("forward only", "torch", forward_only)]
     cases.append(("1 target/image", "mmcam", lambda: explainer(images, [row[0] for row in classes])))
-    for name, peer in peers.items():
-        cases.append(("1 target/image", name, lambda peer=peer: peer(images, [row[0] for row in classes])))
-    cases.append((f"{targets} targets/image", "mmcam", lambda: explainer(images, classes)))
-    for name, peer in peers.items():
-        cases.append(
-            (
-                f"{targets} targets/image",
-                name,
-                lambda peer=peer: [peer(images, [row[k] for row in classes]) for k in range(targets)],
-            )
-        )
-    measured = _measure_rounds([run for _, _, run in cases], device, repeats, progress)
-    return [
-        Timing(case, tool, seconds, batch / seconds, memory)
-        for (case, tool, _), (seconds, memory) in zip(cases, measured)
+    cases += [
+        ("1 target/image", name, lambda p=peer: p(images, peer_targets(0))) for name, peer in peers.items()
     ]
+    cases.append((f"{targets} targets/image", "mmcam", lambda: explainer(images, classes)))
+    cases += [
+        (
+            f"{targets} targets/image",
+            name,
+            lambda p=peer: [p(images, peer_targets(k)) for k in range(targets)],
+        )
+        for name, peer in peers.items()
+    ]
+    return cases
+
+
+class _TeacherForced(nn.Module):
+    """A captioner with its caption fixed: pixels -> per-position log-probabilities, for the peers' APIs."""
+
+    def __init__(self, captioner, input_ids: torch.Tensor):
+        super().__init__()
+        self.model = captioner.model
+        self.forward_fn = captioner.forward
+        self.input_ids = input_ids
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        ids = self.input_ids.expand(len(pixel_values), -1)
+        return self.forward_fn(self.model, {"pixel_values": pixel_values, "input_ids": ids}).log_softmax(-1)
+
+
+def caption_cases(device: torch.device, words: int = 12, seed: int = 40_000) -> list[Case]:
+    """The bundled captioner on a scene whose true caption has ``words`` words: forward only, one word,
+    all words in one call, and one call per word (mmcam and each peer)."""
+    from PIL import Image
+
+    from mmcam.adapters.captioning import load_captioner, word_targets
+    from mmcam.zoo import make_scenes
+
+    captioner = load_captioner("shapes")
+    captioner.model.to(device)
+    scene = next(s for s in make_scenes(200, seed=seed, n_objects=2) if len(s.caption.words) == words)
+    image = Image.fromarray(scene.image)
+    tokenized = captioner.tokenize(scene.caption.text)
+    ids = torch.tensor([tokenized.ids], device=device)
+    pixels = captioner.preprocess([image]).to(device)
+    inputs = {"pixel_values": pixels, "input_ids": ids}
+    explainer = captioner.explainer()
+    targets = word_targets(tokenized)
+    wrapped = _TeacherForced(captioner, ids).eval()
+    peers = _peer_gradcams(wrapped, wrapped.model.get_submodule(captioner.layer))
+
+    def peer_targets(position: int) -> dict:
+        token = tokenized.ids[position]
+        return {
+            "pytorch-grad-cam": [lambda out, p=position, t=token: out[p - 1, t]],
+            "captum": [(position - 1, token)],
+        }
+
+    def forward_only() -> None:
+        with torch.no_grad():
+            captioner.forward(captioner.model, inputs)
+
+    positions = [p for group in tokenized.positions for p in group]
+    cases: list[Case] = [
+        ("forward only", "torch", forward_only),
+        ("1 word", "mmcam", lambda: explainer(inputs, targets[:1])),
+    ]
+    cases += [
+        ("1 word", name, lambda p=peer: p(pixels, peer_targets(positions[0]))) for name, peer in peers.items()
+    ]
+    cases.append((f"all {words} words", "mmcam", lambda: explainer(inputs, targets)))
+    cases.append(
+        (f"all {words} words", "mmcam, a call per word", lambda: [explainer(inputs, [t]) for t in targets])
+    )
+    cases += [
+        (
+            f"all {words} words",
+            f"{name}, a call per word",
+            lambda p=peer: [p(pixels, peer_targets(q)) for q in positions],
+        )
+        for name, peer in peers.items()
+    ]
+    return cases
 
 
 def ratio_table(timings: list[Timing]) -> list[dict]:
-    """Each timing with its speed-up of mmcam over it (same case) and its share of forward-only throughput."""
-    forward = next(t for t in timings if t.tool == "torch")
-    ours = {t.case: t for t in timings if t.tool == "mmcam"}
+    """Each timing with mmcam's speed-up over it (same suite and case) and its share of the suite's
+    forward-only throughput."""
+    forward = {t.suite: t for t in timings if t.tool == "torch"}
+    ours = {(t.suite, t.case): t for t in timings if t.tool == "mmcam"}
     rows = []
     for t in timings:
         row = asdict(t)
-        row["mmcam_speedup"] = round(t.seconds / ours[t.case].seconds, 2) if t.case in ours else None
-        row["share_of_forward_throughput"] = round(t.images_per_second / forward.images_per_second, 3)
+        reference = ours.get((t.suite, t.case))
+        row["mmcam_speedup"] = round(t.seconds / reference.seconds, 2) if reference else None
+        row["share_of_forward_throughput"] = round(
+            t.images_per_second / forward[t.suite].images_per_second, 3
+        )
         rows.append(row)
     return rows
+
+
+SUITES = {"classify": classification_cases, "caption": caption_cases}

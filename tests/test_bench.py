@@ -1,14 +1,39 @@
 """The benchmark runs and reports every tool side by side (its figures are read, not asserted: no timed tests)."""
 
-from mmcam.bench import ratio_table, run_classification_bench
+import torch
+
+from mmcam.bench import caption_cases, classification_cases, measure, ratio_table
 
 
-def test_bench_reports_mmcam_and_peers_with_ratios():
-    rows = ratio_table(run_classification_bench(batch=1, targets=2, repeats=1, size=32, progress=False))
-    cases = {(row["case"], row["tool"]) for row in rows}
-    for case in ("1 target/image", "2 targets/image"):
-        assert {(case, "mmcam"), (case, "pytorch-grad-cam"), (case, "captum")} <= cases
+def _check(rows, cases):
+    assert {(row["case"], row["tool"]) for row in rows} == cases
     for row in rows:
         assert row["seconds"] > 0 and row["share_of_forward_throughput"] > 0
         if row["tool"] == "mmcam":
             assert row["mmcam_speedup"] == 1.0
+
+
+def test_classification_suite_reports_mmcam_and_peers():
+    cpu = torch.device("cpu")
+    rows = ratio_table(measure("classify", classification_cases(cpu, 1, 2, 32), 1, cpu, 1, progress=False))
+    tools = ("mmcam", "pytorch-grad-cam", "captum")
+    _check(
+        rows,
+        {("forward only", "torch")} | {(c, t) for c in ("1 target/image", "2 targets/image") for t in tools},
+    )
+
+
+def test_caption_suite_times_one_word_all_words_and_a_call_per_word():
+    cpu = torch.device("cpu")
+    rows = ratio_table(measure("caption", caption_cases(cpu), 1, cpu, 1, progress=False))
+    one = {("1 word", t) for t in ("mmcam", "pytorch-grad-cam", "captum")}
+    every = {
+        ("all 12 words", t)
+        for t in (
+            "mmcam",
+            "mmcam, a call per word",
+            "pytorch-grad-cam, a call per word",
+            "captum, a call per word",
+        )
+    }
+    _check(rows, {("forward only", "torch")} | one | every)

@@ -1,0 +1,1 @@
+"""Measuring explanations: localization against ground truth."""
