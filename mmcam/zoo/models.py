@@ -31,7 +31,7 @@ __all__ = ["MODELS", "WEIGHTS_DIR", "ShapesProcessor", "load", "load_spec", "sav
 
 
 def load_spec(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
-    """The json that sits next to ``name``'s weights."""
+    """The json that sits next to ``name``'s weights; ValueError for a name not in ``MODELS``."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
     return json.loads((Path(weights_dir) / f"{name}.json").read_text())
@@ -39,7 +39,8 @@ def load_spec(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
 
 def load(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[nn.Module, Any]:
     """``(model, processor)`` for a bundled model, the model in eval mode with its trained weights."""
-    model, processor = MODELS[name](load_spec(name, weights_dir))
+    spec = load_spec(name, weights_dir)  # first: it checks the name
+    model, processor = MODELS[name](spec)
     model.load_state_dict(load_file(Path(weights_dir) / f"{name}.safetensors"))
     return model.eval(), processor
 
