@@ -210,6 +210,3 @@ def ratio_table(timings: list[Timing]) -> list[dict]:
         )
         rows.append(row)
     return rows
-
-
-SUITES = {"classify": classification_cases, "caption": caption_cases}

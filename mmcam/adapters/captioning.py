@@ -20,9 +20,8 @@ from mmcam.adapters.classification import default_layer
 from mmcam.engine import Explainer
 from mmcam.explanation import Explanation
 from mmcam.targets import Target, TokenLogProb
+from mmcam.text import WORD_CHOICES
 from mmcam.text.words import analyze
-
-WORD_CHOICES = ("all", "content")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import platform
 
 import torch
 
-from mmcam.bench import SUITES, caption_cases, classification_cases, measure, ratio_table
+SUITES = ("classify", "caption")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -32,6 +32,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
+    from mmcam.bench import caption_cases, classification_cases, measure, ratio_table
+
     device = torch.device(arguments.device)
     suites = list(SUITES) if arguments.task == "all" else [arguments.task]
     timings = []

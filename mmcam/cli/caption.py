@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmcam.adapters.captioning import WORD_CHOICES, explain_caption, load_captioner
 from mmcam.cli.common import add_explain_options, explanation_record, for_each_image
 from mmcam.images import load_image
+from mmcam.text import WORD_CHOICES
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -44,6 +44,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
+    from mmcam.adapters.captioning import explain_caption, load_captioner
+
     captioner = load_captioner(arguments.model)
     explainer = captioner.explainer(arguments.layer, arguments.method)
     output = Path(arguments.output)

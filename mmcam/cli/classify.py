@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmcam.adapters.classification import load_classifier
 from mmcam.cli.common import add_explain_options, explanation_record, for_each_image
 from mmcam.images import load_image
 
@@ -32,6 +31,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
+    from mmcam.adapters.classification import load_classifier
+
     if arguments.top < 1:
         raise ValueError("--top must be at least 1")
     classifier = load_classifier(arguments.model)

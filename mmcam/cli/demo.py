@@ -10,13 +10,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from mmcam.adapters.captioning import explain_caption, load_captioner
-from mmcam.adapters.classification import load_classifier
-from mmcam.adapters.vqa import explain_answers, load_vqa
 from mmcam.metrics.pointing import peak_hits
 from mmcam.viz.figures import save_figure, targets_figure
-from mmcam.zoo import make_scenes
-from mmcam.zoo.evaluate import WORD_CLASSES, phrase_objects
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -38,6 +33,12 @@ def _masks(scene, objects: list[int]) -> torch.Tensor:
 
 
 def run(arguments: argparse.Namespace) -> int:
+    from mmcam.adapters.captioning import explain_caption, load_captioner
+    from mmcam.adapters.classification import load_classifier
+    from mmcam.adapters.vqa import explain_answers, load_vqa
+    from mmcam.zoo import make_scenes
+    from mmcam.zoo.evaluate import WORD_CLASSES, phrase_objects
+
     output = Path(arguments.output)
     output.mkdir(parents=True, exist_ok=True)
     classifier, captioner, vqa = load_classifier("shapes"), load_captioner("shapes"), load_vqa("shapes")

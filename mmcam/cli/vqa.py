@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmcam.adapters.vqa import explain_answers, load_vqa
 from mmcam.cli.common import add_explain_options, explanation_record, for_each_image
 from mmcam.images import load_image
 
@@ -43,6 +42,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
+    from mmcam.adapters.vqa import explain_answers, load_vqa
+
     if arguments.top < 1:
         raise ValueError("--top must be at least 1")
     vqa = load_vqa(arguments.model)
