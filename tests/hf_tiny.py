@@ -55,23 +55,25 @@ def bert_tokenizer():
     return BertTokenizerFast(vocab={word: i for i, word in enumerate(VOCAB)}, bos_token="[DEC]")
 
 
-def save_blip_captioner(folder: Path) -> Path:
-    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+def _save_blip(folder: Path, model_class) -> Path:
+    """A tiny BLIP of ``model_class`` (captioning or VQA) and its processor."""
+    from transformers import BlipConfig, BlipImageProcessor, BlipProcessor
 
     torch.manual_seed(0)
-    text = dict(
-        TEXT,
-        bos_token_id=VOCAB.index("[DEC]"),
-        pad_token_id=0,
-        sep_token_id=3,
-        eos_token_id=3,
-        encoder_hidden_size=32,
-    )
-    BlipForConditionalGeneration(BlipConfig(vision_config=VISION, text_config=text)).save_pretrained(folder)
+    text = dict(TEXT, bos_token_id=VOCAB.index("[DEC]"), pad_token_id=0, sep_token_id=3, eos_token_id=3)
+    model_class(
+        BlipConfig(vision_config=VISION, text_config=dict(text, encoder_hidden_size=32))
+    ).save_pretrained(folder)
     BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), bert_tokenizer()).save_pretrained(
         folder
     )
     return folder
+
+
+def save_blip_captioner(folder: Path) -> Path:
+    from transformers import BlipForConditionalGeneration
+
+    return _save_blip(folder, BlipForConditionalGeneration)
 
 
 def save_git_captioner(folder: Path) -> Path:
@@ -127,19 +129,6 @@ def save_vilt_vqa(folder: Path) -> Path:
 
 
 def save_blip_vqa(folder: Path) -> Path:
-    from transformers import BlipConfig, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
+    from transformers import BlipForQuestionAnswering
 
-    torch.manual_seed(0)
-    text = dict(
-        TEXT,
-        bos_token_id=VOCAB.index("[DEC]"),
-        pad_token_id=0,
-        sep_token_id=3,
-        eos_token_id=3,
-        encoder_hidden_size=32,
-    )
-    BlipForQuestionAnswering(BlipConfig(vision_config=VISION, text_config=text)).save_pretrained(folder)
-    BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), bert_tokenizer()).save_pretrained(
-        folder
-    )
-    return folder
+    return _save_blip(folder, BlipForQuestionAnswering)

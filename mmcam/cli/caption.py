@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from mmcam.cli.common import add_explain_options, explanation_record, for_each_image
+from mmcam.cli.common import add_explain_options, explanation_record, for_each_image, output_folder
 from mmcam.images import load_image
 from mmcam.text import WORD_CHOICES
 
@@ -48,8 +47,7 @@ def run(arguments: argparse.Namespace) -> int:
 
     captioner = load_captioner(arguments.model)
     explainer = captioner.explainer(arguments.layer, arguments.method)
-    output = Path(arguments.output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = output_folder(arguments)
 
     def explain_one(path: str) -> dict:
         image = load_image(path)

@@ -33,6 +33,18 @@ def add_explain_options(parser: argparse.ArgumentParser, default_output: str = "
     parser.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
 
 
+def output_folder(arguments: argparse.Namespace) -> Path:
+    """The command's ``-o DIR``, created if missing."""
+    output = Path(arguments.output)
+    output.mkdir(parents=True, exist_ok=True)
+    return output
+
+
+def check_top(arguments: argparse.Namespace) -> None:
+    if arguments.top < 1:
+        raise ValueError("--top must be at least 1")
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "target"
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from mmcam.cli.common import add_explain_options, explanation_record, for_each_image
+from mmcam.cli.common import add_explain_options, check_top, explanation_record, for_each_image, output_folder
 from mmcam.images import load_image
 
 
@@ -44,11 +43,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(arguments: argparse.Namespace) -> int:
     from mmcam.adapters.vqa import explain_answers, load_vqa
 
-    if arguments.top < 1:
-        raise ValueError("--top must be at least 1")
+    check_top(arguments)
     vqa = load_vqa(arguments.model)
-    output = Path(arguments.output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = output_folder(arguments)
 
     def explain_one(path: str) -> dict:
         image = load_image(path)
