@@ -193,3 +193,19 @@ class Difference(Target):
 
     def index(self, sample: int) -> int | None:
         return self.first.index(sample)
+
+
+class StateValue(Target):
+    """The state-value estimate V(s) of an RL policy: ``output.value``, one scalar (N,) or (N, 1) per sample.
+
+    Its map shows what makes the agent expect more return; a DQN adapter gives max_a Q(s, a) here.
+    """
+
+    def __call__(self, output: Any) -> Tensor:
+        value = getattr(output, "value", None)
+        if not isinstance(value, Tensor) or value.ndim == 0 or value.numel() != value.shape[0]:
+            raise TypeError(f"expected an output with a (N,) or (N, 1) .value, got {type(output).__name__}")
+        return value.reshape(-1)
+
+    def label(self, sample: int, names: Sequence[str] | None = None) -> str:
+        return "value"

@@ -1,0 +1,102 @@
+"""``mmcam rl``: where an RL agent looked to choose each action, over whole episodes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mmcam.cli.common import add_explain_options
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "rl",
+        help="explain an RL agent's actions step by step over episodes",
+        description="Run a policy for N episodes and explain the action it chose at every step (one heatmap "
+        "per step, plus every action and the value if asked). Writes one animation per episode and, where "
+        "the environment gives object masks (ShapesReach does), a plot of the share of each map on each "
+        "object over time, and prints a summary table (or one JSON record per step with --json).",
+    )
+    parser.add_argument(
+        "--env",
+        default="mmcam/ShapesReach-v0",
+        metavar="ID",
+        help="a gymnasium environment id (default mmcam/ShapesReach-v0); Atari ids (ALE/Pong-v5, ...) get "
+        "the usual preprocessing and a 4-frame stack",
+    )
+    parser.add_argument(
+        "--policy",
+        default="strong",
+        metavar="SPEC",
+        help="strong or weak (the bundled ShapesReach agents, default strong), sb3:ALGO:PATH (a saved "
+        "stable-baselines3 model; trusted files only, its loader unpickles) or random:ALGO (randomly "
+        "initialized CnnPolicy); ALGO is ppo, a2c or dqn",
+    )
+    parser.add_argument("--episodes", type=int, default=3, metavar="N", help="episodes to run (default 3)")
+    parser.add_argument("--seed", type=int, default=0, help="episode i starts from reset(seed=SEED + i)")
+    parser.add_argument(
+        "--max-steps", type=int, default=1000, metavar="T", help="cut an episode after T steps (default 1000)"
+    )
+    parser.add_argument("--frame-stack", type=int, default=None, metavar="K", help="stack K frames")
+    parser.add_argument("--all-actions", action="store_true", help="also explain every action at every step")
+    parser.add_argument("--value", action="store_true", help="also explain the value estimate")
+    parser.add_argument(
+        "--stochastic", action="store_true", help="sample actions from the policy instead of the argmax"
+    )
+    parser.add_argument(
+        "--video", choices=("gif", "mp4"), default="gif", help="animation format (default gif)"
+    )
+    add_explain_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    from mmcam.adapters.rl import explain_episodes, load_policy, make_env
+    from mmcam.viz.figures import save_figure
+    from mmcam.viz.rl import attention_figure, episode_images, save_animation
+
+    venv = make_env(arguments.env, arguments.frame_stack)
+    policy = load_policy(arguments.policy, venv)
+    rollout = explain_episodes(
+        policy,
+        venv,
+        episodes=arguments.episodes,
+        seed=arguments.seed,
+        method=arguments.method,
+        layer=arguments.layer,
+        all_actions=arguments.all_actions,
+        value=arguments.value,
+        deterministic=not arguments.stochastic,
+        max_steps=arguments.max_steps,
+    )
+    output = Path(arguments.output)
+    output.mkdir(parents=True, exist_ok=True)
+    animations = []
+    for index, episode in enumerate(rollout.episodes):
+        trajectory = episode.trajectory
+        captions = [
+            f"{t}: {rollout.action_names[a]}"
+            + ("" if trajectory.values is None else f"  V {trajectory.values[t]:+.2f}")
+            + f"  r {trajectory.rewards[t]:+.2f}"
+            for t, a in enumerate(trajectory.actions)
+        ]
+        images = episode_images(episode.frames, episode.explanation.maps[:, 0], captions)
+        animations.append(save_animation(images, output / f"episode-{index}.{arguments.video}"))
+    plot = None
+    if rollout.episodes[0].attention:
+        plot = output / "attention.png"
+        title = f"{rollout.policy} on {rollout.env}: share of the chosen action's map on each object"
+        shares = [episode.attention for episode in rollout.episodes]
+        save_figure(attention_figure(shares, rollout.areas(), title), plot)
+
+    if arguments.json:
+        for record in rollout.records():
+            print(json.dumps({**record, "animation": str(animations[record["episode"]])}))
+        return 0
+    print(f"{rollout.policy} on {rollout.env} ({rollout.method} at {rollout.layer}):")
+    print(rollout.table())
+    print(f"animations: {', '.join(str(path) for path in animations)}")
+    if plot:
+        print(f"attention over time: {plot}")
+    return 0
