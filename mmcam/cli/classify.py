@@ -25,6 +25,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--top", type=int, default=3, metavar="K", help="explain the K best classes (default 3)"
     )
+    parser.add_argument(
+        "--concepts",
+        action="store_true",
+        help="name the units behind each class (the layer's concept table, built on first use: mmcam dissect)",
+    )
     add_explain_options(parser)
     parser.set_defaults(run=run)
 
@@ -35,12 +40,28 @@ def run(arguments: argparse.Namespace) -> int:
     check_top(arguments)
     classifier = load_classifier(arguments.model)
     explainer = classifier.explainer(arguments.layer, arguments.method)
+    table = None
+    if arguments.concepts:
+        from mmcam.text.sentences import describe
+        from mmcam.text.tables import shapes_table
+
+        layer = arguments.layer or classifier.layer
+        if layer == "auto" or arguments.method not in ("gradcam", "gradcam++", "xgradcam", "counterfactual"):
+            raise ValueError(
+                "--concepts needs a named --layer and a method with channel weights (e.g. gradcam)"
+            )
+        table = shapes_table(classifier.name, classifier.model, layer, classifier.preprocess)
     output = output_folder(arguments)
 
     def explain_one(path: str) -> dict:
         image = load_image(path)
         pixels = classifier.preprocess([image])
         explanation = explainer(pixels, classifier.top_classes(pixels, arguments.top))
-        return explanation_record("classify", classifier.name, path, image, explanation, output)
+        record = explanation_record("classify", classifier.name, path, image, explanation, output)
+        if table is not None:
+            for k, target in enumerate(record["targets"]):
+                described = describe(target["label"], explanation.weights[0, k], table)
+                target["concepts"], target["text"] = described.as_json(), described.text
+        return record
 
     return for_each_image(arguments.images, explain_one, arguments.json)

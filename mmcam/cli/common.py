@@ -102,6 +102,8 @@ def describe_record(record: dict) -> str:
         lines.append(f"  Q: {record['question']}  A: {record['answer']}")
     for t in record["targets"]:
         lines.append(f"  {t['label']:<20} score {t['score']:8.3f}  peak at {tuple(t['peak'])}  -> {t['map']}")
+        if "text" in t:
+            lines.append(f"    {t['text']}")
     return "\n".join(lines)
 
 

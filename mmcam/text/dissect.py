@@ -1,0 +1,161 @@
+"""Name a layer's channels by the visual concepts they detect (Network Dissection, arXiv 1704.05796).
+
+Dense masks: each channel's activation, upsampled to the image, is thresholded at its top quantile
+over a probe set (0.5% by default): M_c = [A_c > T_c]. Its agreement with concept k's masks L_k is
+IoU_ck = sum_n |M_c ∩ L_k| / sum_n |M_c ∪ L_k|; the channel is named after its best concept when that
+IoU reaches 0.05, the paper's cut-off. Two passes over the probe set, batched on the device: exact top
+quantiles from a running top-k per channel, then intersections and unions as matrix products.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from mmcam.engine.capture import first_tensor
+from mmcam.engine.layouts import infer_layout
+from mmcam.engine.resize import upsample
+
+IOU_CUTOFF = 0.05
+
+Batch = tuple[Tensor, Tensor]  # images (B, 3, H, W) for the model, concept masks (B, K, H, W) bool
+
+
+@dataclass(frozen=True)
+class UnitName:
+    """One channel's best concept: ``score`` is its IoU (masks) or AUC (image-level labels)."""
+
+    unit: int
+    concept: str | None
+    score: float
+    source: str
+
+
+@dataclass
+class ConceptTable:
+    """The names of one layer's channels, saved and reused by later calls."""
+
+    model: str
+    layer: str
+    concepts: list[str]
+    units: list[UnitName]
+
+    def name(self, unit: int) -> UnitName:
+        return self.units[unit]
+
+    def save(self, path: str | Path) -> None:
+        data = {**asdict(self), "units": [asdict(u) for u in self.units]}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ConceptTable:
+        data = json.loads(Path(path).read_text())
+        return cls(data["model"], data["layer"], data["concepts"], [UnitName(**u) for u in data["units"]])
+
+
+def layer_activations(model: nn.Module, layer: str, images: Tensor) -> Tensor:
+    """The layer's output on ``images`` as a (B, C, h, w) grid, without gradients."""
+    captured = {}
+    module = model.get_submodule(layer)
+    handle = module.register_forward_hook(
+        lambda m, args, output: captured.setdefault("a", first_tensor(output))
+    )
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        handle.remove()
+    activation = captured["a"]
+    return infer_layout(activation, tuple(images.shape[-2:])).to_grid(activation).float()
+
+
+def dissect(
+    model: nn.Module,
+    layer: str,
+    batches: Callable[[], Iterable[Batch]],
+    concepts: Sequence[str],
+    probe_size: int,
+    quantile: float = 0.005,
+    model_name: str = "",
+    progress: bool = True,
+) -> ConceptTable:
+    """Name every channel of ``layer`` from a probe set with concept masks.
+
+    ``batches()`` yields (images, masks) for ``probe_size`` images in all and is called twice
+    (thresholds, then IoU), so the probe set need not fit in memory. The threshold T_c is exact: the
+    running top-k per channel keeps k = quantile * probe_size * H * W values, the final top quantile.
+    """
+    model.eval()
+    kept: Tensor | None = None
+    for images, _ in tqdm(batches(), desc="dissect: thresholds", unit="batch", disable=not progress):
+        up = upsample(layer_activations(model, layer, images), tuple(images.shape[-2:]))
+        values = up.transpose(0, 1).flatten(1)
+        count = max(1, round(quantile * probe_size * images.shape[-2] * images.shape[-1]))
+        pool = values if kept is None else torch.cat([kept, values], dim=1)
+        kept = pool.topk(min(count, pool.shape[1]), dim=1).values
+    thresholds = kept[:, -1]
+    intersection = union_part = concept_area = None
+    for images, masks in tqdm(batches(), desc="dissect: IoU", unit="batch", disable=not progress):
+        up = upsample(layer_activations(model, layer, images), tuple(images.shape[-2:]))
+        active = (up > thresholds[None, :, None, None]).flatten(2).float()  # (B, C, HW)
+        labels = masks.to(active.device).flatten(2).float()  # (B, K, HW)
+        batch_intersection = torch.einsum("bcp,bkp->ck", active, labels)
+        batch_active = active.sum(dim=(0, 2))
+        batch_area = labels.sum(dim=(0, 2))
+        if intersection is None:
+            intersection, union_part, concept_area = batch_intersection, batch_active, batch_area
+        else:
+            intersection += batch_intersection
+            union_part += batch_active
+            concept_area += batch_area
+    union = union_part[:, None] + concept_area[None, :] - intersection
+    iou = intersection / union.clamp_min(1)
+    best, which = iou.max(dim=1)
+    units = [
+        UnitName(c, concepts[k] if score >= IOU_CUTOFF else None, round(float(score), 4), "masks")
+        for c, (score, k) in enumerate(zip(best.tolist(), which.tolist()))
+    ]
+    return ConceptTable(model_name or type(model).__name__, layer, list(concepts), units)
+
+
+def name_from_labels(
+    model: nn.Module,
+    layer: str,
+    batches: Callable[[], Iterable[tuple[Tensor, Tensor]]],
+    concepts: Sequence[str],
+    cutoff: float = 0.8,
+    model_name: str = "",
+    progress: bool = True,
+) -> ConceptTable:
+    """Name channels from image-level labels only (no masks), e.g. the nouns and adjectives of captions.
+
+    ``batches()`` yields (images, presence (B, K) bool). A channel's evidence for an image is its
+    peak activation a_nc = max_ij A_cij; its score for concept k is the AUC of a_nc for telling
+    images with k from images without, AUC_ck = P(a_c of an image with k > a_c of one without); the
+    channel takes its best concept when the AUC reaches ``cutoff``.
+    """
+    model.eval()
+    peaks, presence = [], []
+    for images, labels in tqdm(batches(), desc="name from labels", unit="batch", disable=not progress):
+        peaks.append(layer_activations(model, layer, images).amax(dim=(-2, -1)).cpu())
+        presence.append(labels.bool().cpu())
+    activation, present = torch.cat(peaks), torch.cat(presence)
+    ranks = activation.argsort(dim=0).argsort(dim=0).double() + 1  # (N, C), ties broken arbitrarily
+    positives = present.double().sum(dim=0)  # (K,)
+    negatives = present.shape[0] - positives
+    rank_sums = ranks.T @ present.double()  # (C, K)
+    auc = (rank_sums - positives * (positives + 1) / 2) / (positives * negatives).clamp_min(1)
+    auc = torch.where((positives > 0) & (negatives > 0), auc, torch.zeros_like(auc))
+    best, which = auc.max(dim=1)
+    units = [
+        UnitName(c, concepts[k] if score >= cutoff else None, round(float(score), 4), "labels")
+        for c, (score, k) in enumerate(zip(best.tolist(), which.tolist()))
+    ]
+    return ConceptTable(model_name or type(model).__name__, layer, list(concepts), units)

@@ -1,0 +1,126 @@
+"""Naming units by the concepts they detect, and sentences from the units behind a decision."""
+
+import json
+
+import pytest
+import torch
+
+import mmcam
+from mmcam.adapters.classification import load_classifier
+from mmcam.cli import main
+from mmcam.text.dissect import ConceptTable, dissect, layer_activations, name_from_labels
+from mmcam.text.sentences import describe, named_units
+from mmcam.text.words import analyze
+from mmcam.zoo import make_scenes
+from mmcam.zoo.concepts import CONCEPTS, concept_masks, probe_batches
+from mmcam.zoo.world import CLASS_NAMES
+
+PROBES = 200
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return load_classifier("shapes")
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return make_scenes(PROBES, seed=60_000)
+
+
+@pytest.fixture(scope="module")
+def table(classifier, scenes):
+    return dissect(
+        classifier.model,
+        classifier.layer,
+        probe_batches(scenes, classifier.preprocess),
+        CONCEPTS,
+        PROBES,
+        progress=False,
+    )
+
+
+def test_concept_masks_are_the_union_of_the_objects_with_the_concept(scenes):
+    scene = next(s for s in scenes if len(s.objects) == 3)
+    masks = concept_masks(scene)
+    for obj in scene.objects:
+        for attribute in (obj.color, obj.shape, obj.size):
+            assert masks[CONCEPTS.index(attribute)][obj.mask].all()
+    assert masks.sum() == sum(3 * obj.mask.sum() for obj in scene.objects)
+
+
+def test_most_active_units_get_a_concept_from_masks(classifier, scenes, table):
+    active = (
+        torch.cat(
+            [
+                layer_activations(classifier.model, classifier.layer, images).amax(dim=(0, 2, 3))[None]
+                for images, _ in probe_batches(scenes, classifier.preprocess)()
+            ]
+        ).amax(0)
+        > 0
+    )
+    named = torch.tensor([unit.concept is not None for unit in table.units])
+    assert (named & active).sum() >= 0.5 * active.sum(), f"{int((named & active).sum())}/{int(active.sum())}"
+    assert all(unit.score >= 0.05 for unit in table.units if unit.concept)
+
+
+def test_top_supporting_units_name_the_class_color_or_shape(classifier, table):
+    probe = make_scenes(400, seed=61_000)
+    agree = 0
+    for index, name in enumerate(CLASS_NAMES):
+        scene = next(s for s in probe if index in [o.class_index for o in s.objects])
+        explanation = mmcam.explain(
+            classifier.model, classifier.preprocess([scene.image]), index, layer=classifier.layer
+        )
+        supporting, _ = named_units(explanation.weights[0, 0], table, top=5)
+        agree += any(unit.concept in name.split() for unit in supporting)
+    assert agree >= 0.8 * len(CLASS_NAMES), f"{agree}/{len(CLASS_NAMES)}"
+
+
+def test_caption_words_name_units_like_the_masks_do(classifier, scenes, table):
+    lemmas = [[word.lemma for word in analyze(scene.caption.words) if word.content] for scene in scenes]
+    vocabulary = sorted({lemma for words in lemmas for lemma in words})
+    presence = torch.tensor([[concept in words for concept in vocabulary] for words in lemmas])
+
+    def batches():
+        for start in range(0, PROBES, 32):
+            yield (
+                classifier.preprocess([s.image for s in scenes[start : start + 32]]),
+                presence[start : start + 32],
+            )
+
+    by_labels = name_from_labels(classifier.model, classifier.layer, batches, vocabulary, progress=False)
+    both = [(a.concept, b.concept) for a, b in zip(table.units, by_labels.units) if a.concept and b.concept]
+    assert len(both) >= 30
+    assert sum(a == b for a, b in both) >= 0.7 * len(both), f"{sum(a == b for a, b in both)}/{len(both)}"
+
+
+def test_sentence_and_table_round_trip(table, tmp_path):
+    weights = torch.zeros(len(table.units))
+    named = [unit for unit in table.units if unit.concept]
+    weights[named[0].unit], weights[named[1].unit], weights[named[2].unit] = 2.0, 1.0, -1.0
+    text = describe("red circle", weights, table).text
+    assert text == (
+        f"The model predicted 'red circle' because of units detecting {named[0].concept} (unit {named[0].unit}, "
+        f"IoU {named[0].score:.2f}) and {named[1].concept} (unit {named[1].unit}, IoU {named[1].score:.2f}); "
+        f"evidence against: {named[2].concept} (unit {named[2].unit}, IoU {named[2].score:.2f})."
+    )
+    table.save(tmp_path / "table.json")
+    assert ConceptTable.load(tmp_path / "table.json") == table
+
+
+def test_dissect_caches_a_table_that_classify_concepts_reuses(tmp_path, monkeypatch, capsys, scenes):
+    from PIL import Image
+
+    monkeypatch.setenv("MMCAM_CACHE", str(tmp_path / "cache"))
+    assert main(["dissect", "--probes", "32", "--json"]) == 0
+    dissected = json.loads(capsys.readouterr().out)
+    assert len(dissected["units"]) == 128 and (tmp_path / "cache" / "concepts").is_dir()
+    image = tmp_path / "scene.png"
+    Image.fromarray(scenes[0].image).save(image)
+    assert (
+        main(["classify", str(image), "--top", "1", "--concepts", "-o", str(tmp_path / "o"), "--json"]) == 0
+    )
+    target = json.loads(capsys.readouterr().out)["targets"][0]
+    assert target["text"].startswith(f"The model predicted '{target['label']}'")
+    assert {"supporting", "opposing", "text"} == set(target["concepts"])
