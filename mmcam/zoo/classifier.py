@@ -11,18 +11,24 @@ from mmcam.zoo.processing import ShapesProcessor
 from mmcam.zoo.world import CLASS_NAMES
 
 DEFAULT_CONFIG = {
-    # (out_channels, stride) per Conv-BN-ReLU block; 128 px in, 16x16 grid out of the last block.
-    "blocks": [[24, 2], [48, 2], [48, 1], [96, 2], [128, 1]],
+    # (out_channels, stride) per Conv-BN-ReLU block: 128 px in, a 16x16 grid after three stride-2 blocks,
+    # then two blocks at 16x16 (receptive field 54 px: a large object and its surround).
+    "blocks": [[24, 2], [48, 2], [64, 2], [96, 1], [128, 1]],
 }
 
 
 class ConvBlock(nn.Sequential):
-    """3x3 convolution, batch norm, ReLU."""
+    """Convolution, batch norm, ReLU; 3x3 at stride 1, 4x4 at stride 2.
+
+    The even kernel at stride 2 centers output cell ``j`` on input pixels ``2j`` and ``2j + 1``, where
+    resizing a map back up (bilinear, half-pixel centers) puts it. A 3x3 kernel would center it on
+    pixel ``2j``, and three such layers shift the final grid 3.5 px up-left of where maps are drawn.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__(
             OrderedDict(
-                conv=nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+                conv=nn.Conv2d(in_channels, out_channels, stride + 2, stride=stride, padding=1, bias=False),
                 bn=nn.BatchNorm2d(out_channels),
                 relu=nn.ReLU(inplace=True),
             )
