@@ -2,7 +2,7 @@
 
 import torch
 
-from mmcam.bench import caption_cases, classification_cases, measure, ratio_table
+from mmcam.bench import classification_cases, measure, ratio_table
 
 
 def _check(rows, cases):
@@ -21,19 +21,3 @@ def test_classification_suite_reports_mmcam_and_peers():
         rows,
         {("forward only", "torch")} | {(c, t) for c in ("1 target/image", "2 targets/image") for t in tools},
     )
-
-
-def test_caption_suite_times_one_word_all_words_and_a_call_per_word():
-    cpu = torch.device("cpu")
-    rows = ratio_table(measure("caption", caption_cases(cpu), 1, cpu, 1, progress=False))
-    one = {("1 word", t) for t in ("mmcam", "pytorch-grad-cam", "captum")}
-    every = {
-        ("all 12 words", t)
-        for t in (
-            "mmcam",
-            "mmcam, a call per word",
-            "pytorch-grad-cam, a call per word",
-            "captum, a call per word",
-        )
-    }
-    _check(rows, {("forward only", "torch")} | one | every)

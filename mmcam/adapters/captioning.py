@@ -2,7 +2,7 @@
 
 A ``CaptionModel`` puts a model family behind four functions: read images, generate a caption,
 split a caption into decoder tokens grouped by word, and run the teacher-forced decoder. Families:
-the bundled shapes captioner, Hugging Face ``VisionEncoderDecoderModel``, BLIP
+Hugging Face ``VisionEncoderDecoderModel``, BLIP
 (``BlipForConditionalGeneration``) and GIT (``GitForCausalLM``).
 """
 
@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mmcam.adapters.classification import default_layer
 from mmcam.engine import Explainer
 from mmcam.explanation import Explanation
 from mmcam.targets import Target, TokenLogProb
@@ -100,31 +99,6 @@ def explain_caption(
     return CaptionExplanation(caption, tokenized.words, explainer(inputs, targets))
 
 
-def _bundled() -> CaptionModel:
-    from mmcam.zoo import load
-
-    model, processor = load("shapes-captioner")
-    tokenizer = processor.tokenizer
-
-    def tokenize(caption: str) -> Tokenized:
-        ids = tokenizer.encode(caption)[:-1]  # drop <eos>: its probability is no word's evidence
-        words = caption.split()
-        return Tokenized(ids, words, [[p] for p in range(1, len(words) + 1)])
-
-    def generate(pixels: Tensor) -> list[str]:
-        return [tokenizer.decode(row.tolist()) for row in model.generate(pixels)]
-
-    return CaptionModel(
-        "shapes",
-        model,
-        lambda images: processor(list(images))["pixel_values"],
-        generate,
-        tokenize,
-        lambda m, inputs: m(inputs["pixel_values"], inputs["input_ids"]),
-        default_layer(model),
-    )
-
-
 def huggingface_tokenize(tokenizer, start_id: int) -> Callable[[str], Tokenized]:
     """Sub-word tokens grouped into words by a fast tokenizer's word ids; ``start_id`` goes first."""
 
@@ -188,7 +162,7 @@ def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | N
     else:
         raise ValueError(
             f"no captioning adapter for {kind}; supported: BlipForConditionalGeneration, GitForCausalLM, "
-            "VisionEncoderDecoderModel, or the bundled 'shapes' captioner"
+            "VisionEncoderDecoderModel"
         )
     if start is None:
         raise ValueError(f"{kind} has no start token id in its config; set it before explaining")
@@ -197,12 +171,10 @@ def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | N
 
 
 def load_captioner(spec: str) -> CaptionModel:
-    """``shapes`` (bundled) or ``hf:ID_OR_PATH`` / a local directory holding a BLIP, GIT or
+    """``hf:ID_OR_PATH`` or a local directory holding a BLIP, GIT or
     VisionEncoderDecoder captioner and its processor (local directory or local Hugging Face cache)."""
-    if spec == "shapes":
-        return _bundled()
     if not (spec.startswith("hf:") or Path(spec).is_dir()):
-        raise ValueError(f"unknown captioning model '{spec}': use 'shapes' or hf:<id or local dir>")
+        raise ValueError(f"unknown captioning model '{spec}': use hf:<id or local dir>")
     from transformers import (
         AutoConfig,
         AutoImageProcessor,

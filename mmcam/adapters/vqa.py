@@ -1,6 +1,6 @@
 """Visual question answering: why this answer, and why not that one.
 
-Classifier-style models (answer logits over a vocabulary: the bundled shapes VQA model, ViLT) explain
+Classifier-style models (answer logits over a vocabulary, such as ViLT) explain
 the predicted answer, named answers and the top-k together, from one forward and one backward; "why
 not X" adds the negated score of X and the contrast (predicted minus X). Generative models (BLIP)
 explain an answer's log-probability under teacher forcing, one answer per pass. Every target also
@@ -132,30 +132,6 @@ def _explain_generated(
     return VQAExplanation(question, tokens, predicted, join_targets(parts))
 
 
-def _bundled() -> VQAModel:
-    from mmcam.zoo import load
-
-    model, processor = load("shapes-vqa")
-    vocabulary = processor.tokenizer.vocab
-
-    def prepare(images, questions):
-        return processor(list(images), list(questions))
-
-    return VQAModel(
-        name="shapes",
-        model=model,
-        prepare=prepare,
-        forward=lambda m, inputs: m(inputs["pixel_values"], inputs["input_ids"]),
-        question_tokens=lambda inputs: [
-            None if i == processor.tokenizer.pad_id else vocabulary[i]
-            for i in inputs["input_ids"][0].tolist()
-        ],
-        layer=model.default_layer,
-        question_layer="embed",
-        answers=list(processor.answers),
-    )
-
-
 def hf_question_tokens(tokenizer, inputs: dict[str, Tensor]) -> list[str | None]:
     """A Hugging Face question's tokens, None for special tokens ([CLS], [SEP], padding)."""
     ids = inputs["input_ids"][0].tolist()
@@ -237,11 +213,9 @@ def _blip(model: nn.Module, processor, name: str) -> VQAModel:
 
 
 def load_vqa(spec: str) -> VQAModel:
-    """``shapes`` (bundled) or ``hf:ID_OR_PATH`` / a local directory with a ViLT or BLIP VQA model."""
-    if spec == "shapes":
-        return _bundled()
+    """``hf:ID_OR_PATH`` or a local directory with a ViLT or BLIP VQA model."""
     if not (spec.startswith("hf:") or Path(spec).is_dir()):
-        raise ValueError(f"unknown VQA model '{spec}': use 'shapes' or hf:<id or local dir>")
+        raise ValueError(f"unknown VQA model '{spec}': use hf:<id or local dir>")
     from transformers import AutoConfig, AutoProcessor, BlipForQuestionAnswering, ViltForQuestionAnswering
 
     path = spec.removeprefix("hf:")

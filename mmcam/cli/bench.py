@@ -8,7 +8,7 @@ import platform
 
 import torch
 
-SUITES = ("classify", "caption")
+SUITES = ("classify",)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -16,8 +16,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "bench",
         help="time mmcam against pytorch-grad-cam and captum",
         description="classify: Grad-CAM on resnet50 (random weights) at layer4, 1 and K targets per image. "
-        "caption: the bundled captioner's 12-word caption, one word, all words in one call, and a call per "
-        "word. Prints mmcam's speed-up over each peer, measured in the same run.",
+        "Prints mmcam's speed-up over each peer, measured in the same run.",
     )
     parser.add_argument("--task", choices=[*SUITES, "all"], default="all", help="which suite (default all)")
     parser.add_argument(
@@ -32,7 +31,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from mmcam.bench import caption_cases, classification_cases, measure, ratio_table
+    from mmcam.bench import classification_cases, measure, ratio_table
 
     device = torch.device(arguments.device)
     suites = list(SUITES) if arguments.task == "all" else [arguments.task]
@@ -40,8 +39,6 @@ def run(arguments: argparse.Namespace) -> int:
     if "classify" in suites:
         cases = classification_cases(device, arguments.batch, arguments.targets, arguments.size)
         timings += measure("classify", cases, arguments.batch, device, arguments.repeats)
-    if "caption" in suites:
-        timings += measure("caption", caption_cases(device), 1, device, arguments.repeats)
     rows = ratio_table(timings)
     header = {
         "device": str(device),

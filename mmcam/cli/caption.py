@@ -19,9 +19,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
     parser.add_argument(
         "--model",
-        default="shapes",
+        required=True,
         metavar="SPEC",
-        help="shapes (bundled, default) or hf:<id or local dir> of a BLIP, GIT or VisionEncoderDecoder captioner",
+        help="hf:<id or local dir> of a BLIP, GIT or VisionEncoderDecoder captioner",
     )
     parser.add_argument("--caption", metavar="TEXT", help="explain this caption instead of generating one")
     parser.add_argument(

@@ -32,9 +32,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--model",
-        default="shapes",
+        required=True,
         metavar="SPEC",
-        help="shapes (bundled, default) or hf:<id or local dir> of a ViLT or BLIP VQA model",
+        help="hf:<id or local dir> of a ViLT or BLIP VQA model",
     )
     add_explain_options(parser)
     parser.set_defaults(run=run)
