@@ -39,7 +39,7 @@ class ShapesClassifier(nn.Module):
     """Conv blocks, global average pooling, one linear layer: multi-label logits over ``CLASS_NAMES``.
 
     Nothing mixes positions after the last block but the average pool, so Grad-CAM on
-    ``default_layer`` is the exact class activation map on a 16x16 grid.
+    ``default_layer`` is the class activation map (up to a constant factor) on a 16x16 grid.
     """
 
     def __init__(self, blocks: list[list[int]], labels: list[str] = CLASS_NAMES):
