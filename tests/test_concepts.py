@@ -8,11 +8,12 @@ import torch
 import mmcam
 from mmcam.adapters.classification import load_classifier
 from mmcam.cli import main
-from mmcam.text.dissect import ConceptTable, dissect, layer_activations, name_from_labels
+from mmcam.text.dissect import ConceptTable, layer_activations
+from mmcam.text.probes import dataset_probe, name_units, shapes_probe
 from mmcam.text.sentences import describe, named_units
-from mmcam.text.words import analyze
 from mmcam.zoo import make_scenes
-from mmcam.zoo.concepts import CONCEPTS, concept_masks, probe_batches
+from mmcam.zoo.concepts import CONCEPTS, concept_masks
+from mmcam.zoo.dataset import shapes_dataset
 from mmcam.zoo.world import CLASS_NAMES
 
 PROBES = 200
@@ -29,15 +30,13 @@ def scenes():
 
 
 @pytest.fixture(scope="module")
-def table(classifier, scenes):
-    return dissect(
-        classifier.model,
-        classifier.layer,
-        probe_batches(scenes, classifier.preprocess),
-        CONCEPTS,
-        PROBES,
-        progress=False,
-    )
+def table(classifier):
+    return name_units(classifier.subject(), shapes_probe(PROBES, seed=60_000), progress=False)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return shapes_dataset(PROBES, seed=60_000)
 
 
 def test_concept_masks_are_the_union_of_the_objects_with_the_concept(scenes):
@@ -53,8 +52,10 @@ def test_most_active_units_get_a_concept_from_masks(classifier, scenes, table):
     active = (
         torch.cat(
             [
-                layer_activations(classifier.model, classifier.layer, images).amax(dim=(0, 2, 3))[None]
-                for images, _ in probe_batches(scenes, classifier.preprocess)()
+                layer_activations(classifier.model, classifier.layer, classifier.preprocess(images)).amax(
+                    dim=(0, 2, 3)
+                )[None]
+                for images, _ in shapes_probe(PROBES, seed=60_000).batches()
             ]
         ).amax(0)
         > 0
@@ -77,22 +78,28 @@ def test_top_supporting_units_name_the_class_color_or_shape(classifier, table):
     assert agree >= 0.8 * len(CLASS_NAMES), f"{agree}/{len(CLASS_NAMES)}"
 
 
-def test_caption_words_name_units_like_the_masks_do(classifier, scenes, table):
-    lemmas = [[word.lemma for word in analyze(scene.caption.words) if word.content] for scene in scenes]
-    vocabulary = sorted({lemma for words in lemmas for lemma in words})
-    presence = torch.tensor([[concept in words for concept in vocabulary] for words in lemmas])
+def test_a_dataset_with_masks_names_units_as_the_shapes_probe_does(classifier, dataset, table):
+    probe = dataset_probe(dataset.remove_columns(["caption"]), "shapes-as-dataset")
+    assert probe.kind == "masks" and sorted(probe.concepts) == sorted(CONCEPTS)
+    from_dataset = name_units(classifier.subject(), probe, progress=False)
+    assert [(u.concept, u.score) for u in from_dataset.units] == [(u.concept, u.score) for u in table.units]
 
-    def batches():
-        for start in range(0, PROBES, 32):
-            yield (
-                classifier.preprocess([s.image for s in scenes[start : start + 32]]),
-                presence[start : start + 32],
-            )
 
-    by_labels = name_from_labels(classifier.model, classifier.layer, batches, vocabulary, progress=False)
+def test_caption_words_name_units_like_the_masks_do(classifier, dataset, table):
+    probe = dataset_probe(dataset.remove_columns(["masks"]), "shapes-captions")
+    assert probe.kind == "labels"
+    assert {"red", "circle", "small", "large"} <= set(probe.concepts) and "a" not in probe.concepts
+    by_labels = name_units(classifier.subject(), probe, progress=False)
     both = [(a.concept, b.concept) for a, b in zip(table.units, by_labels.units) if a.concept and b.concept]
     assert len(both) >= 30
     assert sum(a == b for a, b in both) >= 0.7 * len(both), f"{sum(a == b for a, b in both)}/{len(both)}"
+
+
+def test_a_dataset_without_masks_or_captions_gets_one_clear_error(dataset):
+    with pytest.raises(ValueError, match="needs an 'image' column and either 'masks'"):
+        dataset_probe(dataset.remove_columns(["masks", "caption"]), "bare")
+    with pytest.raises(ValueError, match="no per-object concept column"):
+        dataset_probe(dataset.select_columns(["image", "masks"]), "no-concepts")
 
 
 def test_sentence_and_table_round_trip(table, tmp_path):

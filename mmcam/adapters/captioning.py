@@ -20,6 +20,7 @@ from mmcam.engine import Explainer
 from mmcam.explanation import Explanation
 from mmcam.targets import Target, TokenLogProb
 from mmcam.text import WORD_CHOICES
+from mmcam.text.probes import Subject
 from mmcam.text.words import analyze
 
 
@@ -45,6 +46,16 @@ class CaptionModel:
 
     def explainer(self, layer: str | None = None, method: str = "gradcam") -> Explainer:
         return Explainer(self.model, layer=layer or self.layer, method=method, forward=self.forward)
+
+    def subject(self, layer: str | None = None) -> Subject:
+        """This captioner's layer as a subject for naming its units, probed with images and the start
+        token only (the vision tower does not read the text)."""
+
+        def inputs(images: Sequence[Image.Image]) -> dict[str, Tensor]:
+            start = self.tokenize("").ids
+            return {"pixel_values": self.preprocess(images), "input_ids": torch.tensor([start] * len(images))}
+
+        return Subject(self.name, self.model, layer or self.layer, inputs, self.forward)
 
 
 @dataclass
@@ -97,6 +108,31 @@ def explain_caption(
     explainer = explainer or captioner.explainer()
     inputs = {"pixel_values": pixels, "input_ids": torch.tensor([tokenized.ids])}
     return CaptionExplanation(caption, tokenized.words, explainer(inputs, targets))
+
+
+def _bundled() -> CaptionModel:
+    from mmcam.zoo import load
+
+    model, processor = load("shapes-captioner")
+    tokenizer = processor.tokenizer
+
+    def tokenize(caption: str) -> Tokenized:
+        ids = tokenizer.encode(caption)[:-1]  # drop <eos>: its probability is no word's evidence
+        words = caption.split()
+        return Tokenized(ids, words, [[p] for p in range(1, len(words) + 1)])
+
+    def generate(pixels: Tensor) -> list[str]:
+        return [tokenizer.decode(row.tolist()) for row in model.generate(pixels)]
+
+    return CaptionModel(
+        "shapes",
+        model,
+        lambda images: processor(list(images))["pixel_values"],
+        generate,
+        tokenize,
+        lambda m, inputs: m(inputs["pixel_values"], inputs["input_ids"]),
+        model.default_layer,
+    )
 
 
 def huggingface_tokenize(tokenizer, start_id: int) -> Callable[[str], Tokenized]:
@@ -171,10 +207,12 @@ def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | N
 
 
 def load_captioner(spec: str) -> CaptionModel:
-    """``hf:ID_OR_PATH`` or a local directory holding a BLIP, GIT or
+    """``shapes`` (the bundled captioner), or ``hf:ID_OR_PATH`` / a local directory holding a BLIP, GIT or
     VisionEncoderDecoder captioner and its processor (local directory or local Hugging Face cache)."""
+    if spec == "shapes":
+        return _bundled()
     if not (spec.startswith("hf:") or Path(spec).is_dir()):
-        raise ValueError(f"unknown captioning model '{spec}': use hf:<id or local dir>")
+        raise ValueError(f"unknown captioning model '{spec}': use 'shapes' or hf:<id or local dir>")
     from transformers import (
         AutoConfig,
         AutoImageProcessor,

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from mmcam.engine import Explainer, Layout
 from mmcam.explanation import Explanation
 from mmcam.targets import logits_of
+from mmcam.text.probes import Subject
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,6 +41,10 @@ class ImageClassifier:
             layout=self.layout,
             class_names=self.class_names,
         )
+
+    def subject(self, layer: str | None = None) -> Subject:
+        """This classifier's layer as a subject for naming its units (``mmcam.text.probes``)."""
+        return Subject(self.name, self.model, layer or self.layer, self.preprocess)
 
     def top_classes(self, pixels: Tensor, top: int) -> list[list[int]]:
         """The ``top`` highest-scoring class indices of each image, best first."""

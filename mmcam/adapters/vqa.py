@@ -20,6 +20,9 @@ from torch import Tensor, nn
 from mmcam.engine import Explainer, Layout
 from mmcam.explanation import Explanation, join_targets
 from mmcam.targets import ClassScore, Difference, Negated, Target, TokenLogProb, logits_of
+from mmcam.text.probes import Subject
+
+PROBE_QUESTION = "what is in the image?"  # the question asked while naming units
 
 
 @dataclass
@@ -58,6 +61,14 @@ class VQAModel:
             class_names=self.answers,
             token_layer=self.question_layer,
         )
+
+    def subject(self, layer: str | None = None) -> Subject:
+        """This model's layer as a subject for naming its units, probed with images and one neutral question."""
+
+        def inputs(images: Sequence[Image.Image]) -> dict[str, Tensor]:
+            return self.prepare(list(images), [PROBE_QUESTION] * len(images))
+
+        return Subject(self.name, self.model, layer or self.layer, inputs, self.forward)
 
 
 @dataclass
@@ -130,6 +141,30 @@ def _explain_generated(
         target: Target = TokenLogProb(extended["answer_ids"], positions, answer)
         parts.append(vqa.explainer(extended, layer, method)(extended, -target if negate else target))
     return VQAExplanation(question, tokens, predicted, join_targets(parts))
+
+
+def _bundled() -> VQAModel:
+    from mmcam.zoo import load
+
+    model, processor = load("shapes-vqa")
+    vocabulary = processor.tokenizer.vocab
+
+    def prepare(images, questions):
+        return processor(list(images), list(questions))
+
+    return VQAModel(
+        name="shapes",
+        model=model,
+        prepare=prepare,
+        forward=lambda m, inputs: m(inputs["pixel_values"], inputs["input_ids"]),
+        question_tokens=lambda inputs: [
+            None if i == processor.tokenizer.pad_id else vocabulary[i]
+            for i in inputs["input_ids"][0].tolist()
+        ],
+        layer=model.default_layer,
+        question_layer="embed",
+        answers=list(processor.answers),
+    )
 
 
 def hf_question_tokens(tokenizer, inputs: dict[str, Tensor]) -> list[str | None]:
@@ -213,9 +248,11 @@ def _blip(model: nn.Module, processor, name: str) -> VQAModel:
 
 
 def load_vqa(spec: str) -> VQAModel:
-    """``hf:ID_OR_PATH`` or a local directory with a ViLT or BLIP VQA model."""
+    """``shapes`` (the bundled VQA model), or ``hf:ID_OR_PATH`` / a local directory with a ViLT or BLIP VQA model."""
+    if spec == "shapes":
+        return _bundled()
     if not (spec.startswith("hf:") or Path(spec).is_dir()):
-        raise ValueError(f"unknown VQA model '{spec}': use hf:<id or local dir>")
+        raise ValueError(f"unknown VQA model '{spec}': use 'shapes' or hf:<id or local dir>")
     from transformers import AutoConfig, AutoProcessor, BlipForQuestionAnswering, ViltForQuestionAnswering
 
     path = spec.removeprefix("hf:")

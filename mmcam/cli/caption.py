@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from mmcam.cli.common import add_explain_options, explanation_record, for_each_image, output_folder
+from mmcam.cli.common import (
+    add_concept_options,
+    add_concepts,
+    add_explain_options,
+    concept_table_of,
+    explanation_record,
+    for_each_image,
+    output_folder,
+)
 from mmcam.images import load_image
 from mmcam.text import WORD_CHOICES
 
@@ -19,9 +27,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
     parser.add_argument(
         "--model",
-        required=True,
+        default="shapes",
         metavar="SPEC",
-        help="hf:<id or local dir> of a BLIP, GIT or VisionEncoderDecoder captioner",
+        help="shapes (the bundled captioner, default) or hf:<id or local dir> of a BLIP, GIT or VisionEncoderDecoder captioner",
     )
     parser.add_argument("--caption", metavar="TEXT", help="explain this caption instead of generating one")
     parser.add_argument(
@@ -38,6 +46,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="explain the evidence against each word (negated targets)",
     )
+    add_concept_options(parser)
     add_explain_options(parser)
     parser.set_defaults(run=run)
 
@@ -47,6 +56,7 @@ def run(arguments: argparse.Namespace) -> int:
 
     captioner = load_captioner(arguments.model)
     explainer = captioner.explainer(arguments.layer, arguments.method)
+    table = concept_table_of(arguments, captioner.subject(arguments.layer))
     output = output_folder(arguments)
 
     def explain_one(path: str) -> dict:
@@ -63,6 +73,8 @@ def run(arguments: argparse.Namespace) -> int:
         record = explanation_record(
             "caption", captioner.name, path, image, result.explanation, output, heading=result.caption
         )
+        if table is not None:
+            add_concepts(record, result.explanation, table, "wrote")
         return {**record, "caption": result.caption}
 
     return for_each_image(arguments.images, explain_one, arguments.json)

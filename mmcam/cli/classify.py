@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from mmcam.cli.common import add_explain_options, check_top, explanation_record, for_each_image, output_folder
+from mmcam.cli.common import (
+    add_concept_options,
+    add_concepts,
+    add_explain_options,
+    check_top,
+    concept_table_of,
+    explanation_record,
+    for_each_image,
+    output_folder,
+)
 from mmcam.images import load_image
 
 
@@ -25,11 +34,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--top", type=int, default=3, metavar="K", help="explain the K best classes (default 3)"
     )
-    parser.add_argument(
-        "--concepts",
-        action="store_true",
-        help="name the units behind each class (the layer's concept table, built on first use: mmcam dissect)",
-    )
+    add_concept_options(parser)
     add_explain_options(parser)
     parser.set_defaults(run=run)
 
@@ -40,17 +45,7 @@ def run(arguments: argparse.Namespace) -> int:
     check_top(arguments)
     classifier = load_classifier(arguments.model)
     explainer = classifier.explainer(arguments.layer, arguments.method)
-    table = None
-    if arguments.concepts:
-        from mmcam.text.sentences import describe
-        from mmcam.text.tables import shapes_table
-
-        layer = arguments.layer or classifier.layer
-        if layer == "auto" or arguments.method not in ("gradcam", "gradcam++", "xgradcam", "counterfactual"):
-            raise ValueError(
-                "--concepts needs a named --layer and a method with channel weights (e.g. gradcam)"
-            )
-        table = shapes_table(classifier.name, classifier.model, layer, classifier.preprocess)
+    table = concept_table_of(arguments, classifier.subject(arguments.layer))
     output = output_folder(arguments)
 
     def explain_one(path: str) -> dict:
@@ -59,9 +54,7 @@ def run(arguments: argparse.Namespace) -> int:
         explanation = explainer(pixels, classifier.top_classes(pixels, arguments.top))
         record = explanation_record("classify", classifier.name, path, image, explanation, output)
         if table is not None:
-            for k, target in enumerate(record["targets"]):
-                described = describe(target["label"], explanation.weights[0, k], table)
-                target["concepts"], target["text"] = described.as_json(), described.text
+            add_concepts(record, explanation, table, "predicted")
         return record
 
     return for_each_image(arguments.images, explain_one, arguments.json)

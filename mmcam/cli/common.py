@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from mmcam.engine.methods import METHODS
+from mmcam.engine.methods import CHANNEL_WEIGHT_METHODS, METHODS
 from mmcam.explanation import Explanation
 from mmcam.viz.figures import save_figure, targets_figure
 from mmcam.viz.overlay import overlay, peak_in_image
@@ -31,6 +31,54 @@ def add_explain_options(parser: argparse.ArgumentParser, default_output: str = "
         help=f"where figures go (default ./{default_output})",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
+
+
+def add_concept_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concepts",
+        action="store_true",
+        help="name the units behind each target by the concepts they detect (the layer's concept table, "
+        "built on first use and cached: see mmcam dissect)",
+    )
+    parser.add_argument(
+        "--probe-dataset",
+        metavar="PATH",
+        help="with --concepts: name units on this datasets.Dataset (save_to_disk folder; images with masks "
+        "and per-object concepts, or captions) instead of the shapes world",
+    )
+
+
+def concept_table_of(arguments: argparse.Namespace, subject):
+    """The concept table for ``--concepts`` (None without it); one clear error for a layer or method
+    that has no named channels."""
+    if not arguments.concepts:
+        return None
+    from mmcam.engine.methods import get_method
+    from mmcam.text.tables import concept_table
+
+    if subject.layer == "auto" or get_method(arguments.method).name not in CHANNEL_WEIGHT_METHODS:
+        raise ValueError(
+            "--concepts needs a named --layer and a method with channel weights: "
+            + ", ".join(CHANNEL_WEIGHT_METHODS)
+        )
+    probe = None
+    if arguments.probe_dataset:
+        import datasets
+
+        from mmcam.text.probes import dataset_probe
+
+        probe = dataset_probe(datasets.load_from_disk(arguments.probe_dataset), arguments.probe_dataset)
+    return concept_table(subject, probe)
+
+
+def add_concepts(record: dict, explanation: Explanation, table, verb: str) -> None:
+    """Each target of ``record`` gets ``"concepts"`` (its top supporting and opposing named units) and
+    ``"text"``, the sentence built from them."""
+    from mmcam.text.sentences import describe
+
+    for k, target in enumerate(record["targets"]):
+        described = describe(target["label"], explanation.weights[0, k], table, verb=verb)
+        target["concepts"], target["text"] = described.as_json(), described.text
 
 
 def output_folder(arguments: argparse.Namespace) -> Path:

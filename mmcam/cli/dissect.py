@@ -6,52 +6,80 @@ import argparse
 import json
 from collections import Counter
 
+TASKS = ("classify", "caption", "vqa")
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "dissect",
-        help="name a classifier layer's units by the concepts they detect (Network Dissection)",
-        description="Threshold each unit's upsampled activation at its top 0.5%% over shapes-world probe scenes "
-        "and name it after the concept (5 colors, 4 shapes, 2 sizes) whose masks it overlaps best (IoU >= 0.05). "
-        "The table is cached and reused by --concepts.",
+        help="name a layer's units by the concepts they detect (Network Dissection)",
+        description="With concept masks (the shapes world by default, or --dataset with per-object masks): "
+        "threshold each unit's upsampled activation at its top 0.5%% over the probe images and name it after "
+        "the concept whose masks it overlaps best (IoU >= 0.05). With captions only (--dataset with a "
+        "'caption' column): name it after the noun or adjective whose presence its peak activation predicts "
+        "best (AUC >= 0.8). The table is cached and reused by --concepts of classify, caption and vqa.",
     )
     parser.add_argument(
-        "--model", default="shapes", metavar="SPEC", help="a classifier SPEC, as for classify"
+        "--task", choices=TASKS, default="classify", help="which kind of model (default classify)"
+    )
+    parser.add_argument(
+        "--model", default="shapes", metavar="SPEC", help="a model SPEC, as for that task's command"
     )
     parser.add_argument(
         "--layer", default=None, metavar="L", help="layer to dissect; default: the model's default"
     )
-    parser.add_argument("--probes", type=int, default=200, help="probe scenes (default 200)")
+    parser.add_argument(
+        "--dataset",
+        metavar="PATH",
+        help="a datasets.Dataset folder (save_to_disk) to probe with: 'image' plus 'masks' and per-object "
+        "concept columns, or 'caption' (default: shapes-world scenes)",
+    )
+    parser.add_argument("--probes", type=int, default=200, help="shapes scenes to probe with (default 200)")
     parser.add_argument("--json", action="store_true", help="print the table as JSON")
     parser.set_defaults(run=run)
 
 
-def run(arguments: argparse.Namespace) -> int:
-    from mmcam.adapters.classification import load_classifier
-    from mmcam.text.tables import shapes_table, table_path
+def _subject(task: str, spec: str, layer: str | None):
+    if task == "classify":
+        from mmcam.adapters.classification import load_classifier
 
-    classifier = load_classifier(arguments.model)
-    layer = arguments.layer or classifier.layer
-    if layer == "auto":
+        return load_classifier(spec).subject(layer)
+    if task == "caption":
+        from mmcam.adapters.captioning import load_captioner
+
+        return load_captioner(spec).subject(layer)
+    from mmcam.adapters.vqa import load_vqa
+
+    return load_vqa(spec).subject(layer)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    from mmcam.text.probes import dataset_probe, shapes_probe
+    from mmcam.text.tables import concept_table, table_path
+
+    if arguments.probes < 1:
+        raise ValueError("--probes must be at least 1")
+    subject = _subject(arguments.task, arguments.model, arguments.layer)
+    if subject.layer == "auto":
         raise ValueError("name the layer to dissect with --layer")
-    table = shapes_table(
-        classifier.name, classifier.model, layer, classifier.preprocess, arguments.probes, rebuild=True
-    )
+    if arguments.dataset:
+        import datasets
+
+        probe = dataset_probe(datasets.load_from_disk(arguments.dataset), arguments.dataset)
+    else:
+        probe = shapes_probe(arguments.probes)
+    table = concept_table(subject, probe, rebuild=True)
+    path = table_path(table.model, table.layer, probe.name)
     if arguments.json:
-        print(
-            json.dumps(
-                {
-                    "model": table.model,
-                    "layer": table.layer,
-                    "path": str(table_path(table.model, layer)),
-                    "units": [vars(u) for u in table.units],
-                }
-            )
-        )
+        units = [vars(u) for u in table.units]
+        print(json.dumps({"model": table.model, "layer": table.layer, "path": str(path), "units": units}))
         return 0
     named = [u for u in table.units if u.concept]
-    print(f"{len(named)}/{len(table.units)} units of {layer} named (IoU >= 0.05)")
+    cutoff = "IoU >= 0.05" if probe.kind == "masks" else "AUC >= 0.8"
+    print(
+        f"{len(named)}/{len(table.units)} units of {table.layer} named ({cutoff}, {probe.size} probe images)"
+    )
     for concept, count in Counter(u.concept for u in named).most_common():
         print(f"  {concept:<10} {count:3d} units")
-    print(f"table: {table_path(table.model, layer)}")
+    print(f"table: {path}")
     return 0

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from mmcam.cli.common import add_explain_options, check_top, explanation_record, for_each_image, output_folder
+from mmcam.cli.common import (
+    add_concept_options,
+    add_concepts,
+    add_explain_options,
+    check_top,
+    concept_table_of,
+    explanation_record,
+    for_each_image,
+    output_folder,
+)
 from mmcam.images import load_image
 
 
@@ -16,7 +25,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "top-K and 'why not X' (one heatmap each, plus the weight of every question word).",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
-    parser.add_argument("--question", "-q", required=True, metavar="Q", help="the question, in quotes")
+    parser.add_argument("--question", "-q", default="shapes", metavar="Q", help="the question, in quotes")
     parser.add_argument(
         "--answer", action="append", default=[], metavar="A", help="also explain answer A (repeatable)"
     )
@@ -34,8 +43,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--model",
         required=True,
         metavar="SPEC",
-        help="hf:<id or local dir> of a ViLT or BLIP VQA model",
+        help="shapes (the bundled VQA model, default) or hf:<id or local dir> of a ViLT or BLIP VQA model",
     )
+    add_concept_options(parser)
     add_explain_options(parser)
     parser.set_defaults(run=run)
 
@@ -45,6 +55,7 @@ def run(arguments: argparse.Namespace) -> int:
 
     check_top(arguments)
     vqa = load_vqa(arguments.model)
+    table = concept_table_of(arguments, vqa.subject(arguments.layer))
     output = output_folder(arguments)
 
     def explain_one(path: str) -> dict:
@@ -66,6 +77,8 @@ def run(arguments: argparse.Namespace) -> int:
             target["question_weights"] = [
                 [token, round(weight, 6)] for token, weight in zip(result.tokens, row) if token is not None
             ]
+        if table is not None:
+            add_concepts(record, result.explanation, table, "answered")
         return {**record, "question": result.question, "answer": result.answer}
 
     return for_each_image(arguments.images, explain_one, arguments.json)

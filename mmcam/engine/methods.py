@@ -253,6 +253,18 @@ def _key(name: str) -> str:
     return name.lower().replace("plusplus", "++").replace("_", "").replace("-", "").replace(" ", "")
 
 
+# Methods whose map is ReLU(sum_c w_kc A_c): their channel weights w_kc say which units a target rests on.
+CHANNEL_WEIGHT_METHODS = (
+    "gradcam",
+    "counterfactual",
+    "gradcam++",
+    "smooth-gradcam++",
+    "xgradcam",
+    "scorecam",
+    "guided-gradcam",
+)
+
+
 def get_method(method: str | object) -> object:
     """A method instance from its name (case, '-' and '_' ignored; 'plusplus' = '++') or an instance."""
     if not isinstance(method, str):

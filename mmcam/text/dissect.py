@@ -13,18 +13,22 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from mmcam.engine.capture import first_tensor
+from mmcam.engine.layers import resolve_layer
 from mmcam.engine.layouts import infer_layout
 from mmcam.engine.resize import upsample
 
 IOU_CUTOFF = 0.05
 
-Batch = tuple[Tensor, Tensor]  # images (B, 3, H, W) for the model, concept masks (B, K, H, W) bool
+# Model inputs for B images (see layer_activations) and their concept masks (B, K, H, W) bool, or, for
+# name_from_labels, their concept presence (B, K) bool.
+Batch = tuple[Any, Tensor]
 
 
 @dataclass(frozen=True)
@@ -60,18 +64,26 @@ class ConceptTable:
         return cls(data["model"], data["layer"], data["concepts"], [UnitName(**u) for u in data["units"]])
 
 
-def layer_activations(model: nn.Module, layer: str, images: Tensor) -> Tensor:
-    """The layer's output on ``images`` as a (B, C, h, w) grid, without gradients."""
+Forward = Callable[[nn.Module, Any], object]
+
+
+def layer_activations(model: nn.Module, layer: str, inputs: Any, forward: Forward | None = None) -> Tensor:
+    """The layer's output as a (B, C, h, w) grid, without gradients.
+
+    ``inputs`` is what ``forward(model, inputs)`` takes (default ``model(inputs)``): an image batch, or a
+    dict holding ``pixel_values`` and the text inputs of a vision-language model.
+    """
     captured = {}
-    module = model.get_submodule(layer)
+    module = model.get_submodule(resolve_layer(model, layer))
     handle = module.register_forward_hook(
         lambda m, args, output: captured.setdefault("a", first_tensor(output))
     )
     try:
         with torch.no_grad():
-            model(images)
+            (forward or (lambda m, x: m(x)))(model, inputs)
     finally:
         handle.remove()
+    images = inputs["pixel_values"] if isinstance(inputs, dict) else inputs
     activation = captured["a"]
     return infer_layout(activation, tuple(images.shape[-2:])).to_grid(activation).float()
 
@@ -85,6 +97,7 @@ def dissect(
     quantile: float = 0.005,
     model_name: str = "",
     progress: bool = True,
+    forward: Forward | None = None,
 ) -> ConceptTable:
     """Name every channel of ``layer`` from a probe set with concept masks.
 
@@ -94,16 +107,16 @@ def dissect(
     """
     model.eval()
     kept: Tensor | None = None
-    for images, _ in tqdm(batches(), desc="dissect: thresholds", unit="batch", disable=not progress):
-        up = upsample(layer_activations(model, layer, images), tuple(images.shape[-2:]))
+    for inputs, masks in tqdm(batches(), desc="dissect: thresholds", unit="batch", disable=not progress):
+        up = upsample(layer_activations(model, layer, inputs, forward), tuple(masks.shape[-2:]))
         values = up.transpose(0, 1).flatten(1)
-        count = max(1, round(quantile * probe_size * images.shape[-2] * images.shape[-1]))
+        count = max(1, round(quantile * probe_size * masks.shape[-2] * masks.shape[-1]))
         pool = values if kept is None else torch.cat([kept, values], dim=1)
         kept = pool.topk(min(count, pool.shape[1]), dim=1).values
     thresholds = kept[:, -1]
     intersection = union_part = concept_area = None
-    for images, masks in tqdm(batches(), desc="dissect: IoU", unit="batch", disable=not progress):
-        up = upsample(layer_activations(model, layer, images), tuple(images.shape[-2:]))
+    for inputs, masks in tqdm(batches(), desc="dissect: IoU", unit="batch", disable=not progress):
+        up = upsample(layer_activations(model, layer, inputs, forward), tuple(masks.shape[-2:]))
         active = (up > thresholds[None, :, None, None]).flatten(2).float()  # (B, C, HW)
         labels = masks.to(active.device).flatten(2).float()  # (B, K, HW)
         batch_intersection = torch.einsum("bcp,bkp->ck", active, labels)
@@ -128,23 +141,24 @@ def dissect(
 def name_from_labels(
     model: nn.Module,
     layer: str,
-    batches: Callable[[], Iterable[tuple[Tensor, Tensor]]],
+    batches: Callable[[], Iterable[Batch]],
     concepts: Sequence[str],
     cutoff: float = 0.8,
     model_name: str = "",
     progress: bool = True,
+    forward: Forward | None = None,
 ) -> ConceptTable:
     """Name channels from image-level labels only (no masks), e.g. the nouns and adjectives of captions.
 
-    ``batches()`` yields (images, presence (B, K) bool). A channel's evidence for an image is its
+    ``batches()`` yields (model inputs, presence (B, K) bool). A channel's evidence for an image is its
     peak activation a_nc = max_ij A_cij; its score for concept k is the AUC of a_nc for telling
     images with k from images without, AUC_ck = P(a_c of an image with k > a_c of one without); the
     channel takes its best concept when the AUC reaches ``cutoff``.
     """
     model.eval()
     peaks, presence = [], []
-    for images, labels in tqdm(batches(), desc="name from labels", unit="batch", disable=not progress):
-        peaks.append(layer_activations(model, layer, images).amax(dim=(-2, -1)).cpu())
+    for inputs, labels in tqdm(batches(), desc="name from labels", unit="batch", disable=not progress):
+        peaks.append(layer_activations(model, layer, inputs, forward).amax(dim=(-2, -1)).cpu())
         presence.append(labels.bool().cpu())
     activation, present = torch.cat(peaks), torch.cat(presence)
     ranks = activation.argsort(dim=0).argsort(dim=0).double() + 1  # (N, C), ties broken arbitrarily

@@ -1,15 +1,13 @@
-"""Where concept tables live, and building one for a model on the shapes world when none is cached."""
+"""Where concept tables live, and building one for a model's layer when none is cached."""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 
-from torch import nn
-
-from mmcam.text.dissect import ConceptTable, dissect
+from mmcam.text.dissect import ConceptTable
+from mmcam.text.probes import ProbeSet, Subject, name_units, shapes_probe
 
 
 def cache_dir() -> Path:
@@ -17,36 +15,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MMCAM_CACHE", Path.home() / ".cache" / "mmcam")) / "concepts"
 
 
-def table_path(model_name: str, layer: str) -> Path:
-    return cache_dir() / f"{re.sub(r'[^A-Za-z0-9.]+', '-', model_name)}--{layer}.json"
+def table_path(model_name: str, layer: str, probe: str = "shapes") -> Path:
+    """Where the table of ``model_name``'s ``layer`` named on ``probe`` (a probe set's name) is cached."""
+    parts = [model_name, layer] + ([] if probe == "shapes" else [probe])
+    return cache_dir() / ("--".join(re.sub(r"[^A-Za-z0-9.]+", "-", part) for part in parts) + ".json")
 
 
-def shapes_table(
-    model_name: str,
-    model: nn.Module,
-    layer: str,
-    preprocess: Callable,
-    probes: int = 200,
-    seed: int = 60_000,
-    progress: bool = True,
-    rebuild: bool = False,
+def concept_table(
+    subject: Subject, probe: ProbeSet | None = None, progress: bool = True, rebuild: bool = False
 ) -> ConceptTable:
-    """The cached table of (model, layer), or a new one dissected on ``probes`` shapes scenes and saved."""
-    from mmcam.zoo import make_scenes
-    from mmcam.zoo.concepts import CONCEPTS, probe_batches
-
-    path = table_path(model_name, layer)
+    """The cached table of the subject's layer on ``probe`` (default: 200 shapes scenes), or a new one,
+    named and saved."""
+    probe = probe or shapes_probe()
+    path = table_path(subject.name, subject.layer, probe.name)
     if path.is_file() and not rebuild:
         return ConceptTable.load(path)
-    scenes = make_scenes(probes, seed=seed)
-    table = dissect(
-        model,
-        layer,
-        probe_batches(scenes, preprocess),
-        CONCEPTS,
-        probes,
-        model_name=model_name,
-        progress=progress,
-    )
+    table = name_units(subject, probe, progress)
     table.save(path)
     return table

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-
 import numpy as np
-import torch
-from torch import Tensor
 
 from mmcam.zoo.world import COLORS, SHAPES, SIZES, Scene
 
@@ -20,17 +16,3 @@ def concept_masks(scene: Scene) -> np.ndarray:
         for attribute in (obj.color, obj.shape, obj.size):
             masks[CONCEPTS.index(attribute)] |= obj.mask
     return masks
-
-
-def probe_batches(
-    scenes: Sequence[Scene], preprocess: Callable, batch_size: int = 16
-) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
-    """A re-iterable source of (pixel_values, concept masks) batches over ``scenes``."""
-
-    def batches() -> Iterator[tuple[Tensor, Tensor]]:
-        for start in range(0, len(scenes), batch_size):
-            chunk = scenes[start : start + batch_size]
-            masks = torch.from_numpy(np.stack([concept_masks(scene) for scene in chunk]))
-            yield preprocess([scene.image for scene in chunk]), masks
-
-    return batches

@@ -1,0 +1,54 @@
+"""--concepts on caption and vqa: units of a vision-language model's layer named on a user's dataset."""
+
+import json
+
+import pytest
+
+from mmcam.cli import main
+from mmcam.text.dissect import ConceptTable
+from mmcam.zoo.dataset import shapes_dataset
+from tests.hf_tiny import save_blip_captioner, save_vilt_vqa
+
+
+@pytest.fixture(scope="module")
+def probe_dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("probe")
+    dataset = shapes_dataset(24, seed=62_000)
+    dataset.save_to_disk(str(folder))
+    return folder, dataset[0]["image"]
+
+
+def _check_concepts(record: dict, verb: str, layer: str) -> None:
+    assert record["layer"] == layer
+    for target in record["targets"]:
+        assert target["text"].startswith(f"The model {verb} '{target['label']}'")
+        assert set(target["concepts"]) == {"supporting", "opposing", "text"}
+        for unit in target["concepts"]["supporting"]:
+            assert unit["weight"] > 0 and unit["concept"] and unit["score"] >= 0.05
+
+
+@pytest.mark.parametrize("task", ["caption", "vqa"])
+def test_concepts_name_units_on_a_probe_dataset(task, tmp_path, monkeypatch, capsys, probe_dataset):
+    monkeypatch.setenv("MMCAM_CACHE", str(tmp_path / "cache"))
+    folder, picture = probe_dataset
+    image = tmp_path / "scene.png"
+    picture.save(image)
+    if task == "caption":
+        model, extra, verb = save_blip_captioner(tmp_path / "blip"), ["--caption", "a red circle"], "wrote"
+    else:
+        model, extra, verb = save_vilt_vqa(tmp_path / "vilt"), ["-q", "what color is the circle?"], "answered"
+    common = ["--model", str(model), "--concepts", "--probe-dataset", str(folder), "--json"]
+    assert main([task, str(image), *extra, *common, "-o", str(tmp_path / "out")]) == 0
+    record = json.loads(capsys.readouterr().out)
+    _check_concepts(record, verb, record["layer"])
+    cached = list((tmp_path / "cache" / "concepts").glob("*.json"))
+    assert len(cached) == 1 and ConceptTable.load(cached[0]).layer == record["layer"]
+
+
+def test_concepts_with_a_method_without_channel_weights_is_one_clear_error(tmp_path, capsys, probe_dataset):
+    image = tmp_path / "scene.png"
+    probe_dataset[1].save(image)
+    model = save_blip_captioner(tmp_path / "blip")
+    arguments = ["caption", str(image), "--model", str(model), "--concepts", "--method", "layercam"]
+    assert main([*arguments, "-o", str(tmp_path / "out")]) == 2
+    assert "--concepts needs a named --layer and a method with channel weights" in capsys.readouterr().err
