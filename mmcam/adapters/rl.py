@@ -15,6 +15,7 @@ explained is always the (B, C, H, W) image the network reads, in the observation
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -245,6 +246,18 @@ class Trajectory:
     success: bool
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one thread inside: a forward of one small sample gains nothing from more, and on a
+    busy machine the threads' synchronisation can cost a hundred times the work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def play(
     policy: RLPolicy, venv: VecEnv, seed: int, deterministic: bool = True, max_steps: int = 100_000
 ) -> Trajectory:
@@ -254,7 +267,7 @@ def play(
     observation = venv.reset()
     info = venv.unwrapped.reset_infos[0]  # wrappers keep their own, empty, reset_infos
     observations, actions, rewards, values, masks = [], [], [], [], []
-    with explanation_mode(policy.model), torch.no_grad():
+    with explanation_mode(policy.model), torch.no_grad(), _one_thread():
         for _ in range(max_steps):
             observations.append(observation[0])
             masks.append(info.get("masks"))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from mmcam.cli.common import add_explain_options
+from mmcam.cli.common import add_explain_options, output_folder
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -70,8 +69,7 @@ def run(arguments: argparse.Namespace) -> int:
         deterministic=not arguments.stochastic,
         max_steps=arguments.max_steps,
     )
-    output = Path(arguments.output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = output_folder(arguments)
     animations = []
     for index, episode in enumerate(rollout.episodes):
         trajectory = episode.trajectory
