@@ -52,3 +52,19 @@ def test_concepts_with_a_method_without_channel_weights_is_one_clear_error(tmp_p
     arguments = ["caption", str(image), "--model", str(model), "--concepts", "--method", "layercam"]
     assert main([*arguments, "-o", str(tmp_path / "out")]) == 2
     assert "--concepts needs a named --layer and a method with channel weights" in capsys.readouterr().err
+
+
+def test_rl_concepts_name_the_strong_agents_units_by_the_objects_they_detect(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MMCAM_CACHE", str(tmp_path / "cache"))
+    assert main(["rl", "--episodes", "2", "--concepts", "--json", "-o", str(tmp_path / "out")]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) >= 4
+    for record in records:
+        target = record["targets"][0]
+        assert target["text"].startswith(f"The model chose '{record['action']}'")
+        named = target["concepts"]["supporting"] + target["concepts"]["opposing"]
+        assert {unit["concept"] for unit in named} <= {"agent", "goal", "distractors"}
+    (cached,) = (tmp_path / "cache" / "concepts").glob("*.json")
+    table = ConceptTable.load(cached)
+    concepts = [unit.concept for unit in table.units if unit.concept]
+    assert len(concepts) >= 0.5 * len(table.units) and {"agent", "goal"} <= set(concepts), concepts

@@ -29,6 +29,7 @@ from mmcam.engine.state import explanation_mode
 from mmcam.explanation import Explanation
 from mmcam.metrics.attention import area_shares, mass_shares
 from mmcam.targets import ClassScore, StateValue, Target
+from mmcam.text.probes import ProbeSet, Subject
 
 
 @dataclass
@@ -54,6 +55,17 @@ class RLPolicy:
     to_pixels: Callable[[np.ndarray], Tensor]
     layer: str = "auto"
     action_names: list[str] = field(default_factory=list)
+
+    def subject(self, layer: str | None = None) -> Subject:
+        """This policy's layer as a subject for naming its units: probed with raw observations, scored by
+        its action logits."""
+        return Subject(
+            self.name,
+            self.model,
+            layer or self.layer,
+            lambda observations: {"pixel_values": self.to_pixels(np.stack(observations))},
+            lambda model, inputs: self.forward(model, inputs).logits,
+        )
 
 
 def sb3_policy(agent, name: str = "sb3", layer: str = "auto") -> RLPolicy:
@@ -507,3 +519,31 @@ def explain_episodes(
             )
         )
     return Rollout(policy.name, env_name(venv), names, explained)
+
+
+def rollout_probe(
+    policy: RLPolicy, env: gym.Env | VecEnv, episodes: int = 20, seed: int = 50_000, batch_size: int = 64
+) -> ProbeSet:
+    """The observations of ``episodes`` of the policy's own play (from ``reset`` with seeds ``seed + i``),
+    with the object masks the environment gives in ``info`` as concepts (ShapesReach: agent, goal,
+    distractors): the states the agent meets, to name its units with."""
+    venv = as_vec_env(env)
+    trajectories = [play(policy, venv, seed + i) for i in range(episodes)]
+    if any(t.masks is None for t in trajectories):
+        raise ValueError(
+            f"{env_name(venv)} gives no object masks in info['masks'], so its units cannot be named "
+            "(ShapesReach gives them)"
+        )
+    names = list(trajectories[0].masks)
+    observations = np.concatenate([t.observations for t in trajectories])
+    masks = torch.from_numpy(
+        np.concatenate([np.stack([t.masks[n] for n in names], axis=1) for t in trajectories])
+    )
+
+    def batches() -> Iterator[tuple[list[np.ndarray], Tensor]]:
+        for start in range(0, len(observations), batch_size):
+            yield list(observations[start : start + batch_size]), masks[start : start + batch_size]
+
+    return ProbeSet(
+        f"{env_name(venv)}-rollouts-{episodes}-{seed}", batches, names, "masks", len(observations)
+    )

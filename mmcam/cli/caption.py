@@ -74,7 +74,7 @@ def run(arguments: argparse.Namespace) -> int:
             "caption", captioner.name, path, image, result.explanation, output, heading=result.caption
         )
         if table is not None:
-            add_concepts(record, result.explanation, table, "wrote")
+            add_concepts(record, result.explanation.weights[0], table, "wrote")
         return {**record, "caption": result.caption}
 
     return for_each_image(arguments.images, explain_one, arguments.json)

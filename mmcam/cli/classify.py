@@ -54,7 +54,7 @@ def run(arguments: argparse.Namespace) -> int:
         explanation = explainer(pixels, classifier.top_classes(pixels, arguments.top))
         record = explanation_record("classify", classifier.name, path, image, explanation, output)
         if table is not None:
-            add_concepts(record, explanation, table, "predicted")
+            add_concepts(record, explanation.weights[0], table, "predicted")
         return record
 
     return for_each_image(arguments.images, explain_one, arguments.json)

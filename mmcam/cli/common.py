@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from PIL import Image
+from torch import Tensor
 from tqdm import tqdm
 
 from mmcam.engine.methods import CHANNEL_WEIGHT_METHODS, METHODS
@@ -48,9 +49,9 @@ def add_concept_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def concept_table_of(arguments: argparse.Namespace, subject):
-    """The concept table for ``--concepts`` (None without it); one clear error for a layer or method
-    that has no named channels."""
+def concept_table_of(arguments: argparse.Namespace, subject, probe=None):
+    """The concept table for ``--concepts`` (None without it), named on ``probe``, on ``--probe-dataset``
+    or on the shapes world; one clear error for a layer or method that has no named channels."""
     if not arguments.concepts:
         return None
     from mmcam.engine.methods import get_method
@@ -61,8 +62,7 @@ def concept_table_of(arguments: argparse.Namespace, subject):
             "--concepts needs a named --layer and a method with channel weights: "
             + ", ".join(CHANNEL_WEIGHT_METHODS)
         )
-    probe = None
-    if arguments.probe_dataset:
+    if probe is None and getattr(arguments, "probe_dataset", None):
         import datasets
 
         from mmcam.text.probes import dataset_probe
@@ -71,13 +71,13 @@ def concept_table_of(arguments: argparse.Namespace, subject):
     return concept_table(subject, probe)
 
 
-def add_concepts(record: dict, explanation: Explanation, table, verb: str) -> None:
-    """Each target of ``record`` gets ``"concepts"`` (its top supporting and opposing named units) and
-    ``"text"``, the sentence built from them."""
+def add_concepts(record: dict, weights: Tensor, table, verb: str) -> None:
+    """Each target k of ``record`` gets ``"concepts"`` (its top supporting and opposing named units, from
+    its channel weights ``weights[k]``) and ``"text"``, the sentence built from them."""
     from mmcam.text.sentences import describe
 
-    for k, target in enumerate(record["targets"]):
-        described = describe(target["label"], explanation.weights[0, k], table, verb=verb)
+    for target, row in zip(record["targets"], weights):
+        described = describe(target["label"], row, table, verb=verb)
         target["concepts"], target["text"] = described.as_json(), described.text
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mmcam.cli.common import add_explain_options, output_folder
+from mmcam.cli.common import add_concepts, add_explain_options, concept_table_of, output_folder
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -46,17 +46,41 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--video", choices=("gif", "mp4"), default="gif", help="animation format (default gif)"
     )
+    parser.add_argument(
+        "--concepts",
+        action="store_true",
+        help="name the units behind each chosen action by the objects they detect (agent, goal, ...; "
+        "named on 20 episodes of the agent's own play, from the environment's object masks)",
+    )
     add_explain_options(parser)
     parser.set_defaults(run=run)
 
 
+def _why_actions(rollout, table) -> list[str]:
+    """One sentence per action the agent took, from its chosen-action channel weights averaged over the
+    steps where it chose that action."""
+    import torch
+
+    from mmcam.text.sentences import describe
+
+    weights = torch.cat([episode.explanation.weights[:, 0] for episode in rollout.episodes])
+    actions = torch.tensor([a for episode in rollout.episodes for a in episode.trajectory.actions])
+    return [
+        describe(rollout.action_names[a], weights[actions == a].mean(0), table, verb="chose").text
+        for a in actions.unique().tolist()
+    ]
+
+
 def run(arguments: argparse.Namespace) -> int:
-    from mmcam.adapters.rl import explain_episodes, load_policy, make_env
+    from mmcam.adapters.rl import explain_episodes, load_policy, make_env, rollout_probe
     from mmcam.viz.figures import save_figure
     from mmcam.viz.rl import attention_figure, episode_images, save_animation
 
     venv = make_env(arguments.env, arguments.frame_stack)
     policy = load_policy(arguments.policy, venv)
+    table = None
+    if arguments.concepts:
+        table = concept_table_of(arguments, policy.subject(arguments.layer), rollout_probe(policy, venv))
     rollout = explain_episodes(
         policy,
         venv,
@@ -90,10 +114,15 @@ def run(arguments: argparse.Namespace) -> int:
 
     if arguments.json:
         for record in rollout.records():
+            if table is not None:
+                steps = rollout.episodes[record["episode"]].explanation.weights[record["step"]]
+                add_concepts(record, steps, table, "chose")
             print(json.dumps({**record, "animation": str(animations[record["episode"]])}))
         return 0
     print(f"{rollout.policy} on {rollout.env} ({rollout.method} at {rollout.layer}):")
     print(rollout.table())
+    if table is not None:
+        print("\n".join(_why_actions(rollout, table)))
     print(f"animations: {', '.join(str(path) for path in animations)}")
     if plot:
         print(f"attention over time: {plot}")

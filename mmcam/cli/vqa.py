@@ -78,7 +78,7 @@ def run(arguments: argparse.Namespace) -> int:
                 [token, round(weight, 6)] for token, weight in zip(result.tokens, row) if token is not None
             ]
         if table is not None:
-            add_concepts(record, result.explanation, table, "answered")
+            add_concepts(record, result.explanation.weights[0], table, "answered")
         return {**record, "question": result.question, "answer": result.answer}
 
     return for_each_image(arguments.images, explain_one, arguments.json)

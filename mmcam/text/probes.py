@@ -32,7 +32,8 @@ ImageBatch = tuple[list[Image.Image], Tensor]
 
 @dataclass
 class Subject:
-    """The layer to name: ``forward(model, inputs(images))`` runs the model on a list of PIL images."""
+    """The layer to name: ``forward(model, inputs(images))`` runs the model on a list of images (PIL
+    images, or the raw observations of an RL agent)."""
 
     name: str
     model: nn.Module
@@ -47,7 +48,9 @@ class Subject:
 
 @dataclass
 class ProbeSet:
-    """``batches()`` yields (images, evidence) for ``size`` images; ``kind`` is "masks" or "labels"."""
+    """``batches()`` yields (images, evidence) for ``size`` images; ``kind`` is "masks" or "labels".
+
+    The images are what the subject's ``inputs`` takes: PIL images, or an RL agent's raw observations."""
 
     name: str
     batches: Callable[[], Iterator[ImageBatch]]
