@@ -2,24 +2,80 @@
 
 from __future__ import annotations
 
+import glob
+import warnings
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_SIDE = 4096  # larger images are reduced to this long side on loading; models read a few hundred pixels
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "F")
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """The image at ``path`` as RGB (grayscale and RGBA are converted; RGBA over white)."""
+def image_paths(arguments: list[str]) -> list[str]:
+    """The image files named by ``arguments``: a file stays as given, a folder gives the image files in it
+    (by extension, sorted), a glob pattern (``'scans/*.png'``) the files it matches (sorted). A folder or
+    pattern that yields nothing is kept as given, so that reading it fails with one clear line."""
+    extensions = {extension for extension, format in Image.registered_extensions().items() if format}
+    paths = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in extensions and p.is_file())
+        elif not path.exists() and _is_pattern(argument):
+            found = sorted(p for p in glob.glob(argument) if Path(p).is_file())
+        else:
+            found = []
+        paths.extend(found or [argument])
+    return paths
+
+
+def load_image(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image:
+    """The image at ``path`` as RGB: turned upright by its EXIF orientation, grayscale and 16-bit or float
+    images stretched to 0-255, RGBA over white, and reduced to ``max_side`` pixels on its long side."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"cannot read image {path}: a folder with no image files in it")
     if not path.is_file():
-        raise ValueError(f"cannot read image {path}: no such file")
+        what = "no file matches this pattern" if _is_pattern(str(path)) else "no such file"
+        raise ValueError(f"cannot read image {path}: {what}")
     try:
-        with Image.open(path) as opened:
-            image = opened.convert("RGBA") if opened.mode in ("RGBA", "LA", "P") else opened.convert("RGB")
-            image.load()
-    except (UnidentifiedImageError, OSError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # large images are reduced below
+            with Image.open(path) as opened:
+                opened.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale, cheaply
+                image = ImageOps.exif_transpose(opened)
+                image.load()
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"cannot read image {path}: too large for PIL to open safely ({error})") from error
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path}: not an image file PIL can open ({error})") from error
-    if image.mode == "RGBA":
+    return reduced(_as_rgb(image), max_side)
+
+
+def reduced(image: Image.Image, max_side: int) -> Image.Image:
+    """``image`` scaled down (keeping its aspect ratio) to ``max_side`` pixels on its long side, if larger."""
+    if max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.BILINEAR, reducing_gap=3.0)
+
+
+def _is_pattern(text: str) -> bool:
+    return any(character in text for character in "*?[")
+
+
+def _as_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in HIGH_DEPTH_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
+        image = Image.fromarray(scaled.round().astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA", "P") or (image.mode == "RGB" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
         background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image, mask=image.getchannel("A"))
-        image = background
-    return image
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")

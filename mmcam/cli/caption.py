@@ -24,7 +24,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Caption each IMAGE (or take --caption), then explain each word's log-probability under "
         "teacher forcing: one heatmap per word, all words from one forward and one backward.",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (PNG, JPEG, WebP, ...), folders of them or quoted glob patterns",
+    )
     parser.add_argument(
         "--model",
         default="shapes",
@@ -75,6 +80,6 @@ def run(arguments: argparse.Namespace) -> int:
         )
         if table is not None:
             add_concepts(record, result.explanation.weights[0], table, "wrote")
-        return {**record, "caption": result.caption}
+        return {**record, "caption": result.caption, "words": result.words}
 
-    return for_each_image(arguments.images, explain_one, arguments.json)
+    return for_each_image(arguments.images, explain_one, arguments.json, output)

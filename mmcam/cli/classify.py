@@ -23,7 +23,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="explain the top classes of an image classifier",
         description="Explain the top-K classes of each IMAGE: one heatmap per class, all from one pass.",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (PNG, JPEG, WebP, ...), folders of them or quoted glob patterns",
+    )
     parser.add_argument(
         "--model",
         default="shapes",
@@ -57,4 +62,4 @@ def run(arguments: argparse.Namespace) -> int:
             add_concepts(record, explanation.weights[0], table, "predicted")
         return record
 
-    return for_each_image(arguments.images, explain_one, arguments.json)
+    return for_each_image(arguments.images, explain_one, arguments.json, output)

@@ -15,8 +15,11 @@ from tqdm import tqdm
 
 from mmcam.engine.methods import CHANNEL_WEIGHT_METHODS, METHODS
 from mmcam.explanation import Explanation
+from mmcam.images import image_paths, reduced
 from mmcam.viz.figures import save_figure, targets_figure
 from mmcam.viz.overlay import overlay, peak_in_image
+
+OVERLAY_SIDE = 1024  # overlays of larger images are written at this size; peaks are in full-size pixels
 
 
 def add_explain_options(parser: argparse.ArgumentParser, default_output: str = "mmcam-out") -> None:
@@ -106,18 +109,20 @@ def explanation_record(
     output: Path,
     heading: str = "",
 ) -> dict:
-    """Write one overlay per target and a figure of all of them; return the shared JSON record.
+    """Write one overlay per target (at most ``OVERLAY_SIDE`` pixels on its long side) and a figure of all
+    of them; return the shared JSON record.
 
     ``{"task", "model", "layer", "method", "image", "size": [H, W], "targets": [{"label", "index",
     "score", "peak": [x, y], "map"}]}``, ``peak`` in the image's own pixel coordinates.
     """
     size = (image.height, image.width)
+    shown = reduced(image, OVERLAY_SIDE)
     stem = slug(Path(path).stem)
     targets = []
     for k, (label, index) in enumerate(zip(explanation.labels[0], explanation.indices[0])):
         heatmap = explanation.maps[0, k]
         map_path = output / f"{stem}-{task}-{k + 1}-{slug(label)[:40]}.png"
-        overlay(image, heatmap).save(map_path)
+        overlay(shown, heatmap).save(map_path)
         targets.append(
             {
                 "label": label,
@@ -129,7 +134,7 @@ def explanation_record(
         )
     titles = [f"{t['label']} ({t['score']:.2f})" for t in targets]
     heading = heading or f"{model} · {explanation.method} @ {explanation.layer}"
-    save_figure(targets_figure(image, explanation.maps[0], titles, heading), output / f"{stem}-{task}.png")
+    save_figure(targets_figure(shown, explanation.maps[0], titles, heading), output / f"{stem}-{task}.png")
     return {
         "task": task,
         "model": model,
@@ -155,12 +160,17 @@ def describe_record(record: dict) -> str:
     return "\n".join(lines)
 
 
-def for_each_image(paths: list[str], explain_one: Callable[[str], dict], as_json: bool) -> int:
-    """Run ``explain_one`` on each path; a failing image prints one line and the rest go on.
+def for_each_image(
+    paths: list[str], explain_one: Callable[[str], dict], as_json: bool, output: Path | None = None
+) -> int:
+    """Run ``explain_one`` on each image named by ``paths`` (files, folders, glob patterns); a failing
+    image prints one line and the rest go on. With ``output``, the records also go into the folder's
+    interactive ``report.html``.
 
     Returns 0 when all succeeded, 1 when some failed (the failures are on stderr).
     """
-    failures = 0
+    paths = image_paths(paths)
+    failures, records = 0, []
     progress: Iterable[str] = tqdm(
         paths, desc="explaining", unit="image", disable=len(paths) < 2, file=sys.stderr
     )
@@ -171,7 +181,18 @@ def for_each_image(paths: list[str], explain_one: Callable[[str], dict], as_json
             failures += 1
             if len(paths) == 1:
                 raise
-            print(f"mmcam: skipped {path}: {error}", file=sys.stderr)
+            tqdm.write(f"mmcam: skipped {path}: {error}", file=sys.stderr)  # on its own line
             continue
+        records.append(record)
         print(json.dumps(record) if as_json else describe_record(record))
+    if output is not None and records:
+        report = write_records_report(records, output / "report.html")
+        print(f"report: open {report.resolve()}", file=sys.stderr if as_json else sys.stdout)
     return 1 if failures else 0
+
+
+def write_records_report(records: list[dict], path: Path) -> Path:
+    """The interactive HTML report of classify, caption or vqa records, at ``path``."""
+    from mmcam.report import record_view, write_report
+
+    return write_report(path, [record_view(record) for record in records], f"mmcam {records[0]['task']}")

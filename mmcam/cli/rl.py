@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from mmcam.cli.common import add_concepts, add_explain_options, concept_table_of, output_folder
 
@@ -73,6 +74,7 @@ def _why_actions(rollout, table) -> list[str]:
 
 def run(arguments: argparse.Namespace) -> int:
     from mmcam.adapters.rl import explain_episodes, load_policy, make_env, rollout_probe
+    from mmcam.report import rl_views, write_report
     from mmcam.viz.figures import save_figure
     from mmcam.viz.rl import attention_figure, episode_images, save_animation
 
@@ -111,6 +113,10 @@ def run(arguments: argparse.Namespace) -> int:
         title = f"{rollout.policy} on {rollout.env}: share of the chosen action's map on each object"
         shares = [episode.attention for episode in rollout.episodes]
         save_figure(attention_figure(shares, rollout.areas(), title), plot)
+    report = write_report(
+        output / "report.html", rl_views(rollout), f"mmcam rl: {rollout.policy} on {rollout.env}"
+    )
+    print(f"report: open {report.resolve()}", file=sys.stderr if arguments.json else sys.stdout)
 
     if arguments.json:
         for record in rollout.records():

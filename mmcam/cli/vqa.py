@@ -24,7 +24,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Answer --question about each IMAGE and explain the predicted answer, named answers, the "
         "top-K and 'why not X' (one heatmap each, plus the weight of every question word).",
     )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, WebP, ...)")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE",
+        help="image files (PNG, JPEG, WebP, ...), folders of them or quoted glob patterns",
+    )
     parser.add_argument("--question", "-q", default="shapes", metavar="Q", help="the question, in quotes")
     parser.add_argument(
         "--answer", action="append", default=[], metavar="A", help="also explain answer A (repeatable)"
@@ -81,4 +86,4 @@ def run(arguments: argparse.Namespace) -> int:
             add_concepts(record, result.explanation.weights[0], table, "answered")
         return {**record, "question": result.question, "answer": result.answer}
 
-    return for_each_image(arguments.images, explain_one, arguments.json)
+    return for_each_image(arguments.images, explain_one, arguments.json, output)
