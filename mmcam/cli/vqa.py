@@ -30,7 +30,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="IMAGE",
         help="image files (PNG, JPEG, WebP, ...), folders of them or quoted glob patterns",
     )
-    parser.add_argument("--question", "-q", default="shapes", metavar="Q", help="the question, in quotes")
+    parser.add_argument("--question", "-q", required=True, metavar="Q", help="the question, in quotes")
     parser.add_argument(
         "--answer", action="append", default=[], metavar="A", help="also explain answer A (repeatable)"
     )
@@ -46,7 +46,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--model",
-        required=True,
+        default="shapes",
         metavar="SPEC",
         help="shapes (the bundled VQA model, default) or hf:<id or local dir> of a ViLT or BLIP VQA model",
     )
