@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmcam.cli import bench, caption, classify, demo, dissect, rl, vqa
+from mmcam.cli import bench, caption, classify, demo, dissect, eval, rl, vqa
 from mmcam.engine.methods import METHODS
 
-COMMANDS = (demo, classify, caption, vqa, rl, dissect, bench)
+COMMANDS = (demo, classify, caption, vqa, rl, dissect, bench, eval)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,116 @@
+"""``mmcam eval``: a metric x method table with confidence intervals, on the shapes world or a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mmcam.evaluation.data import SHAPES_SEED
+from mmcam.evaluation.runner import DEFAULT_SCENES, Evaluation, run_evaluation
+from mmcam.evaluation.scoring import METRICS, Settings
+from mmcam.evaluation.summary import table_text
+from mmcam.evaluation.tasks import TASKS
+from mmcam.metrics.baselines import BASELINES
+from mmcam.metrics.faithfulness import PERTURBATIONS
+
+DEFAULT_METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "guided-gradcam", *BASELINES)
+
+
+def names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "eval",
+        help="score explanation methods: localization, pointing, faithfulness, sanity",
+        description="Score explanation methods against ground truth and the model itself: a metric x method "
+        "table (mean and 95% bootstrap interval over samples), written as CSV, JSON and a figure. "
+        "Resumable: results are kept per shard of samples under -o. Under torchrun --nproc_per_node=N, "
+        "the shards are split across the processes and merged on rank 0.",
+    )
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument(
+        "--metric",
+        type=names,
+        default=list(METRICS),
+        metavar="M,...",
+        help=f"comma-separated, from: {', '.join(METRICS)} (default: all)",
+    )
+    parser.add_argument(
+        "--methods",
+        type=names,
+        default=list(DEFAULT_METHODS),
+        metavar="M,...",
+        help=f"CAM methods and the baselines {', '.join(BASELINES)} (default: {','.join(DEFAULT_METHODS)})",
+    )
+    parser.add_argument(
+        "--model",
+        metavar="SPEC",
+        help="the model, as the task's own command takes it (default: the bundled one: shapes; rl: strong)",
+    )
+    parser.add_argument("--layer", default=None, metavar="L", help="layer to explain; default per model")
+    parser.add_argument(
+        "--dataset",
+        metavar="PATH",
+        help="a datasets.Dataset saved with save_to_disk, in the shapes schema (default: fresh shapes scenes)",
+    )
+    parser.add_argument(
+        "--limit", type=int, metavar="N", help=f"first N samples (default: {DEFAULT_SCENES} scenes; all rows)"
+    )
+    parser.add_argument("--seed", type=int, default=SHAPES_SEED, help="shapes-world scenes' seed")
+    parser.add_argument("--shard-size", type=int, default=20, metavar="N", help="samples per stored shard")
+    parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
+    parser.add_argument(
+        "--baseline", default="blur", choices=PERTURBATIONS, help="what removed pixels become"
+    )
+    parser.add_argument("--patch", type=int, default=16, help="occlusion patch side in px (default 16)")
+    parser.add_argument("--stride", type=int, default=8, help="occlusion stride in px (default 8)")
+    parser.add_argument("--tolerance", type=int, default=0, help="pointing-game tolerance in px (default 0)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("-o", "--output", default="mmcam-eval", metavar="DIR", help="results folder")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    parser.set_defaults(run=run)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    from mmcam.evaluation.distributed import start_processes, stop_processes
+
+    for option in ("steps", "patch", "stride"):
+        if getattr(arguments, option) < 1:
+            raise ValueError(f"--{option} must be at least 1")
+    evaluation = Evaluation(
+        task=arguments.task,
+        methods=arguments.methods,
+        metrics=arguments.metric,
+        output=Path(arguments.output),
+        model=arguments.model,
+        layer=arguments.layer,
+        dataset=arguments.dataset,
+        limit=arguments.limit,
+        seed=arguments.seed,
+        shard_size=arguments.shard_size,
+        settings=Settings(
+            steps=arguments.steps,
+            baseline=arguments.baseline,
+            patch=arguments.patch,
+            stride=arguments.stride,
+            tolerance=arguments.tolerance,
+        ),
+    )
+    processes = start_processes(arguments.device)
+    try:
+        report = run_evaluation(evaluation, processes)
+    finally:
+        stop_processes(processes)
+    if report is None:
+        return 0
+    if arguments.json:
+        print(json.dumps(json.loads((evaluation.output / "results.json").read_text())))
+    else:
+        print(table_text(report["rows"], evaluation.methods, evaluation.metrics))
+        print(
+            f"{report['samples']} samples, {report['interval']}; {report['seconds']} s; written to {evaluation.output}/"
+        )
+    return 0

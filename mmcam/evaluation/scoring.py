@@ -1,0 +1,135 @@
+"""Per-target values of every metric for one method on one item: the rows the summary aggregates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from mmcam.engine.methods import get_method
+from mmcam.evaluation.tasks import Item, Task
+from mmcam.metrics.baselines import BASELINES
+from mmcam.metrics.discrimination import peaks_on_others
+from mmcam.metrics.faithfulness import (
+    baseline_image,
+    curve_area,
+    occlusion_correlation,
+    occlusion_maps,
+    perturbation_curves,
+)
+from mmcam.metrics.localization import localization_errors
+from mmcam.metrics.pointing import energy_inside, peak_hit_shares
+from mmcam.metrics.sanity import cascading_randomization, parametrized_layers
+
+
+@dataclass(frozen=True)
+class Metric:
+    label: str
+    better: str  # "lower" or "higher"
+
+
+METRICS = {
+    "localization": Metric("localization error (IoU<0.5)", "lower"),
+    "pointing": Metric("pointing game", "higher"),
+    "energy": Metric("energy pointing", "higher"),
+    "deletion": Metric("deletion AUC", "lower"),
+    "insertion": Metric("insertion AUC", "higher"),
+    "occlusion": Metric("occlusion rank corr.", "higher"),
+    "discrimination": Metric("peak on another object", "lower"),
+    "sanity": Metric("rank corr. after randomization", "lower"),
+}
+MODEL_FREE = tuple(BASELINES)  # maps that do not depend on the model: no sanity check for them
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the metrics run: curve ``steps`` and perturbation ``baseline``, occlusion ``patch`` and
+    ``stride`` (px), pointing ``tolerance`` (px), forwards per batch, seed of ties and randomization."""
+
+    steps: int = 16
+    baseline: str = "blur"
+    patch: int = 16
+    stride: int = 8
+    tolerance: int = 0
+    batch_size: int = 64
+    seed: int = 0
+
+
+def check_methods(methods: list[str]) -> list[str]:
+    """Canonical method names (CAM methods and the baselines ``uniform``, ``center``), or one clear error."""
+    return [name if name in BASELINES else get_method(name).name for name in methods]
+
+
+def method_maps(task: Task, item: Item, method: str, model: nn.Module | None = None) -> Tensor:
+    """(K, H, W) maps of the item's targets: a baseline's, or the method's on ``model`` (the task's by default)."""
+    image = item.inputs[task.image_key]
+    if method in BASELINES:
+        return BASELINES[method](len(item.targets), tuple(image.shape[-2:]), device=image.device)
+    explainer = task.explainer(task.model if model is None else model, method, item.inputs)
+    return explainer(item.inputs, item.targets).maps[0]
+
+
+def occlusion_of(task: Task, item: Item, settings: Settings) -> Tensor:
+    """(K, h, w) occlusion maps of the item's targets (the same for every method: computed once)."""
+    image = item.inputs[task.image_key][0]
+    baseline = baseline_image(image, settings.baseline)
+    return occlusion_maps(
+        task.scorer(item), image, baseline, settings.patch, settings.stride, settings.batch_size
+    )
+
+
+def score_item(
+    task: Task, item: Item, method: str, metrics: list[str], settings: Settings, occlusion: Tensor | None
+) -> dict:
+    """``{"values": {metric: [one float per target]}}`` plus, with ``sanity``, ``"sanity_steps"``: per
+    randomization step, one rank correlation per target (NaN where a metric does not apply)."""
+    maps = method_maps(task, item, method).float()
+    masks, device = item.masks.to(maps.device), maps.device
+    values: dict[str, Tensor] = {}
+    if "localization" in metrics:
+        values["localization"] = localization_errors(maps, item.boxes).float()
+    if "pointing" in metrics:
+        values["pointing"] = peak_hit_shares(maps, masks, settings.tolerance)
+    if "energy" in metrics:
+        values["energy"] = energy_inside(maps, masks)
+    if "discrimination" in metrics:
+        confusion = peaks_on_others(maps, item.others.to(device), settings.tolerance)
+        values["discrimination"] = torch.where(item.others.to(device).flatten(1).any(1), confusion, torch.nan)
+    image = item.inputs[task.image_key][0]
+    for name, insertion in (("deletion", False), ("insertion", True)):
+        if name in metrics:
+            baseline = baseline_image(image, settings.baseline)
+            curves = perturbation_curves(
+                task.scorer(item),
+                image,
+                maps,
+                baseline,
+                settings.steps,
+                insertion,
+                settings.batch_size,
+                settings.seed,
+            )
+            values[name] = curve_area(curves)
+    if occlusion is not None:
+        values["occlusion"] = occlusion_correlation(maps, occlusion, settings.patch, settings.stride)
+    record = {"values": {name: value.cpu().tolist() for name, value in values.items()}}
+    if "sanity" in metrics:
+        steps = _sanity_steps(task, item, method, settings)
+        record["values"]["sanity"] = steps[-1] if steps else [float("nan")] * len(item.targets)
+        record["sanity_steps"] = steps
+    return record
+
+
+def _sanity_steps(task: Task, item: Item, method: str, settings: Settings) -> list[list[float]]:
+    if method in MODEL_FREE:
+        return []
+    steps = cascading_randomization(
+        task.model, lambda model: method_maps(task, item, method, model), settings.seed
+    )
+    return [correlation.cpu().tolist() for _, correlation in steps]
+
+
+def randomized_layers(task: Task) -> list[str]:
+    """The layers the sanity check randomizes, in order."""
+    return parametrized_layers(task.model)

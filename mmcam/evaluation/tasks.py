@@ -1,0 +1,257 @@
+"""What is explained per task, and against which pixels: each record becomes items, one input with K
+targets, each target with the object it is about (mask, boxes), the scene's other objects, and how to
+read the targets' probabilities from the model's output (for the faithfulness curves)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mmcam.engine import Explainer
+from mmcam.engine.context import Forward
+from mmcam.evaluation.data import REACH_OBJECTS, object_boxes, object_masks
+from mmcam.targets import ClassScore, Target, TokenLogProb, logits_of, per_row
+from mmcam.zoo.world import COLORS, SHAPES, SIZES
+
+TASKS = ("classify", "caption", "vqa", "rl")
+DEFAULT_MODELS = {"classify": "shapes", "caption": "shapes", "vqa": "shapes", "rl": "strong"}  # bundled
+ATTRIBUTE_WORDS = {*COLORS, *SHAPES, *SIZES}  # caption words that name one object of the shapes world
+SINGLE_OBJECT_QUESTIONS = ("color", "shape", "size")  # and "exists" answered "yes"
+
+
+@dataclass
+class Item:
+    """One input (a batch of one) and its K targets.
+
+    masks:  (K, H, W) bool, the pixels each target is about (all False: no object, every hit misses).
+    boxes:  (K, J, 4) the boxes of each target's objects (zero rows pad), at the input's size.
+    others: (K, H, W) bool, the other objects of the scene.
+    probabilities: model output on M rows -> (M, K) the targets' probabilities.
+    """
+
+    inputs: dict[str, Tensor]
+    targets: list[Target]
+    masks: Tensor
+    boxes: Tensor
+    others: Tensor
+    probabilities: Callable[[Any], Tensor]
+
+
+@dataclass
+class Task:
+    """A model under evaluation: how to explain it (also a randomized copy of it) and its items."""
+
+    name: str
+    model_name: str
+    model: nn.Module
+    forward: Forward
+    explainer: Callable[[nn.Module, str, dict[str, Tensor]], Explainer]
+    items: Callable[[dict], list[Item]]
+    image_key: str = "pixel_values"
+
+    def scorer(self, item: Item) -> Callable[[Tensor], Tensor]:
+        """Images (M, C, H, W) in place of the item's image -> (M, K) its targets' probabilities."""
+
+        def score(images: Tensor) -> Tensor:
+            inputs = {
+                key: images if key == self.image_key else per_row(value, len(images))
+                for key, value in item.inputs.items()
+            }
+            with torch.no_grad():
+                return item.probabilities(self.forward(self.model, inputs))
+
+        return score
+
+
+def ground_truth(
+    record: dict, size: tuple[int, int], groups: list[list[int]]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Masks (K, H, W), padded boxes (K, J, 4) and other objects (K, H, W) for K targets, target k being
+    about the objects ``groups[k]`` (empty: about none)."""
+    masks, boxes = object_masks(record, size), object_boxes(record, size)
+    width = max(1, max(len(group) for group in groups))
+    target_masks = torch.zeros(len(groups), *size, dtype=torch.bool)
+    target_boxes = torch.zeros(len(groups), width, 4)
+    others = torch.zeros(len(groups), *size, dtype=torch.bool)
+    for k, group in enumerate(groups):
+        rest = [o for o in range(len(masks)) if o not in group]
+        if group:
+            target_masks[k] = masks[group].any(dim=0)
+            target_boxes[k, : len(group)] = boxes[group]
+        if rest:
+            others[k] = masks[rest].any(dim=0)
+    return target_masks, target_boxes, others
+
+
+def _stacked(targets: list[Target], transform: Callable[[Tensor], Tensor]) -> Callable[[Any], Tensor]:
+    return lambda output: transform(torch.stack([target(output) for target in targets], dim=1).float())
+
+
+def object_classes(record: dict) -> list[str]:
+    """Each object's class name: its ``categories`` entry, else "<color> <shape>" (the shapes world's)."""
+    if "categories" in record:
+        return list(record["categories"])
+    if "colors" in record and "shapes" in record:
+        return [f"{color} {shape}" for color, shape in zip(record["colors"], record["shapes"])]
+    raise ValueError("--task classify needs a 'categories' column, or 'colors' and 'shapes' columns")
+
+
+def classify_task(spec: str, layer: str | None, device: torch.device) -> Task:
+    """Every class present in the image, against its objects. The class of an object is its
+    ``categories`` entry if the dataset has one, else "<color> <shape>". Probabilities: sigmoid of the
+    logits for the bundled multi-label shapes classifier, softmax over classes for any other model."""
+    from mmcam.adapters.classification import load_classifier
+
+    classifier = load_classifier(spec)
+    classifier.model.to(device)
+    names = list(classifier.class_names or [])
+    multi_label = classifier.name == "shapes"
+
+    def items(record: dict) -> list[Item]:
+        objects = object_classes(record)
+        unknown = sorted(set(objects) - set(names))
+        if unknown:
+            raise ValueError(f"the classifier {classifier.name} has no class {', '.join(map(repr, unknown))}")
+        classes = list(dict.fromkeys(names.index(name) for name in objects))
+        if not classes:
+            return []
+        pixels = classifier.preprocess([record["image"]]).to(device)
+        groups = [[o for o, name in enumerate(objects) if names.index(name) == c] for c in classes]
+        masks, boxes, others = ground_truth(record, tuple(pixels.shape[-2:]), groups)
+
+        def probabilities(output: Any) -> Tensor:
+            logits = logits_of(output).float()
+            return (logits.sigmoid() if multi_label else logits.softmax(dim=1))[:, classes]
+
+        targets = [ClassScore(c) for c in classes]
+        return [Item({"pixel_values": pixels}, targets, masks, boxes, others, probabilities)]
+
+    def explainer(model: nn.Module, method: str, inputs: dict[str, Tensor]) -> Explainer:
+        return Explainer(model, layer=layer or classifier.layer, method=method, layout=classifier.layout)
+
+    return Task(
+        "classify", classifier.name, classifier.model, lambda m, x: m(x["pixel_values"]), explainer, items
+    )
+
+
+def caption_task(spec: str, layer: str | None, device: torch.device) -> Task:
+    """Each color, shape and size word of the *generated* caption, against the object it names: the j-th
+    "a ..." phrase names the j-th object of the true caption (as ``mmcam.zoo.evaluate.caption_pointing``);
+    a phrase beyond the scene's objects is about nothing. Probabilities: p(word) under teacher forcing."""
+    from mmcam.adapters.captioning import load_captioner
+
+    captioner = load_captioner(spec)
+    captioner.model.to(device)
+
+    def items(record: dict) -> list[Item]:
+        pixels = captioner.preprocess([record["image"]]).to(device)
+        with torch.no_grad():
+            caption = captioner.generate(pixels)[0]
+        tokenized = captioner.tokenize(caption)
+        named = [o for w, o in zip(record["caption_words"], record["caption_links"]) if o >= 0]
+        phrases = list(dict.fromkeys(named))  # objects in the order the true caption names them
+        ids = torch.tensor([tokenized.ids], device=device)
+        targets, groups, phrase = [], [], -1
+        for position, word in enumerate(tokenized.words):
+            phrase += word == "a"
+            if word in ATTRIBUTE_WORDS:
+                targets.append(TokenLogProb(ids, tokenized.positions[position], word, position))
+                groups.append([phrases[phrase]] if 0 <= phrase < len(phrases) else [])
+        if not targets:
+            return []
+        masks, boxes, others = ground_truth(record, tuple(pixels.shape[-2:]), groups)
+        inputs = {"pixel_values": pixels, "input_ids": ids}
+        return [Item(inputs, targets, masks, boxes, others, _stacked(targets, torch.exp))]
+
+    def explainer(model: nn.Module, method: str, inputs: dict[str, Tensor]) -> Explainer:
+        return Explainer(model, layer=layer or captioner.layer, method=method, forward=captioner.forward)
+
+    return Task("caption", captioner.name, captioner.model, captioner.forward, explainer, items)
+
+
+def vqa_task(spec: str, layer: str | None, device: torch.device) -> Task:
+    """Questions about one object (color, shape, size; "is there ..." answered yes): the predicted
+    answer, against that object (as ``mmcam.zoo.evaluate.vqa_pointing``). Probabilities: softmax over
+    the answers. Needs a classifier-style VQA model (answer logits: the bundled one, ViLT)."""
+    from mmcam.adapters.vqa import load_vqa
+
+    vqa = load_vqa(spec)
+    if vqa.answers is None:
+        raise ValueError(
+            f"{vqa.name} generates its answers: mmcam eval --task vqa needs answer logits (e.g. ViLT)"
+        )
+    vqa.model.to(device)
+
+    def items(record: dict) -> list[Item]:
+        found = []
+        for question, kind, answer, objects in zip(
+            record["questions"], record["question_types"], record["answers"], record["question_objects"]
+        ):
+            if not (kind in SINGLE_OBJECT_QUESTIONS or (kind == "exists" and answer == "yes")):
+                continue
+            inputs = {k: v.to(device) for k, v in vqa.prepare([record["image"]], [question]).items()}
+            with torch.no_grad():
+                predicted = int(logits_of(vqa.forward(vqa.model, inputs)).argmax(dim=1))
+            masks, boxes, others = ground_truth(
+                record, tuple(inputs["pixel_values"].shape[-2:]), [objects[:1]]
+            )
+
+            def probabilities(output: Any, answer: int = predicted) -> Tensor:
+                return logits_of(output).float().softmax(dim=1)[:, [answer]]
+
+            found.append(Item(inputs, [ClassScore(predicted)], masks, boxes, others, probabilities))
+        return found
+
+    def explainer(model: nn.Module, method: str, inputs: dict[str, Tensor]) -> Explainer:
+        return Explainer(
+            model,
+            layer=layer or vqa.layer,
+            method=method,
+            layout=vqa.layout(inputs),
+            forward=vqa.forward,
+            class_names=vqa.answers,
+        )
+
+    return Task("vqa", vqa.name, vqa.model, vqa.forward, explainer, items)
+
+
+def rl_task(spec: str, layer: str | None, device: torch.device) -> Task:
+    """The action a ShapesReach agent (``strong``, ``weak``, ``sb3:ALGO:PATH``) chooses in a state,
+    against the agent and the goal together (the action depends on where both are); the distractors are
+    the other objects. Probabilities: softmax over the actions' logits."""
+    from mmcam.adapters.rl import load_policy
+
+    policy = load_policy(spec)
+    policy.model.to(device)
+    agent_and_goal = [REACH_OBJECTS.index("agent"), REACH_OBJECTS.index("goal")]
+
+    def items(record: dict) -> list[Item]:
+        pixels = policy.to_pixels(np.array(record["image"])[None]).to(device)
+        with torch.no_grad():
+            action = int(policy.forward(policy.model, {"pixel_values": pixels}).logits.argmax(dim=1))
+        masks, boxes, others = ground_truth(record, tuple(pixels.shape[-2:]), [agent_and_goal])
+
+        def probabilities(output: Any) -> Tensor:
+            return output.logits.float().softmax(dim=1)[:, [action]]
+
+        return [Item({"pixel_values": pixels}, [ClassScore(action)], masks, boxes, others, probabilities)]
+
+    def explainer(model: nn.Module, method: str, inputs: dict[str, Tensor]) -> Explainer:
+        return Explainer(model, layer=layer or policy.layer, method=method, forward=policy.forward)
+
+    return Task("rl", policy.name, policy.model, policy.forward, explainer, items)
+
+
+BUILDERS = {"classify": classify_task, "caption": caption_task, "vqa": vqa_task, "rl": rl_task}
+
+
+def build_task(name: str, spec: str, layer: str | None = None, device: torch.device | str = "cpu") -> Task:
+    """The task ``name`` on the model ``spec`` (``shapes``: the bundled one)."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown task '{name}'; choose one of: {', '.join(BUILDERS)}")
+    return BUILDERS[name](spec, layer, torch.device(device))

@@ -1,0 +1,121 @@
+"""Faithfulness: does the model's score follow the map? Deletion / insertion curves (Petsiuk et al., RISE,
+arXiv 1806.07421) and the occlusion test of the Grad-CAM paper (Selvaraju et al., arXiv 1610.02391, §5.3:
+rank correlation with occlusion maps, after Zeiler & Fergus, arXiv 1311.2901).
+
+All functions take one input and its K targets' maps, and a ``scorer``: a batch of M perturbed copies of
+the input (M, C, H, W) -> (M, K) the K targets' scores (probabilities, for the curves' AUC to be comparable).
+Perturbed copies go through the model ``batch_size`` at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.transforms.functional import gaussian_blur
+
+from mmcam.metrics.ranks import spearman
+
+Scorer = Callable[[Tensor], Tensor]
+BLUR_SIGMA = 5.0  # px, RISE's insertion baseline is a blurred copy of the image
+PERTURBATIONS = ("blur", "zero")  # what removed pixels become
+
+
+def baseline_image(image: Tensor, kind: str = "blur") -> Tensor:
+    """What removed pixels become: ``blur``, a Gaussian blur (sigma 5 px) of the (C, H, W) input, or
+    ``zero``, the value 0 of the model's input space (the dataset mean color for normalized inputs)."""
+    if kind == "blur":
+        kernel = int(4 * BLUR_SIGMA) | 1
+        return gaussian_blur(image[None], [kernel, kernel], [BLUR_SIGMA, BLUR_SIGMA])[0]
+    if kind == "zero":
+        return torch.zeros_like(image)
+    raise ValueError(f"unknown perturbation baseline '{kind}'; choose one of: {', '.join(PERTURBATIONS)}")
+
+
+def importance_order(maps: Tensor, seed: int = 0) -> Tensor:
+    """(K, H, W) maps -> (K, H*W) pixel indices, most important first; ties in a seeded random order (so a
+    constant map deletes pixels at random, not in raster order)."""
+    flat = maps.flatten(1)
+    generator = torch.Generator().manual_seed(seed)
+    shuffle = torch.stack([torch.randperm(flat.shape[1], generator=generator) for _ in range(flat.shape[0])])
+    shuffle = shuffle.to(flat.device)
+    by_value = flat.gather(1, shuffle).sort(dim=1, descending=True, stable=True).indices
+    return shuffle.gather(1, by_value)
+
+
+def perturbation_curves(
+    scorer: Scorer,
+    image: Tensor,
+    maps: Tensor,
+    baseline: Tensor,
+    steps: int = 16,
+    insertion: bool = False,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> Tensor:
+    """Deletion (or insertion) curves: (C, H, W) input, (K, H, W) maps -> (K, steps + 1) scores.
+
+    At step s = 0..S the n_s = round(s/S * HW) most important pixels of map k are replaced by the
+    baseline's (deletion: x_s = x with those pixels from the baseline) or taken from the input onto the
+    baseline (insertion: x_s = baseline with those pixels from x); curve_k[s] = score_k(x_s). Tied
+    pixels go in an order drawn with ``seed``.
+    """
+    if steps < 1:
+        raise ValueError(f"the curves need at least 1 step, got {steps}")
+    targets, height, width = maps.shape
+    order = importance_order(maps, seed)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    counts = torch.round(torch.linspace(0, height * width, steps + 1, device=maps.device))
+    source, destination = (baseline, image) if insertion else (image, baseline)
+    curves = torch.empty(targets * (steps + 1), device=maps.device)
+    for begin in range(0, len(curves), batch_size):
+        rows = torch.arange(begin, min(begin + batch_size, len(curves)), device=maps.device)
+        target, step = rows // (steps + 1), rows % (steps + 1)
+        moved = (ranks[target] < counts[step][:, None]).reshape(-1, 1, height, width)
+        copies = torch.where(moved, destination, source)
+        curves[rows] = scorer(copies).float().gather(1, target[:, None])[:, 0]
+    return curves.reshape(targets, steps + 1)
+
+
+def curve_area(curves: Tensor) -> Tensor:
+    """(K, S + 1) curves over fractions 0, 1/S, ..., 1 -> (K,) area under each (trapezoid rule):
+
+        AUC = 1/S sum_{s=1..S} (c_{s-1} + c_s) / 2.
+
+    Deletion: lower is more faithful (the score falls as soon as the top pixels go); insertion: higher.
+    """
+    return ((curves[:, 1:] + curves[:, :-1]) / 2).mean(dim=1)
+
+
+def occlusion_maps(
+    scorer: Scorer, image: Tensor, baseline: Tensor, patch: int = 16, stride: int = 8, batch_size: int = 64
+) -> Tensor:
+    """Occlusion sensitivity (Zeiler & Fergus): slide a ``patch`` x ``patch`` window of the baseline over
+    the (C, H, W) input with ``stride``; -> (K, h, w) score drops per window position,
+
+        O_k(i, j) = score_k(x) - score_k(x with window (i, j) from the baseline).
+    """
+    _, height, width = image.shape
+    if patch > min(height, width):
+        raise ValueError(f"the occlusion patch ({patch} px) is larger than the input ({height}x{width})")
+    tops = range(0, height - patch + 1, stride)
+    lefts = range(0, width - patch + 1, stride)
+    windows = torch.zeros(len(tops) * len(lefts), 1, height, width, dtype=torch.bool, device=image.device)
+    for index, (top, left) in enumerate((t, u) for t in tops for u in lefts):
+        windows[index, :, top : top + patch, left : left + patch] = True
+    clean = scorer(image[None]).float()
+    drops = []
+    for begin in range(0, len(windows), batch_size):
+        chunk = windows[begin : begin + batch_size]
+        drops.append(clean - scorer(torch.where(chunk, baseline, image)).float())
+    return torch.cat(drops).T.reshape(-1, len(tops), len(lefts))
+
+
+def occlusion_correlation(maps: Tensor, occlusion: Tensor, patch: int = 16, stride: int = 8) -> Tensor:
+    """(K, H, W) maps and (K, h, w) occlusion maps -> (K,) Spearman rank correlation between each map's
+    mean over every occlusion window and the score drop of occluding that window (higher: more faithful)."""
+    pooled = F.avg_pool2d(maps[:, None].float(), patch, stride=stride)[:, 0]
+    return spearman(pooled, occlusion)

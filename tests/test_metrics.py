@@ -1,0 +1,170 @@
+"""Each metric on hand-made maps, masks and toy models where the answer is known."""
+
+import pytest
+import torch
+from torch import nn
+
+from mmcam.metrics.baselines import center_maps, uniform_maps
+from mmcam.metrics.discrimination import peaks_on_others
+from mmcam.metrics.faithfulness import (
+    baseline_image,
+    curve_area,
+    importance_order,
+    occlusion_correlation,
+    occlusion_maps,
+    perturbation_curves,
+)
+from mmcam.metrics.localization import box_iou, component_labels, largest_component_boxes, localization_errors
+from mmcam.metrics.pointing import energy_inside, peak_hit_shares, peak_hits
+from mmcam.metrics.ranks import average_ranks, spearman
+from mmcam.metrics.sanity import cascading_randomization, parametrized_layers
+from tests.model_state import assert_unchanged, snapshot
+
+
+def box_map(size, box):
+    x0, y0, x1, y1 = box
+    canvas = torch.zeros(size, size)
+    canvas[y0:y1, x0:x1] = 1
+    return canvas
+
+
+def test_average_ranks_share_ties():
+    assert average_ranks(torch.tensor([[0.0, 0.0, 1.0, 5.0]])).tolist() == [[0.5, 0.5, 2.0, 3.0]]
+
+
+def test_spearman_known_values():
+    x = torch.arange(10.0)[None]
+    assert spearman(x, x**3).item() == pytest.approx(1.0)
+    assert spearman(x, -x).item() == pytest.approx(-1.0)
+    assert spearman(x, torch.ones_like(x)).item() == 0.0  # a constant row has no ranking
+    with pytest.raises(ValueError, match="one shape"):
+        spearman(x, x[:, :5])
+
+
+def test_box_map_localizes_its_own_box():
+    maps = torch.stack([box_map(32, (4, 6, 12, 20)), box_map(32, (20, 2, 30, 9))])
+    boxes = torch.tensor([[[4, 6, 12, 20]], [[0, 0, 8, 8]]], dtype=torch.float32)
+    assert largest_component_boxes(maps).tolist() == [[4, 6, 12, 20], [20, 2, 30, 9]]
+    assert box_iou(largest_component_boxes(maps), boxes[:, 0]).tolist()[0] == pytest.approx(1.0)
+    assert localization_errors(maps, boxes).tolist() == [False, True]
+
+
+def test_largest_component_wins_and_threshold_is_relative():
+    small, large = box_map(32, (1, 1, 4, 4)), box_map(32, (10, 10, 25, 25))
+    assert largest_component_boxes((small + 0.2 * large)[None]).tolist() == [[10, 10, 25, 25]]
+    assert largest_component_boxes((small + 0.1 * large)[None]).tolist() == [[1, 1, 4, 4]]  # 0.1 < 15% of max
+
+
+def test_components_are_eight_connected():
+    diagonal = torch.eye(6, dtype=torch.bool)[None]
+    labels = component_labels(diagonal)
+    assert labels[diagonal].unique().numel() == 1 and (labels[~diagonal] == -1).all()
+
+
+def test_zero_boxes_pad_and_never_match():
+    assert box_iou(torch.tensor([0.0, 0, 5, 5]), torch.zeros(4)).item() == 0.0
+    boxes = torch.tensor([[[0, 0, 0, 0], [4, 6, 12, 20]]], dtype=torch.float32)
+    assert not localization_errors(box_map(32, (4, 6, 12, 20))[None], boxes).item()
+
+
+def test_pointing_with_ties_and_tolerance():
+    mask = box_map(16, (4, 4, 8, 8)).bool()[None]
+    peak = torch.zeros(1, 16, 16)
+    peak[0, 10, 10] = 1
+    assert not peak_hits(peak, mask) and peak_hit_shares(peak, mask).item() == 0
+    assert peak_hits(peak, mask, tolerance=3) and peak_hit_shares(peak, mask, tolerance=3).item() == 1
+    assert peak_hit_shares(uniform_maps(1, (16, 16)), mask).item() == pytest.approx(16 / 256)
+
+
+def test_energy_inside():
+    mask = box_map(16, (0, 0, 8, 16)).bool()[None]
+    assert energy_inside(mask.float(), mask).item() == 1.0
+    assert energy_inside(uniform_maps(1, (16, 16)), mask).item() == pytest.approx(0.5)
+    assert energy_inside(torch.zeros(1, 16, 16), mask).item() == 0.0
+
+
+def test_peaks_on_other_objects():
+    own, other = box_map(16, (0, 0, 4, 4)).bool(), box_map(16, (8, 8, 12, 12)).bool()
+    maps = torch.stack([own.float(), other.float()])
+    assert peaks_on_others(maps, torch.stack([other, other])).tolist() == [0.0, 1.0]
+
+
+def test_center_prior_peaks_at_the_center():
+    prior = center_maps(2, (31, 31))
+    assert prior.shape == (2, 31, 31) and prior[0, 15, 15] == prior.max() == 1
+    assert prior[0, 0, 0] < 0.05 and torch.equal(prior[0], prior[1])
+
+
+class RegionModel(nn.Module):
+    """Score = sigmoid(mean of the image over a fixed square): only that square matters."""
+
+    def __init__(self, box):
+        super().__init__()
+        self.register_buffer("region", box_map(32, box))
+
+    def forward(self, images):
+        inside = (images.mean(dim=1) * self.region).sum(dim=(1, 2)) / self.region.sum()
+        return torch.sigmoid(4 * inside)[:, None]
+
+
+def test_deletion_and_insertion_prefer_the_true_region():
+    model = RegionModel((8, 8, 16, 16))
+    image = torch.ones(3, 32, 32)
+    perfect = model.region
+    maps = torch.stack([perfect, 1 - perfect])
+    baseline = baseline_image(image, "zero")
+
+    def scorer(copies):  # one column per map: both targets are the model's only output
+        return model(copies).expand(-1, 2)
+
+    deletion = perturbation_curves(scorer, image, maps, baseline, steps=8)
+    insertion = perturbation_curves(scorer, image, maps, baseline, steps=8, insertion=True)
+    assert deletion[:, 0].tolist() == pytest.approx([torch.sigmoid(torch.tensor(4.0)).item()] * 2)
+    assert deletion[:, -1].tolist() == pytest.approx([0.5, 0.5])  # everything removed
+    assert curve_area(deletion)[0] < curve_area(deletion)[1]
+    assert curve_area(insertion)[0] > curve_area(insertion)[1]
+
+
+def test_curve_area_is_the_trapezoid_mean():
+    assert curve_area(torch.tensor([[1.0, 0.0, 0.0]])).item() == pytest.approx(0.25)
+
+
+def test_ties_are_broken_at_random_not_in_raster_order():
+    order = importance_order(torch.ones(1, 8, 8))[0]
+    assert sorted(order.tolist()) == list(range(64)) and order.tolist() != list(range(64))
+
+
+def test_occlusion_finds_the_region_and_correlates_with_the_right_map():
+    model = RegionModel((8, 8, 16, 16))
+    image = torch.ones(3, 32, 32)
+    occlusion = occlusion_maps(model, image, torch.zeros_like(image), patch=8, stride=4)
+    assert occlusion.shape == (1, 7, 7)
+    assert occlusion[0, 2, 2] == occlusion.max() and occlusion[0, 6, 6] == 0
+    correlations = occlusion_correlation(
+        torch.stack([model.region, 1 - model.region]), occlusion.expand(2, 7, 7), 8, 4
+    )
+    assert correlations[0] > 0.9 and correlations[1] < -0.9
+    with pytest.raises(ValueError, match="larger than the input"):
+        occlusion_maps(model, image, image, patch=40)
+
+
+def test_baseline_images():
+    image = torch.rand(3, 32, 32)
+    assert baseline_image(image, "blur").std() < image.std()
+    with pytest.raises(ValueError, match="blur, zero"):
+        baseline_image(image, "noise")
+
+
+def test_randomization_decorrelates_and_leaves_the_model_unchanged(cam_net, images):
+    before = snapshot(cam_net)
+
+    def explain(model):
+        return torch.relu(model.features(images)).sum(dim=1) * model.fc.weight[0].sum()
+
+    steps = cascading_randomization(cam_net, explain)
+    assert_unchanged(cam_net, before)
+    assert [name for name, _ in steps] == parametrized_layers(cam_net) == ["fc", "features"]
+    assert all(rho.shape == (2,) for _, rho in steps)
+    assert (steps[-1][1] < 0.9).all()  # the features' map changed once the conv is random
+    again = cascading_randomization(cam_net, explain)
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(steps, again))  # seeded: same on every shard
