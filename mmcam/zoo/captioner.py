@@ -20,9 +20,9 @@ The output layer has three parts:
 * which attribute it is comes from the per-cell object-class detectors read at the pointer (``ClassEvidence``).
 
 So "red" in "a small red circle" is scored by the cells of that small red circle, through the feature
-direction that detects that object's class, and the word's Grad-CAM map on ``default_layer`` finds that
-object and not another red one. Nothing normalizes the grid
-before it is read: a scale-invariant read makes Grad-CAM's channel weights orthogonal to the object's own
+direction that detects that object's class, and the word's Grad-CAM map on ``default_layer`` mostly finds
+that object (tasks/caption/README.md has the rates and why another red object sometimes wins). Nothing
+normalizes the grid before it is read: a scale-invariant read makes Grad-CAM's channel weights orthogonal to the object's own
 features and its maps meaningless.
 """
 
@@ -106,8 +106,10 @@ class ClassEvidence(WordEvidence):
     ``evidence(word) = logsumexp_{classes k with the word} read_k``.
 
     Without ``grounding.WordEvidence``'s attribute-head term, whose feature direction ("red") is shared by
-    every red object, a word's gradient goes almost all to the class of the object the pointer rests on, so
-    its Grad-CAM map picks that object out of others with the same color, shape or size.
+    every red object, a word's gradient goes almost all to the class of the object the pointer rests on.
+    Its log-probability still contrasts it with its rivals' best classes ("small blue circle" at a small red
+    circle), where the parts two linear class detectors share cancel; that is why a word's Grad-CAM map
+    sometimes peaks on another object with the same attribute.
     """
 
     def forward(self, read: torch.Tensor) -> torch.Tensor:
