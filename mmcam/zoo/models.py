@@ -16,8 +16,10 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mmcam.zoo.captioner import build_captioner
 from mmcam.zoo.classifier import build_classifier
 from mmcam.zoo.processing import ShapesProcessor
+from mmcam.zoo.vqa import build_vqa
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -25,6 +27,8 @@ Builder = Callable[[dict], tuple[nn.Module, Any]]
 
 MODELS: dict[str, Builder] = {
     "shapes-classifier": build_classifier,
+    "shapes-captioner": build_captioner,
+    "shapes-vqa": build_vqa,
 }
 
 __all__ = ["MODELS", "WEIGHTS_DIR", "ShapesProcessor", "load", "load_spec", "save"]
