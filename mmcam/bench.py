@@ -12,6 +12,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -126,6 +127,115 @@ def classification_cases(
     return cases
 
 
+class _FixedText(nn.Module):
+    """A vision-language model with its text inputs fixed: ``pixels -> outputs``, the single-input form
+    the peers' APIs take. ``log_softmax`` turns a captioner's logits into per-position log-probabilities."""
+
+    def __init__(self, model: nn.Module, forward, text: dict[str, torch.Tensor], log_softmax: bool):
+        super().__init__()
+        self.model, self.forward_fn, self.text, self.log_softmax = model, forward, text, log_softmax
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        text = {k: v.expand(len(pixel_values), *v.shape[1:]) for k, v in self.text.items()}
+        output = self.forward_fn(self.model, {"pixel_values": pixel_values, **text})
+        return output.log_softmax(-1) if self.log_softmax else output
+
+
+def _all_targets_cases(
+    name: str, explain: Callable, targets: list, peers: dict[str, Callable], peer_targets: Callable, pixels
+) -> list[Case]:
+    """One target, all targets in one call, one call per target (mmcam), and one call per target (peers)."""
+    count = len(targets)
+    cases: list[Case] = [(f"1 {name}", "mmcam", lambda: explain(targets[:1]))]
+    cases += [(f"1 {name}", tool, lambda p=peer: p(pixels, peer_targets(0))) for tool, peer in peers.items()]
+    cases.append((f"all {count} {name}s", "mmcam", lambda: explain(targets)))
+    cases.append(
+        (f"all {count} {name}s", f"mmcam, a call per {name}", lambda: [explain([t]) for t in targets])
+    )
+    cases += [
+        (
+            f"all {count} {name}s",
+            f"{tool}, a call per {name}",
+            lambda p=peer: [p(pixels, peer_targets(k)) for k in range(count)],
+        )
+        for tool, peer in peers.items()
+    ]
+    return cases
+
+
+def caption_cases(device: torch.device, words: int = 12, seed: int = 40_000) -> list[Case]:
+    """The bundled captioner on a scene whose true caption has ``words`` words: forward only, one word,
+    all words in one call, and one call per word (mmcam and each peer)."""
+    from PIL import Image
+
+    from mmcam.adapters.captioning import load_captioner, word_targets
+    from mmcam.zoo import make_scenes
+
+    captioner = load_captioner("shapes")
+    captioner.model.to(device)
+    scene = next(s for s in make_scenes(200, seed=seed, n_objects=2) if len(s.caption.words) == words)
+    tokenized = captioner.tokenize(scene.caption.text)
+    ids = torch.tensor([tokenized.ids], device=device)
+    pixels = captioner.preprocess([Image.fromarray(scene.image)]).to(device)
+    inputs = {"pixel_values": pixels, "input_ids": ids}
+    explainer = captioner.explainer()
+    wrapped = _FixedText(captioner.model, captioner.forward, {"input_ids": ids}, log_softmax=True).eval()
+    peers = _peer_gradcams(wrapped, captioner.model.get_submodule(captioner.layer))
+    positions = [group[0] for group in tokenized.positions]  # the shapes tokenizer has one token per word
+
+    def peer_targets(k: int) -> dict:
+        position, token = positions[k], tokenized.ids[positions[k]]
+        return {
+            "pytorch-grad-cam": [lambda out, p=position, t=token: out[p - 1, t]],
+            "captum": [(position - 1, token)],
+        }
+
+    def forward_only() -> None:
+        with torch.no_grad():
+            captioner.forward(captioner.model, inputs)
+
+    return [("forward only", "torch", forward_only)] + _all_targets_cases(
+        "word", partial(explainer, inputs), word_targets(tokenized), peers, peer_targets, pixels
+    )
+
+
+def vqa_cases(device: torch.device, seed: int = 40_000) -> list[Case]:
+    """The bundled VQA model on one scene and question: forward only, the predicted answer, every answer
+    of the vocabulary in one call, and one call per answer (mmcam and each peer)."""
+    from PIL import Image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from mmcam.adapters.vqa import load_vqa
+    from mmcam.targets import ClassScore
+    from mmcam.zoo import make_scenes
+
+    vqa = load_vqa("shapes")
+    vqa.model.to(device)
+    scene = make_scenes(1, seed=seed, n_objects=3)[0]
+    inputs = {
+        k: v.to(device)
+        for k, v in vqa.prepare([Image.fromarray(scene.image)], [scene.questions[0].text]).items()
+    }
+    pixels = inputs["pixel_values"]
+    explainer = vqa.explainer(inputs)
+    text = {k: v for k, v in inputs.items() if k != "pixel_values"}
+    wrapped = _FixedText(vqa.model, vqa.forward, text, log_softmax=False).eval()
+    peers = _peer_gradcams(wrapped, vqa.model.get_submodule(vqa.layer))
+    answers = list(range(len(vqa.answers)))
+
+    def peer_targets(k: int) -> dict:
+        return {"pytorch-grad-cam": [ClassifierOutputTarget(answers[k])], "captum": [answers[k]]}
+
+    def forward_only() -> None:
+        with torch.no_grad():
+            vqa.forward(vqa.model, inputs)
+
+    targets = [ClassScore(a) for a in answers]
+    return [("forward only", "torch", forward_only)] + _all_targets_cases(
+        "answer", partial(explainer, inputs), targets, peers, peer_targets, pixels
+    )
+
+
 def ratio_table(timings: list[Timing]) -> list[dict]:
     """Each timing with mmcam's speed-up over it (same suite and case) and its share of the suite's
     forward-only throughput."""
@@ -141,3 +251,6 @@ def ratio_table(timings: list[Timing]) -> list[dict]:
         )
         rows.append(row)
     return rows
+
+
+SUITES = {"classify": classification_cases, "caption": caption_cases, "vqa": vqa_cases}

@@ -2,7 +2,8 @@
 
 import torch
 
-from mmcam.bench import classification_cases, measure, ratio_table
+from mmcam.bench import caption_cases, classification_cases, measure, ratio_table, vqa_cases
+from mmcam.zoo import ANSWERS
 
 
 def _check(rows, cases):
@@ -20,4 +21,30 @@ def test_classification_suite_reports_mmcam_and_peers():
     _check(
         rows,
         {("forward only", "torch")} | {(c, t) for c in ("1 target/image", "2 targets/image") for t in tools},
+    )
+
+
+def _all_targets_rows(name: str, count: int) -> set[tuple[str, str]]:
+    one = {(f"1 {name}", t) for t in ("mmcam", "pytorch-grad-cam", "captum")}
+    tools = (
+        "mmcam",
+        f"mmcam, a call per {name}",
+        f"pytorch-grad-cam, a call per {name}",
+        f"captum, a call per {name}",
+    )
+    return {("forward only", "torch")} | one | {(f"all {count} {name}s", t) for t in tools}
+
+
+def test_caption_suite_times_one_word_all_words_and_a_call_per_word():
+    cpu = torch.device("cpu")
+    cases = caption_cases(cpu)
+    _check(ratio_table(measure("caption", cases, 1, cpu, 1, progress=False)), _all_targets_rows("word", 12))
+
+
+def test_vqa_suite_times_one_answer_every_answer_and_a_call_per_answer():
+    cpu = torch.device("cpu")
+    cases = vqa_cases(cpu)
+    _check(
+        ratio_table(measure("vqa", cases, 1, cpu, 1, progress=False)),
+        _all_targets_rows("answer", len(ANSWERS)),
     )

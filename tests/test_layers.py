@@ -124,12 +124,16 @@ def test_capturing_two_layers_keeps_gradients_flowing_through_both(resnet18, ima
         got_low, got_high = torch.autograd.grad(score, [low, high])
         reference = {}
         hooks = [
-            getattr(resnet18, name).register_forward_hook(lambda m, a, o, name=name: reference.setdefault(name, o))
+            getattr(resnet18, name).register_forward_hook(
+                lambda m, a, o, name=name: reference.setdefault(name, o)
+            )
             for name in ("layer3", "layer4")
         ]
         x = images.clone().requires_grad_(True)
         with torch.enable_grad():
-            expected = torch.autograd.grad(resnet18(x)[:, 1].sum(), [reference["layer3"], reference["layer4"]])
+            expected = torch.autograd.grad(
+                resnet18(x)[:, 1].sum(), [reference["layer3"], reference["layer4"]]
+            )
         for hook in hooks:
             hook.remove()
     finally:

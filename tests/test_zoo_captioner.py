@@ -80,17 +80,6 @@ def test_centers_are_read_to_a_few_pixels(captioner, scenes):
     assert (offsets[kept] - targets[kept]).abs().mul(8).median() < 1.5  # pixels
 
 
-def test_word_maps_point_at_the_object_they_name(captioner):
-    from mmcam.adapters.captioning import load_captioner
-    from mmcam.zoo.evaluate import caption_pointing, rate
-
-    hits, totals = caption_pointing(load_captioner("shapes"), make_scenes(200, 20_000, n_objects=(2, 3)))
-    rates = rate(hits, totals)
-    # The acceptance bar of issue 3 is 0.9 for both; the committed weights reach 0.86 (color) and 0.87 (shape),
-    # the misses being mostly another object with the same attribute. This guards against a regression.
-    assert rates["color"] >= 0.8 and rates["shape"] >= 0.8, rates
-
-
 def test_tokenizer_round_trip(captioner, scenes):
     _, processor = captioner
     tokenizer = processor.tokenizer

@@ -1,12 +1,17 @@
-"""The bundled models' explanations point at the right object, on fresh scenes where it is known."""
+"""The bundled models' explanations point at the right object, on fresh scenes where it is known.
+
+Acceptance figures of the shapes world: the classifier's class maps, each caption word's map, and
+each VQA answer's map (including a wrong color's map landing on the object that has that color)."""
 
 import json
 from pathlib import Path
 
+from mmcam.adapters.captioning import load_captioner
 from mmcam.adapters.classification import load_classifier
+from mmcam.adapters.vqa import load_vqa
 from mmcam.cli import main
 from mmcam.zoo import make_scenes
-from mmcam.zoo.evaluate import classifier_pointing, rate
+from mmcam.zoo.evaluate import caption_pointing, classifier_pointing, rate, vqa_pointing
 
 
 def test_class_maps_peak_inside_the_named_object():
@@ -17,14 +22,35 @@ def test_class_maps_peak_inside_the_named_object():
     assert rate(hits, totals)["class"] >= 0.90, (hits, totals)
 
 
+def test_caption_word_maps_peak_inside_the_object_the_word_names():
+    hits, totals = caption_pointing(load_captioner("shapes"), make_scenes(200, seed=31_000, n_objects=(2, 3)))
+    rates = rate(hits, totals)
+    assert totals["color"] >= 400 and totals["shape"] >= 400
+    assert rates["color"] >= 0.90 and rates["shape"] >= 0.90, rates
+    assert rates["color"] > rates["color (whole-caption map)"] + 0.2, rates  # word maps are word-specific
+
+
+def test_vqa_answer_maps_peak_inside_the_object_asked_about():
+    hits, totals = vqa_pointing(load_vqa("shapes"), make_scenes(300, seed=32_000))
+    rates = rate(hits, totals)
+    for kind in ("color", "shape", "size", "exists"):
+        assert totals[kind] >= 50 and rates[kind] >= 0.90, rates
+    assert totals["wrong color, on its object"] >= 50
+    assert rates["wrong color, on its object"] >= 0.80, rates
+
+
 def test_demo_writes_figures_and_a_summary(tmp_path, capsys):
     assert main(["demo", "--scenes", "2", "-o", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert len(summary["scenes"]) == 2
     for scene in summary["scenes"]:
-        assert [Path(f).name for f in scene["figures"]] == [f"scene-{scene['scene']}-classify.png"]
-        assert all(Path(f).is_file() for f in scene["figures"]) and scene["caption"]
+        assert [Path(f).name for f in scene["figures"]] == [
+            f"scene-{scene['scene']}-{task}.png" for task in ("classify", "caption", "vqa")
+        ]
+        assert all(Path(f).is_file() for f in scene["figures"])
+        assert scene["caption"] and scene["answer"] and scene["question word weights"]
     printed = capsys.readouterr().out
+    assert set(summary["pointing"]) == {"classes", "caption words", "vqa answers"}
     for kind, fraction in summary["pointing"].items():
         assert f"{kind}: the map's peak fell inside the named object for {fraction}" in printed
     assert str(tmp_path) in printed

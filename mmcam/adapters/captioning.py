@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from mmcam.engine import Explainer
 from mmcam.explanation import Explanation
 from mmcam.targets import Target, TokenLogProb
-from mmcam.text import WORD_CHOICES
+from mmcam.text import WORD_CHOICES, WORD_METHOD
 from mmcam.text.probes import Subject
 from mmcam.text.words import analyze
 
@@ -44,7 +44,7 @@ class CaptionModel:
     forward: Callable[[nn.Module, dict[str, Tensor]], Tensor]
     layer: str = "auto"
 
-    def explainer(self, layer: str | None = None, method: str = "gradcam") -> Explainer:
+    def explainer(self, layer: str | None = None, method: str = WORD_METHOD) -> Explainer:
         return Explainer(self.model, layer=layer or self.layer, method=method, forward=self.forward)
 
     def subject(self, layer: str | None = None) -> Subject:

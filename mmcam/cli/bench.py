@@ -8,7 +8,7 @@ import platform
 
 import torch
 
-SUITES = ("classify",)
+from mmcam.bench import SUITES
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -16,6 +16,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "bench",
         help="time mmcam against pytorch-grad-cam and captum",
         description="classify: Grad-CAM on resnet50 (random weights) at layer4, 1 and K targets per image. "
+        "caption: the bundled captioner on a 12-word caption: one word, all words in one call, a call per word. "
+        "vqa: the bundled VQA model: one answer, every answer in one call, a call per answer. "
         "Prints mmcam's speed-up over each peer, measured in the same run.",
     )
     parser.add_argument("--task", choices=[*SUITES, "all"], default="all", help="which suite (default all)")
@@ -31,7 +33,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from mmcam.bench import classification_cases, measure, ratio_table
+    from mmcam.bench import caption_cases, classification_cases, measure, ratio_table, vqa_cases
 
     device = torch.device(arguments.device)
     suites = list(SUITES) if arguments.task == "all" else [arguments.task]
@@ -39,6 +41,9 @@ def run(arguments: argparse.Namespace) -> int:
     if "classify" in suites:
         cases = classification_cases(device, arguments.batch, arguments.targets, arguments.size)
         timings += measure("classify", cases, arguments.batch, device, arguments.repeats)
+    for suite, cases_of in (("caption", caption_cases), ("vqa", vqa_cases)):
+        if suite in suites:
+            timings += measure(suite, cases_of(device), 1, device, arguments.repeats)
     rows = ratio_table(timings)
     header = {
         "device": str(device),

@@ -14,7 +14,7 @@ from mmcam.cli.common import (
     output_folder,
 )
 from mmcam.images import load_image
-from mmcam.text import WORD_CHOICES
+from mmcam.text import WORD_CHOICES, WORD_METHOD
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -52,7 +52,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="explain the evidence against each word (negated targets)",
     )
     add_concept_options(parser)
-    add_explain_options(parser)
+    add_explain_options(parser, default_method=WORD_METHOD)
     parser.set_defaults(run=run)
 
 

@@ -22,8 +22,15 @@ from mmcam.viz.overlay import overlay, peak_in_image
 OVERLAY_SIDE = 1024  # overlays of larger images are written at this size; peaks are in full-size pixels
 
 
-def add_explain_options(parser: argparse.ArgumentParser, default_output: str = "mmcam-out") -> None:
-    parser.add_argument("--method", default="gradcam", metavar="M", help=f"one of: {', '.join(METHODS)}")
+def add_explain_options(
+    parser: argparse.ArgumentParser, default_output: str = "mmcam-out", default_method: str = "gradcam"
+) -> None:
+    parser.add_argument(
+        "--method",
+        default=default_method,
+        metavar="M",
+        help=f"one of: {', '.join(METHODS)} (default {default_method})",
+    )
     parser.add_argument(
         "--layer", default=None, metavar="L", help="layer to explain (dotted name); default per model"
     )

@@ -18,8 +18,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "demo",
         help="explain the bundled models on freshly drawn shapes scenes",
-        description="Draw shapes scenes and explain the bundled classifier's decision for every object in each "
-        "scene (all objects of a scene in one pass). Writes figures and a summary; no download.",
+        description="Draw shapes scenes and explain the bundled models on each: the classifier's map for every "
+        "object, the captioner's map for every word, and the VQA model's answer to a question (each in one "
+        "pass). Writes figures and a summary with how often a map's peak fell inside the object it is about; "
+        "no download.",
     )
     parser.add_argument("--scenes", type=int, default=6, help="how many scenes (default 6)")
     parser.add_argument("--seed", type=int, default=20_000, help="scene seed (default 20000)")
@@ -27,38 +29,91 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def _masks(scene, objects: list[int]) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(scene.objects[i].mask) for i in objects])
+
+
+def _save(figure, output: Path, name: str) -> str:
+    save_figure(figure, output / name)
+    return str(output / name)
+
+
 def run(arguments: argparse.Namespace) -> int:
+    from mmcam.adapters.captioning import explain_caption, load_captioner
     from mmcam.adapters.classification import load_classifier
+    from mmcam.adapters.vqa import explain_answers, load_vqa
+    from mmcam.report import caption_view, explanation_view, vqa_view, write_report
     from mmcam.zoo import make_scenes
+    from mmcam.zoo.evaluate import WORD_CLASSES, phrase_objects
 
     output = Path(arguments.output)
     output.mkdir(parents=True, exist_ok=True)
-    classifier = load_classifier("shapes")
-    explainer = classifier.explainer()
+    classifier, captioner, vqa = load_classifier("shapes"), load_captioner("shapes"), load_vqa("shapes")
+    class_explainer, caption_explainer = classifier.explainer(), captioner.explainer()
     scenes = make_scenes(arguments.scenes, seed=arguments.seed, n_objects=(2, 3))
-    records, hits, total = [], 0, 0
+    kinds = ("classes", "caption words", "vqa answers")
+    records, hits, totals, views = [], dict.fromkeys(kinds, 0), dict.fromkeys(kinds, 0), []
+
+    def count(kind: str, inside: list[bool]) -> None:
+        hits[kind] += sum(inside)
+        totals[kind] += len(inside)
+
     for number, scene in enumerate(tqdm(scenes, desc="demo", unit="scene")):
         image = Image.fromarray(scene.image)
-        classes = explainer(classifier.preprocess([image]), [[obj.class_index for obj in scene.objects]])
-        masks = torch.stack([torch.from_numpy(obj.mask) for obj in scene.objects])
-        inside = peak_hits(classes.maps[0], masks).tolist()
-        hits, total = hits + sum(inside), total + len(inside)
-        titles = [f"{label}{'' if hit else ' (miss)'}" for label, hit in zip(classes.labels[0], inside)]
-        figure_path = output / f"scene-{number}-classify.png"
-        save_figure(targets_figure(image, classes.maps[0], titles, scene.caption.text), figure_path)
-        records.append(
-            {
-                "scene": number,
-                "caption": scene.caption.text,
-                "figures": [str(figure_path)],
-                "targets": [
-                    {"label": label, "peak_inside_object": hit}
-                    for label, hit in zip(classes.labels[0], inside)
-                ],
-            }
+        record = {"scene": number, "true caption": scene.caption.text, "figures": []}
+
+        classes = class_explainer(
+            classifier.preprocess([image]), [[obj.class_index for obj in scene.objects]]
         )
-    summary = {"pointing": {"classes": f"{hits}/{total}"}, "scenes": records}
+        inside = peak_hits(classes.maps[0], _masks(scene, list(range(len(scene.objects))))).tolist()
+        count("classes", inside)
+        titles = [f"{label}{'' if hit else ' (miss)'}" for label, hit in zip(classes.labels[0], inside)]
+        figure = targets_figure(image, classes.maps[0], titles, "classes")
+        record["figures"].append(_save(figure, output, f"scene-{number}-classify.png"))
+        record["classes"] = [
+            {"label": lab, "peak_inside_object": hit} for lab, hit in zip(classes.labels[0], inside)
+        ]
+
+        words = explain_caption(captioner, image, explainer=caption_explainer)
+        objects, phrase = phrase_objects(scene), -1
+        for position, word in enumerate(words.words):
+            phrase += word == "a"
+            if WORD_CLASSES.get(word) in ("color", "shape") and 0 <= phrase < len(objects):
+                mask = _masks(scene, [objects[phrase]])
+                count("caption words", [bool(peak_hits(words.explanation.maps[0, position][None], mask))])
+        record["caption"] = words.caption
+        figure = targets_figure(image, words.explanation.maps[0], words.words, f"caption: {words.caption}", 6)
+        record["figures"].append(_save(figure, output, f"scene-{number}-caption.png"))
+
+        question = next(
+            q for q in scene.questions if q.type in ("color", "size")
+        )  # a size question is always there
+        answer = explain_answers(vqa, image, question.text, top=2)
+        count(
+            "vqa answers", [bool(peak_hits(answer.explanation.maps[0, :1], _masks(scene, question.objects)))]
+        )
+        weights = answer.explanation.token_weights[0, 0]
+        record["question"], record["answer"] = question.text, answer.answer
+        record["question word weights"] = {
+            token: round(weight, 3)
+            for token, weight in zip(answer.tokens, weights.tolist())
+            if token is not None
+        }
+        title = f"Q: {question.text}  A: {answer.answer}"
+        figure = targets_figure(image, answer.explanation.maps[0], answer.explanation.labels[0], title)
+        record["figures"].append(_save(figure, output, f"scene-{number}-vqa.png"))
+        records.append(record)
+        name = f"scene {number}"
+        views += [
+            explanation_view("classify", name, image, classes, model=classifier.name),
+            caption_view(name, image, words),
+            vqa_view(name, image, answer),
+        ]
+
+    summary = {"pointing": {kind: f"{hits[kind]}/{totals[kind]}" for kind in kinds}, "scenes": records}
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"classes: the map's peak fell inside the named object for {hits}/{total}")
+    for kind, fraction in summary["pointing"].items():
+        print(f"{kind}: the map's peak fell inside the named object for {fraction}")
     print(f"figures: {output.resolve()}/scene-*.png   summary: {output.resolve()}/summary.json")
+    print(f"report: open {write_report(output / 'report.html', views, 'mmcam demo').resolve()}")
     return 0

@@ -13,7 +13,9 @@ import torch
 from PIL import Image
 
 from mmcam.metrics.pointing import peak_hits
-from mmcam.zoo.world import Scene
+from mmcam.zoo.world import COLORS, SHAPES, SIZES, Scene
+
+WORD_CLASSES = {**{c: "color" for c in COLORS}, **{s: "shape" for s in SHAPES}, **{z: "size" for z in SIZES}}
 
 
 def rate(hits: Counter, totals: Counter) -> dict[str, float]:
@@ -34,4 +36,71 @@ def classifier_pointing(classifier, scenes: Sequence[Scene], batch_size: int = 6
             masks = torch.stack([torch.from_numpy(obj.mask) for scene in batch for obj in scene.objects])
             hits["class"] += int(peak_hits(explanation.maps.flatten(0, 1), masks).sum())
             totals["class"] += len(masks)
+    return hits, totals
+
+
+def phrase_objects(scene: Scene) -> list[int]:
+    """The object each "a <size> <color> <shape>" phrase of the scene's caption names, in caption order."""
+    return [link for word, link in zip(scene.caption.words, scene.caption.links) if word in SHAPES]
+
+
+def caption_pointing(captioner, scenes: Sequence[Scene]) -> tuple[Counter, Counter]:
+    """For every size, color and shape word of the *generated* caption: does the word's map peak inside
+    the object it names? The j-th "a ..." phrase names the j-th object of the true caption's order (the
+    world captions left to right); a phrase beyond the scene's objects counts as a miss. Also scores the
+    whole-caption map against the same objects, the comparison of the Grad-CAM paper's captioning study.
+    """
+    from mmcam.adapters.captioning import explain_caption
+
+    explainer = captioner.explainer()
+    hits, totals = Counter(), Counter()
+    for scene in scenes:
+        image = Image.fromarray(scene.image)
+        result = explain_caption(captioner, image, words="all", whole_caption=True, explainer=explainer)
+        objects = phrase_objects(scene)
+        maps = result.explanation.maps[0]
+        phrase = -1
+        for position, word in enumerate(result.words):
+            phrase += word == "a"
+            kind = WORD_CLASSES.get(word)
+            if kind is None:
+                continue
+            totals[kind] += 1
+            totals[f"{kind} (whole-caption map)"] += 1
+            if 0 <= phrase < len(objects):
+                mask = torch.from_numpy(scene.objects[objects[phrase]].mask)[None]
+                hits[kind] += int(peak_hits(maps[position][None], mask))
+                hits[f"{kind} (whole-caption map)"] += int(peak_hits(maps[-1][None], mask))
+    return hits, totals
+
+
+def vqa_pointing(vqa, scenes: Sequence[Scene]) -> tuple[Counter, Counter]:
+    """Questions about one object (color, shape, size, "is there" answered yes): does the predicted
+    answer's map peak inside it? And for "what color is the <shape>?" with two or more objects: does the
+    map of a wrong color present in the scene peak on the object that has that color?"""
+    from mmcam.adapters.vqa import explain_answers
+
+    hits, totals = Counter(), Counter()
+    for scene in scenes:
+        image = Image.fromarray(scene.image)
+        for question in scene.questions:
+            single = question.type in ("color", "shape", "size") or (
+                question.type == "exists" and question.answer == "yes"
+            )
+            if not single:
+                continue
+            subject = scene.objects[question.objects[0]]
+            others = [o for o in scene.objects if o is not subject and o.color != subject.color]
+            contrast = question.type == "color" and others
+            asked = [others[0].color] if contrast else []
+            result = explain_answers(vqa, image, question.text, answers=asked)
+            maps = result.explanation.maps[0]
+            totals[question.type] += 1
+            hits[question.type] += int(peak_hits(maps[:1], torch.from_numpy(subject.mask)[None]))
+            if contrast:
+                totals["wrong color, on its object"] += 1
+                painted = [torch.from_numpy(o.mask) for o in scene.objects if o.color == others[0].color]
+                hits["wrong color, on its object"] += int(
+                    peak_hits(maps[-1:], torch.stack(painted).any(0)[None])
+                )
     return hits, totals
