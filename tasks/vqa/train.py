@@ -4,9 +4,9 @@ Every epoch draws fresh training scenes from the world (seeds 0, 1, ... < 1000).
 per step and answers all of its questions (one per applicable type). Besides the answers, the loss trains
 the per-cell detectors directly (object classes and attributes, object centers), the question's classes pi
 (cross-entropy to uniform over the classes that have every attribute word of the question) and the pointer
-(for a question about one object, -log of the pointer's mass on the cells that object touches). The trained model
-answers every question of 1000 unseen scenes (seed 10_000) and is scored by accuracy, overall and per
-question type.
+(for a question about one object, -log of the pointer's mass on the cells that object touches). The
+trained model answers every question of 1000 unseen scenes (seed 10_000) and is scored by accuracy,
+overall and per question type.
 
     python tasks/vqa/train.py            # see tasks/vqa/README.md for the time it takes
 """
