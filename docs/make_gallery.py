@@ -1,7 +1,7 @@
 """Make the README's gallery: run mmcam's commands on the bundled models and photograph one view of
 each HTML report in headless Chromium (Debian: apt-get install chromium chromium-driver).
 
-    python docs/make_gallery.py          # writes docs/gallery-classify.png and docs/gallery-rl.png
+    python docs/make_gallery.py          # writes docs/gallery-{classify,caption,vqa,rl}.png
 """
 
 from __future__ import annotations
@@ -26,6 +26,27 @@ def classify_report(folder: Path) -> Path:
     Image.fromarray(make_scenes(1, seed=11, n_objects=(3, 3))[0].image).save(scene)
     out = folder / "classify"
     main(["classify", str(scene), "--concepts", "--layer", "features.block5", "-o", str(out)])
+    return out / "report.html"
+
+
+def caption_report(folder: Path) -> Path:
+    """The bundled captioner: a map per word of its caption of one shapes scene."""
+    scene = folder / "caption-scene.png"
+    Image.fromarray(make_scenes(1, seed=12, n_objects=(2, 2))[0].image).save(scene)
+    out = folder / "caption"
+    main(["caption", str(scene), "-o", str(out)])
+    return out / "report.html"
+
+
+def vqa_report(folder: Path) -> Path:
+    """The bundled VQA model: its answer, the two best answers and why not another color."""
+    scene = make_scenes(1, seed=13, n_objects=(3, 3))[0]
+    question = next(q for q in scene.questions if q.type in ("color", "size"))
+    other = next(o.color for o in scene.objects if o.color != scene.objects[question.objects[0]].color)
+    path = folder / "vqa-scene.png"
+    Image.fromarray(scene.image).save(path)
+    out = folder / "vqa"
+    main(["vqa", str(path), "-q", question.text, "--top", "2", "--why-not", other, "-o", str(out)])
     return out / "report.html"
 
 
@@ -60,6 +81,8 @@ def photograph(report: Path, path: Path, script: str = "") -> None:
 def run() -> int:
     with tempfile.TemporaryDirectory() as folder:
         photograph(classify_report(Path(folder)), DOCS / "gallery-classify.png")
+        photograph(caption_report(Path(folder)), DOCS / "gallery-caption.png")
+        photograph(vqa_report(Path(folder)), DOCS / "gallery-vqa.png")
         step = "const s = document.querySelector('.scrubber'); s.value = 4;"
         step += "s.dispatchEvent(new Event('input'));"
         photograph(rl_report(Path(folder)), DOCS / "gallery-rl.png", step)
