@@ -52,11 +52,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="explain the evidence against each word (negated targets)",
     )
     add_concept_options(parser)
-    add_explain_options(parser, default_method=WORD_METHOD)
+    add_explain_options(parser, default_method=f"{WORD_METHOD}; gradcam with --concepts")
+    parser.set_defaults(method=None)  # resolved in run: --concepts needs channel weights
     parser.set_defaults(run=run)
 
 
 def run(arguments: argparse.Namespace) -> int:
+    arguments.method = arguments.method or ("gradcam" if arguments.concepts else WORD_METHOD)
     from mmcam.adapters.captioning import explain_caption, load_captioner
 
     captioner = load_captioner(arguments.model)
