@@ -44,7 +44,7 @@ def run(arguments: argparse.Namespace) -> int:
     from mmcam.adapters.vqa import explain_answers, load_vqa
     from mmcam.report import caption_view, explanation_view, vqa_view, write_report
     from mmcam.zoo import make_scenes
-    from mmcam.zoo.evaluate import WORD_CLASSES, phrase_objects
+    from mmcam.zoo.evaluate import word_peak_hits
 
     output = Path(arguments.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -75,12 +75,8 @@ def run(arguments: argparse.Namespace) -> int:
         ]
 
         words = explain_caption(captioner, image, explainer=caption_explainer)
-        objects, phrase = phrase_objects(scene), -1
-        for position, word in enumerate(words.words):
-            phrase += word == "a"
-            if WORD_CLASSES.get(word) in ("color", "shape") and 0 <= phrase < len(objects):
-                mask = _masks(scene, [objects[phrase]])
-                count("caption words", [bool(peak_hits(words.explanation.maps[0, position][None], mask))])
+        word_hits = word_peak_hits(scene, words.words, words.explanation.maps[0])
+        count("caption words", [hit for _, kind, hit in word_hits if kind in ("color", "shape")])
         record["caption"] = words.caption
         figure = targets_figure(image, words.explanation.maps[0], words.words, f"caption: {words.caption}", 6)
         record["figures"].append(_save(figure, output, f"scene-{number}-caption.png"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -44,12 +45,30 @@ def phrase_objects(scene: Scene) -> list[int]:
     return [link for word, link in zip(scene.caption.words, scene.caption.links) if word in SHAPES]
 
 
+def word_peak_hits(scene: Scene, words: Sequence[str], maps: torch.Tensor) -> list[tuple[int, str, bool]]:
+    """(position, word class, peak inside its object) for each size, color and shape word of a caption of
+    ``scene`` (generated, so not necessarily the true one), ``maps[position]`` being that word's map; one
+    batched ``peak_hits``. The j-th "a ..." phrase names the j-th object of the true caption's order (the
+    world captions left to right); a word of a phrase beyond the scene's objects is a miss."""
+    objects, phrase, found = phrase_objects(scene), -1, []
+    for position, word in enumerate(words):
+        phrase += word == "a"
+        if word in WORD_CLASSES:
+            found.append(
+                (position, WORD_CLASSES[word], objects[phrase] if 0 <= phrase < len(objects) else None)
+            )
+    if not found:
+        return []
+    nothing = np.zeros(scene.image.shape[:2], dtype=bool)
+    masks = torch.from_numpy(np.stack([nothing if o is None else scene.objects[o].mask for _, _, o in found]))
+    inside = peak_hits(maps[[position for position, _, _ in found]], masks).tolist()
+    return [(position, kind, hit) for (position, kind, _), hit in zip(found, inside)]
+
+
 def caption_pointing(captioner, scenes: Sequence[Scene]) -> tuple[Counter, Counter]:
     """For every size, color and shape word of the *generated* caption: does the word's map peak inside
-    the object it names? The j-th "a ..." phrase names the j-th object of the true caption's order (the
-    world captions left to right); a phrase beyond the scene's objects counts as a miss. Also scores the
-    whole-caption map against the same objects, the comparison of the Grad-CAM paper's captioning study.
-    """
+    the object it names (``word_peak_hits``)? Also scores the whole-caption map against the same objects,
+    the comparison of the Grad-CAM paper's captioning study."""
     from mmcam.adapters.captioning import explain_caption
 
     explainer = captioner.explainer()
@@ -57,20 +76,12 @@ def caption_pointing(captioner, scenes: Sequence[Scene]) -> tuple[Counter, Count
     for scene in scenes:
         image = Image.fromarray(scene.image)
         result = explain_caption(captioner, image, words="all", whole_caption=True, explainer=explainer)
-        objects = phrase_objects(scene)
         maps = result.explanation.maps[0]
-        phrase = -1
-        for position, word in enumerate(result.words):
-            phrase += word == "a"
-            kind = WORD_CLASSES.get(word)
-            if kind is None:
-                continue
-            totals[kind] += 1
-            totals[f"{kind} (whole-caption map)"] += 1
-            if 0 <= phrase < len(objects):
-                mask = torch.from_numpy(scene.objects[objects[phrase]].mask)[None]
-                hits[kind] += int(peak_hits(maps[position][None], mask))
-                hits[f"{kind} (whole-caption map)"] += int(peak_hits(maps[-1][None], mask))
+        whole = maps[-1].expand(len(result.words), -1, -1)
+        for suffix, word_maps in (("", maps), (" (whole-caption map)", whole)):
+            for _, kind, hit in word_peak_hits(scene, result.words, word_maps):
+                hits[kind + suffix] += hit
+                totals[kind + suffix] += 1
     return hits, totals
 
 

@@ -31,7 +31,7 @@ MODELS: dict[str, Builder] = {
     "shapes-vqa": build_vqa,
 }
 
-__all__ = ["MODELS", "WEIGHTS_DIR", "ShapesProcessor", "load", "load_spec", "save"]
+__all__ = ["MODELS", "WEIGHTS_DIR", "ShapesProcessor", "load", "load_spec", "save", "save_trained"]
 
 
 def load_spec(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
@@ -56,3 +56,25 @@ def save(model: nn.Module, name: str, spec: dict, weights_dir: Path = WEIGHTS_DI
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, weights_dir / f"{name}.safetensors")
     (weights_dir / f"{name}.json").write_text(json.dumps(spec, indent=2) + "\n")
+
+
+def save_trained(
+    model: nn.Module,
+    name: str,
+    spec: dict,
+    arguments,
+    seconds: float,
+    scores: dict[str, float],
+    scenes: int,
+    seed: int,
+) -> None:
+    """What a ``tasks/`` recipe ends with: ``save`` the model, its ``spec`` completed with how it was
+    trained (the recipe's arguments and seconds) and how it scored on ``scenes`` fresh scenes from ``seed``."""
+    trained = {k: v for k, v in vars(arguments).items() if k != "weights_dir"}
+    spec = {
+        **spec,
+        "train": {**trained, "seconds": round(seconds)},
+        "eval": {"scenes": scenes, "seed": seed, **{k: round(float(v), 4) for k, v in scores.items()}},
+    }
+    save(model, name, spec, arguments.weights_dir)
+    print(f"wrote {arguments.weights_dir}/{name}.safetensors and .json")

@@ -140,11 +140,10 @@ def main() -> None:
         "config": DEFAULT_CONFIG,
         "labels": CLASS_NAMES,
         "default_layer": model.default_layer,
-        "train": {**{k: v for k, v in vars(args).items() if k != "weights_dir"}, "seconds": round(seconds)},
-        "eval": {"scenes": EVAL_SCENES, "seed": EVAL_SEED, "mean_f1": round(float(f1.mean()), 4)},
     }
-    models.save(model.eval(), NAME, spec, args.weights_dir)
-    print(f"wrote {args.weights_dir}/{NAME}.safetensors and .json")
+    models.save_trained(
+        model.eval(), NAME, spec, args, seconds, {"mean_f1": f1.mean()}, EVAL_SCENES, EVAL_SEED
+    )
 
 
 if __name__ == "__main__":

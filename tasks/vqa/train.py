@@ -248,11 +248,8 @@ def main() -> None:
         "vocab": tokenizer.vocab,
         "answers": ANSWERS,
         "default_layer": model.default_layer,
-        "train": {**{k: v for k, v in vars(args).items() if k != "weights_dir"}, "seconds": round(seconds)},
-        "eval": {"scenes": EVAL_SCENES, "seed": EVAL_SEED, **{k: round(v, 4) for k, v in metrics.items()}},
     }
-    models.save(model, NAME, spec, args.weights_dir)
-    print(f"wrote {args.weights_dir}/{NAME}.safetensors and .json")
+    models.save_trained(model, NAME, spec, args, seconds, metrics, EVAL_SCENES, EVAL_SEED)
 
 
 if __name__ == "__main__":
