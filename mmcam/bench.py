@@ -8,6 +8,7 @@ model's plain inference cost, to read each tool's throughput against.
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import time
 from collections.abc import Callable
@@ -66,6 +67,20 @@ def measure(
     ]
 
 
+PEERS = {"pytorch-grad-cam": "pytorch_grad_cam", "captum": "captum"}  # tool -> module it is imported as
+
+
+def missing_peers() -> list[str]:
+    """The peers that are not installed (``pip install -e ".[dev]"`` installs them): their cases are skipped."""
+    return [tool for tool, module in PEERS.items() if importlib.util.find_spec(module) is None]
+
+
+def _output_score(index: int) -> Callable:
+    """pytorch-grad-cam's target for one output row: the score at ``index`` (a class, or a (position,
+    token) pair of a captioner's log-probabilities)."""
+    return lambda output: output[index]
+
+
 def _peer_gradcams(model: nn.Module, layer: nn.Module) -> dict[str, Callable]:
     """Each installed peer's Grad-CAM as ``f(images, targets) -> maps``, targets as that peer takes them."""
     peers = {}
@@ -93,7 +108,6 @@ def classification_cases(
 ) -> list[Case]:
     """resnet50 (random weights, seed 0) at layer4: forward only, then 1 and ``targets`` classes per image."""
     import torchvision
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     torch.manual_seed(0)
     model = torchvision.models.resnet50().eval().to(device)
@@ -104,7 +118,7 @@ def classification_cases(
 
     def peer_targets(k: int) -> dict:
         column = [row[k] for row in classes]
-        return {"pytorch-grad-cam": [ClassifierOutputTarget(c) for c in column], "captum": column}
+        return {"pytorch-grad-cam": [_output_score(c) for c in column], "captum": column}
 
     def forward_only() -> None:
         with torch.no_grad():
@@ -168,7 +182,8 @@ def caption_cases(device: torch.device, words: int = 12, seed: int = 40_000) -> 
     all words in one call, and one call per word (mmcam and each peer)."""
     from PIL import Image
 
-    from mmcam.adapters.captioning import load_captioner, word_targets
+    from mmcam.adapters.captioning import word_targets
+    from mmcam.loading import load_captioner
     from mmcam.zoo import make_scenes
 
     captioner = load_captioner("shapes")
@@ -178,7 +193,7 @@ def caption_cases(device: torch.device, words: int = 12, seed: int = 40_000) -> 
     ids = torch.tensor([tokenized.ids], device=device)
     pixels = captioner.preprocess([Image.fromarray(scene.image)]).to(device)
     inputs = {"pixel_values": pixels, "input_ids": ids}
-    explainer = captioner.explainer()
+    explainer = captioner.explainer(method="gradcam")  # the peers' method: the same work is timed
     wrapped = _FixedText(captioner.model, captioner.forward, {"input_ids": ids}, log_softmax=True).eval()
     peers = _peer_gradcams(wrapped, captioner.model.get_submodule(captioner.layer))
     positions = [group[0] for group in tokenized.positions]  # the shapes tokenizer has one token per word
@@ -186,7 +201,7 @@ def caption_cases(device: torch.device, words: int = 12, seed: int = 40_000) -> 
     def peer_targets(k: int) -> dict:
         position, token = positions[k], tokenized.ids[positions[k]]
         return {
-            "pytorch-grad-cam": [lambda out, p=position, t=token: out[p - 1, t]],
+            "pytorch-grad-cam": [_output_score((position - 1, token))],
             "captum": [(position - 1, token)],
         }
 
@@ -203,9 +218,8 @@ def vqa_cases(device: torch.device, seed: int = 40_000) -> list[Case]:
     """The bundled VQA model on one scene and question: forward only, the predicted answer, every answer
     of the vocabulary in one call, and one call per answer (mmcam and each peer)."""
     from PIL import Image
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from mmcam.adapters.vqa import load_vqa
+    from mmcam.loading import load_vqa
     from mmcam.targets import ClassScore
     from mmcam.zoo import make_scenes
 
@@ -224,7 +238,7 @@ def vqa_cases(device: torch.device, seed: int = 40_000) -> list[Case]:
     answers = list(range(len(vqa.answers)))
 
     def peer_targets(k: int) -> dict:
-        return {"pytorch-grad-cam": [ClassifierOutputTarget(answers[k])], "captum": [answers[k]]}
+        return {"pytorch-grad-cam": [_output_score(answers[k])], "captum": [answers[k]]}
 
     def forward_only() -> None:
         with torch.no_grad():

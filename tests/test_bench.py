@@ -1,50 +1,70 @@
-"""The benchmark runs and reports every tool side by side (its figures are read, not asserted: no timed tests)."""
+"""The benchmark times the same work for every tool, and its table divides by the right times (its
+figures are read, not asserted: no timed tests)."""
 
+import builtins
+
+import pytest
 import torch
 
-from mmcam.bench import caption_cases, classification_cases, measure, ratio_table, vqa_cases
-from mmcam.zoo import ANSWERS
+from mmcam import bench
+from mmcam.bench import Timing, caption_cases, classification_cases, ratio_table, vqa_cases
+
+CPU = torch.device("cpu")
 
 
-def _check(rows, cases):
-    assert {(row["case"], row["tool"]) for row in rows} == cases
-    for row in rows:
-        assert row["seconds"] > 0 and row["share_of_forward_throughput"] > 0
-        if row["tool"] == "mmcam":
-            assert row["mmcam_speedup"] == 1.0
+def _outputs(cases) -> dict:
+    return {(case, tool): run() for case, tool, run in cases}
 
 
-def test_classification_suite_reports_mmcam_and_peers():
-    cpu = torch.device("cpu")
-    rows = ratio_table(measure("classify", classification_cases(cpu, 1, 2, 32), 1, cpu, 1, progress=False))
-    tools = ("mmcam", "pytorch-grad-cam", "captum")
-    _check(
-        rows,
-        {("forward only", "torch")} | {(c, t) for c in ("1 target/image", "2 targets/image") for t in tools},
+def test_ratio_table_divides_each_tool_by_mmcam_on_the_same_case():
+    timings = [
+        Timing("s", "forward only", "torch", 0.5, 2.0, None),
+        Timing("s", "a", "mmcam", 2.0, 0.5, None),
+        Timing("s", "a", "peer", 6.0, 1 / 6, None),
+        Timing("s", "b", "mmcam", 4.0, 0.25, None),
+        Timing("s", "b", "peer", 5.0, 0.2, None),
+    ]
+    rows = ratio_table(timings)
+    assert [row["mmcam_speedup"] for row in rows] == [None, 1.0, 3.0, 1.0, 1.25]
+    assert [row["share_of_forward_throughput"] for row in rows] == [1.0, 0.25, 0.083, 0.125, 0.1]
+
+
+def test_classification_cases_time_the_same_maps_for_every_tool():
+    """mmcam's maps for 1 and for K targets equal captum's (K calls) and pytorch-grad-cam's: the speed-ups
+    compare equal work."""
+    outputs = _outputs(classification_cases(CPU, batch=2, targets=3, size=64))
+    one, every = outputs[("1 target/image", "mmcam")], outputs[("3 targets/image", "mmcam")]
+    torch.testing.assert_close(every.raw[:, :1], one.raw)
+    captum = torch.cat([a.detach() for a in outputs[("3 targets/image", "captum")]], dim=1)
+    scale = float(every.raw.abs().max())  # random weights: raw maps of a few 1e-2; float sums differ in the last bits
+    torch.testing.assert_close(every.raw, captum, atol=1e-3 * scale, rtol=1e-4)
+    theirs = torch.as_tensor(outputs[("1 target/image", "pytorch-grad-cam")])
+    assert theirs.shape == one.maps[:, 0].shape
+    assert torch.corrcoef(torch.stack([theirs.flatten(), one.maps[:, 0].flatten()]))[0, 1] > 0.99
+
+
+@pytest.mark.parametrize(("cases", "name"), [(caption_cases, "word"), (vqa_cases, "answer")])
+def test_all_targets_in_one_call_equal_a_call_per_target_and_captum(cases, name):
+    outputs = _outputs(cases(CPU))
+    every = next(v for (case, tool), v in outputs.items() if tool == "mmcam" and case.startswith("all"))
+    calls = next(v for (case, tool), v in outputs.items() if tool == f"mmcam, a call per {name}")
+    captum = next(v for (case, tool), v in outputs.items() if tool == f"captum, a call per {name}")
+    torch.testing.assert_close(every.raw, torch.cat([c.raw for c in calls], dim=1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        every.raw, torch.cat([a.detach() for a in captum], dim=1), atol=1e-5, rtol=1e-4
     )
 
 
-def _all_targets_rows(name: str, count: int) -> set[tuple[str, str]]:
-    one = {(f"1 {name}", t) for t in ("mmcam", "pytorch-grad-cam", "captum")}
-    tools = (
-        "mmcam",
-        f"mmcam, a call per {name}",
-        f"pytorch-grad-cam, a call per {name}",
-        f"captum, a call per {name}",
-    )
-    return {("forward only", "torch")} | one | {(f"all {count} {name}s", t) for t in tools}
+def test_bench_runs_without_the_peers_installed(monkeypatch):
+    real_import = builtins.__import__
 
+    def no_peers(name, *args, **kwargs):
+        if name.split(".")[0] in ("pytorch_grad_cam", "captum"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
 
-def test_caption_suite_times_one_word_all_words_and_a_call_per_word():
-    cpu = torch.device("cpu")
-    cases = caption_cases(cpu)
-    _check(ratio_table(measure("caption", cases, 1, cpu, 1, progress=False)), _all_targets_rows("word", 12))
-
-
-def test_vqa_suite_times_one_answer_every_answer_and_a_call_per_answer():
-    cpu = torch.device("cpu")
-    cases = vqa_cases(cpu)
-    _check(
-        ratio_table(measure("vqa", cases, 1, cpu, 1, progress=False)),
-        _all_targets_rows("answer", len(ANSWERS)),
-    )
+    monkeypatch.setattr(builtins, "__import__", no_peers)
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda module: None)
+    tools = {tool for _, tool, _ in classification_cases(CPU, batch=1, targets=2, size=32)}
+    assert tools == {"torch", "mmcam"}
+    assert bench.missing_peers() == ["pytorch-grad-cam", "captum"]

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mmcam.adapters.captioning import explain_caption, load_captioner, word_targets
+from mmcam.adapters.captioning import explain_caption, word_targets
+from mmcam.loading import load_captioner
 from tests.hf_tiny import save_blip_captioner, save_git_captioner, save_vision_encoder_decoder
 from tests.model_state import assert_unchanged, snapshot
 

@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mmcam.adapters.classification import as_classifier, default_layer, load_classifier
+from mmcam.adapters.classification import default_layer, from_module
 from mmcam.images import load_image
+from mmcam.loading import load_classifier
 from tests.model_state import assert_unchanged, snapshot
 
 
@@ -66,7 +67,7 @@ def test_torchvision_random_weights_and_default_layer(picture):
 
 
 def test_any_module_returning_logits(cam_net):
-    classifier = as_classifier(cam_net)
+    classifier = from_module(cam_net)
     assert default_layer(cam_net) == "auto" and classifier.preprocess([Image.new("RGB", (30, 20))]).shape == (
         1,
         3,

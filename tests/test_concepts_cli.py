@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mmcam.cli import main
-from mmcam.text.dissect import ConceptTable
+from mmcam.concepts.dissect import ConceptTable
 from mmcam.zoo.dataset import shapes_dataset
 from tests.hf_tiny import save_blip_captioner, save_vilt_vqa
 

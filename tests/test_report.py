@@ -83,7 +83,8 @@ def scene_image():
 
 @pytest.fixture(scope="module")
 def rollout():
-    from mmcam.adapters.rl import explain_episodes, load_policy, make_env
+    from mmcam.adapters.rl import explain_episodes, make_env
+    from mmcam.loading import load_policy
 
     venv = make_env("mmcam/ShapesReach-v0")
     return explain_episodes(load_policy("random:ppo", venv), venv, seed=0, value=True, max_steps=8)

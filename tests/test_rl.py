@@ -12,8 +12,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack, VecTran
 from torch import nn
 
 import mmcam.zoo.reach  # noqa: F401  (registers the environment)
-from mmcam.adapters.rl import explain_episodes, load_policy, make_env, sb3_policy, torch_policy
+from mmcam.adapters.rl import explain_episodes, make_env, sb3_policy, torch_policy
 from mmcam.cli import main
+from mmcam.loading import load_policy
 from mmcam.metrics.attention import area_shares, mass_shares
 from mmcam.targets import StateValue
 from tests.model_state import assert_unchanged, snapshot

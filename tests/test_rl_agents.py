@@ -10,7 +10,9 @@ import re
 import pytest
 import torch
 
-from mmcam.adapters.rl import explain_episodes, load_policy, make_env
+from mmcam.adapters.rl import explain_episodes, make_env
+from mmcam.cli.records import rollout_records, rollout_table
+from mmcam.loading import load_policy
 from mmcam.zoo.agents import WEIGHTS_DIR, load_agent, load_spec
 
 EPISODES = 50
@@ -56,7 +58,7 @@ def test_success_rates(rollouts):
 
 def test_one_record_per_step_with_shares_of_the_map(rollouts):
     rollout = rollouts["weak"]
-    records = list(rollout.records())
+    records = list(rollout_records(rollout))
     assert len(records) == sum(episode.steps for episode in rollout.episodes)
     for episode in rollout.episodes:
         assert episode.explanation.maps.shape == (episode.steps, 1, 64, 64)
@@ -70,7 +72,7 @@ def test_one_record_per_step_with_shares_of_the_map(rollouts):
 
 def test_summary_table_has_a_row_per_episode_and_one_for_all(rollouts):
     rollout = rollouts["strong"]
-    lines = rollout.table().splitlines()
+    lines = rollout_table(rollout).splitlines()
     assert len(lines) == 1 + EPISODES + 1
     assert lines[0].split() == [
         "episode",

@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mmcam.adapters.vqa import explain_answers, load_vqa
+from mmcam.adapters.vqa import explain_answers
+from mmcam.loading import load_vqa
 from tests.hf_tiny import save_blip_vqa, save_vilt_vqa
 from tests.model_state import assert_unchanged, snapshot
 

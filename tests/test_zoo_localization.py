@@ -6,12 +6,10 @@ each VQA answer's map (including a wrong color's map landing on the object that 
 import json
 from pathlib import Path
 
-from mmcam.adapters.captioning import load_captioner
-from mmcam.adapters.classification import load_classifier
-from mmcam.adapters.vqa import load_vqa
 from mmcam.cli import main
+from mmcam.evaluation.pointing import caption_pointing, classifier_pointing, rate, vqa_pointing
+from mmcam.loading import load_captioner, load_classifier, load_vqa
 from mmcam.zoo import make_scenes
-from mmcam.zoo.evaluate import caption_pointing, classifier_pointing, rate, vqa_pointing
 
 
 def test_class_maps_peak_inside_the_named_object():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from PIL import Image
@@ -18,10 +17,18 @@ from torch import Tensor, nn
 
 from mmcam.engine import Explainer
 from mmcam.explanation import Explanation
+from mmcam.subject import Subject
 from mmcam.targets import Target, TokenLogProb
-from mmcam.text import WORD_CHOICES, WORD_METHOD
-from mmcam.text.probes import Subject
-from mmcam.text.words import analyze
+from mmcam.words import analyze
+
+WORD_CHOICES = ("all", "content")  # which caption words to explain: every word, or nouns and adjectives
+
+# Word maps default to HiResCAM (gradient x activation per cell, summed over channels). A word is
+# written from the cells its decoder attends to, and that attention lives in where the gradient falls;
+# Grad-CAM's spatially averaged channel weights keep only which features the word needs, so a word's
+# map lights every object sharing them (two red objects: "red" of either). On the bundled captioner,
+# word pointing is 0.968 (color) / 0.974 (shape) with HiResCAM against 0.856 / 0.870 with Grad-CAM.
+WORD_METHOD = "hirescam"
 
 
 @dataclass(frozen=True)
@@ -110,31 +117,6 @@ def explain_caption(
     return CaptionExplanation(caption, tokenized.words, explainer(inputs, targets))
 
 
-def _bundled() -> CaptionModel:
-    from mmcam.zoo import load
-
-    model, processor = load("shapes-captioner")
-    tokenizer = processor.tokenizer
-
-    def tokenize(caption: str) -> Tokenized:
-        ids = tokenizer.encode(caption)[:-1]  # drop <eos>: its probability is no word's evidence
-        words = caption.split()
-        return Tokenized(ids, words, [[p] for p in range(1, len(words) + 1)])
-
-    def generate(pixels: Tensor) -> list[str]:
-        return [tokenizer.decode(row.tolist()) for row in model.generate(pixels)]
-
-    return CaptionModel(
-        "shapes",
-        model,
-        lambda images: processor(list(images))["pixel_values"],
-        generate,
-        tokenize,
-        lambda m, inputs: m(inputs["pixel_values"], inputs["input_ids"]),
-        model.default_layer,
-    )
-
-
 def huggingface_tokenize(tokenizer, start_id: int) -> Callable[[str], Tokenized]:
     """Sub-word tokens grouped into words by a fast tokenizer's word ids; ``start_id`` goes first."""
 
@@ -206,13 +188,9 @@ def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | N
     return CaptionModel(name or kind, model.eval(), preprocess, generate, tokenize, forward, layer)
 
 
-def load_captioner(spec: str) -> CaptionModel:
-    """``shapes`` (the bundled captioner), or ``hf:ID_OR_PATH`` / a local directory holding a BLIP, GIT or
-    VisionEncoderDecoder captioner and its processor (local directory or local Hugging Face cache)."""
-    if spec == "shapes":
-        return _bundled()
-    if not (spec.startswith("hf:") or Path(spec).is_dir()):
-        raise ValueError(f"unknown captioning model '{spec}': use 'shapes' or hf:<id or local dir>")
+def from_pretrained(path: str) -> CaptionModel:
+    """A BLIP, GIT or VisionEncoderDecoder captioner and its processor, from a local directory or the
+    local Hugging Face cache."""
     from transformers import (
         AutoConfig,
         AutoImageProcessor,
@@ -222,7 +200,6 @@ def load_captioner(spec: str) -> CaptionModel:
         VisionEncoderDecoderModel,
     )
 
-    path = spec.removeprefix("hf:")
     classes = {
         "blip": BlipForConditionalGeneration,
         "git": GitForCausalLM,

@@ -1,12 +1,10 @@
-"""Image classification: torchvision models, Hugging Face image classifiers, the bundled shapes model,
-or any ``nn.Module`` that returns logits."""
+"""Image classification: torchvision models, Hugging Face image classifiers, or any ``nn.Module`` that
+returns logits (``mmcam.loading.load_classifier`` turns a model SPEC into one)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from PIL import Image
@@ -14,8 +12,8 @@ from torch import Tensor, nn
 
 from mmcam.engine import Explainer, Layout
 from mmcam.explanation import Explanation
+from mmcam.subject import Subject
 from mmcam.targets import logits_of
-from mmcam.text.probes import Subject
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -24,7 +22,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass
 class ImageClassifier:
     """A classifier ready to explain: the network, how images become its input, its class names,
-    and the layer explained by default."""
+    and the layer explained by default. ``multi_label``: classes are independent (a sigmoid per logit,
+    as in a multi-label classifier), not exclusive (a softmax over the logits)."""
 
     name: str
     model: nn.Module
@@ -32,6 +31,7 @@ class ImageClassifier:
     class_names: Sequence[str] | None = None
     layer: str = "auto"
     layout: str | Layout = "auto"
+    multi_label: bool = False
 
     def explainer(self, layer: str | None = None, method: str = "gradcam") -> Explainer:
         return Explainer(
@@ -43,7 +43,7 @@ class ImageClassifier:
         )
 
     def subject(self, layer: str | None = None) -> Subject:
-        """This classifier's layer as a subject for naming its units (``mmcam.text.probes``)."""
+        """This classifier's layer as a subject for naming its units (``mmcam.concepts``)."""
         return Subject(self.name, self.model, layer or self.layer, self.preprocess)
 
     def top_classes(self, pixels: Tensor, top: int) -> list[list[int]]:
@@ -112,35 +112,8 @@ def imagenet_preprocess(size: int) -> Callable[[Sequence[Image.Image]], Tensor]:
     return preprocess
 
 
-def load_classifier(spec: str) -> ImageClassifier:
-    """A classifier from a model SPEC.
-
-    ``shapes``: the bundled shapes-world classifier. ``torchvision:NAME`` (or a bare torchvision
-    name): pretrained weights from the local torch cache; ``torchvision:NAME:random`` for random
-    weights. ``hf:ID_OR_PATH`` or a local directory: a Hugging Face image classifier from a local
-    directory or the local Hugging Face cache.
-    """
-    if spec == "shapes":
-        return _bundled()
-    if spec.startswith("hf:") or Path(spec).is_dir():
-        return _huggingface(spec.removeprefix("hf:"))
-    return _torchvision(spec.removeprefix("torchvision:"))
-
-
-def _bundled() -> ImageClassifier:
-    from mmcam.zoo import load
-
-    model, processor = load("shapes-classifier")
-    return ImageClassifier(
-        "shapes",
-        model,
-        lambda images: processor(list(images))["pixel_values"],
-        list(processor.labels),
-        default_layer(model),
-    )
-
-
-def _torchvision(spec: str) -> ImageClassifier:
+def from_torchvision(spec: str) -> ImageClassifier:
+    """``NAME`` (pretrained weights from the local torch cache) or ``NAME:random`` (random weights)."""
     import torchvision
 
     name, _, variant = spec.partition(":")
@@ -167,7 +140,8 @@ def _torchvision(spec: str) -> ImageClassifier:
     return classifier
 
 
-def _huggingface(path: str) -> ImageClassifier:
+def from_pretrained(path: str) -> ImageClassifier:
+    """A Hugging Face image classifier and its image processor, from a local directory or the local cache."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     try:
@@ -183,16 +157,10 @@ def _huggingface(path: str) -> ImageClassifier:
         return processor(images=list(images), return_tensors="pt")["pixel_values"]
 
     return ImageClassifier(
-        f"hf:{path}", model.eval(), preprocess, class_names_of(model), default_layer(model)
+        f"hf:{path}",
+        model.eval(),
+        preprocess,
+        class_names_of(model),
+        default_layer(model),
+        multi_label=model.config.problem_type == "multi_label_classification",
     )
-
-
-def as_classifier(model: Any) -> ImageClassifier:
-    """An ImageClassifier from a SPEC string, an ImageClassifier, or an ``nn.Module``."""
-    if isinstance(model, ImageClassifier):
-        return model
-    if isinstance(model, str):
-        return load_classifier(model)
-    if isinstance(model, nn.Module):
-        return from_module(model)
-    raise TypeError(f"expected a model SPEC, an ImageClassifier or an nn.Module, got {type(model).__name__}")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from PIL import Image
@@ -19,8 +18,8 @@ from torch import Tensor, nn
 
 from mmcam.engine import Explainer, Layout
 from mmcam.explanation import Explanation, join_targets
+from mmcam.subject import Subject
 from mmcam.targets import ClassScore, Difference, Negated, Target, TokenLogProb, logits_of
-from mmcam.text.probes import Subject
 
 PROBE_QUESTION = "what is in the image?"  # the question asked while naming units
 
@@ -143,30 +142,6 @@ def _explain_generated(
     return VQAExplanation(question, tokens, predicted, join_targets(parts))
 
 
-def _bundled() -> VQAModel:
-    from mmcam.zoo import load
-
-    model, processor = load("shapes-vqa")
-    vocabulary = processor.tokenizer.vocab
-
-    def prepare(images, questions):
-        return processor(list(images), list(questions))
-
-    return VQAModel(
-        name="shapes",
-        model=model,
-        prepare=prepare,
-        forward=lambda m, inputs: m(inputs["pixel_values"], inputs["input_ids"]),
-        question_tokens=lambda inputs: [
-            None if i == processor.tokenizer.pad_id else vocabulary[i]
-            for i in inputs["input_ids"][0].tolist()
-        ],
-        layer=model.default_layer,
-        question_layer="embed",
-        answers=list(processor.answers),
-    )
-
-
 def hf_question_tokens(tokenizer, inputs: dict[str, Tensor]) -> list[str | None]:
     """A Hugging Face question's tokens, None for special tokens ([CLS], [SEP], padding)."""
     ids = inputs["input_ids"][0].tolist()
@@ -247,15 +222,10 @@ def _blip(model: nn.Module, processor, name: str) -> VQAModel:
     )
 
 
-def load_vqa(spec: str) -> VQAModel:
-    """``shapes`` (the bundled VQA model), or ``hf:ID_OR_PATH`` / a local directory with a ViLT or BLIP VQA model."""
-    if spec == "shapes":
-        return _bundled()
-    if not (spec.startswith("hf:") or Path(spec).is_dir()):
-        raise ValueError(f"unknown VQA model '{spec}': use 'shapes' or hf:<id or local dir>")
+def from_pretrained(path: str) -> VQAModel:
+    """A ViLT or BLIP VQA model and its processor, from a local directory or the local Hugging Face cache."""
     from transformers import AutoConfig, AutoProcessor, BlipForQuestionAnswering, ViltForQuestionAnswering
 
-    path = spec.removeprefix("hf:")
     builders = {"vilt": (ViltForQuestionAnswering, _vilt), "blip": (BlipForQuestionAnswering, _blip)}
     try:
         model_type = AutoConfig.from_pretrained(path).model_type

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 
 import torch
 
@@ -33,9 +34,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from mmcam.bench import caption_cases, classification_cases, measure, ratio_table, vqa_cases
+    from mmcam.bench import (
+        caption_cases,
+        classification_cases,
+        measure,
+        missing_peers,
+        ratio_table,
+        vqa_cases,
+    )
 
     device = torch.device(arguments.device)
+    for tool in missing_peers():
+        print(
+            f'mmcam bench: {tool} is not installed, its cases are skipped (pip install -e ".[dev]")',
+            file=sys.stderr,
+        )
     suites = list(SUITES) if arguments.task == "all" else [arguments.task]
     timings = []
     if "classify" in suites:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from mmcam.adapters.captioning import WORD_CHOICES, WORD_METHOD
 from mmcam.cli.common import (
     add_concept_options,
     add_concepts,
     add_explain_options,
     concept_table_of,
-    explanation_record,
     for_each_image,
     output_folder,
 )
+from mmcam.cli.records import explanation_record
 from mmcam.images import load_image
-from mmcam.text import WORD_CHOICES, WORD_METHOD
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -59,7 +59,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     arguments.method = arguments.method or ("gradcam" if arguments.concepts else WORD_METHOD)
-    from mmcam.adapters.captioning import explain_caption, load_captioner
+    from mmcam.adapters.captioning import explain_caption
+    from mmcam.loading import load_captioner
 
     captioner = load_captioner(arguments.model)
     explainer = captioner.explainer(arguments.layer, arguments.method)

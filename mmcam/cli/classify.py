@@ -10,10 +10,10 @@ from mmcam.cli.common import (
     add_explain_options,
     check_top,
     concept_table_of,
-    explanation_record,
     for_each_image,
     output_folder,
 )
+from mmcam.cli.records import explanation_record
 from mmcam.images import load_image
 
 
@@ -45,7 +45,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from mmcam.adapters.classification import load_classifier
+    from mmcam.loading import load_classifier
 
     check_top(arguments)
     classifier = load_classifier(arguments.model)

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from mmcam.cli.records import describe_record
 from mmcam.engine.methods import CHANNEL_WEIGHT_METHODS, METHODS
-from mmcam.explanation import Explanation
-from mmcam.images import image_paths, reduced
-from mmcam.viz.figures import save_figure, targets_figure
-from mmcam.viz.overlay import overlay, peak_in_image
-
-OVERLAY_SIDE = 1024  # overlays of larger images are written at this size; peaks are in full-size pixels
+from mmcam.images import image_paths
 
 
 def add_explain_options(
@@ -64,8 +58,8 @@ def concept_table_of(arguments: argparse.Namespace, subject, probe=None):
     or on the shapes world; one clear error for a layer or method that has no named channels."""
     if not arguments.concepts:
         return None
+    from mmcam.concepts.tables import concept_table
     from mmcam.engine.methods import get_method
-    from mmcam.text.tables import concept_table
 
     if subject.layer == "auto" or get_method(arguments.method).name not in CHANNEL_WEIGHT_METHODS:
         raise ValueError(
@@ -75,7 +69,7 @@ def concept_table_of(arguments: argparse.Namespace, subject, probe=None):
     if probe is None and getattr(arguments, "probe_dataset", None):
         import datasets
 
-        from mmcam.text.probes import dataset_probe
+        from mmcam.concepts.probes import dataset_probe
 
         probe = dataset_probe(datasets.load_from_disk(arguments.probe_dataset), arguments.probe_dataset)
     return concept_table(subject, probe)
@@ -84,7 +78,7 @@ def concept_table_of(arguments: argparse.Namespace, subject, probe=None):
 def add_concepts(record: dict, weights: Tensor, table, verb: str) -> None:
     """Each target k of ``record`` gets ``"concepts"`` (its top supporting and opposing named units, from
     its channel weights ``weights[k]``) and ``"text"``, the sentence built from them."""
-    from mmcam.text.sentences import describe
+    from mmcam.concepts.sentences import describe
 
     for target, row in zip(record["targets"], weights):
         described = describe(target["label"], row, table, verb=verb)
@@ -101,70 +95,6 @@ def output_folder(arguments: argparse.Namespace) -> Path:
 def check_top(arguments: argparse.Namespace) -> None:
     if arguments.top < 1:
         raise ValueError("--top must be at least 1")
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "target"
-
-
-def explanation_record(
-    task: str,
-    model: str,
-    path: str,
-    image: Image.Image,
-    explanation: Explanation,
-    output: Path,
-    heading: str = "",
-) -> dict:
-    """Write one overlay per target (at most ``OVERLAY_SIDE`` pixels on its long side) and a figure of all
-    of them; return the shared JSON record.
-
-    ``{"task", "model", "layer", "method", "image", "size": [H, W], "targets": [{"label", "index",
-    "score", "peak": [x, y], "map"}]}``, ``peak`` in the image's own pixel coordinates.
-    """
-    size = (image.height, image.width)
-    shown = reduced(image, OVERLAY_SIDE)
-    stem = slug(Path(path).stem)
-    targets = []
-    for k, (label, index) in enumerate(zip(explanation.labels[0], explanation.indices[0])):
-        heatmap = explanation.maps[0, k]
-        map_path = output / f"{stem}-{task}-{k + 1}-{slug(label)[:40]}.png"
-        overlay(shown, heatmap).save(map_path)
-        targets.append(
-            {
-                "label": label,
-                "index": index,
-                "score": round(float(explanation.scores[0, k]), 6),
-                "peak": list(peak_in_image(heatmap, size)),
-                "map": str(map_path),
-            }
-        )
-    titles = [f"{t['label']} ({t['score']:.2f})" for t in targets]
-    heading = heading or f"{model} · {explanation.method} @ {explanation.layer}"
-    save_figure(targets_figure(shown, explanation.maps[0], titles, heading), output / f"{stem}-{task}.png")
-    return {
-        "task": task,
-        "model": model,
-        "layer": explanation.layer,
-        "method": explanation.method,
-        "image": str(path),
-        "size": list(size),
-        "targets": targets,
-    }
-
-
-def describe_record(record: dict) -> str:
-    """A human-readable summary of a record, for when --json is not given."""
-    lines = [f"{record['image']} ({record['method']} at {record['layer']}):"]
-    if "caption" in record:
-        lines.append(f"  caption: {record['caption']}")
-    if "question" in record:
-        lines.append(f"  Q: {record['question']}  A: {record['answer']}")
-    for t in record["targets"]:
-        lines.append(f"  {t['label']:<20} score {t['score']:8.3f}  peak at {tuple(t['peak'])}  -> {t['map']}")
-        if "text" in t:
-            lines.append(f"    {t['text']}")
-    return "\n".join(lines)
 
 
 def for_each_image(

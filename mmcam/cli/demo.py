@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from mmcam.metrics.pointing import peak_hits
+from mmcam.metrics.pointing import peak_hit_shares
 from mmcam.viz.figures import save_figure, targets_figure
 
 
@@ -39,12 +39,12 @@ def _save(figure, output: Path, name: str) -> str:
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from mmcam.adapters.captioning import explain_caption, load_captioner
-    from mmcam.adapters.classification import load_classifier
-    from mmcam.adapters.vqa import explain_answers, load_vqa
+    from mmcam.adapters.captioning import explain_caption
+    from mmcam.adapters.vqa import explain_answers
+    from mmcam.evaluation.pointing import word_hits
+    from mmcam.loading import load_captioner, load_classifier, load_vqa
     from mmcam.report import caption_view, explanation_view, vqa_view, write_report
     from mmcam.zoo import make_scenes
-    from mmcam.zoo.evaluate import word_peak_hits
 
     output = Path(arguments.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -54,7 +54,7 @@ def run(arguments: argparse.Namespace) -> int:
     kinds = ("classes", "caption words", "vqa answers")
     records, hits, totals, views = [], dict.fromkeys(kinds, 0), dict.fromkeys(kinds, 0), []
 
-    def count(kind: str, inside: list[bool]) -> None:
+    def count(kind: str, inside: list[float]) -> None:
         hits[kind] += sum(inside)
         totals[kind] += len(inside)
 
@@ -65,18 +65,20 @@ def run(arguments: argparse.Namespace) -> int:
         classes = class_explainer(
             classifier.preprocess([image]), [[obj.class_index for obj in scene.objects]]
         )
-        inside = peak_hits(classes.maps[0], _masks(scene, list(range(len(scene.objects))))).tolist()
+        inside = peak_hit_shares(classes.maps[0], _masks(scene, list(range(len(scene.objects))))).tolist()
         count("classes", inside)
-        titles = [f"{label}{'' if hit else ' (miss)'}" for label, hit in zip(classes.labels[0], inside)]
+        titles = [
+            f"{label}{'' if hit >= 0.5 else ' (miss)'}" for label, hit in zip(classes.labels[0], inside)
+        ]
         figure = targets_figure(image, classes.maps[0], titles, "classes")
         record["figures"].append(_save(figure, output, f"scene-{number}-classify.png"))
         record["classes"] = [
-            {"label": lab, "peak_inside_object": hit} for lab, hit in zip(classes.labels[0], inside)
+            {"label": lab, "peak_inside_object": hit >= 0.5} for lab, hit in zip(classes.labels[0], inside)
         ]
 
         words = explain_caption(captioner, image, explainer=caption_explainer)
-        word_hits = word_peak_hits(scene, words.words, words.explanation.maps[0])
-        count("caption words", [hit for _, kind, hit in word_hits if kind in ("color", "shape")])
+        inside = word_hits(scene, words.words, words.explanation.maps[0])
+        count("caption words", [hit for _, kind, hit in inside if kind in ("color", "shape")])
         record["caption"] = words.caption
         figure = targets_figure(image, words.explanation.maps[0], words.words, f"caption: {words.caption}", 6)
         record["figures"].append(_save(figure, output, f"scene-{number}-caption.png"))
@@ -86,7 +88,8 @@ def run(arguments: argparse.Namespace) -> int:
         )  # a size question is always there
         answer = explain_answers(vqa, image, question.text, top=2)
         count(
-            "vqa answers", [bool(peak_hits(answer.explanation.maps[0, :1], _masks(scene, question.objects)))]
+            "vqa answers",
+            peak_hit_shares(answer.explanation.maps[0, :1], _masks(scene, question.objects)).tolist(),
         )
         weights = answer.explanation.token_weights[0, 0]
         record["question"], record["answer"] = question.text, answer.answer
@@ -106,7 +109,7 @@ def run(arguments: argparse.Namespace) -> int:
             vqa_view(name, image, answer),
         ]
 
-    summary = {"pointing": {kind: f"{hits[kind]}/{totals[kind]}" for kind in kinds}, "scenes": records}
+    summary = {"pointing": {kind: f"{hits[kind]:g}/{totals[kind]}" for kind in kinds}, "scenes": records}
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
     for kind, fraction in summary["pointing"].items():
         print(f"{kind}: the map's peak fell inside the named object for {fraction}")

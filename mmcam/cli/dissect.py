@@ -41,21 +41,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def _subject(task: str, spec: str, layer: str | None):
     if task == "classify":
-        from mmcam.adapters.classification import load_classifier
+        from mmcam.loading import load_classifier
 
         return load_classifier(spec).subject(layer)
     if task == "caption":
-        from mmcam.adapters.captioning import load_captioner
+        from mmcam.loading import load_captioner
 
         return load_captioner(spec).subject(layer)
-    from mmcam.adapters.vqa import load_vqa
+    from mmcam.loading import load_vqa
 
     return load_vqa(spec).subject(layer)
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from mmcam.text.probes import dataset_probe, shapes_probe
-    from mmcam.text.tables import concept_table, table_path
+    from mmcam.concepts.probes import dataset_probe, shapes_probe
+    from mmcam.concepts.tables import concept_table, table_path
 
     if arguments.probes < 1:
         raise ValueError("--probes must be at least 1")

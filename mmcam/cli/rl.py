@@ -62,7 +62,7 @@ def _why_actions(rollout, table) -> list[str]:
     steps where it chose that action."""
     import torch
 
-    from mmcam.text.sentences import describe
+    from mmcam.concepts.sentences import describe
 
     weights = torch.cat([episode.explanation.weights[:, 0] for episode in rollout.episodes])
     actions = torch.tensor([a for episode in rollout.episodes for a in episode.trajectory.actions])
@@ -72,8 +72,35 @@ def _why_actions(rollout, table) -> list[str]:
     ]
 
 
+def _rollout_probe(policy, venv, episodes: int = 20, seed: int = 50_000):
+    """The observations of ``episodes`` of the policy's own play (from ``reset`` with seeds ``seed + i``),
+    with the object masks the environment gives in ``info`` as concepts (ShapesReach: agent, goal,
+    distractors): the states the agent meets, to name its units with."""
+    import numpy as np
+    import torch
+
+    from mmcam.adapters.rl import play
+    from mmcam.adapters.rl.environments import env_name
+    from mmcam.concepts.probes import array_probe
+
+    trajectories = [play(policy, venv, seed + i) for i in range(episodes)]
+    if any(t.masks is None for t in trajectories):
+        raise ValueError(
+            f"{env_name(venv)} gives no object masks in info['masks'], so its units cannot be named "
+            "(ShapesReach gives them)"
+        )
+    names = list(trajectories[0].masks)
+    observations = np.concatenate([t.observations for t in trajectories])
+    masks = np.concatenate([np.stack([t.masks[n] for n in names], axis=1) for t in trajectories])
+    return array_probe(
+        f"{env_name(venv)}-rollouts-{episodes}-{seed}", observations, torch.from_numpy(masks), names
+    )
+
+
 def run(arguments: argparse.Namespace) -> int:
-    from mmcam.adapters.rl import explain_episodes, load_policy, make_env, rollout_probe
+    from mmcam.adapters.rl import explain_episodes, make_env
+    from mmcam.cli.records import rollout_records, rollout_table
+    from mmcam.loading import load_policy
     from mmcam.report import rl_views, write_report
     from mmcam.viz.figures import save_figure
     from mmcam.viz.rl import attention_figure, episode_images, save_animation
@@ -82,7 +109,7 @@ def run(arguments: argparse.Namespace) -> int:
     policy = load_policy(arguments.policy, venv)
     table = None
     if arguments.concepts:
-        table = concept_table_of(arguments, policy.subject(arguments.layer), rollout_probe(policy, venv))
+        table = concept_table_of(arguments, policy.subject(arguments.layer), _rollout_probe(policy, venv))
     rollout = explain_episodes(
         policy,
         venv,
@@ -119,14 +146,14 @@ def run(arguments: argparse.Namespace) -> int:
     print(f"report: open {report.resolve()}", file=sys.stderr if arguments.json else sys.stdout)
 
     if arguments.json:
-        for record in rollout.records():
+        for record in rollout_records(rollout):
             if table is not None:
                 steps = rollout.episodes[record["episode"]].explanation.weights[record["step"]]
                 add_concepts(record, steps, table, "chose")
             print(json.dumps({**record, "animation": str(animations[record["episode"]])}))
         return 0
     print(f"{rollout.policy} on {rollout.env} ({rollout.method} at {rollout.layer}):")
-    print(rollout.table())
+    print(rollout_table(rollout))
     if table is not None:
         print("\n".join(_why_actions(rollout, table)))
     print(f"animations: {', '.join(str(path) for path in animations)}")

@@ -10,10 +10,10 @@ from mmcam.cli.common import (
     add_explain_options,
     check_top,
     concept_table_of,
-    explanation_record,
     for_each_image,
     output_folder,
 )
+from mmcam.cli.records import explanation_record
 from mmcam.images import load_image
 
 
@@ -56,7 +56,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from mmcam.adapters.vqa import explain_answers, load_vqa
+    from mmcam.adapters.vqa import explain_answers
+    from mmcam.loading import load_vqa
 
     check_top(arguments)
     vqa = load_vqa(arguments.model)

@@ -15,13 +15,12 @@ from torch import Tensor, nn
 from mmcam.engine import Explainer
 from mmcam.engine.context import Forward
 from mmcam.evaluation.data import REACH_OBJECTS, object_boxes, object_masks
+from mmcam.evaluation.grounding import is_single_object, word_objects
+from mmcam.loading import load_captioner, load_classifier, load_policy, load_vqa
 from mmcam.targets import ClassScore, Target, TokenLogProb, logits_of, per_row
-from mmcam.zoo.world import COLORS, SHAPES, SIZES
 
 TASKS = ("classify", "caption", "vqa", "rl")
 DEFAULT_MODELS = {"classify": "shapes", "caption": "shapes", "vqa": "shapes", "rl": "strong"}  # bundled
-ATTRIBUTE_WORDS = {*COLORS, *SHAPES, *SIZES}  # caption words that name one object of the shapes world
-SINGLE_OBJECT_QUESTIONS = ("color", "shape", "size")  # and "exists" answered "yes"
 
 
 @dataclass
@@ -104,13 +103,10 @@ def object_classes(record: dict) -> list[str]:
 def classify_task(spec: str, layer: str | None, device: torch.device) -> Task:
     """Every class present in the image, against its objects. The class of an object is its
     ``categories`` entry if the dataset has one, else "<color> <shape>". Probabilities: sigmoid of the
-    logits for the bundled multi-label shapes classifier, softmax over classes for any other model."""
-    from mmcam.adapters.classification import load_classifier
-
+    logits for a multi-label classifier (such as the bundled one), softmax over classes otherwise."""
     classifier = load_classifier(spec)
     classifier.model.to(device)
     names = list(classifier.class_names or [])
-    multi_label = classifier.name == "shapes"
 
     def items(record: dict) -> list[Item]:
         objects = object_classes(record)
@@ -126,7 +122,7 @@ def classify_task(spec: str, layer: str | None, device: torch.device) -> Task:
 
         def probabilities(output: Any) -> Tensor:
             logits = logits_of(output).float()
-            return (logits.sigmoid() if multi_label else logits.softmax(dim=1))[:, classes]
+            return (logits.sigmoid() if classifier.multi_label else logits.softmax(dim=1))[:, classes]
 
         targets = [ClassScore(c) for c in classes]
         return [Item({"pixel_values": pixels}, targets, masks, boxes, others, probabilities)]
@@ -140,11 +136,8 @@ def classify_task(spec: str, layer: str | None, device: torch.device) -> Task:
 
 
 def caption_task(spec: str, layer: str | None, device: torch.device) -> Task:
-    """Each color, shape and size word of the *generated* caption, against the object it names: the j-th
-    "a ..." phrase names the j-th object of the true caption (as ``mmcam.zoo.evaluate.caption_pointing``);
-    a phrase beyond the scene's objects is about nothing. Probabilities: p(word) under teacher forcing."""
-    from mmcam.adapters.captioning import load_captioner
-
+    """Each color, shape and size word of the *generated* caption, against the object it names
+    (``grounding.word_objects``). Probabilities: p(word) under teacher forcing."""
     captioner = load_captioner(spec)
     captioner.model.to(device)
 
@@ -153,15 +146,13 @@ def caption_task(spec: str, layer: str | None, device: torch.device) -> Task:
         with torch.no_grad():
             caption = captioner.generate(pixels)[0]
         tokenized = captioner.tokenize(caption)
-        named = [o for w, o in zip(record["caption_words"], record["caption_links"]) if o >= 0]
-        phrases = list(dict.fromkeys(named))  # objects in the order the true caption names them
         ids = torch.tensor([tokenized.ids], device=device)
-        targets, groups, phrase = [], [], -1
-        for position, word in enumerate(tokenized.words):
-            phrase += word == "a"
-            if word in ATTRIBUTE_WORDS:
-                targets.append(TokenLogProb(ids, tokenized.positions[position], word, position))
-                groups.append([phrases[phrase]] if 0 <= phrase < len(phrases) else [])
+        found = word_objects(tokenized.words, record["caption_words"], record["caption_links"])
+        targets: list[Target] = [
+            TokenLogProb(ids, tokenized.positions[position], tokenized.words[position], position)
+            for position, _, _ in found
+        ]
+        groups = [[] if about is None else [about] for _, _, about in found]
         if not targets:
             return []
         masks, boxes, others = ground_truth(record, tuple(pixels.shape[-2:]), groups)
@@ -176,10 +167,8 @@ def caption_task(spec: str, layer: str | None, device: torch.device) -> Task:
 
 def vqa_task(spec: str, layer: str | None, device: torch.device) -> Task:
     """Questions about one object (color, shape, size; "is there ..." answered yes): the predicted
-    answer, against that object (as ``mmcam.zoo.evaluate.vqa_pointing``). Probabilities: softmax over
-    the answers. Needs a classifier-style VQA model (answer logits: the bundled one, ViLT)."""
-    from mmcam.adapters.vqa import load_vqa
-
+    answer, against that object (``grounding.is_single_object``). Probabilities: softmax over the
+    answers. Needs a classifier-style VQA model (answer logits: the bundled one, ViLT)."""
     vqa = load_vqa(spec)
     if vqa.answers is None:
         raise ValueError(
@@ -192,7 +181,7 @@ def vqa_task(spec: str, layer: str | None, device: torch.device) -> Task:
         for question, kind, answer, objects in zip(
             record["questions"], record["question_types"], record["answers"], record["question_objects"]
         ):
-            if not (kind in SINGLE_OBJECT_QUESTIONS or (kind == "exists" and answer == "yes")):
+            if not is_single_object(kind, answer):
                 continue
             inputs = {k: v.to(device) for k, v in vqa.prepare([record["image"]], [question]).items()}
             with torch.no_grad():
@@ -224,8 +213,6 @@ def rl_task(spec: str, layer: str | None, device: torch.device) -> Task:
     """The action a ShapesReach agent (``strong``, ``weak``, ``sb3:ALGO:PATH``) chooses in a state,
     against the agent and the goal together (the action depends on where both are); the distractors are
     the other objects. Probabilities: softmax over the actions' logits."""
-    from mmcam.adapters.rl import load_policy
-
     policy = load_policy(spec)
     policy.model.to(device)
     agent_and_goal = [REACH_OBJECTS.index("agent"), REACH_OBJECTS.index("goal")]

@@ -15,14 +15,6 @@ def _dilated(masks: Tensor, tolerance: int) -> Tensor:
     return F.max_pool2d(masks[:, None].float(), size, stride=1, padding=tolerance)[:, 0] > 0
 
 
-def peak_hits(maps: Tensor, masks: Tensor, tolerance: int = 0) -> Tensor:
-    """(N, H, W) maps and boolean masks -> (N,) bool: the map's argmax lies inside the mask dilated
-    by ``tolerance`` pixels (Zhang et al.'s pointing game uses 15 px on full-size images; 0 is strict)."""
-    masks = _dilated(masks.to(maps.device), tolerance)
-    flat = maps.flatten(1).argmax(dim=1)
-    return masks.flatten(1).gather(1, flat[:, None])[:, 0]
-
-
 def peak_hit_shares(maps: Tensor, masks: Tensor, tolerance: int = 0) -> Tensor:
     """The pointing game with ties: (N, H, W) maps and masks -> (N,) expected hit of a peak drawn
     uniformly among the map's maxima (Zhang et al., "Top-down neural attention by excitation backprop",
@@ -30,8 +22,8 @@ def peak_hit_shares(maps: Tensor, masks: Tensor, tolerance: int = 0) -> Tensor:
 
         hit = |argmax L ∩ dilate(M, tolerance)| / |argmax L|
 
-    Equal to ``peak_hits`` when the maximum is unique; a constant map scores the (dilated) mask's
-    share of the image instead of whatever pixel ``argmax`` returns first.
+    1 or 0 when the maximum is unique; a constant map scores the (dilated) mask's share of the image
+    instead of whatever pixel ``argmax`` returns first.
     """
     masks = _dilated(masks.to(maps.device), tolerance).flatten(1)
     flat = maps.flatten(1)

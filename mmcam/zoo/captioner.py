@@ -39,7 +39,7 @@ from torch import nn
 from mmcam.zoo.encoder import DEFAULT_BLOCKS, ConvEncoder
 from mmcam.zoo.grounding import ATTRIBUTES, OBJECT_CLASSES, CellHeads, WordEvidence, attribute_kind
 from mmcam.zoo.processing import ImageLike, pixel_values
-from mmcam.zoo.text import SPECIAL_TOKENS, WordTokenizer
+from mmcam.zoo.tokenizer import SPECIAL_TOKENS, WordTokenizer
 from mmcam.zoo.world import CANVAS, Scene
 
 DEFAULT_CONFIG = {

@@ -53,7 +53,7 @@ from mmcam.zoo.grounding import (
     attribute_kind,
 )
 from mmcam.zoo.processing import ImageLike, pixel_values
-from mmcam.zoo.text import WordTokenizer
+from mmcam.zoo.tokenizer import WordTokenizer
 from mmcam.zoo.world import ANSWERS, QUESTION_TYPES
 
 ANSWER_KINDS = {"yes": "exists", "no": "exists", "1": "count", "2": "count", "3": "count"}

@@ -34,7 +34,7 @@ from mmcam.zoo.captioner import (
     pointer_targets,
 )
 from mmcam.zoo.grounding import attribute_kind, cell_loss, cell_targets
-from mmcam.zoo.text import BOS, PAD, WordTokenizer
+from mmcam.zoo.tokenizer import BOS, PAD, WordTokenizer
 from mmcam.zoo.world import Scene, make_scenes
 
 NAME = "shapes-captioner"

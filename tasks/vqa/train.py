@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from mmcam.zoo import models
 from mmcam.zoo.grounding import OBJECT_CLASSES, attribute_kind, cell_targets
 from mmcam.zoo.processing import pixel_values
-from mmcam.zoo.text import WordTokenizer, split_words
+from mmcam.zoo.tokenizer import WordTokenizer, split_words
 from mmcam.zoo.vqa import DEFAULT_CONFIG, ImageCells, ShapesVQA, VQAProcessor, build_vqa
 from mmcam.zoo.world import ANSWERS, QUESTION_TYPES, Scene, make_scenes
 

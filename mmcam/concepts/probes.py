@@ -8,8 +8,8 @@ A probe set yields batches of (images, concept evidence) and says what kind the 
 * ``labels`` (B, K) bool, image-level presence, for the AUC naming of ``name_from_labels``: a user's
   dataset with captions only, whose concepts are the lemmas of their nouns and adjectives (spaCy).
 
-``Subject`` is the other half: the model, its layer, and how images become the model's inputs (a
-captioner also needs text ids, a VQA model a question), so one table builder serves every task.
+``mmcam.subject.Subject`` is the other half: the model, its layer, and how images become the model's
+inputs (a captioner also needs text ids, a VQA model a question), so one table builder serves every task.
 """
 
 from __future__ import annotations
@@ -22,28 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
-from mmcam.engine.layers import resolve_layer
-from mmcam.text.dissect import ConceptTable, Forward, dissect, name_from_labels
+from mmcam.concepts.dissect import ConceptTable, dissect, name_from_labels
+from mmcam.subject import Subject
 
 ImageBatch = tuple[list[Image.Image], Tensor]
-
-
-@dataclass
-class Subject:
-    """The layer to name: ``forward(model, inputs(images))`` runs the model on a list of images (PIL
-    images, or the raw observations of an RL agent)."""
-
-    name: str
-    model: nn.Module
-    layer: str
-    inputs: Callable[[list[Image.Image]], Any]
-    forward: Forward | None = None
-
-    def __post_init__(self) -> None:
-        if self.layer != "auto":  # one name per layer: "layers.-1" becomes "layers.11"
-            self.layer = resolve_layer(self.model, self.layer)
 
 
 @dataclass
@@ -97,7 +81,7 @@ def _object_columns(dataset) -> list[str]:
 
 
 def _caption_words(caption: str) -> set[str]:
-    from mmcam.text.words import analyze
+    from mmcam.words import analyze
 
     words = [w.strip(".,;:!?\"'()").lower() for w in caption.split()]
     return {word.lemma for word in analyze([w for w in words if w]) if word.content}
@@ -168,3 +152,17 @@ def name_units(subject: Subject, probe: ProbeSet, progress: bool = True) -> Conc
     if probe.kind == "masks":
         return dissect(subject.model, subject.layer, batches, probe.concepts, probe.size, **common)
     return name_from_labels(subject.model, subject.layer, batches, probe.concepts, **common)
+
+
+def array_probe(
+    name: str, observations: np.ndarray, masks: Tensor, concepts: list[str], batch_size: int = 64
+) -> ProbeSet:
+    """Raw observations (N, ...) with their concept masks (N, K, H, W), such as an RL agent's own play
+    with the object masks its environment gives: the images stay as they are, for the subject's
+    ``inputs`` to read."""
+
+    def batches() -> Iterator[tuple[list[np.ndarray], Tensor]]:
+        for start in range(0, len(observations), batch_size):
+            yield list(observations[start : start + batch_size]), masks[start : start + batch_size]
+
+    return ProbeSet(name, batches, concepts, "masks", len(observations))

@@ -6,8 +6,8 @@ import os
 import re
 from pathlib import Path
 
-from mmcam.text.dissect import ConceptTable
-from mmcam.text.probes import ProbeSet, Subject, name_units, shapes_probe
+from mmcam.concepts.dissect import ConceptTable
+from mmcam.concepts.probes import ProbeSet, Subject, name_units, shapes_probe
 
 
 def cache_dir() -> Path:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 from torch import Tensor
 
-from mmcam.text.dissect import ConceptTable
+from mmcam.concepts.dissect import ConceptTable
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from mmcam.engine.capture import first_tensor
 from mmcam.engine.layers import resolve_layer
 from mmcam.engine.layouts import infer_layout
 from mmcam.engine.resize import upsample
+from mmcam.subject import Forward
 
 IOU_CUTOFF = 0.05
 
@@ -62,9 +63,6 @@ class ConceptTable:
     def load(cls, path: str | Path) -> ConceptTable:
         data = json.loads(Path(path).read_text())
         return cls(data["model"], data["layer"], data["concepts"], [UnitName(**u) for u in data["units"]])
-
-
-Forward = Callable[[nn.Module, Any], object]
 
 
 def layer_activations(model: nn.Module, layer: str, inputs: Any, forward: Forward | None = None) -> Tensor:

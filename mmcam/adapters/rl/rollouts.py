@@ -1,0 +1,215 @@
+"""Play episodes and explain every step: the chosen action, optionally every action and the value.
+
+All steps of an episode are batched into explainer calls. Where the environment puts object masks in
+``info["masks"]`` (ShapesReach does), each step's map is scored by the share of its mass on each object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env import VecEnv
+from torch import Tensor
+
+from mmcam.adapters.rl.environments import as_vec_env, display_frames, env_action_names, env_name
+from mmcam.adapters.rl.policies import RLPolicy
+from mmcam.engine import Explainer
+from mmcam.engine.state import explanation_mode
+from mmcam.explanation import Explanation
+from mmcam.metrics.attention import area_shares, mass_shares
+from mmcam.targets import ClassScore, StateValue, Target
+
+
+@dataclass
+class Trajectory:
+    """One played episode: the observation before each action, and what followed."""
+
+    seed: int
+    observations: np.ndarray  # (T, *observation shape)
+    actions: list[int]
+    rewards: list[float]
+    values: list[float] | None
+    masks: dict[str, np.ndarray] | None  # name -> (T, H, W) bool, from info["masks"]
+    terminated: bool
+    success: bool
+
+
+def play(
+    policy: RLPolicy, venv: VecEnv, seed: int, deterministic: bool = True, max_steps: int = 100_000
+) -> Trajectory:
+    """Run one episode from ``reset`` with ``seed``: the argmax action (or a sample of softmax(logits))."""
+    generator = torch.Generator().manual_seed(seed)
+    venv.seed(seed)
+    observation = venv.reset()
+    info = venv.unwrapped.reset_infos[0]  # wrappers keep their own, empty, reset_infos
+    observations, actions, rewards, values, masks = [], [], [], [], []
+    with explanation_mode(policy.model), torch.no_grad():
+        for _ in range(max_steps):
+            observations.append(observation[0])
+            masks.append(info.get("masks"))
+            output = policy.forward(policy.model, {"pixel_values": policy.to_pixels(observation)})
+            if deterministic:
+                action = int(output.logits[0].argmax())
+            else:
+                action = int(
+                    torch.multinomial(output.logits[0].float().softmax(0).cpu(), 1, generator=generator)
+                )
+            actions.append(action)
+            values.append(None if output.value is None else float(output.value[0]))
+            observation, reward, done, infos = venv.step(np.array([action]))
+            info = infos[0]
+            rewards.append(float(reward[0]))
+            if done[0]:
+                break
+    terminated = bool(done[0]) and not info.get("TimeLimit.truncated", False)
+    have_masks = all(m is not None for m in masks)
+    return Trajectory(
+        seed=seed,
+        observations=np.stack(observations),
+        actions=actions,
+        rewards=rewards,
+        values=None if values[0] is None else values,
+        masks={name: np.stack([m[name] for m in masks]) for name in masks[0]} if have_masks else None,
+        terminated=terminated,
+        success=bool(info.get("is_success", terminated)),
+    )
+
+
+@dataclass
+class Episode:
+    """An explained episode. Sample t of ``explanation`` is step t; its target 0 is the chosen action,
+    then every action (if asked for), then the value (if asked for). ``attention`` and ``areas``:
+    per mask, the share of target 0's map mass on it and of the image it covers, (T,) each."""
+
+    trajectory: Trajectory
+    frames: np.ndarray  # (T, H, W, 3) uint8: the image shown for each step
+    explanation: Explanation
+    attention: dict[str, Tensor]
+    areas: dict[str, Tensor]
+
+    @property
+    def steps(self) -> int:
+        return len(self.trajectory.actions)
+
+    @property
+    def episode_return(self) -> float:
+        return sum(self.trajectory.rewards)
+
+
+def _explain_steps(
+    explainer: Explainer, pixels: Tensor, actions: list[int], extra: list[Target], batch_size: int
+) -> Explanation:
+    """Explain every step's chosen action and the ``extra`` targets, ``batch_size`` steps per call."""
+    parts = [
+        explainer(
+            {"pixel_values": pixels[i : i + batch_size]}, [ClassScore(actions[i : i + batch_size]), *extra]
+        )
+        for i in range(0, len(actions), batch_size)
+    ]
+
+    def cat(name: str) -> Tensor | None:
+        values = [getattr(part, name) for part in parts]
+        return None if values[0] is None else torch.cat(values)
+
+    return Explanation(
+        maps=cat("maps"),
+        raw=cat("raw"),
+        scores=cat("scores"),
+        labels=[labels for part in parts for labels in part.labels],
+        indices=[indices for part in parts for indices in part.indices],
+        layer=parts[0].layer,
+        method=parts[0].method,
+        weights=cat("weights"),
+    )
+
+
+@dataclass
+class Rollout:
+    """Explained episodes of one policy in one environment."""
+
+    policy: str
+    env: str
+    action_names: list[str]
+    episodes: list[Episode]
+
+    @property
+    def method(self) -> str:
+        return self.episodes[0].explanation.method
+
+    @property
+    def layer(self) -> str:
+        return self.episodes[0].explanation.layer
+
+    def attention(self) -> dict[str, float]:
+        """Per mask: its share of the chosen action's map mass, averaged over all steps of all episodes."""
+        return {
+            name: float(torch.cat([e.attention[name] for e in self.episodes]).mean())
+            for name in self.mask_names()
+        }
+
+    def areas(self) -> dict[str, float]:
+        """Per mask: its share of the image, averaged over all steps: what a uniform map would score."""
+        return {
+            name: float(torch.cat([e.areas[name] for e in self.episodes]).mean())
+            for name in self.mask_names()
+        }
+
+    def success_rate(self) -> float:
+        return sum(e.trajectory.success for e in self.episodes) / len(self.episodes)
+
+    def mask_names(self) -> list[str]:
+        """The names of the environment's object masks (empty without masks)."""
+        return list(self.episodes[0].attention)
+
+
+def explain_episodes(
+    policy: RLPolicy,
+    env: gym.Env | VecEnv,
+    episodes: int = 1,
+    seed: int = 0,
+    method: str = "gradcam",
+    layer: str | None = None,
+    all_actions: bool = False,
+    value: bool = False,
+    deterministic: bool = True,
+    max_steps: int = 100_000,
+    batch_size: int = 64,
+) -> Rollout:
+    """Play ``episodes`` episodes (episode i from ``reset`` with seed ``seed + i``) and explain every step.
+
+    Each step's chosen action is explained; ``all_actions`` adds one map per action and ``value`` one
+    for the value estimate. An episode stops after ``max_steps`` steps if the environment has not
+    ended it. Steps are explained ``batch_size`` at a time.
+    """
+    if episodes < 1:
+        raise ValueError("explain at least one episode")
+    venv = as_vec_env(env)
+    names = policy.action_names or env_action_names(venv)
+    explainer = Explainer(
+        policy.model, layer=layer or policy.layer, method=method, forward=policy.forward, class_names=names
+    )
+    extra: list[Target] = [ClassScore(k) for k in range(len(names))] if all_actions else []
+    explained = []
+    for i in range(episodes):
+        trajectory = play(policy, venv, seed + i, deterministic, max_steps)
+        if value and trajectory.values is None:
+            raise ValueError(f"{policy.name} has no value estimate to explain")
+        pixels = policy.to_pixels(trajectory.observations)
+        explanation = _explain_steps(
+            explainer, pixels, trajectory.actions, extra + ([StateValue()] if value else []), batch_size
+        )
+        masks = {name: torch.from_numpy(m) for name, m in (trajectory.masks or {}).items()}
+        chosen = explanation.maps[:, 0]
+        explained.append(
+            Episode(
+                trajectory,
+                display_frames(pixels),
+                explanation,
+                mass_shares(chosen, masks),
+                area_shares(masks),
+            )
+        )
+    return Rollout(policy.name, env_name(venv), names, explained)

@@ -1,0 +1,168 @@
+"""What the task commands output: the shared JSON record of an explained image (and its figures), its
+text summary, and the per-step records and table of an explained RL rollout."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image
+
+from mmcam.explanation import Explanation
+from mmcam.images import reduced
+from mmcam.viz.figures import save_figure, targets_figure
+from mmcam.viz.overlay import overlay, peak_in_image
+
+if TYPE_CHECKING:  # only for annotations: the RL extra stays optional for the image commands
+    from mmcam.adapters.rl.rollouts import Rollout
+
+OVERLAY_SIDE = 1024  # overlays of larger images are written at this size; peaks are in full-size pixels
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "target"
+
+
+def explanation_record(
+    task: str,
+    model: str,
+    path: str,
+    image: Image.Image,
+    explanation: Explanation,
+    output: Path,
+    heading: str = "",
+) -> dict:
+    """Write one overlay per target (at most ``OVERLAY_SIDE`` pixels on its long side) and a figure of all
+    of them; return the shared JSON record.
+
+    ``{"task", "model", "layer", "method", "image", "size": [H, W], "targets": [{"label", "index",
+    "score", "peak": [x, y], "map"}]}``, ``peak`` in the image's own pixel coordinates.
+    """
+    size = (image.height, image.width)
+    shown = reduced(image, OVERLAY_SIDE)
+    stem = slug(Path(path).stem)
+    targets = []
+    for k, (label, index) in enumerate(zip(explanation.labels[0], explanation.indices[0])):
+        heatmap = explanation.maps[0, k]
+        map_path = output / f"{stem}-{task}-{k + 1}-{slug(label)[:40]}.png"
+        overlay(shown, heatmap).save(map_path)
+        targets.append(
+            {
+                "label": label,
+                "index": index,
+                "score": round(float(explanation.scores[0, k]), 6),
+                "peak": list(peak_in_image(heatmap, size)),
+                "map": str(map_path),
+            }
+        )
+    titles = [f"{t['label']} ({t['score']:.2f})" for t in targets]
+    heading = heading or f"{model} · {explanation.method} @ {explanation.layer}"
+    save_figure(targets_figure(shown, explanation.maps[0], titles, heading), output / f"{stem}-{task}.png")
+    return {
+        "task": task,
+        "model": model,
+        "layer": explanation.layer,
+        "method": explanation.method,
+        "image": str(path),
+        "size": list(size),
+        "targets": targets,
+    }
+
+
+def describe_record(record: dict) -> str:
+    """A human-readable summary of a record, for when --json is not given."""
+    lines = [f"{record['image']} ({record['method']} at {record['layer']}):"]
+    if "caption" in record:
+        lines.append(f"  caption: {record['caption']}")
+    if "question" in record:
+        lines.append(f"  Q: {record['question']}  A: {record['answer']}")
+    for t in record["targets"]:
+        lines.append(f"  {t['label']:<20} score {t['score']:8.3f}  peak at {tuple(t['peak'])}  -> {t['map']}")
+        if "text" in t:
+            lines.append(f"    {t['text']}")
+    return "\n".join(lines)
+
+
+def rollout_records(rollout: Rollout) -> Iterator[dict]:
+    """One JSON record per step, in the shared schema: the explained targets with their score and
+    peak (x, y) in observation pixels, plus the action, value, reward and attention shares."""
+    for index, episode in enumerate(rollout.episodes):
+        explanation, trajectory = episode.explanation, episode.trajectory
+        peaks = explanation.peaks().tolist()
+        size = list(explanation.maps.shape[-2:])
+        for t in range(episode.steps):
+            yield {
+                "task": "rl",
+                "model": rollout.policy,
+                "env": rollout.env,
+                "layer": explanation.layer,
+                "method": explanation.method,
+                "episode": index,
+                "seed": trajectory.seed,
+                "step": t,
+                "size": size,
+                "action": rollout.action_names[trajectory.actions[t]],
+                "action_index": trajectory.actions[t],
+                "value": None if trajectory.values is None else round(trajectory.values[t], 6),
+                "reward": round(trajectory.rewards[t], 6),
+                "targets": [
+                    {
+                        "label": label,
+                        "index": target_index,
+                        "score": round(float(explanation.scores[t, k]), 6),
+                        "peak": peaks[t][k],
+                    }
+                    for k, (label, target_index) in enumerate(
+                        zip(explanation.labels[t], explanation.indices[t])
+                    )
+                ],
+                "attention": {name: round(float(share[t]), 6) for name, share in episode.attention.items()},
+                "area": {name: round(float(share[t]), 6) for name, share in episode.areas.items()},
+            }
+
+
+def rollout_table(rollout: Rollout) -> str:
+    """One row per episode and one for all of them: steps, return, success and, per mask, the share
+    of map mass on it with its ratio to the mask's share of the image (1.0x: no more than uniform)."""
+    names = rollout.mask_names()
+    header = f"{'episode':>8} {'seed':>6} {'steps':>6} {'return':>7} {'success':>8}" + "".join(
+        f" {name:>17}" for name in names
+    )
+
+    def row(label, seed, steps, total, success, attention, areas) -> str:
+        cells = "".join(
+            f" {attention[n]:>9.3f} ({attention[n] / areas[n] if areas[n] else 0:4.1f}x)" for n in names
+        )
+        return f"{label:>8} {seed:>6} {steps:>6} {total:>7.2f} {success:>8}{cells}"
+
+    lines = [header]
+    for i, e in enumerate(rollout.episodes):
+        attention = {n: float(e.attention[n].mean()) for n in names}
+        areas = {n: float(e.areas[n].mean()) for n in names}
+        lines.append(
+            row(
+                i,
+                e.trajectory.seed,
+                e.steps,
+                e.episode_return,
+                "yes" if e.trajectory.success else "no",
+                attention,
+                areas,
+            )
+        )
+    steps = sum(e.steps for e in rollout.episodes)
+    mean_return = sum(e.episode_return for e in rollout.episodes) / len(rollout.episodes)
+    lines.append(
+        row(
+            "all",
+            "",
+            steps,
+            mean_return,
+            f"{rollout.success_rate():.0%}",
+            rollout.attention(),
+            rollout.areas(),
+        )
+    )
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""Acceptance pointing of a model's default explanations on fresh shapes scenes, batched per scene:
+does each map peak inside the object it is about? (``peak_hit_shares``: ties share the hit.)
+
+Each function returns hit and total counts per category; ``rate`` turns them into shares. Tests assert
+the acceptance thresholds on them and the recipes in ``tasks/`` print them. ``mmcam eval`` measures the
+same pointing, with more metrics and methods, on records.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mmcam.adapters.captioning import CaptionModel, explain_caption
+from mmcam.adapters.classification import ImageClassifier
+from mmcam.adapters.vqa import VQAModel, explain_answers
+from mmcam.evaluation.grounding import is_single_object, word_objects
+from mmcam.metrics.pointing import peak_hit_shares
+from mmcam.zoo.world import Scene
+
+
+def rate(hits: Counter, totals: Counter) -> dict[str, float]:
+    return {key: hits[key] / totals[key] for key in totals}
+
+
+def _masks(scene: Scene, objects: Sequence[int | None]) -> torch.Tensor:
+    """(N, H, W) the masks of ``objects`` (None: no object, an empty mask where every peak misses)."""
+    nothing = np.zeros(scene.image.shape[:2], dtype=bool)
+    return torch.from_numpy(np.stack([nothing if o is None else scene.objects[o].mask for o in objects]))
+
+
+def classifier_pointing(
+    classifier: ImageClassifier, scenes: Sequence[Scene], batch_size: int = 64
+) -> tuple[Counter, Counter]:
+    """The default map of each present class: does its peak fall inside that object? Scenes with the
+    same number of objects are explained together, every present class of a batch in one pass."""
+    explainer = classifier.explainer()
+    hits, totals = Counter(), Counter()
+    for count in sorted({len(scene.objects) for scene in scenes}):
+        group = [scene for scene in scenes if len(scene.objects) == count]
+        for start in range(0, len(group), batch_size):
+            batch = group[start : start + batch_size]
+            pixels = classifier.preprocess([Image.fromarray(scene.image) for scene in batch])
+            explanation = explainer(pixels, [[obj.class_index for obj in scene.objects] for scene in batch])
+            masks = torch.cat([_masks(scene, range(count)) for scene in batch])
+            hits["class"] += float(peak_hit_shares(explanation.maps.flatten(0, 1), masks).sum())
+            totals["class"] += len(masks)
+    return hits, totals
+
+
+def word_hits(scene: Scene, words: Sequence[str], maps: torch.Tensor) -> list[tuple[int, str, float]]:
+    """(position, kind, hit) for each size, color and shape word of a caption of ``scene`` (generated, so
+    not necessarily the true one), ``maps[position]`` being that word's map, against the object the word
+    names (``grounding.word_objects``); one batched pointing per scene."""
+    found = word_objects(words, scene.caption.words, scene.caption.links)
+    if not found:
+        return []
+    positions = [position for position, _, _ in found]
+    inside = peak_hit_shares(maps[positions], _masks(scene, [about for _, _, about in found])).tolist()
+    return [(position, kind, hit) for (position, kind, _), hit in zip(found, inside)]
+
+
+def caption_pointing(captioner: CaptionModel, scenes: Sequence[Scene]) -> tuple[Counter, Counter]:
+    """For every size, color and shape word of the *generated* caption: does the word's map peak inside
+    the object it names? Also scores the whole-caption map against the same objects, the comparison of
+    the Grad-CAM paper's captioning study."""
+    explainer = captioner.explainer()
+    hits, totals = Counter(), Counter()
+    for scene in scenes:
+        image = Image.fromarray(scene.image)
+        result = explain_caption(captioner, image, words="all", whole_caption=True, explainer=explainer)
+        maps = result.explanation.maps[0]
+        whole = maps[-1].expand(len(result.words), -1, -1)
+        for suffix, word_maps in (("", maps), (" (whole-caption map)", whole)):
+            for _, kind, hit in word_hits(scene, result.words, word_maps):
+                hits[kind + suffix] += hit
+                totals[kind + suffix] += 1
+    return hits, totals
+
+
+def vqa_pointing(vqa: VQAModel, scenes: Sequence[Scene]) -> tuple[Counter, Counter]:
+    """Questions about one object (``grounding.is_single_object``): does the predicted answer's map peak
+    inside it? And for "what color is the <shape>?" with two or more objects: does the map of a wrong
+    color present in the scene peak on the objects that have that color?"""
+    hits, totals = Counter(), Counter()
+    for scene in scenes:
+        image = Image.fromarray(scene.image)
+        for question in scene.questions:
+            if not is_single_object(question.type, question.answer):
+                continue
+            subject = scene.objects[question.objects[0]]
+            others = [o for o in scene.objects if o is not subject and o.color != subject.color]
+            contrast = question.type == "color" and others
+            asked = [others[0].color] if contrast else []
+            result = explain_answers(vqa, image, question.text, answers=asked)
+            maps = result.explanation.maps[0]
+            totals[question.type] += 1
+            hits[question.type] += float(peak_hit_shares(maps[:1], _masks(scene, question.objects[:1])))
+            if contrast:
+                painted = [i for i, o in enumerate(scene.objects) if o.color == others[0].color]
+                totals["wrong color, on its object"] += 1
+                hits["wrong color, on its object"] += float(
+                    peak_hit_shares(maps[-1:], _masks(scene, painted).any(0)[None])
+                )
+    return hits, totals

@@ -1,0 +1,131 @@
+"""Model SPECs to ready task adapters: the bundled shapes-world models, torchvision, Hugging Face, SB3.
+
+The one module that knows both the zoo (the bundled models) and the adapters (the task interfaces), so
+neither has to import the other. Nothing here downloads: checkpoints come from local files and caches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor
+
+from mmcam.adapters import captioning, classification, vqa
+from mmcam.adapters.captioning import CaptionModel, Tokenized
+from mmcam.adapters.classification import ImageClassifier
+from mmcam.adapters.vqa import VQAModel
+from mmcam.zoo import load
+
+BUNDLED = "shapes"  # the SPEC of the bundled shapes-world model of each image task
+
+
+def _is_pretrained(spec: str) -> bool:
+    return spec.startswith("hf:") or Path(spec).is_dir()
+
+
+def load_classifier(spec: str) -> ImageClassifier:
+    """A classifier from a model SPEC.
+
+    ``shapes``: the bundled shapes-world classifier. ``torchvision:NAME`` (or a bare torchvision
+    name): pretrained weights from the local torch cache; ``torchvision:NAME:random`` for random
+    weights. ``hf:ID_OR_PATH`` or a local directory: a Hugging Face image classifier from a local
+    directory or the local Hugging Face cache.
+    """
+    if spec == BUNDLED:
+        return bundled_classifier()
+    if _is_pretrained(spec):
+        return classification.from_pretrained(spec.removeprefix("hf:"))
+    return classification.from_torchvision(spec.removeprefix("torchvision:"))
+
+
+def load_captioner(spec: str) -> CaptionModel:
+    """``shapes`` (the bundled captioner), or ``hf:ID_OR_PATH`` / a local directory holding a BLIP, GIT or
+    VisionEncoderDecoder captioner and its processor (local directory or local Hugging Face cache)."""
+    if spec == BUNDLED:
+        return bundled_captioner()
+    if not _is_pretrained(spec):
+        raise ValueError(f"unknown captioning model '{spec}': use 'shapes' or hf:<id or local dir>")
+    return captioning.from_pretrained(spec.removeprefix("hf:"))
+
+
+def load_vqa(spec: str) -> VQAModel:
+    """``shapes`` (the bundled VQA model), or ``hf:ID_OR_PATH`` / a local directory with a ViLT or BLIP VQA model."""
+    if spec == BUNDLED:
+        return bundled_vqa()
+    if not _is_pretrained(spec):
+        raise ValueError(f"unknown VQA model '{spec}': use 'shapes' or hf:<id or local dir>")
+    return vqa.from_pretrained(spec.removeprefix("hf:"))
+
+
+def load_policy(spec: str, venv=None):
+    """A policy by name: ``strong`` or ``weak`` (the bundled ShapesReach agents, no pickle),
+    ``sb3:ALGO:PATH`` (a model saved by stable-baselines3: its loader unpickles, so trusted files only)
+    or ``random:ALGO`` (a randomly initialized CnnPolicy for ``venv``'s spaces, seed 0); ALGO is one of
+    ppo, a2c, dqn. Needs the RL extra (``pip install "mmcam[rl]"``)."""
+    from mmcam.adapters.rl import sb3_from_spec, sb3_policy  # the RL extra is optional
+    from mmcam.zoo.agents import AGENTS, agent_name, load_agent, load_spec
+
+    if spec not in (*AGENTS, *AGENTS.values()):
+        return sb3_from_spec(spec, venv)
+    name = agent_name(spec)
+    return sb3_policy(load_agent(name), name=name, layer=load_spec(name)["default_layer"])
+
+
+def bundled_classifier() -> ImageClassifier:
+    """The bundled multi-label shapes-world classifier (20 color-shape classes)."""
+    model, processor = load("shapes-classifier")
+    return ImageClassifier(
+        BUNDLED,
+        model,
+        lambda images: processor(list(images))["pixel_values"],
+        list(processor.labels),
+        model.default_layer,
+        multi_label=True,
+    )
+
+
+def bundled_captioner() -> CaptionModel:
+    """The bundled captioner: one token per word, so word w is decoder position w + 1."""
+    model, processor = load("shapes-captioner")
+    tokenizer = processor.tokenizer
+
+    def tokenize(caption: str) -> Tokenized:
+        ids = tokenizer.encode(caption)[:-1]  # drop <eos>: its probability is no word's evidence
+        words = caption.split()
+        return Tokenized(ids, words, [[p] for p in range(1, len(words) + 1)])
+
+    def generate(pixels: Tensor) -> list[str]:
+        return [tokenizer.decode(row.tolist()) for row in model.generate(pixels)]
+
+    return CaptionModel(
+        BUNDLED,
+        model,
+        lambda images: processor(list(images))["pixel_values"],
+        generate,
+        tokenize,
+        lambda m, inputs: m(inputs["pixel_values"], inputs["input_ids"]),
+        model.default_layer,
+    )
+
+
+def bundled_vqa() -> VQAModel:
+    """The bundled VQA model: answer logits over the shapes world's 16 answers."""
+    model, processor = load("shapes-vqa")
+    vocabulary = processor.tokenizer.vocab
+
+    def prepare(images, questions):
+        return processor(list(images), list(questions))
+
+    return VQAModel(
+        name=BUNDLED,
+        model=model,
+        prepare=prepare,
+        forward=lambda m, inputs: m(inputs["pixel_values"], inputs["input_ids"]),
+        question_tokens=lambda inputs: [
+            None if i == processor.tokenizer.pad_id else vocabulary[i]
+            for i in inputs["input_ids"][0].tolist()
+        ],
+        layer=model.default_layer,
+        question_layer="embed",
+        answers=list(processor.answers),
+    )

@@ -1,0 +1,82 @@
+"""The package's layout: folders import downward only (no cycle, not even through a function-level
+import) and each folder says its one job in its opening docstring."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mmcam"
+
+
+def _unit(module: str) -> str:
+    """The folder (``mmcam.engine``) or top-level module (``mmcam.targets``) a module belongs to."""
+    return ".".join(module.split(".")[:2])
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every mmcam module ``path`` imports, at any depth (inside functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {node.module} if node.module.startswith("mmcam") else set()
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("mmcam")}
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        unit = _unit(_module_name(path))
+        targets = {_unit(m) for m in _imports(path)} - {unit, "mmcam"}
+        graph.setdefault(unit, set()).update(targets)
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the graph, or None."""
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for successor in sorted(graph.get(node, ())):
+            if state.get(successor) == 1:
+                return path[path.index(successor) :] + [successor] if successor in path else [node, successor]
+            if successor not in state and (found := visit(successor, path + [successor])):
+                return found
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node, [node])):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_folder_imports_a_folder_that_imports_it_back():
+    assert _cycle(_graph()) is None
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent.name for p in PACKAGE.rglob("__init__.py")))
+def test_every_folder_states_its_job(folder):
+    init = next(p for p in PACKAGE.rglob("__init__.py") if p.parent.name == folder)
+    docstring = ast.get_docstring(ast.parse(init.read_text()))
+    assert docstring and len(docstring.split()) >= 5, f"{init} needs an opening docstring that says its job"
+
+
+def test_adapters_and_the_zoo_do_not_import_each_other():
+    graph = _graph()
+    assert "mmcam.zoo" not in graph["mmcam.adapters"]
+    assert "mmcam.adapters" not in graph["mmcam.zoo"]
+    assert "mmcam.concepts" not in graph["mmcam.adapters"]
