@@ -99,3 +99,33 @@ def test_unreadable_image_is_one_clear_error(tmp_path):
         load_image(tmp_path / "broken.png")
     with pytest.raises(ValueError, match="no such file"):
         load_image(tmp_path / "missing.png")
+
+
+def test_a_torchvision_checkpoint_of_your_own_loads_from_safetensors_and_a_json(tmp_path):
+    import json
+
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    save_file(model.state_dict(), tmp_path / "model.safetensors")
+    config = {
+        "num_classes": 3,
+        "labels": ["a", "b", "c"],
+        "image_size": 64,
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+    }
+    (tmp_path / "config.json").write_text(json.dumps({**config, "multi_label": True}))
+    classifier = load_classifier(f"torchvision:resnet18:{tmp_path}")
+    assert classifier.class_names == ["a", "b", "c"] and classifier.multi_label
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    pixels = classifier.preprocess([image])
+    expected = (torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(pixels[0], expected)
+    with torch.no_grad():
+        torch.testing.assert_close(classifier.model(pixels), model(pixels))
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(ValueError, match="model.safetensors and config.json"):
+        load_classifier(f"torchvision:resnet18:{tmp_path}")

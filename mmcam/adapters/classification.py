@@ -3,8 +3,10 @@ returns logits (``mmcam.loading.load_classifier`` turns a model SPEC into one)."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -96,10 +98,13 @@ def from_module(
     )
 
 
-def imagenet_preprocess(size: int) -> Callable[[Sequence[Image.Image]], Tensor]:
-    """Resize to size x size (no crop, so maps cover the whole image) and normalize with ImageNet statistics."""
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
+def imagenet_preprocess(
+    size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> Callable[[Sequence[Image.Image]], Tensor]:
+    """Resize to size x size (no crop, so maps cover the whole image) and normalize with ``mean`` and
+    ``std`` (ImageNet's statistics by default)."""
+    mean = torch.tensor(mean)[:, None, None]
+    std = torch.tensor(std)[:, None, None]
 
     def preprocess(images: Sequence[Image.Image]) -> Tensor:
         tensors = []
@@ -113,7 +118,10 @@ def imagenet_preprocess(size: int) -> Callable[[Sequence[Image.Image]], Tensor]:
 
 
 def from_torchvision(spec: str) -> ImageClassifier:
-    """``NAME`` (pretrained weights from the local torch cache) or ``NAME:random`` (random weights)."""
+    """``NAME`` (pretrained weights from the local torch cache), ``NAME:random`` (random weights) or
+    ``NAME:DIR``: a checkpoint of your own, ``DIR/model.safetensors`` (the model's state dict, loaded
+    without unpickling) and ``DIR/config.json`` with ``num_classes`` and optionally ``labels``,
+    ``image_size``, ``mean``, ``std`` (default ImageNet's, 224) and ``multi_label``."""
     import torchvision
 
     name, _, variant = spec.partition(":")
@@ -123,9 +131,7 @@ def from_torchvision(spec: str) -> ImageClassifier:
             f"unknown model '{spec}': use 'shapes', a torchvision name (e.g. resnet50), or hf:<id or local dir>"
         )
     if variant not in ("", "random"):
-        raise ValueError(
-            f"unknown variant '{variant}' of {name}: use torchvision:{name} or torchvision:{name}:random"
-        )
+        return _torchvision_checkpoint(name, Path(variant))
     weights = None if variant == "random" else torchvision.models.get_model_weights(name).DEFAULT
     try:
         model = torchvision.models.get_model(name, weights=weights)
@@ -137,6 +143,34 @@ def from_torchvision(spec: str) -> ImageClassifier:
     names = list(weights.meta["categories"]) if weights is not None else None
     classifier = from_module(model, name=f"torchvision:{spec}")
     classifier.class_names = names
+    return classifier
+
+
+def _torchvision_checkpoint(name: str, folder: Path) -> ImageClassifier:
+    """torchvision's ``name`` with the weights and settings of ``folder`` (see ``from_torchvision``)."""
+    import torchvision
+    from safetensors.torch import load_file
+
+    weights, settings = folder / "model.safetensors", folder / "config.json"
+    if not (weights.is_file() and settings.is_file()):
+        raise ValueError(
+            f"torchvision:{name}:{folder} needs a folder with model.safetensors and config.json; "
+            f"use torchvision:{name} (pretrained) or torchvision:{name}:random"
+        )
+    config = json.loads(settings.read_text())
+    model = torchvision.models.get_model(name, weights=None, num_classes=config["num_classes"])
+    try:
+        model.load_state_dict(load_file(weights))
+    except RuntimeError as error:
+        raise ValueError(
+            f"{weights} does not hold a {name} state dict: {str(error).splitlines()[0]}"
+        ) from error
+    preprocess = imagenet_preprocess(
+        config.get("image_size", 224), config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
+    )
+    classifier = from_module(model, preprocess, name=f"torchvision:{name}:{folder}")
+    classifier.class_names = config.get("labels")
+    classifier.multi_label = bool(config.get("multi_label", False))
     return classifier
 
 
