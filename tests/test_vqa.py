@@ -123,3 +123,39 @@ def test_vqa_command_json_has_the_question_and_word_weights(tmp_path, capsys, pi
             "?",
         ]
     assert (tmp_path / "out" / "scene-vqa.png").is_file()
+
+
+def test_vilt_maps_do_not_depend_on_its_random_patch_order(vilt, picture):
+    """ViLT draws its patch tokens in a random order every forward; the adapter puts them back in
+    row-major order, so the same input explained twice gives the same maps."""
+    torch.manual_seed(1)
+    first = explain_answers(vilt, picture, QUESTION, top=3).explanation
+    torch.manual_seed(2)
+    second = explain_answers(vilt, picture, QUESTION, top=3).explanation
+    torch.testing.assert_close(first.raw, second.raw, atol=1e-6, rtol=1e-5)
+
+
+def test_row_major_patches_keep_the_answers_and_order_the_grid(vilt):
+    """Under the wrapper, every image token sits in its own cell (row-major) and the logits are the
+    model's own; in a batch padded to its largest image, the padding tokens fill the padded cells and
+    each image's logits equal its logits alone."""
+    from mmcam.adapters.vqa import row_major_patches
+
+    small = Image.fromarray((np.random.default_rng(1).random((24, 24, 3)) * 255).astype(np.uint8))
+    large = Image.fromarray((np.random.default_rng(2).random((32, 40, 3)) * 255).astype(np.uint8))
+    inputs = vilt.prepare([small, large], [QUESTION] * 2)
+    embeddings = vilt.model.vilt.embeddings
+    with torch.no_grad(), row_major_patches(embeddings):
+        _, mask, (patch_index, (height, width)) = embeddings.visual_embed(
+            inputs["pixel_values"], inputs["pixel_mask"], max_image_length=200
+        )
+        batched = vilt.model(**inputs).logits
+    assert "visual_embed" not in vars(embeddings)  # the instance is as it was
+    cells = patch_index[..., 0] * width + patch_index[..., 1]
+    valid = mask[:, 1:].bool()
+    assert torch.equal(cells[1], torch.arange(height * width))  # the large image fills the grid
+    assert torch.equal(cells[0][valid[0]], valid[0].nonzero()[:, 0])  # the small one's own cells, in place
+    with torch.no_grad():
+        for index, image in enumerate([small, large]):
+            alone = vilt.model(**vilt.prepare([image], [QUESTION])).logits
+            torch.testing.assert_close(batched[index], alone[0], atol=1e-5, rtol=1e-4)

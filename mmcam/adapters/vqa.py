@@ -9,7 +9,8 @@ weighs the question's words: gradient x input on the question's word embeddings,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -149,11 +150,68 @@ def hf_question_tokens(tokenizer, inputs: dict[str, Tensor]) -> list[str | None]
     return [None if i in special else token for i, token in zip(ids, tokenizer.convert_ids_to_tokens(ids))]
 
 
+def row_major_slots(patch_index: Tensor, valid: Tensor, grid: tuple[int, int]) -> Tensor:
+    """For ViLT's image tokens (B, N) drawn in any order: the grid cell each token goes to, row-major.
+
+    ``patch_index`` (B, N, 2) holds each token's (row, column), ``valid`` (B, N) whether it lies on the
+    image (not on ``pixel_mask`` padding). A valid token goes to its own cell; padding tokens, which
+    attention never reads, fill the padded cells in the order they come. Needs N = h * w.
+    """
+    height, width = grid
+    batch, count = valid.shape
+    if count != height * width:
+        raise ValueError(
+            f"ViLT kept {count} image tokens for a {height}x{width} patch grid (it drops patches beyond "
+            "config.max_image_length and pads a batch to its largest image): explain one image at a time, "
+            "at a size within max_image_length patches"
+        )
+    cells = patch_index[..., 0] * width + patch_index[..., 1]
+    slots = torch.empty_like(cells)
+    for b in range(batch):
+        taken = torch.zeros(count, dtype=torch.bool, device=cells.device)
+        taken[cells[b][valid[b]]] = True
+        slots[b] = torch.where(valid[b], cells[b], 0)
+        slots[b][~valid[b]] = (~taken).nonzero()[:, 0]
+    return slots
+
+
+@contextmanager
+def row_major_patches(embeddings: nn.Module) -> Iterator[None]:
+    """Inside: ViLT's ``visual_embed`` returns its patch tokens in row-major grid order.
+
+    ViLT draws its patch tokens in a random order on every forward (``torch.multinomial`` in
+    ``visual_embed``), so the same input gives its tokens in another order each time. Self-attention
+    does not depend on the order (positions are in the embeddings), so putting each token in its own
+    cell (``row_major_slots``) leaves the outputs unchanged and lets the grid be read row-major, the
+    same in every forward. The method is shadowed on the instance and restored on the way out.
+    """
+    original = embeddings.visual_embed
+
+    def visual_embed(pixel_values: Tensor, pixel_mask: Tensor, max_image_length: int = 200):
+        tokens, mask, (patch_index, grid) = original(pixel_values, pixel_mask, max_image_length)
+        slots = row_major_slots(patch_index, mask[:, 1:].bool(), grid)
+        order = 1 + slots.argsort(dim=1)  # the token for each cell; the image's class token stays first
+        order = torch.cat([torch.zeros_like(order[:, :1]), order], dim=1)
+
+        def reorder(x: Tensor) -> Tensor:
+            return x.gather(1, order.view(*order.shape, *[1] * (x.ndim - 2)).expand_as(x))
+
+        patch_index = reorder(torch.cat([patch_index[:, :1], patch_index], dim=1))[:, 1:]
+        return reorder(tokens), reorder(mask), (patch_index, grid)
+
+    embeddings.visual_embed = visual_embed
+    try:
+        yield
+    finally:
+        del embeddings.visual_embed
+
+
 def _vilt(model: nn.Module, processor, name: str) -> VQAModel:
     patch = model.config.patch_size
 
     def layout(inputs: dict[str, Tensor]) -> Layout:
-        """Text tokens and the image's class token come first, then the row-major patch grid."""
+        """Text tokens and the image's class token come first, then the patch grid (row-major, see
+        ``row_major_patches``)."""
         height, width = inputs["pixel_values"].shape[-2:]
         return Layout(
             "tokens", prefix=inputs["input_ids"].shape[1] + 1, grid=(height // patch, width // patch)
@@ -163,11 +221,15 @@ def _vilt(model: nn.Module, processor, name: str) -> VQAModel:
         encoded = processor(images=list(images), text=list(questions), return_tensors="pt", padding=True)
         return dict(encoded)
 
+    def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+        with row_major_patches(m.vilt.embeddings):
+            return m(**inputs).logits
+
     return VQAModel(
         name=name,
         model=model.eval(),
         prepare=prepare,
-        forward=lambda m, inputs: m(**inputs).logits,
+        forward=forward,
         question_tokens=lambda inputs: hf_question_tokens(processor.tokenizer, inputs),
         layer="vilt.encoder.layer.-1.layernorm_before",
         question_layer="vilt.embeddings.text_embeddings.word_embeddings",
