@@ -182,12 +182,12 @@ class Ambiguous(nn.Module):
 
 
 AMBIGUOUS = {
-    "nhwc (B, 7, 7, 8)": (
+    "nhwc (B, 7, 7, 8)": lambda: (
         Ambiguous(8, 32, lambda a: a.permute(0, 2, 3, 1), 49),
         "layout='nhwc'",
         "nhwc",
     ),
-    "channels-first tokens (B, 256, 196)": (
+    "channels-first tokens (B, 256, 196)": lambda: (
         Ambiguous(256, 16, lambda a: a.flatten(2), 196),
         "layout=Layout('tokens', prefix=0, grid=(14, 14), features_first=True)",
         Layout("tokens", prefix=0, grid=(14, 14), features_first=True),
@@ -197,7 +197,7 @@ AMBIGUOUS = {
 
 @pytest.mark.parametrize("case", list(AMBIGUOUS))
 def test_an_ambiguous_inferred_layout_warns_and_names_the_fix(case):
-    net, fix, layout = AMBIGUOUS[case]
+    net, fix, layout = AMBIGUOUS[case]()
     net.eval()
     x = torch.randn(2, 3, 224, 224)
     with pytest.warns(UserWarning, match="pass layout= explicitly") as record:
