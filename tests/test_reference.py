@@ -107,10 +107,10 @@ def test_scorecam_matches_pytorch_grad_cam(scaled, monkeypatch):
 
     monkeypatch.setattr(torch.nn, "UpsamplingBilinear2d", HalfPixelBilinear)
     torch.manual_seed(4)
-    batch = torch.randn(2, 3, 64, 64)
+    batch = torch.randn(2, 3, 48, 48)
     classes = [3, 7]
     reference = pytorch_grad_cam.ScoreCAM(model=scaled.net, target_layers=[scaled.net.layer3])
-    reference.get_target_width_height = lambda _: (4, 4)  # compare at the layer's 4x4 grid
+    reference.get_target_width_height = lambda _: (3, 3)  # compare at the layer's 3x3 grid
     expected = reference(batch, targets=[ClassifierOutputTarget(c) for c in classes])
     reference.activations_and_grads.release()
 
