@@ -12,9 +12,10 @@ from torch import Tensor
 class Explanation:
     """Maps for B samples and K targets each.
 
-    maps:    (B, K, H, W) in [0, 1], at input resolution, on the input's device.
+    maps:    (B, K, H, W) in [0, 1] (in [-1, 1], scaled by max |L|, for signed maps), at input
+             resolution, on the input's device; (B, K, T, H, W) for video inputs.
     raw:     (B, K, h, w) unnormalized maps at the method's resolution (the layer's grid; the
-             input's for the pixel-level guided methods).
+             input's for the pixel-level guided methods); (B, K, t, h, w) for video.
     scores:  (B, K) the explained scalars.
     labels:  B lists of K names; indices: the output index each target read (class, answer, word).
     weights: (B, K, C) per-channel importance where the method has it (Grad-CAM's alpha), else None.

@@ -53,17 +53,24 @@ class Target:
 class ClassScore(Target):
     """The score (logit) of one output index per sample: a class, a VQA answer, an RL action.
 
-    ``index`` is one int for all samples, or one int per sample.
+    ``index`` is one int for all samples, or one int per sample, each in 0..C-1. Negative indices
+    are refused rather than wrapped as Python would: ``Explanation.indices``, labels and every metric
+    read the index as the output's number, so ``-1`` would name no class (pass ``C - 1`` for the last).
     """
 
     def __init__(self, index: int | Sequence[int] | Tensor, names: Sequence[str] | None = None):
         self.indices = torch.as_tensor(index, dtype=torch.long).reshape(-1)
         self.names = names
+        if self.indices.numel() and int(self.indices.min()) < 0:
+            raise ValueError(
+                f"class index {self.indices.tolist()} is negative: give output numbers 0..C-1 "
+                "(for the last of C classes pass C - 1)"
+            )
 
     def __call__(self, output: Any) -> Tensor:
         logits = logits_of(output)
         indices = self.indices.to(logits.device)
-        if int(indices.max()) >= logits.shape[1] or int(indices.min()) < -logits.shape[1]:
+        if int(indices.max()) >= logits.shape[1]:
             raise ValueError(
                 f"class index {self.indices.tolist()} is out of range: the model has {logits.shape[1]} outputs"
             )

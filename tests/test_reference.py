@@ -88,3 +88,100 @@ def test_gradcam_matches_captum(resnet18, images):
     )
     ours = mmcam.explain(resnet18, images, classes, layer="layer4")
     torch.testing.assert_close(ours.raw[:, 0], expected[:, 0].detach(), atol=1e-6, rtol=1e-4)
+
+
+def test_scorecam_matches_pytorch_grad_cam(scaled, monkeypatch):
+    """Score-CAM exactly, with one convention of pytorch-grad-cam's brought to ours: it upsamples the
+    masks with ``UpsamplingBilinear2d`` (align_corners=True), mmcam with half-pixel centres like every
+    other resize in mmcam (the paper says only "upsample"). The model is the seeded resnet18 without the
+    x1000 (softmax over x1000 scores would make the weights one-hot)."""
+    import torch.nn.functional as F
+
+    class HalfPixelBilinear(nn.Module):
+        def __init__(self, size):
+            super().__init__()
+            self.size = size
+
+        def forward(self, x):
+            return F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+
+    monkeypatch.setattr(torch.nn, "UpsamplingBilinear2d", HalfPixelBilinear)
+    torch.manual_seed(4)
+    batch = torch.randn(2, 3, 48, 48)
+    classes = [3, 7]
+    reference = pytorch_grad_cam.ScoreCAM(model=scaled.net, target_layers=[scaled.net.layer3])
+    reference.get_target_width_height = lambda _: (3, 3)  # compare at the layer's 3x3 grid
+    expected = reference(batch, targets=[ClassifierOutputTarget(c) for c in classes])
+    reference.activations_and_grads.release()
+
+    ours = mmcam.explain(scaled.net, batch, classes, layer="layer3", method="scorecam")
+    assert np.abs(_minmax(ours.raw[:, 0].numpy()) - expected).max() < 1e-4
+
+
+class SmoothGradCAMPlusPlusReference(pytorch_grad_cam.GradCAMPlusPlus):
+    """pytorch-grad-cam has no Smooth Grad-CAM++: this is its Grad-CAM++ (its gradient hooks, its
+    per-sample ``.backward()``, its eq. 19 with eps 1e-6) with the derivative moments averaged over
+    the given noisy copies as arXiv 1908.01224 does: D1, D2, D3 in place of G, G^2, G^3. Its eps is
+    dropped: eq. 19 has none and mmcam divides exactly (0 where the gradient vanishes); at layer3 the
+    eps alone moves the map by 3e-4, all the rest of the difference is 5e-5."""
+
+    noisy_inputs: list = []
+    eps = 0.0
+
+    def get_cam_weights(self, input_tensor, target_layers, targets, activations, grads):
+        moments = [0.0, 0.0, 0.0]
+        for noisy in self.noisy_inputs:
+            outputs = self.activations_and_grads(noisy)
+            self.model.zero_grad()
+            sum(target(output) for target, output in zip(targets, outputs)).backward()
+            g = self.activations_and_grads.gradients[0].numpy()
+            moments = [moments[0] + g, moments[1] + g**2, moments[2] + g**3]
+        d1, d2, d3 = (m / len(self.noisy_inputs) for m in moments)
+        sum_activations = activations.sum(axis=(2, 3))[:, :, None, None]
+        aij = np.where(d1 != 0, d2 / (2 * d2 + sum_activations * d3 + self.eps), 0)
+        return (np.maximum(d1, 0) * aij).sum(axis=(2, 3))
+
+
+def test_smooth_gradcam_plusplus_matches_pytorch_grad_cam_with_the_same_noise(scaled, batch):
+    """mmcam's noise, reproduced: a generator seeded 0, 8 copies, std 0.15 x each image's value range.
+    At layer3, not layer4: above layer4 the network is linear (pool, fc), so its gradient ignores the noise."""
+    classes = [3, 7]
+    generator = torch.Generator().manual_seed(0)
+    span = (batch.amax(dim=(1, 2, 3)) - batch.amin(dim=(1, 2, 3)))[:, None, None, None]
+    reference = SmoothGradCAMPlusPlusReference(model=scaled, target_layers=[scaled.net.layer3])
+    reference.noisy_inputs = [
+        batch + 0.15 * span * torch.randn(batch.shape, generator=generator) for _ in range(8)
+    ]
+    reference.get_target_width_height = lambda _: (10, 10)
+    expected = reference(batch, targets=[ClassifierOutputTarget(c) for c in classes])
+    reference.activations_and_grads.release()
+
+    ours = mmcam.explain(scaled, batch, classes, layer="net.layer3", method="smooth-gradcam++")
+    assert np.abs(_minmax(ours.raw[:, 0].numpy()) - expected).max() < 1e-4
+    plain = mmcam.explain(scaled, batch, classes, layer="net.layer3", method="gradcam++")
+    assert np.abs(_minmax(plain.raw[:, 0].numpy()) - expected).max() > 1e-2  # the noise matters
+
+
+def test_signed_nearest_gradcam_matches_captum_layer_gradcam_and_interpolate(resnet18, images):
+    """captum's LayerGradCam(relu_attributions=False) and LayerAttribution.interpolate(mode nearest)."""
+    classes = [1, 8]
+    layer_map = captum_attr.LayerGradCam(resnet18, resnet18.layer4).attribute(
+        images, target=classes, relu_attributions=False
+    ).detach()
+    upsampled = captum_attr.LayerAttribution.interpolate(layer_map, (96, 96), interpolate_mode="nearest")
+    ours = mmcam.explain(resnet18, images, classes, layer="layer4", signed=True, upsampling="nearest")
+    assert (ours.raw < 0).any()  # the sign is kept
+    torch.testing.assert_close(ours.raw[:, 0], layer_map[:, 0], atol=1e-6, rtol=1e-4)
+    scale = upsampled.abs().amax(dim=(-2, -1), keepdim=True)
+    torch.testing.assert_close(ours.maps, upsampled / scale, atol=1e-6, rtol=1e-4)
+
+
+def test_guided_gradcam_matches_captum_per_input_channel(resnet18, images):
+    """captum's GuidedGradCam is guided backprop times the nearest-upsampled Grad-CAM per input channel;
+    mmcam's is the same product with the guided gradient's L2 norm over channels."""
+    classes = [1, 8]
+    expected = captum_attr.GuidedGradCam(resnet18, resnet18.layer4).attribute(
+        images, target=classes, interpolate_mode="nearest"
+    )
+    ours = mmcam.explain(resnet18, images, classes, layer="layer4", method="guided-gradcam", upsampling="nearest")
+    torch.testing.assert_close(ours.raw[:, 0], expected.detach().norm(dim=1), atol=1e-6, rtol=1e-4)

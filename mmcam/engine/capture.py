@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+import threading
+from collections.abc import Callable, Mapping
 
+import torch
 from torch import Tensor, nn
 
 
+def _first_key(output: Mapping) -> object | None:
+    """The key of the first tensor value of a mapping (a dict or a Hugging Face ``ModelOutput``)."""
+    return next((key for key, value in output.items() if isinstance(value, Tensor)), None)
+
+
 def first_tensor(output: object) -> Tensor | None:
-    """The tensor a layer produced: the output itself, or the first item of a tuple or list."""
+    """The tensor a layer produced: the output itself, the first item of a tuple, list or namedtuple,
+    or the first tensor value of a mapping such as a ``ModelOutput``."""
     if isinstance(output, Tensor):
         return output
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
         return output[0]
+    if isinstance(output, Mapping):
+        key = _first_key(output)
+        return None if key is None else output[key]
     return None
 
 
-def _replace_first(output: object, tensor: Tensor) -> object:
+def replace_first(output: object, tensor: Tensor) -> object:
+    """``output`` of the same type with ``first_tensor(output)`` replaced by ``tensor``; the original is not modified."""
     if isinstance(output, Tensor):
         return tensor
-    return type(output)((tensor, *output[1:]))
+    if hasattr(output, "_fields"):  # a namedtuple
+        return output._replace(**{output._fields[0]: tensor})
+    if isinstance(output, (tuple, list)):
+        return type(output)((tensor, *output[1:]))
+    replaced = copy.copy(output)
+    replaced[_first_key(output)] = tensor
+    return replaced
 
 
 class LayerCapture:
@@ -30,17 +49,21 @@ class LayerCapture:
     ``torch.autograd.grad(score, capture.activations[name])`` differentiates only the part of the
     model above the layer. Downstream in-place operations act on the copy and cannot alter the
     captured tensor. A layer whose input already carries a graph (a second captured layer above
-    the first) is recorded as it is, so gradients still flow through both.
+    the first) is recorded as it is, so gradients still flow through both. Only forward passes of
+    the thread that entered the block are captured: another thread running the same modules is
+    left alone.
     """
 
     def __init__(self, model: nn.Module, layers: list[str]):
         modules = dict(model.named_modules())
         self._modules = {name: modules[name] for name in layers}
         self._handles: list = []
+        self._thread = threading.get_ident()
         self.activations: dict[str, Tensor] = {}
 
     def __enter__(self):
         self.activations = {}
+        self._thread = threading.get_ident()
         self._handles = [
             module.register_forward_hook(self._hook(name)) for name, module in self._modules.items()
         ]
@@ -53,10 +76,17 @@ class LayerCapture:
 
     def _hook(self, name: str) -> Callable:
         def hook(module: nn.Module, args: tuple, output: object) -> object:
+            if threading.get_ident() != self._thread:
+                return None
             tensor = first_tensor(output)
             if tensor is None:
                 raise TypeError(
                     f"layer '{name}' returned {type(output).__name__}, not a tensor; pick a layer with a tensor output"
+                )
+            if not torch.is_grad_enabled():
+                raise ValueError(
+                    f"layer '{name}' ran with gradients turned off inside the model (torch.no_grad, or reentrant "
+                    "gradient checkpointing around it): pick a layer outside that block, or turn checkpointing off"
                 )
             if name in self.activations:
                 raise ValueError(
@@ -64,6 +94,6 @@ class LayerCapture:
                 )
             start = tensor if tensor.requires_grad else tensor.detach().requires_grad_(True)
             self.activations[name] = start
-            return _replace_first(output, start.clone())
+            return replace_first(output, start.clone())
 
         return hook

@@ -5,18 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import torch
 from torch import Tensor, nn
 
 from mmcam.engine.capture import LayerCapture
-from mmcam.engine.gradients import target_gradients
+from mmcam.engine.gradients import mixes_samples, target_gradients
 from mmcam.engine.guided import guided_relus
 from mmcam.engine.layouts import Layout, as_layout
 from mmcam.engine.precision import Precision
+from mmcam.engine.warn import warn_user
 from mmcam.targets import Target, per_row
 
 Forward = Callable[[nn.Module, dict[str, Tensor]], Any]
+
+# Per model (weakly): (layer, per-sample input shapes) -> whether its samples mix after that layer.
+_mixing: WeakKeyDictionary[nn.Module, dict[tuple, bool]] = WeakKeyDictionary()
 
 
 class CamContext:
@@ -26,7 +31,8 @@ class CamContext:
     The first forward runs at construction with the layer captured (the graph starts there).
     ``gradients`` costs one vectorized backward through the layers above the captured one;
     ``noisy_gradient_moments``, ``masked_scores`` and ``guided_input_gradients`` run extra
-    forward passes, only for the methods that use them.
+    forward passes, only for the methods that use them. The image is (B, C, H, W), or
+    (B, C, T, H, W) for video; ``image_size`` is its grid, (H, W) or (T, H, W).
     """
 
     def __init__(
@@ -41,6 +47,7 @@ class CamContext:
         chunk_size: int,
         precision: Precision,
         token_layer: str | None = None,
+        upsampling: str = "bilinear",
     ):
         self.model = model
         self.forward = forward
@@ -51,15 +58,15 @@ class CamContext:
         self.chunk_size = chunk_size
         self.precision = precision
         self.token_layer = token_layer
+        self.upsampling = upsampling
         self.image = inputs[image_key]
-        self.image_size = tuple(self.image.shape[-2:])
+        self.image_size = tuple(self.image.shape[2:])
         self.target_count = len(targets)
-        self.scores, self._start, self._tokens = self._capture_pass(inputs)
-        self.layout = as_layout(layout, self._start, self.image_size)
+        self.scores, self._start, self._tokens, self._unreached = self._capture_pass(inputs)
+        self.layout = as_layout(layout, self._start, self.image_size, layer)
         self.activations = self.layout.to_grid(self._start.detach()).float()
 
-    def score(self, output: Any) -> Tensor:
-        """The (N, K) target scores of a forward output."""
+    def _columns(self, output: Any) -> list[Tensor]:
         columns = []
         for target in self.targets:
             value = target(output)
@@ -69,17 +76,37 @@ class CamContext:
                     f"got {getattr(value, 'shape', type(value).__name__)}"
                 )
             columns.append(value)
-        return torch.stack(columns, dim=1)
+        return columns
 
-    def _capture_pass(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Scores, the captured layer's activation and the token layer's (None without one)."""
+    def _stack(self, columns: list[Tensor]) -> Tensor:
+        """(N, K) scores; a non-finite one raises, naming its target."""
+        scores = torch.stack(columns, dim=1)
+        finite = torch.isfinite(scores.detach()).all(dim=0).tolist()
+        if not all(finite):
+            target = self.targets[finite.index(False)]
+            raise ValueError(
+                f"target {target.label(0)!r} scored inf or NaN; mmcam explains finite scores only: check the "
+                "model's output and inputs (a log of 0, an overflow in half precision)"
+            )
+        return scores
+
+    def score(self, output: Any) -> Tensor:
+        """The (N, K) target scores of a forward output."""
+        return self._stack(self._columns(output))
+
+    def _capture_pass(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor | None, list[Target]]:
+        """Scores, the captured layer's activation, the token layer's (None without one), and the
+        targets whose score no gradient path joins to a captured layer."""
         layers = [self.layer] + ([self.token_layer] if self.token_layer else [])
         with LayerCapture(self.model, layers) as capture:
             output = self._run(inputs)
         for layer in layers:
             if layer not in capture.activations:
                 raise ValueError(f"layer '{layer}' did not run in the forward pass; pick one that does")
-        return self.score(output), capture.activations[self.layer], capture.activations.get(self.token_layer)
+        columns = self._columns(output)
+        unreached = [target for target, column in zip(self.targets, columns) if not column.requires_grad]
+        start, tokens = capture.activations[self.layer], capture.activations.get(self.token_layer)
+        return self._stack(columns), start, tokens, unreached
 
     def _run(self, inputs: dict[str, Tensor]) -> Any:
         """The model's output on ``inputs``; a failure of the model itself becomes one clear line."""
@@ -99,19 +126,75 @@ class CamContext:
             for key, value in self.inputs.items()
         }
 
+    def _require_reached(self) -> None:
+        if self._unreached:
+            raise ValueError(
+                f"target {self._unreached[0].label(0)!r} does not depend on layer '{self.layer}': no gradient "
+                "path joins them, so a gradient method has nothing to weigh; explain a layer the target is "
+                "computed from (or layer='auto')"
+            )
+
+    def _samples_mix(self, scores: Tensor, start: Tensor) -> bool:
+        """Whether samples mix after the layer; checked once per model, layer and input shapes (on a batch of two or more)."""
+        if scores.shape[0] < 2:
+            return False
+        shapes = tuple((k, tuple(v.shape[1:])) for k, v in self.inputs.items() if isinstance(v, Tensor))
+        known = _mixing.setdefault(self.model, {})
+        key = (self.layer, shapes)
+        if key not in known:
+            known[key] = mixes_samples(scores, start)
+            if known[key]:
+                warn_user(
+                    f"the scores of one sample depend on other samples after layer '{self.layer}' (batch "
+                    "statistics, such as a BatchNorm kept in train mode): maps are computed per sample with "
+                    "the others held fixed, at B times the backward cost; explain one sample per call to avoid it"
+                )
+        return known[key]
+
+    def _gradients(self, scores: Tensor, starts: list[Tensor]) -> list[Tensor]:
+        """Gradients at ``starts`` (first the layer), checked to be finite, from one vectorized backward."""
+        self._require_reached()
+        try:
+            per_sample = self._samples_mix(scores, starts[0])
+            gradients = target_gradients(scores, starts, self.chunk_size, per_sample)
+        except RuntimeError as error:
+            if "checkpoint" not in str(error).lower() or ".grad()" not in str(error):
+                raise
+            raise ValueError(
+                f"the model uses reentrant gradient checkpointing above layer '{self.layer}', which "
+                "torch.autograd.grad cannot run through: turn it off for the call (Hugging Face: "
+                "model.gradient_checkpointing_disable()) or use torch.utils.checkpoint(..., use_reentrant=False)"
+            ) from error
+        self._require_finite(gradients[0], "gradients at layer '" + self.layer + "'")
+        return gradients
+
+    def _require_finite(self, values: Tensor, what: str) -> None:
+        """Raise, naming the targets whose (B, K, ...) ``values`` hold inf or NaN.
+
+        One target's infinite gradient can reach the others' through the shared graph (0 * inf), so
+        all affected targets are named.
+        """
+        finite = torch.isfinite(values).flatten(2).all(dim=2).all(dim=0).tolist()
+        if not all(finite):
+            names = ", ".join(repr(t.label(0)) for t, ok in zip(self.targets, finite) if not ok)
+            raise ValueError(
+                f"target {names} has inf or NaN {what}; check the model for overflow (half "
+                "precision) or operations without a gradient at this input (sqrt or log at 0)"
+            )
+
     def _grid_gradients(self, scores: Tensor, start: Tensor) -> Tensor:
-        return self.layout.to_grid(target_gradients(scores, start, self.chunk_size)).float()
+        return self.layout.to_grid(self._gradients(scores, [start])[0], leading=2).float()
 
     @cached_property
     def _clean_gradients(self) -> list[Tensor]:
         """Gradients at the layer and, if any, the token layer, from one vectorized backward."""
         starts = [self._start] + ([self._tokens] if self._tokens is not None else [])
-        return target_gradients(self.scores, starts, self.chunk_size)
+        return self._gradients(self.scores, starts)
 
     @cached_property
     def gradients(self) -> Tensor:
-        """G = d y_k / d A on the clean input: (B, K, C, h, w), float32."""
-        return self.layout.to_grid(self._clean_gradients[0]).float()
+        """G = d y_k / d A on the clean input: (B, K, C, *grid), float32."""
+        return self.layout.to_grid(self._clean_gradients[0], leading=2).float()
 
     @cached_property
     def token_weights(self) -> Tensor:
@@ -127,18 +210,19 @@ class CamContext:
         the result is reproducible.
         """
         generator = torch.Generator(device=self.image.device).manual_seed(0)
-        span = (self.image.amax(dim=(1, 2, 3)) - self.image.amin(dim=(1, 2, 3)))[:, None, None, None]
+        flat = self.image.flatten(1)
+        span = (flat.amax(dim=1) - flat.amin(dim=1)).reshape(-1, *[1] * (self.image.ndim - 1))
         moments = [0.0, 0.0, 0.0]
         for _ in range(samples):
             noise = torch.randn(self.image.shape, generator=generator, device=self.image.device)
             noisy = self.image + (sigma * span * noise).to(self.image.dtype)
-            scores, start, _ = self._capture_pass(self._with_image(noisy))
+            scores, start, _, _ = self._capture_pass(self._with_image(noisy))
             g = self._grid_gradients(scores, start)
             moments = [moments[0] + g, moments[1] + g**2, moments[2] + g**3]
         return tuple(m / samples for m in moments)
 
     def masked_scores(self, masks: Tensor, batch_size: int) -> Tensor:
-        """Scores of the image times each mask: (B, M, H, W) masks -> (B, M, K), ``batch_size`` rows a forward."""
+        """Scores of the image times each mask: (B, M, *grid) masks -> (B, M, K), ``batch_size`` rows a forward."""
         batch, count = masks.shape[:2]
         per_forward = max(1, batch_size // batch)
         chunks = []
@@ -152,8 +236,10 @@ class CamContext:
 
     @cached_property
     def guided_input_gradients(self) -> Tensor:
-        """Guided-backpropagation gradients of each target w.r.t. the image: (B, K, C_in, H, W)."""
+        """Guided-backpropagation gradients of each target w.r.t. the image: (B, K, C_in, *grid)."""
         image = self.image.detach().clone().requires_grad_(True)
         with guided_relus(self.model):
             output = self._run({**self.inputs, self.image_key: image})
-        return target_gradients(self.score(output), image, self.chunk_size).float()
+        gradients = target_gradients(self.score(output), image, self.chunk_size).float()
+        self._require_finite(gradients, "guided gradients at the input")
+        return gradients

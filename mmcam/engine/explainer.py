@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from mmcam.engine.context import CamContext, Forward
-from mmcam.engine.layers import find_spatial_layer, resolve_layer
+from mmcam.engine.layers import auto_layer, resolve_layer
 from mmcam.engine.layouts import Layout
 from mmcam.engine.methods import get_method
 from mmcam.engine.precision import Precision
-from mmcam.engine.resize import normalize, upsample
-from mmcam.engine.state import explanation_mode
+from mmcam.engine.resize import UPSAMPLING, normalize, upsample
+from mmcam.engine.state import cudnn_disabled, explanation_mode, has_rnn
 from mmcam.explanation import Explanation
 from mmcam.targets import Target, as_targets
+
+LayoutSpec = str | Layout | Callable[[dict[str, Tensor]], str | Layout]
 
 
 def call_model(model: nn.Module, inputs: dict[str, Tensor]) -> Any:
@@ -30,13 +32,23 @@ class Explainer:
     """Reusable explainer for one model, layer and method.
 
     ``layer``: a submodule, a dotted name (negative indices allowed: ``"vit.layers.-1.layernorm_before"``)
-    or ``"auto"`` (the last layer with a spatial output the target depends on, found once on the
-    first call). ``layout``: ``"auto"``, ``"nchw"``, ``"nhwc"``, ``"tokens"`` or a ``Layout``.
+    or ``"auto"``: the last layer with a spatial output the target depends on, found by one probe
+    (without weight gradients) the first time a model meets a forward and input shape, remembered
+    per model (weakly) and logged on the ``"mmcam"`` logger. The model itself is not a layer.
+    ``layout``: ``"auto"``, ``"nchw"``, ``"nhwc"`` (``"ncthw"``, ``"nthwc"`` for video), ``"tokens"``,
+    a ``Layout``, or a function of the inputs returning one (a grid that depends on the question length).
     ``token_layer`` (optional): a layer with a (B, L, D) token output, such as a question's word
     embeddings, whose gradient x input per token is returned as ``token_weights`` (B, K, L) from the
     same backward. ``forward(model, inputs)`` runs the model on a dict of batched tensors whose ``image_key``
-    entry is the image; the default calls ``model(image)``. ``chunk_size`` bounds how many targets
-    share one batched backward.
+    entry is the image, (B, C, H, W) or a video or volume (B, C, T, H, W); the default calls
+    ``model(image)``. ``chunk_size`` bounds how many targets share one batched backward.
+    ``signed=True`` keeps each map's sign (no final ReLU; maps scaled by max |L| into [-1, 1]);
+    ``upsampling`` is ``"bilinear"`` (trilinear for video) or ``"nearest"``.
+
+    A call on a model another call (or thread) is explaining waits for it; the model comes back
+    exactly as it went in. Gradient methods raise when a target does not depend on the layer (no
+    zero maps), when a score or gradient is not finite, and warn when samples mix after the layer
+    (their maps are then computed per sample).
     """
 
     def __init__(
@@ -44,13 +56,17 @@ class Explainer:
         model: nn.Module,
         layer: nn.Module | str = "auto",
         method: str | object = "gradcam",
-        layout: str | Layout = "auto",
+        layout: LayoutSpec = "auto",
         forward: Forward = call_model,
         image_key: str = "pixel_values",
         class_names: Sequence[str] | None = None,
         chunk_size: int = 32,
         token_layer: str | None = None,
+        signed: bool = False,
+        upsampling: str = "bilinear",
     ):
+        if upsampling not in UPSAMPLING:
+            raise ValueError(f"unknown upsampling '{upsampling}'; use one of {', '.join(UPSAMPLING)}")
         self.model = model
         self.method = get_method(method)
         self.layout = layout
@@ -58,42 +74,46 @@ class Explainer:
         self.image_key = image_key
         self.class_names = class_names
         self.chunk_size = chunk_size
-        self.layer = None if layer == "auto" else resolve_layer(model, layer)
+        self.signed = signed
+        self.upsampling = upsampling
+        self.layer = None if isinstance(layer, str) and layer == "auto" else resolve_layer(model, layer)
         self.token_layer = None if token_layer is None else resolve_layer(model, token_layer)
 
     def __call__(self, inputs: Tensor | dict[str, Tensor], targets: Any) -> Explanation:
         """Explain ``targets`` (see ``mmcam.targets.as_targets``) on a batch of ``inputs``."""
         inputs = self._as_inputs(inputs)
         image = inputs[self.image_key]
-        batch, size = image.shape[0], tuple(image.shape[-2:])
+        batch, size = image.shape[0], tuple(image.shape[2:])
         target_list = as_targets(targets, batch, self.class_names)
         if torch.is_inference_mode_enabled():
             raise RuntimeError("mmcam needs autograd: call it outside torch.inference_mode()")
         precision = Precision.current(image.device.type)
         with (
             explanation_mode(self.model),
+            cudnn_disabled(has_rnn(self.model)),
             torch.enable_grad(),
             torch.autocast(image.device.type, enabled=False),
         ):
-            layer = self.layer or self._find_layer(inputs, target_list, size, precision)
+            layer = self.layer or self._auto_layer(inputs, target_list, size, precision)
             context = CamContext(
                 self.model,
                 self.forward,
                 inputs,
                 self.image_key,
                 layer,
-                self.layout,
+                self.layout(inputs) if callable(self.layout) else self.layout,
                 target_list,
                 self.chunk_size,
                 precision,
                 self.token_layer,
+                self.upsampling,
             )
             result = self.method(context)
             scores = context.scores.detach().float()
             token_weights = context.token_weights.detach() if self.token_layer else None
-        raw = result.raw.detach().float()
+        raw = (result.signed if self.signed else result.raw).detach().float()
         return Explanation(
-            maps=normalize(upsample(raw, size)),
+            maps=normalize(upsample(raw, size, self.upsampling), len(size), self.signed),
             raw=raw,
             scores=scores,
             labels=[[t.label(b, self.class_names) for t in target_list] for b in range(batch)],
@@ -104,16 +124,15 @@ class Explainer:
             token_weights=token_weights,
         )
 
-    def _find_layer(
-        self, inputs: dict[str, Tensor], targets: list[Target], size: tuple[int, int], precision: Precision
+    def _auto_layer(
+        self, inputs: dict[str, Tensor], targets: list[Target], size: tuple[int, ...], precision: Precision
     ) -> str:
         def run() -> Tensor:
             with precision.applied():
                 output = self.forward(self.model, inputs)
             return torch.stack([t(output) for t in targets], dim=1)
 
-        self.layer = find_spatial_layer(self.model, run, size)
-        return self.layer
+        return auto_layer(self.model, self.forward, inputs, size, run)
 
     def _as_inputs(self, inputs: Tensor | dict[str, Tensor]) -> dict[str, Tensor]:
         if isinstance(inputs, Tensor):
@@ -123,9 +142,10 @@ class Explainer:
                 f"inputs must be an image tensor (B, C, H, W) or a dict with a '{self.image_key}' entry"
             )
         image = inputs[self.image_key]
-        if image.ndim != 4 or not image.is_floating_point():
+        if image.ndim not in (4, 5) or not image.is_floating_point():
             raise ValueError(
-                f"the image must be a float tensor (B, C, H, W), got {image.dtype} of shape {tuple(image.shape)}"
+                "the image must be a float tensor (B, C, H, W), or (B, C, T, H, W) for video, "
+                f"got {image.dtype} of shape {tuple(image.shape)}"
             )
         return {key: value.detach() if isinstance(value, Tensor) else value for key, value in inputs.items()}
 
@@ -138,5 +158,9 @@ def explain(
     method: str | object = "gradcam",
     **options: Any,
 ) -> Explanation:
-    """One call: ``Explainer(model, layer=layer, method=method, **options)(images, targets)``."""
+    """One call: ``Explainer(model, layer=layer, method=method, **options)(images, targets)``.
+
+    With ``layer="auto"`` the probe runs once per model and input shape, so repeated calls cost
+    what an explicit-layer ``Explainer`` costs.
+    """
     return Explainer(model, layer=layer, method=method, **options)(images, targets)

@@ -6,34 +6,55 @@ import torch
 from torch import Tensor
 
 
+def _seeds(scores: Tensor, per_sample: bool) -> Tensor:
+    """One-hot ``grad_outputs`` shaped like ``scores`` (B, K): one per target (K), or per target and sample (B*K)."""
+    count = scores.numel() if per_sample else scores.shape[1]
+    one_hot = torch.eye(count, dtype=scores.dtype, device=scores.device)
+    if per_sample:
+        return one_hot.reshape(count, *scores.shape)
+    return one_hot[:, None, :].expand(count, *scores.shape)
+
+
 def target_gradients(
-    scores: Tensor, starts: Tensor | list[Tensor], chunk_size: int = 32
+    scores: Tensor, starts: Tensor | list[Tensor], chunk_size: int = 32, per_sample: bool = False
 ) -> Tensor | list[Tensor]:
     """d scores[:, k] / d start for every k: (B, K) scores, start (B, ...) -> (B, K, ...).
 
     ``starts`` may be a list of tensors: their gradients come from the same backward, as a list.
+    A start a score does not reach gets zeros.
 
     Samples are independent in eval mode, so the gradient of column k summed over the batch is
     each sample's own gradient. The K columns are backpropagated together by
     ``torch.autograd.grad(..., is_grads_batched=True)`` with one-hot ``grad_outputs``, in chunks of
-    ``chunk_size`` targets to bound the memory of the batched backward.
+    ``chunk_size`` seeds to bound the memory of the batched backward. With ``per_sample`` (for
+    models whose samples mix after the layer) every (sample, target) pair gets its own seed and
+    sample b keeps only the gradient at its own activation: d y_bk / d A_b, the others held fixed.
     """
     tensors = starts if isinstance(starts, list) else [starts]
-    count = scores.shape[1]
-    one_hot = torch.eye(count, dtype=scores.dtype, device=scores.device)
+    seeds = _seeds(scores, per_sample)
+    count = seeds.shape[0]
     chunks = []
     for begin in range(0, count, chunk_size):
         end = min(begin + chunk_size, count)
-        seeds = one_hot[begin:end, None, :].expand(end - begin, *scores.shape)
-        last = end == count
+        options = dict(retain_graph=end < count, allow_unused=True, materialize_grads=True)
         if end - begin == 1:
-            gradients = [
-                g[None] for g in torch.autograd.grad(scores, tensors, seeds[0], retain_graph=not last)
-            ]
+            gradients = [g[None] for g in torch.autograd.grad(scores, tensors, seeds[begin], **options)]
         else:
-            gradients = torch.autograd.grad(
-                scores, tensors, seeds, retain_graph=not last, is_grads_batched=True
-            )
+            gradients = torch.autograd.grad(scores, tensors, seeds[begin:end], is_grads_batched=True, **options)
         chunks.append(gradients)
-    joined = [torch.cat(parts).transpose(0, 1) for parts in zip(*chunks)]
+    joined = [torch.cat(parts) for parts in zip(*chunks)]
+    if per_sample:
+        batch = scores.shape[0]
+        rows = torch.arange(batch, device=scores.device)
+        joined = [g.reshape(batch, scores.shape[1], *g.shape[1:])[rows, :, rows] for g in joined]
+    else:
+        joined = [g.transpose(0, 1) for g in joined]
     return joined if isinstance(starts, list) else joined[0]
+
+
+def mixes_samples(scores: Tensor, start: Tensor) -> bool:
+    """Whether sample 0's scores depend on the other samples' activations (batch statistics after the layer)."""
+    if scores.shape[0] < 2 or not scores.requires_grad:
+        return False
+    (gradient,) = torch.autograd.grad(scores[0].sum(), start, retain_graph=True, allow_unused=True)
+    return gradient is not None and bool(gradient[1:].abs().amax() > 0)

@@ -1,23 +1,43 @@
-"""Find the layer to explain: by module, by dotted name, or automatically."""
+"""Find the layer to explain: by module, by dotted name, or automatically (found once per model and input shape)."""
 
 from __future__ import annotations
 
 import difflib
+import logging
+import threading
 from collections.abc import Callable
+from functools import partial
+from typing import Any
+from weakref import WeakKeyDictionary
 
 import torch
 from torch import Tensor, nn
 
-from mmcam.engine.capture import first_tensor
-from mmcam.engine.layouts import infer_layout
+from mmcam.engine.capture import first_tensor, replace_first
+from mmcam.engine.layouts import infer_layout, layout_readings
+
+logger = logging.getLogger("mmcam")
+_auto_layers: WeakKeyDictionary[nn.Module, dict[tuple, str]] = WeakKeyDictionary()
+_auto_lock = threading.Lock()
 
 
 def resolve_layer(model: nn.Module, spec: nn.Module | str) -> str:
     """Return the dotted name of ``spec`` inside ``model``.
 
     ``spec`` is a submodule, or a dotted name whose parts may be negative indices into
-    sequential containers (``"vit.layers.-1.layernorm_before"``).
+    sequential containers (``"vit.layers.-1.layernorm_before"``). The model itself is refused: its
+    output is what the targets read, not a feature map whose cells can be weighed.
     """
+    if not isinstance(spec, (nn.Module, str)):
+        raise TypeError(
+            f"layer= takes a submodule of the model, its dotted name (such as 'layer4' or 'blocks.-1.norm1') "
+            f"or 'auto'; got {type(spec).__name__} {spec!r}"
+        )
+    if spec is model or spec == "":
+        raise ValueError(
+            f"layer= is the model itself ({type(model).__name__}): its output is what the targets read, not a "
+            "spatial feature map; pass one of its submodules (the last block before pooling) or 'auto'"
+        )
     names = {module: name for name, module in model.named_modules()}
     if isinstance(spec, nn.Module):
         if spec not in names:
@@ -44,51 +64,93 @@ def _unknown_layer_message(model: nn.Module, spec: str) -> str:
     return f"no layer named '{spec}' in {type(model).__name__}; closest valid names: {hint}"
 
 
-def find_spatial_layer(model: nn.Module, run: Callable[[], Tensor], image_size: tuple[int, int]) -> str:
+def _grid_like(tensor: Tensor | None, image_size: tuple[int, ...]) -> bool:
+    return tensor is not None and tensor.is_floating_point() and bool(layout_readings(tensor, image_size))
+
+
+def find_spatial_layer(model: nn.Module, run: Callable[[], Tensor], image_size: tuple[int, ...]) -> str:
     """The last layer, in execution order, whose output is a spatial grid the target depends on.
 
-    One probe forward records every module output that reads as a grid (NCHW, NHWC or tokens
-    with a patch grid) of at least two cells; ``run`` returns the target scores. The chosen layer
-    is the last one whose gradient is non-zero on at least two grid cells, so a ViT's final
-    norm (whose gradient reaches only the class token) is passed over for the last block that
-    still mixes patch tokens. Modules that run more than once per forward are skipped.
+    One probe forward records every module output that reads as a grid (NCHW, NHWC, video or
+    tokens with a patch grid) of at least two cells; ``run`` returns the target scores. Parameters
+    stay frozen: each grid output not yet in the graph is made a start of it (as ``LayerCapture``
+    does), so the probe's graph holds no weights and computes no weight gradients. The chosen layer
+    is the last one whose gradient is non-zero on at least two grid cells, so a ViT's final norm
+    (whose gradient reaches only the class token) is passed over for the last block that still
+    mixes patch tokens. Modules that run more than once per forward are skipped.
     """
     outputs: dict[str, Tensor] = {}
     calls: dict[str, int] = {}
+    thread = threading.get_ident()
 
     def record(name: str):
-        def hook(module: nn.Module, args: tuple, output: object) -> None:
+        def hook(module: nn.Module, args: tuple, output: object) -> object:
+            if threading.get_ident() != thread:
+                return None
             calls[name] = calls.get(name, 0) + 1
             tensor = first_tensor(output)
-            if tensor is not None and tensor.requires_grad and infer_layout(tensor, image_size, strict=False):
+            if not _grid_like(tensor, image_size):
+                return None
+            if tensor.requires_grad:
                 outputs[name] = tensor
+                return None
+            start = tensor.detach().requires_grad_(True)
+            outputs[name] = start
+            return replace_first(output, start.clone())
 
         return hook
 
-    parameters = [p for p in model.parameters() if p.is_floating_point()]
-    for parameter in parameters:
-        parameter.requires_grad_(True)
     handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
     try:
         scores = run()
     finally:
         for handle in handles:
             handle.remove()
-        for parameter in parameters:
-            parameter.requires_grad_(False)
     candidates = [(name, tensor) for name, tensor in outputs.items() if calls[name] == 1]
     if not candidates:
         raise ValueError(
-            f"{type(model).__name__} has no layer with a spatial output (NCHW, NHWC or a token grid); "
+            f"{type(model).__name__} has no layer with a spatial output (NCHW, NHWC, video or a token grid); "
             "pass layer= with the module to explain"
         )
-    gradients = torch.autograd.grad(scores.sum(), [t for _, t in candidates], allow_unused=True)
-    for (name, tensor), gradient in zip(reversed(candidates), reversed(gradients)):
-        if gradient is None:
-            continue
-        grid = infer_layout(tensor, image_size).to_grid(gradient)
-        if (grid.abs().sum(dim=(0, 1)) > 0).sum() >= 2:
-            return name
+    if scores.requires_grad:
+        gradients = torch.autograd.grad(scores.sum(), [t for _, t in candidates], allow_unused=True)
+        for (name, tensor), gradient in zip(reversed(candidates), reversed(gradients)):
+            if gradient is None:
+                continue
+            grid = infer_layout(tensor, image_size).to_grid(gradient)
+            if (grid.abs().sum(dim=(0, 1)) > 0).sum() >= 2:
+                return name
     raise ValueError(
         f"the target depends on no spatial layer of {type(model).__name__}; pass layer= explicitly"
     )
+
+
+def _code(forward: Callable) -> object:
+    """What identifies a forward function without holding on to what it closes over."""
+    while isinstance(forward, partial):
+        forward = forward.func
+    return getattr(forward, "__code__", type(forward))
+
+
+def auto_layer(
+    model: nn.Module,
+    forward: Callable,
+    inputs: dict[str, Any],
+    image_size: tuple[int, ...],
+    run: Callable[[], Tensor],
+) -> str:
+    """``find_spatial_layer``, remembered per model (weakly), forward function and per-sample input shapes.
+
+    The first call with a new key probes (on that call's targets) and logs the choice on the
+    ``"mmcam"`` logger; later calls reuse it for free.
+    """
+    shapes = tuple(
+        sorted((key, tuple(value.shape[1:])) for key, value in inputs.items() if isinstance(value, Tensor))
+    )
+    key = (_code(forward), shapes)
+    with _auto_lock:
+        known = _auto_layers.setdefault(model, {})
+    if key not in known:
+        known[key] = find_spatial_layer(model, run, image_size)
+        logger.info("auto layer for %s on inputs %s: '%s'", type(model).__name__, dict(shapes), known[key])
+    return known[key]

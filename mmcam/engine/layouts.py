@@ -1,4 +1,4 @@
-"""Turn a layer's activation into a spatial grid (..., C, h, w), whatever its layout."""
+"""Turn a layer's activation into a spatial grid (..., C, h, w) or, for video, (..., C, t, h, w)."""
 
 from __future__ import annotations
 
@@ -7,34 +7,60 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from mmcam.engine.warn import warn_user
+
 MAX_PREFIX_TOKENS = 16
+_ALIASES = {"ncthw": "nchw", "nthwc": "nhwc"}
 
 
 @dataclass(frozen=True)
 class Layout:
     """How one sample's activation is laid out.
 
-    ``"nchw"``: (C, h, w), CNNs. ``"nhwc"``: (h, w, C), Swin and ConvNeXt blocks.
+    ``"nchw"``: (C, h, w), CNNs; for video and volumes (C, t, h, w) (alias ``"ncthw"``).
+    ``"nhwc"``: (h, w, C), Swin and ConvNeXt blocks; (t, h, w, C) for video (alias ``"nthwc"``).
     ``"tokens"``: (prefix + h*w, C), transformers: ``prefix`` leading tokens (CLS, distillation,
-    registers) then a row-major patch grid of ``grid = (h, w)``, which need not be square.
+    registers) then a row-major patch grid of ``grid = (h, w)``, which need not be square. With
+    ``features_first=True`` the sequence runs along the last axis instead: (C, prefix + h*w).
     """
 
     kind: str
     prefix: int = 0
     grid: tuple[int, int] | None = None
+    features_first: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", _ALIASES.get(self.kind, self.kind))
         if self.kind not in ("nchw", "nhwc", "tokens"):
             raise ValueError(f"unknown layout '{self.kind}'; use 'nchw', 'nhwc' or 'tokens'")
         if self.kind == "tokens" and self.grid is None:
             raise ValueError("a token layout needs its patch grid: Layout('tokens', prefix=1, grid=(h, w))")
 
-    def to_grid(self, x: Tensor) -> Tensor:
-        """(..., <one sample>) -> (..., C, h, w): leading dimensions (batch, targets) are kept."""
+    def sample_rank(self, spatial: int) -> int:
+        """The number of dimensions of one sample's activation for an input with ``spatial`` grid axes."""
+        return 2 if self.kind == "tokens" else spatial + 1
+
+    def check(self, activation: Tensor, spatial: int, layer: str) -> None:
+        """Raise a layout message when ``activation`` (B, ...) cannot be read this way."""
+        expected = self.sample_rank(spatial)
+        if self.kind == "tokens" and spatial != 2:
+            raise ValueError("token layouts cover images; for video use layout='nchw' or 'nhwc' on a (B, C, t, h, w) layer")
+        if activation.ndim - 1 != expected:
+            shapes = {"nchw": "(B, C, h, w)", "nhwc": "(B, h, w, C)", "tokens": "(B, L, C)"}
+            wanted = shapes[self.kind] if spatial == 2 else f"a batch of {expected}-D samples"
+            raise ValueError(
+                f"layout '{self.kind}' expects {wanted} activations, but layer '{layer}' gives "
+                f"{tuple(activation.shape)}; pass layout='auto' or the layout that fits"
+            )
+
+    def to_grid(self, x: Tensor, leading: int = 1) -> Tensor:
+        """(<leading dims>, <one sample>) -> (<leading dims>, C, *grid): leading dims (batch, targets) are kept."""
         if self.kind == "nchw":
             return x
         if self.kind == "nhwc":
-            return x.movedim(-1, -3)
+            return x.movedim(-1, leading)
+        if self.features_first:
+            x = x.transpose(-2, -1)
         h, w = self.grid
         patches = x[..., self.prefix :, :]
         if patches.shape[-2] != h * w:
@@ -44,16 +70,21 @@ class Layout:
         return patches.reshape(*x.shape[:-2], h, w, x.shape[-1]).movedim(-1, -3)
 
 
-def _same_aspect(h: int, w: int, image_size: tuple[int, int]) -> bool:
-    """Whether an h x w grid covers an H x W image, up to one cell of rounding."""
-    height, width = image_size
+def _same_aspect(h: int, w: int, image_size: tuple[int, ...]) -> bool:
+    """Whether an h x w grid covers the input's last two axes (H x W), up to one cell of rounding."""
+    height, width = image_size[-2:]
     return h >= 1 and w >= 1 and abs(h * width - w * height) <= max(height, width)
 
 
-def _token_grid(tokens: int, image_size: tuple[int, int]) -> tuple[int, tuple[int, int]] | None:
-    """The fewest prefix tokens that leave a patch grid with the image's aspect ratio."""
+def _fits_time(grid: tuple[int, ...], image_size: tuple[int, ...]) -> bool:
+    """For video, whether a grid (t, h, w) has no more frames than the input (layers do not add frames)."""
+    return len(image_size) == 2 or 1 <= grid[0] <= image_size[0]
+
+
+def _token_grid(tokens: int, image_size: tuple[int, ...], max_prefix: int = MAX_PREFIX_TOKENS):
+    """The fewest prefix tokens that leave a patch grid with the image's aspect ratio, or None."""
     height, width = image_size
-    for prefix in range(min(MAX_PREFIX_TOKENS, tokens - 1) + 1):
+    for prefix in range(min(max_prefix, tokens - 1) + 1):
         cells = tokens - prefix
         h = max(1, round(math.sqrt(cells * height / width)))
         for rows in (h - 1, h, h + 1):
@@ -62,42 +93,82 @@ def _token_grid(tokens: int, image_size: tuple[int, int]) -> tuple[int, tuple[in
     return None
 
 
-def infer_layout(activation: Tensor, image_size: tuple[int, int], strict: bool = True) -> Layout | None:
-    """Guess the layout of a batched activation (B, ...) from its shape and the input image size.
+def layout_readings(activation: Tensor, image_size: tuple[int, ...]) -> list[Layout]:
+    """Every layout that fits a batched activation's shape for this input size, the preferred first.
 
-    4-D: NCHW when (d2, d3) has the image's aspect ratio, else NHWC when (d1, d2) has it.
-    3-D: tokens, with the fewest prefix tokens that leave a grid of the image's aspect ratio.
-    Returns None (or raises, when ``strict``) otherwise.
+    Grids (B, C, *g) or (B, *g, C), with g as many axes as the input's (two for images, three for
+    video), fit when g's last two axes have the input's aspect ratio (and, for video, g has no more
+    frames than the input); channels-first is preferred.
+    Token sequences (B, L, C) of images fit with the fewest prefix tokens that leave such a grid;
+    a prefix-free sequence whose last axis also makes a grid reads as (B, C, L) too.
     """
     shape = tuple(activation.shape[1:])
-    layout = None
-    if len(shape) == 3:
-        if _same_aspect(shape[1], shape[2], image_size):
-            layout = Layout("nchw")
-        elif _same_aspect(shape[0], shape[1], image_size):
-            layout = Layout("nhwc")
-    elif len(shape) == 2 and shape[0] >= 2:
+    spatial = len(image_size)
+    readings = []
+    if len(shape) == spatial + 1:
+        if _same_aspect(shape[-2], shape[-1], image_size) and _fits_time(shape[1:], image_size):
+            readings.append(Layout("nchw"))
+        if _same_aspect(shape[-3], shape[-2], image_size) and _fits_time(shape[:-1], image_size):
+            readings.append(Layout("nhwc"))
+    elif len(shape) == 2 and spatial == 2 and shape[0] >= 2:
         found = _token_grid(shape[0], image_size)
         if found is not None:
-            layout = Layout("tokens", prefix=found[0], grid=found[1])
-    if layout is None and strict:
+            readings.append(Layout("tokens", prefix=found[0], grid=found[1]))
+        flipped = _token_grid(shape[1], image_size, max_prefix=0)
+        if flipped is not None and (found is None or found[0] == 0):
+            readings.append(Layout("tokens", prefix=0, grid=flipped[1], features_first=True))
+    return readings
+
+
+def infer_layout(activation: Tensor, image_size: tuple[int, ...], strict: bool = True) -> Layout | None:
+    """The preferred layout of a batched activation (B, ...) for the input size (see ``layout_readings``).
+
+    Returns None (or raises, when ``strict``) when no layout fits.
+    """
+    readings = layout_readings(activation, image_size)
+    if not readings and strict:
         raise ValueError(
             f"cannot tell the layout of an activation of shape {tuple(activation.shape)} for a "
-            f"{image_size[0]}x{image_size[1]} input; pass layout='nchw', 'nhwc' or "
+            f"{'x'.join(map(str, image_size))} input; pass layout='nchw', 'nhwc' or "
             "Layout('tokens', prefix=P, grid=(h, w))"
+        )
+    return readings[0] if readings else None
+
+
+def _describe(layout: Layout) -> str:
+    if layout.kind != "tokens":
+        return f"layout='{layout.kind}'"
+    flags = ", features_first=True" if layout.features_first else ""
+    return f"layout=Layout('tokens', prefix={layout.prefix}, grid={layout.grid}{flags})"
+
+
+def _auto_layout(activation: Tensor, image_size: tuple[int, ...], layer: str) -> Layout:
+    """The inferred layout; a warning that names both readings when the shape fits two."""
+    readings = layout_readings(activation, image_size)
+    layout = infer_layout(activation, image_size)
+    if len(readings) > 1:
+        warn_user(
+            f"layer '{layer}' gives {tuple(activation.shape)}, which reads as {_describe(readings[0])} or as "
+            f"{_describe(readings[1])}; mmcam used the first: pass layout= explicitly to choose (and silence this)"
         )
     return layout
 
 
-def as_layout(spec: str | Layout, activation: Tensor, image_size: tuple[int, int]) -> Layout:
-    """A Layout from the user's spec: ``"auto"``, ``"nchw"``, ``"nhwc"``, ``"tokens"`` or a Layout."""
-    if isinstance(spec, Layout):
-        return spec
+def as_layout(
+    spec: str | Layout, activation: Tensor, image_size: tuple[int, ...], layer: str = "the layer"
+) -> Layout:
+    """A Layout that fits ``activation``, from the user's spec: ``"auto"``, ``"nchw"``, ``"nhwc"``,
+    ``"ncthw"``, ``"nthwc"``, ``"tokens"`` or a Layout."""
     if spec == "auto":
-        return infer_layout(activation, image_size)
+        return _auto_layout(activation, image_size, layer)
     if spec == "tokens":
-        inferred = infer_layout(activation, image_size)
-        if inferred.kind != "tokens":
-            raise ValueError(f"activation of shape {tuple(activation.shape)} is not a token sequence")
-        return inferred
-    return Layout(spec)
+        layout = infer_layout(activation, image_size, strict=False)
+        if layout is None or layout.kind != "tokens":
+            raise ValueError(
+                f"layer '{layer}' gives {tuple(activation.shape)}, not a token sequence (B, L, C) with a patch "
+                "grid; pass Layout('tokens', prefix=P, grid=(h, w)) or another layout"
+            )
+    else:
+        layout = spec if isinstance(spec, Layout) else Layout(spec)
+    layout.check(activation, len(image_size), layer)
+    return layout

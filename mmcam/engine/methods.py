@@ -1,6 +1,8 @@
 """The CAM family. Notation: A (B, C, h, w) activations of the layer, G = dy/dA (B, K, C, h, w) for
-K targets y per sample; every method returns raw maps (B, K, h, w) and, where it has them, the
-per-channel importance weights (B, K, C) that name neurons in textual explanations."""
+K targets y per sample; ij runs over the layer's grid cells ((t, h, w) for video: every formula sums or
+averages over all grid axes alike). Every method returns the signed map before its final ReLU
+(B, K, h, w) and, where it has them, the per-channel importance weights (B, K, C) that name neurons in
+textual explanations; ``CamResult.raw`` applies the ReLU each formula ends with."""
 
 from __future__ import annotations
 
@@ -18,13 +20,24 @@ if TYPE_CHECKING:
 
 @dataclass
 class CamResult:
-    raw: Tensor
+    """``signed``: the map before the final ReLU; ``raw``: ReLU(signed), the map the formulas define."""
+
+    signed: Tensor
     weights: Tensor | None = None
+
+    @property
+    def raw(self) -> Tensor:
+        return torch.relu(self.signed)
+
+
+def grid_axes(x: Tensor, first: int) -> tuple[int, ...]:
+    """The grid axes of ``x``: every axis from ``first`` on (2 for A, 3 for G)."""
+    return tuple(range(first, x.ndim))
 
 
 def weighted_activations(weights: Tensor, activations: Tensor) -> Tensor:
-    """ReLU(sum_c w_kc A_c): (B, K, C) weights and (B, C, h, w) activations -> (B, K, h, w)."""
-    return torch.relu(torch.einsum("bkc,bchw->bkhw", weights, activations))
+    """sum_c w_kc A_c: (B, K, C) weights and (B, C, *grid) activations -> (B, K, *grid)."""
+    return torch.einsum("bkc,bc...->bk...", weights, activations)
 
 
 def _safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
@@ -40,7 +53,7 @@ class GradCAM:
     name = "gradcam"
 
     def __call__(self, ctx: CamContext) -> CamResult:
-        alpha = ctx.gradients.mean(dim=(-2, -1))
+        alpha = ctx.gradients.mean(dim=grid_axes(ctx.gradients, 3))
         return CamResult(weighted_activations(alpha, ctx.activations), alpha)
 
 
@@ -53,7 +66,7 @@ class CounterfactualCAM:
     name = "counterfactual"
 
     def __call__(self, ctx: CamContext) -> CamResult:
-        alpha = -ctx.gradients.mean(dim=(-2, -1))
+        alpha = -ctx.gradients.mean(dim=grid_axes(ctx.gradients, 3))
         return CamResult(weighted_activations(alpha, ctx.activations), alpha)
 
 
@@ -63,9 +76,9 @@ def _plusplus_weights(activations: Tensor, g1: Tensor, g2: Tensor, g3: Tensor) -
     a_kcij = g2 / (2 g2 + sum_ab A_cab g3)   (0 where the gradient vanishes)
     w_kc   = sum_ij a_kcij ReLU(g1_kcij)
     """
-    activation_sums = activations.sum(dim=(-2, -1))[:, None, :, None, None]
+    activation_sums = activations.sum(dim=grid_axes(activations, 2), keepdim=True)[:, None]
     alpha = _safe_divide(g2, 2 * g2 + activation_sums * g3)
-    return (alpha * torch.relu(g1)).sum(dim=(-2, -1))
+    return (alpha * torch.relu(g1)).sum(dim=grid_axes(g1, 3))
 
 
 class GradCAMPlusPlus:
@@ -112,8 +125,8 @@ class XGradCAM:
 
     def __call__(self, ctx: CamContext) -> CamResult:
         a = ctx.activations
-        share = _safe_divide(a, a.sum(dim=(-2, -1), keepdim=True))
-        weights = (share[:, None] * ctx.gradients).sum(dim=(-2, -1))
+        share = _safe_divide(a, a.sum(dim=grid_axes(a, 2), keepdim=True))
+        weights = (share[:, None] * ctx.gradients).sum(dim=grid_axes(ctx.gradients, 3))
         return CamResult(weighted_activations(weights, a), weights)
 
 
@@ -126,7 +139,7 @@ class HiResCAM:
     name = "hirescam"
 
     def __call__(self, ctx: CamContext) -> CamResult:
-        return CamResult(torch.relu((ctx.gradients * ctx.activations[:, None]).sum(dim=2)))
+        return CamResult((ctx.gradients * ctx.activations[:, None]).sum(dim=2))
 
 
 class LayerCAM:
@@ -138,7 +151,7 @@ class LayerCAM:
     name = "layercam"
 
     def __call__(self, ctx: CamContext) -> CamResult:
-        return CamResult(torch.relu((torch.relu(ctx.gradients) * ctx.activations[:, None]).sum(dim=2)))
+        return CamResult((torch.relu(ctx.gradients) * ctx.activations[:, None]).sum(dim=2))
 
 
 class NormGrad:
@@ -166,18 +179,17 @@ class EigenCAM:
 
     def __call__(self, ctx: CamContext) -> CamResult:
         a = ctx.activations
-        b, c, h, w = a.shape
-        centred = a.reshape(b, c, h * w).transpose(1, 2)
+        b, c, grid = a.shape[0], a.shape[1], a.shape[2:]
+        centred = a.reshape(b, c, -1).transpose(1, 2)
         centred = centred - centred.mean(dim=1, keepdim=True)
         _, _, vh = torch.linalg.svd(centred, full_matrices=False)
         projection = (centred @ vh[:, 0, :, None])[..., 0]
-        total = a.sum(dim=1).reshape(b, h * w)
+        total = a.sum(dim=1).reshape(b, -1)
         agreement = (
             (projection - projection.mean(1, keepdim=True)) * (total - total.mean(1, keepdim=True))
         ).sum(1)
         projection = projection * torch.where(agreement < 0, -1.0, 1.0)[:, None]
-        raw = torch.relu(projection).reshape(b, 1, h, w).expand(b, ctx.target_count, h, w)
-        return CamResult(raw)
+        return CamResult(projection.reshape(b, 1, *grid).expand(b, ctx.target_count, *grid))
 
 
 class ScoreCAM:
@@ -196,8 +208,9 @@ class ScoreCAM:
     def __call__(self, ctx: CamContext) -> CamResult:
         a = ctx.activations
         masks = upsample(a, ctx.image_size)
-        low = masks.amin(dim=(-2, -1), keepdim=True)
-        masks = _safe_divide(masks - low, masks.amax(dim=(-2, -1), keepdim=True) - low)
+        axes = grid_axes(masks, 2)
+        low = masks.amin(dim=axes, keepdim=True)
+        masks = _safe_divide(masks - low, masks.amax(dim=axes, keepdim=True) - low)
         scores = ctx.masked_scores(masks, self.batch_size)
         weights = torch.softmax(scores.transpose(1, 2), dim=-1)
         return CamResult(weighted_activations(weights, a), weights)
@@ -219,7 +232,9 @@ class GuidedBackprop:
 class GuidedGradCAM:
     """Guided Grad-CAM (the Grad-CAM paper): guided backprop times the upsampled Grad-CAM map.
 
-    L_kij = upsample(Grad-CAM_k)_ij * ||R_k:ij||_2, R the guided input gradient.
+    L_kij = upsample(Grad-CAM_k)_ij * ||R_k:ij||_2, R the guided input gradient, the upsampling the
+    explainer's (captum's GuidedGradCam with ``interpolate_mode="nearest"`` is this map per input
+    channel: its L2 norm over channels equals ours with ``upsampling="nearest"``).
     """
 
     name = "guided-gradcam"
@@ -227,7 +242,7 @@ class GuidedGradCAM:
     def __call__(self, ctx: CamContext) -> CamResult:
         cam = GradCAM()(ctx)
         guided = ctx.guided_input_gradients.norm(dim=2)
-        return CamResult(upsample(cam.raw, ctx.image_size) * guided, cam.weights)
+        return CamResult(upsample(cam.raw, ctx.image_size, ctx.upsampling) * guided, cam.weights)
 
 
 METHODS = {
