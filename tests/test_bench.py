@@ -36,7 +36,9 @@ def test_classification_cases_time_the_same_maps_for_every_tool():
     one, every = outputs[("1 target/image", "mmcam")], outputs[("3 targets/image", "mmcam")]
     torch.testing.assert_close(every.raw[:, :1], one.raw)
     captum = torch.cat([a.detach() for a in outputs[("3 targets/image", "captum")]], dim=1)
-    scale = float(every.raw.abs().max())  # random weights: raw maps of a few 1e-2; float sums differ in the last bits
+    scale = float(
+        every.raw.abs().max()
+    )  # random weights: raw maps of a few 1e-2; float sums differ in the last bits
     torch.testing.assert_close(every.raw, captum, atol=1e-3 * scale, rtol=1e-4)
     theirs = torch.as_tensor(outputs[("1 target/image", "pytorch-grad-cam")])
     assert theirs.shape == one.maps[:, 0].shape

@@ -73,12 +73,16 @@ def test_unit_scores_are_the_iou_of_the_top_quantile_with_the_named_concept(clas
     activations = torch.cat(
         [layer_activations(classifier.model, classifier.layer, classifier.preprocess(i)) for i in images]
     )
-    up = torch.nn.functional.interpolate(activations, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+    up = torch.nn.functional.interpolate(
+        activations, size=masks.shape[-2:], mode="bilinear", align_corners=False
+    )
     for unit in [u for u in table.units if u.concept][:3]:
         values = up[:, unit.unit].flatten()
         threshold = values.sort(descending=True).values[round(0.005 * values.numel()) - 1]
         active = up[:, unit.unit] > threshold
-        ious = [float((active & masks[:, k]).sum() / (active | masks[:, k]).sum()) for k in range(len(CONCEPTS))]
+        ious = [
+            float((active & masks[:, k]).sum() / (active | masks[:, k]).sum()) for k in range(len(CONCEPTS))
+        ]
         best = max(range(len(CONCEPTS)), key=ious.__getitem__)
         assert (CONCEPTS[best], round(ious[best], 4)) == (unit.concept, unit.score)
 
@@ -107,7 +111,9 @@ def test_top_supporting_units_name_the_class_color_or_shape_above_chance(classif
         names = [u.concept for u in table.units]
         order = torch.randperm(len(names), generator=generator).tolist()
         shuffled = ConceptTable(
-            table.model, table.layer, table.concepts,
+            table.model,
+            table.layer,
+            table.concepts,
             [dataclasses.replace(u, concept=names[i]) for u, i in zip(table.units, order)],
         )
         chance.append(_classes_named_by_top_units(classifier, shuffled))

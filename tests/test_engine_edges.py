@@ -66,9 +66,7 @@ def test_a_model_and_its_submodule_from_two_threads_restore_every_flag(cam_net):
     before = snapshot(cam_net)
     whole = mmcam.Explainer(cam_net, layer="features.0")
     part = mmcam.Explainer(cam_net.features, layer="0")
-    errors = _hammer(
-        [lambda: whole(x, 1), lambda: part(x, lambda out: out.mean(dim=(1, 2, 3)))]
-    )
+    errors = _hammer([lambda: whole(x, 1), lambda: part(x, lambda out: out.mean(dim=(1, 2, 3)))])
     assert errors == []
     assert_unchanged(cam_net, before)
 
@@ -135,7 +133,9 @@ def test_a_non_finite_gradient_raises_naming_the_target(cam_net):
     def sqrt_at_zero(out):
         return torch.sqrt(out[:, 0] - out[:, 0].detach())  # value 0, gradient inf
 
-    with pytest.raises(ValueError, match="target 'sqrt_at_zero' has inf or NaN gradients at layer 'features'"):
+    with pytest.raises(
+        ValueError, match="target 'sqrt_at_zero' has inf or NaN gradients at layer 'features'"
+    ):
         mmcam.explain(cam_net, _small(), sqrt_at_zero, layer="features")
     with pytest.raises(ValueError, match="target 'class 1', 'sqrt_at_zero' has inf or NaN gradients"):
         mmcam.explain(cam_net, _small(), [mmcam.ClassScore(1), sqrt_at_zero], layer="features")
@@ -379,7 +379,9 @@ def test_auto_layer_is_found_once_per_model_and_shape_and_logged(caplog):
 def test_auto_probe_asks_no_parameter_for_gradients(resnet18, images):
     seen = []
     hooks = [
-        m.register_forward_hook(lambda m, a, o: seen.append(any(p.requires_grad for p in m.parameters(False))))
+        m.register_forward_hook(
+            lambda m, a, o: seen.append(any(p.requires_grad for p in m.parameters(False)))
+        )
         for m in resnet18.modules()
     ]
     try:
@@ -404,7 +406,7 @@ def test_an_auto_explainer_keeps_its_layer_setting_and_the_cache_frees_models():
     reference = weakref.ref(cam_net)
     del explainer, cam_net
     gc.collect()
-    assert reference() is None and all(model is not None for model in _auto_layers.keys())
+    assert reference() is None and all(model is not None for model in _auto_layers)
 
 
 def test_layout_may_depend_on_the_inputs():

@@ -1,5 +1,7 @@
 """mmcam's maps against pytorch-grad-cam and captum on a seeded torchvision resnet18."""
 
+import typing
+
 import numpy as np
 import pytest
 import torch
@@ -125,7 +127,7 @@ class SmoothGradCAMPlusPlusReference(pytorch_grad_cam.GradCAMPlusPlus):
     dropped: eq. 19 has none and mmcam divides exactly (0 where the gradient vanishes); at layer3 the
     eps alone moves the map by 3e-4, all the rest of the difference is 5e-5."""
 
-    noisy_inputs: list = []
+    noisy_inputs: typing.ClassVar[list] = []  # set by the test before the call
     eps = 0.0
 
     def get_cam_weights(self, input_tensor, target_layers, targets, activations, grads):
@@ -165,9 +167,11 @@ def test_smooth_gradcam_plusplus_matches_pytorch_grad_cam_with_the_same_noise(sc
 def test_signed_nearest_gradcam_matches_captum_layer_gradcam_and_interpolate(resnet18, images):
     """captum's LayerGradCam(relu_attributions=False) and LayerAttribution.interpolate(mode nearest)."""
     classes = [1, 8]
-    layer_map = captum_attr.LayerGradCam(resnet18, resnet18.layer4).attribute(
-        images, target=classes, relu_attributions=False
-    ).detach()
+    layer_map = (
+        captum_attr.LayerGradCam(resnet18, resnet18.layer4)
+        .attribute(images, target=classes, relu_attributions=False)
+        .detach()
+    )
     upsampled = captum_attr.LayerAttribution.interpolate(layer_map, (96, 96), interpolate_mode="nearest")
     ours = mmcam.explain(resnet18, images, classes, layer="layer4", signed=True, upsampling="nearest")
     assert (ours.raw < 0).any()  # the sign is kept
@@ -183,5 +187,7 @@ def test_guided_gradcam_matches_captum_per_input_channel(resnet18, images):
     expected = captum_attr.GuidedGradCam(resnet18, resnet18.layer4).attribute(
         images, target=classes, interpolate_mode="nearest"
     )
-    ours = mmcam.explain(resnet18, images, classes, layer="layer4", method="guided-gradcam", upsampling="nearest")
+    ours = mmcam.explain(
+        resnet18, images, classes, layer="layer4", method="guided-gradcam", upsampling="nearest"
+    )
     torch.testing.assert_close(ours.raw[:, 0], expected.detach().norm(dim=1), atol=1e-6, rtol=1e-4)

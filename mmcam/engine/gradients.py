@@ -36,11 +36,13 @@ def target_gradients(
     chunks = []
     for begin in range(0, count, chunk_size):
         end = min(begin + chunk_size, count)
-        options = dict(retain_graph=end < count, allow_unused=True, materialize_grads=True)
+        options = {"retain_graph": end < count, "allow_unused": True, "materialize_grads": True}
         if end - begin == 1:
             gradients = [g[None] for g in torch.autograd.grad(scores, tensors, seeds[begin], **options)]
         else:
-            gradients = torch.autograd.grad(scores, tensors, seeds[begin:end], is_grads_batched=True, **options)
+            gradients = torch.autograd.grad(
+                scores, tensors, seeds[begin:end], is_grads_batched=True, **options
+            )
         chunks.append(gradients)
     joined = [torch.cat(parts) for parts in zip(*chunks)]
     if per_sample:

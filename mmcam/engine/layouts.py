@@ -44,7 +44,9 @@ class Layout:
         """Raise a layout message when ``activation`` (B, ...) cannot be read this way."""
         expected = self.sample_rank(spatial)
         if self.kind == "tokens" and spatial != 2:
-            raise ValueError("token layouts cover images; for video use layout='nchw' or 'nhwc' on a (B, C, t, h, w) layer")
+            raise ValueError(
+                "token layouts cover images; for video use layout='nchw' or 'nhwc' on a (B, C, t, h, w) layer"
+            )
         if activation.ndim - 1 != expected:
             shapes = {"nchw": "(B, C, h, w)", "nhwc": "(B, h, w, C)", "tokens": "(B, L, C)"}
             wanted = shapes[self.kind] if spatial == 2 else f"a batch of {expected}-D samples"

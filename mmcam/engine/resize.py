@@ -25,7 +25,9 @@ def upsample(maps: Tensor, size: tuple[int, ...], mode: str = "bilinear") -> Ten
     if mode == "nearest":
         resized = F.interpolate(flat, size=size, mode="nearest")
     else:
-        resized = F.interpolate(flat, size=size, mode="bilinear" if axes == 2 else "trilinear", align_corners=False)
+        resized = F.interpolate(
+            flat, size=size, mode="bilinear" if axes == 2 else "trilinear", align_corners=False
+        )
     return resized.reshape(*maps.shape[:-axes], *size)
 
 
