@@ -231,7 +231,7 @@ def vqa_cases(device: torch.device, seed: int = 40_000) -> list[Case]:
         for k, v in vqa.prepare([Image.fromarray(scene.image)], [scene.questions[0].text]).items()
     }
     pixels = inputs["pixel_values"]
-    explainer = vqa.explainer(inputs)
+    explainer = vqa.explainer()
     text = {k: v for k, v in inputs.items() if k != "pixel_values"}
     wrapped = _FixedText(vqa.model, vqa.forward, text, log_softmax=False).eval()
     peers = _peer_gradcams(wrapped, vqa.model.get_submodule(vqa.layer))

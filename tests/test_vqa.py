@@ -159,3 +159,13 @@ def test_row_major_patches_keep_the_answers_and_order_the_grid(vilt):
         for index, image in enumerate([small, large]):
             alone = vilt.model(**vilt.prepare([image], [QUESTION])).logits
             torch.testing.assert_close(batched[index], alone[0], atol=1e-5, rtol=1e-4)
+
+
+def test_one_vilt_explainer_serves_questions_of_any_length(vilt, picture):
+    """ViLT's grid starts after the question's tokens: one explainer follows each input's layout."""
+    explainer = vilt.explainer()
+    for question in ("what color?", QUESTION + " is it red or blue ?"):
+        shared = explain_answers(vilt, picture, question, top=2, explainer=explainer).explanation
+        fresh = explain_answers(vilt, picture, question, top=2).explanation
+        torch.testing.assert_close(shared.raw, fresh.raw, atol=1e-6, rtol=1e-5)
+        assert shared.raw.shape[-2:] == (4, 5)

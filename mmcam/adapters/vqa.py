@@ -49,14 +49,13 @@ class VQAModel:
     generate: Callable[[dict[str, Tensor]], str] | None = None
     answer_inputs: Callable[[dict[str, Tensor], str], tuple[dict[str, Tensor], list[int]]] | None = None
 
-    def explainer(
-        self, inputs: dict[str, Tensor], layer: str | None = None, method: str = "gradcam"
-    ) -> Explainer:
+    def explainer(self, layer: str | None = None, method: str = "gradcam") -> Explainer:
+        """One explainer for every question: the layout follows each input (``layout(inputs)``)."""
         return Explainer(
             self.model,
             layer=layer or self.layer,
             method=method,
-            layout=self.layout(inputs),
+            layout=self.layout,
             forward=self.forward,
             class_names=self.answers,
             token_layer=self.question_layer,
@@ -109,23 +108,28 @@ def explain_answers(
     why_not: Sequence[str] = (),
     method: str = "gradcam",
     layer: str | None = None,
+    explainer: Explainer | None = None,
 ) -> VQAExplanation:
-    """Explain ``question`` about ``image``: the predicted answer first, then the others asked for."""
+    """Explain ``question`` about ``image``: the predicted answer first, then the others asked for.
+
+    ``explainer`` (default ``vqa.explainer(layer, method)``) can be built once and reused for many
+    questions and images."""
     if not question.strip():
         raise ValueError("the question is empty")
     inputs = vqa.prepare([image], [question])
     tokens = vqa.question_tokens(inputs)
+    explainer = explainer or vqa.explainer(layer, method)
     if vqa.answers is None:
-        return _explain_generated(vqa, inputs, question, tokens, answers, top, why_not, method, layer)
+        return _explain_generated(vqa, explainer, inputs, question, tokens, answers, top, why_not)
     with torch.no_grad():
         logits = logits_of(vqa.forward(vqa.model, inputs))
     targets = answer_targets(logits, vqa, answers, top, why_not)
-    explanation = vqa.explainer(inputs, layer, method)(inputs, targets)
+    explanation = explainer(inputs, targets)
     return VQAExplanation(question, tokens, explanation.labels[0][0], explanation)
 
 
 def _explain_generated(
-    vqa: VQAModel, inputs, question, tokens, answers, top, why_not, method, layer
+    vqa: VQAModel, explainer: Explainer, inputs, question, tokens, answers, top, why_not
 ) -> VQAExplanation:
     """Generative VQA: each answer's teacher-forced log-probability, one pass per answer."""
     if top > 1:
@@ -139,7 +143,7 @@ def _explain_generated(
     ]:
         extended, positions = vqa.answer_inputs(inputs, answer)
         target: Target = TokenLogProb(extended["answer_ids"], positions, answer)
-        parts.append(vqa.explainer(extended, layer, method)(extended, -target if negate else target))
+        parts.append(explainer(extended, -target if negate else target))
     return VQAExplanation(question, tokens, predicted, join_targets(parts))
 
 

@@ -50,6 +50,7 @@ def run(arguments: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     classifier, captioner, vqa = load_classifier("shapes"), load_captioner("shapes"), load_vqa("shapes")
     class_explainer, caption_explainer = classifier.explainer(), captioner.explainer()
+    vqa_explainer = vqa.explainer()
     scenes = make_scenes(arguments.scenes, seed=arguments.seed, n_objects=(2, 3))
     kinds = ("classes", "caption words", "vqa answers")
     records, hits, totals, views = [], dict.fromkeys(kinds, 0), dict.fromkeys(kinds, 0), []
@@ -86,7 +87,7 @@ def run(arguments: argparse.Namespace) -> int:
         question = next(
             q for q in scene.questions if q.type in ("color", "size")
         )  # a size question is always there
-        answer = explain_answers(vqa, image, question.text, top=2)
+        answer = explain_answers(vqa, image, question.text, top=2, explainer=vqa_explainer)
         count(
             "vqa answers",
             peak_hit_shares(answer.explanation.maps[0, :1], _masks(scene, question.objects)).tolist(),

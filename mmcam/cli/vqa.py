@@ -63,6 +63,7 @@ def run(arguments: argparse.Namespace) -> int:
     vqa = load_vqa(arguments.model)
     table = concept_table_of(arguments, vqa.subject(arguments.layer))
     output = output_folder(arguments)
+    explainer = vqa.explainer(arguments.layer, arguments.method)
 
     def explain_one(path: str) -> dict:
         image = load_image(path)
@@ -73,8 +74,7 @@ def run(arguments: argparse.Namespace) -> int:
             arguments.answer,
             arguments.top,
             arguments.why_not,
-            arguments.method,
-            arguments.layer,
+            explainer=explainer,
         )
         heading = f"Q: {result.question}   A: {result.answer}"
         record = explanation_record("vqa", vqa.name, path, image, result.explanation, output, heading=heading)

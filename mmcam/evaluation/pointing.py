@@ -86,6 +86,7 @@ def vqa_pointing(vqa: VQAModel, scenes: Sequence[Scene]) -> tuple[Counter, Count
     """Questions about one object (``grounding.is_single_object``): does the predicted answer's map peak
     inside it? And for "what color is the <shape>?" with two or more objects: does the map of a wrong
     color present in the scene peak on the objects that have that color?"""
+    explainer = vqa.explainer()
     hits, totals = Counter(), Counter()
     for scene in scenes:
         image = Image.fromarray(scene.image)
@@ -96,7 +97,7 @@ def vqa_pointing(vqa: VQAModel, scenes: Sequence[Scene]) -> tuple[Counter, Count
             others = [o for o in scene.objects if o is not subject and o.color != subject.color]
             contrast = question.type == "color" and others
             asked = [others[0].color] if contrast else []
-            result = explain_answers(vqa, image, question.text, answers=asked)
+            result = explain_answers(vqa, image, question.text, answers=asked, explainer=explainer)
             maps = result.explanation.maps[0]
             totals[question.type] += 1
             hits[question.type] += float(peak_hit_shares(maps[:1], _masks(scene, question.objects[:1])))

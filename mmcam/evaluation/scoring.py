@@ -66,7 +66,7 @@ def method_maps(task: Task, item: Item, method: str, model: nn.Module | None = N
     image = item.inputs[task.image_key]
     if method in BASELINES:
         return BASELINES[method](len(item.targets), tuple(image.shape[-2:]), device=image.device)
-    explainer = task.explainer(task.model if model is None else model, method, item.inputs)
+    explainer = task.explainer(method, model)
     return explainer(item.inputs, item.targets).maps[0]
 
 

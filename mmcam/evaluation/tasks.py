@@ -5,7 +5,7 @@ read the targets' probabilities from the model's output (for the faithfulness cu
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,9 +49,19 @@ class Task:
     model_name: str
     model: nn.Module
     forward: Forward
-    explainer: Callable[[nn.Module, str, dict[str, Tensor]], Explainer]
+    make_explainer: Callable[[nn.Module, str], Explainer]
     items: Callable[[dict], list[Item]]
     image_key: str = "pixel_values"
+    _explainers: dict[str, Explainer] = field(default_factory=dict, repr=False)
+
+    def explainer(self, method: str, model: nn.Module | None = None) -> Explainer:
+        """The explainer of ``method`` on the task's model (one per method, reused by every item), or on
+        ``model`` (such as a randomized copy, built anew)."""
+        if model is not None and model is not self.model:
+            return self.make_explainer(model, method)
+        if method not in self._explainers:
+            self._explainers[method] = self.make_explainer(self.model, method)
+        return self._explainers[method]
 
     def scorer(self, item: Item) -> Callable[[Tensor], Tensor]:
         """Images (M, C, H, W) in place of the item's image -> (M, K) its targets' probabilities."""
@@ -127,7 +137,7 @@ def classify_task(spec: str, layer: str | None, device: torch.device) -> Task:
         targets = [ClassScore(c) for c in classes]
         return [Item({"pixel_values": pixels}, targets, masks, boxes, others, probabilities)]
 
-    def explainer(model: nn.Module, method: str, inputs: dict[str, Tensor]) -> Explainer:
+    def explainer(model: nn.Module, method: str) -> Explainer:
         return Explainer(model, layer=layer or classifier.layer, method=method, layout=classifier.layout)
 
     return Task(
@@ -159,7 +169,7 @@ def caption_task(spec: str, layer: str | None, device: torch.device) -> Task:
         inputs = {"pixel_values": pixels, "input_ids": ids}
         return [Item(inputs, targets, masks, boxes, others, _stacked(targets, torch.exp))]
 
-    def explainer(model: nn.Module, method: str, inputs: dict[str, Tensor]) -> Explainer:
+    def explainer(model: nn.Module, method: str) -> Explainer:
         return Explainer(model, layer=layer or captioner.layer, method=method, forward=captioner.forward)
 
     return Task("caption", captioner.name, captioner.model, captioner.forward, explainer, items)
@@ -196,12 +206,12 @@ def vqa_task(spec: str, layer: str | None, device: torch.device) -> Task:
             found.append(Item(inputs, [ClassScore(predicted)], masks, boxes, others, probabilities))
         return found
 
-    def explainer(model: nn.Module, method: str, inputs: dict[str, Tensor]) -> Explainer:
+    def explainer(model: nn.Module, method: str) -> Explainer:
         return Explainer(
             model,
             layer=layer or vqa.layer,
             method=method,
-            layout=vqa.layout(inputs),
+            layout=vqa.layout,
             forward=vqa.forward,
             class_names=vqa.answers,
         )
@@ -228,7 +238,7 @@ def rl_task(spec: str, layer: str | None, device: torch.device) -> Task:
 
         return [Item({"pixel_values": pixels}, [ClassScore(action)], masks, boxes, others, probabilities)]
 
-    def explainer(model: nn.Module, method: str, inputs: dict[str, Tensor]) -> Explainer:
+    def explainer(model: nn.Module, method: str) -> Explainer:
         return Explainer(model, layer=layer or policy.layer, method=method, forward=policy.forward)
 
     return Task("rl", policy.name, policy.model, policy.forward, explainer, items)
