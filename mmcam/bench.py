@@ -106,7 +106,8 @@ def _peer_gradcams(model: nn.Module, layer: nn.Module) -> dict[str, Callable]:
 def classification_cases(
     device: torch.device, batch: int = 4, targets: int = 16, size: int = 224
 ) -> list[Case]:
-    """resnet50 (random weights, seed 0) at layer4: forward only, then 1 and ``targets`` classes per image."""
+    """resnet50 (random weights, seed 0) at layer4: forward only, then 1 and ``targets`` classes per image;
+    for 1 class also the functional ``mmcam.explain`` with the auto layer (found once, then cached)."""
     import torchvision
 
     torch.manual_seed(0)
@@ -126,6 +127,13 @@ def classification_cases(
 
     cases: list[Case] = [("forward only", "torch", forward_only)]
     cases.append(("1 target/image", "mmcam", lambda: explainer(images, [row[0] for row in classes])))
+    cases.append(  # the README's first call: the layer found once per model and input shape, then cached
+        (
+            "1 target/image",
+            "mmcam.explain, auto layer",
+            lambda: mmcam.explain(model, images, [row[0] for row in classes]),
+        )
+    )
     cases += [
         ("1 target/image", name, lambda p=peer: p(images, peer_targets(0))) for name, peer in peers.items()
     ]

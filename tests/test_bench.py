@@ -40,6 +40,9 @@ def test_classification_cases_time_the_same_maps_for_every_tool():
         every.raw.abs().max()
     )  # random weights: raw maps of a few 1e-2; float sums differ in the last bits
     torch.testing.assert_close(every.raw, captum, atol=1e-3 * scale, rtol=1e-4)
+    auto = outputs[("1 target/image", "mmcam.explain, auto layer")]
+    assert auto.layer == "layer4"
+    torch.testing.assert_close(auto.raw, one.raw)
     theirs = torch.as_tensor(outputs[("1 target/image", "pytorch-grad-cam")])
     assert theirs.shape == one.maps[:, 0].shape
     assert torch.corrcoef(torch.stack([theirs.flatten(), one.maps[:, 0].flatten()]))[0, 1] > 0.99
@@ -68,5 +71,5 @@ def test_bench_runs_without_the_peers_installed(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_peers)
     monkeypatch.setattr(bench.importlib.util, "find_spec", lambda module: None)
     tools = {tool for _, tool, _ in classification_cases(CPU, batch=1, targets=2, size=32)}
-    assert tools == {"torch", "mmcam"}
+    assert tools == {"torch", "mmcam", "mmcam.explain, auto layer"}
     assert bench.missing_peers() == ["pytorch-grad-cam", "captum"]
