@@ -19,13 +19,16 @@ from mmcam.targets import logits_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)  # torchvision's video classifiers' normalization
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
 
 
 @dataclass
 class ImageClassifier:
     """A classifier ready to explain: the network, how images become its input, its class names,
     and the layer explained by default. ``multi_label``: classes are independent (a sigmoid per logit,
-    as in a multi-label classifier), not exclusive (a softmax over the logits)."""
+    as in a multi-label classifier), not exclusive (a softmax over the logits). ``video``: it reads clips,
+    ``preprocess`` takes lists of frames and gives (B, 3, T, H, W)."""
 
     name: str
     model: nn.Module
@@ -34,6 +37,7 @@ class ImageClassifier:
     layer: str = "auto"
     layout: str | Layout = "auto"
     multi_label: bool = False
+    video: bool = False
 
     def explainer(self, layer: str | None = None, method: str = "gradcam") -> Explainer:
         return Explainer(
@@ -125,6 +129,8 @@ def from_torchvision(spec: str) -> ImageClassifier:
     import torchvision
 
     name, _, variant = spec.partition(":")
+    if name in torchvision.models.list_models(module=torchvision.models.video):
+        return _torchvision_video(name, variant)
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
         raise ValueError(
@@ -144,6 +150,32 @@ def from_torchvision(spec: str) -> ImageClassifier:
     classifier = from_module(model, name=f"torchvision:{spec}")
     classifier.class_names = names
     return classifier
+
+
+def _torchvision_video(name: str, variant: str) -> ImageClassifier:
+    """A torchvision video classifier (Kinetics-400): pretrained from the local torch cache, or random.
+    It reads clips: ``preprocess`` takes lists of frames and gives (B, 3, T, H, W)."""
+    import torchvision
+
+    if variant not in ("", "random"):
+        raise ValueError(
+            f"unknown variant '{variant}' of {name}: use torchvision:{name} or torchvision:{name}:random"
+        )
+    weights = None if variant == "random" else torchvision.models.get_model_weights(name).DEFAULT
+    try:
+        model = torchvision.models.get_model(name, weights=weights)
+    except Exception as error:  # the download of missing weights fails offline with many error types
+        raise ValueError(
+            f"the pretrained weights of {name} are not in the local torch cache ({torch.hub.get_dir()}/checkpoints) "
+            f"and cannot be downloaded here; copy them there, or use torchvision:{name}:random"
+        ) from error
+    frames = imagenet_preprocess(112, KINETICS_MEAN, KINETICS_STD)
+
+    def preprocess(clips: Sequence[Sequence[Image.Image]]) -> Tensor:
+        return torch.stack([frames(list(clip)).transpose(0, 1) for clip in clips])  # (B, 3, T, H, W)
+
+    names = list(weights.meta["categories"]) if weights is not None else None
+    return ImageClassifier(f"torchvision:{name}", model.eval(), preprocess, names, "auto", video=True)
 
 
 def _torchvision_checkpoint(name: str, folder: Path) -> ImageClassifier:

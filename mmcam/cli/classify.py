@@ -13,8 +13,9 @@ from mmcam.cli.common import (
     for_each_image,
     output_folder,
 )
-from mmcam.cli.records import explanation_record
+from mmcam.cli.records import clip_record, explanation_record
 from mmcam.images import load_image
+from mmcam.videos import load_clip
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -33,12 +34,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--model",
         default="shapes",
         metavar="SPEC",
-        help="shapes (bundled, default), a torchvision name (resnet50; add :random for random weights), "
-        "or hf:<id or local dir>",
+        help="shapes (bundled, default), a torchvision name (resnet50, r3d_18; add :random for random "
+        "weights, or :DIR for your own safetensors checkpoint), or hf:<id or local dir>",
     )
     parser.add_argument(
         "--top", type=int, default=3, metavar="K", help="explain the K best classes (default 3)"
     )
+    parser.add_argument(
+        "--video",
+        action="store_true",
+        help="each IMAGE is a clip: a folder of frames, an animated GIF or a video file (OpenCV); needs a "
+        "video model such as torchvision:r3d_18. Maps are per frame: (T, H, W) per class",
+    )
+    parser.add_argument("--frames", type=int, default=16, help="--video: frames sampled evenly (default 16)")
     add_concept_options(parser)
     add_explain_options(parser)
     parser.set_defaults(run=run)
@@ -53,6 +61,22 @@ def run(arguments: argparse.Namespace) -> int:
     table = concept_table_of(arguments, classifier.subject(arguments.layer))
     output = output_folder(arguments)
 
+    if arguments.video != classifier.video:
+        raise ValueError(
+            f"{classifier.name} reads {'clips' if classifier.video else 'images'}: "
+            + (
+                "pass --video"
+                if classifier.video
+                else "--video needs a video model such as torchvision:r3d_18"
+            )
+        )
+
+    def explain_clip(path: str) -> dict:
+        frames = load_clip(path, arguments.frames)
+        pixels = classifier.preprocess([frames])
+        explanation = explainer(pixels, classifier.top_classes(pixels, arguments.top))
+        return clip_record("classify", classifier.name, path, frames, explanation, output)
+
     def explain_one(path: str) -> dict:
         image = load_image(path)
         pixels = classifier.preprocess([image])
@@ -62,4 +86,6 @@ def run(arguments: argparse.Namespace) -> int:
             add_concepts(record, explanation.weights[0], table, "predicted")
         return record
 
+    if arguments.video:
+        return for_each_image(arguments.images, explain_clip, arguments.json, output, clips=True)
     return for_each_image(arguments.images, explain_one, arguments.json, output)

@@ -98,15 +98,20 @@ def check_top(arguments: argparse.Namespace) -> None:
 
 
 def for_each_image(
-    paths: list[str], explain_one: Callable[[str], dict], as_json: bool, output: Path | None = None
+    paths: list[str],
+    explain_one: Callable[[str], dict],
+    as_json: bool,
+    output: Path | None = None,
+    clips: bool = False,
 ) -> int:
     """Run ``explain_one`` on each image named by ``paths`` (files, folders, glob patterns); a failing
     image prints one line and the rest go on. With ``output``, the records also go into the folder's
-    interactive ``report.html``.
+    interactive ``report.html``. With ``clips``, each path is one clip (a folder is its frames) and
+    there is no report (its views show images).
 
     Returns 0 when all succeeded, 1 when some failed (the failures are on stderr).
     """
-    paths = image_paths(paths)
+    paths = list(paths) if clips else image_paths(paths)
     failures, records = 0, []
     progress: Iterable[str] = tqdm(
         paths, desc="explaining", unit="image", disable=len(paths) < 2, file=sys.stderr
@@ -122,7 +127,7 @@ def for_each_image(
             continue
         records.append(record)
         print(json.dumps(record) if as_json else describe_record(record))
-    if output is not None and records:
+    if output is not None and records and not clips:
         report = write_records_report(records, output / "report.html")
         print(f"report: open {report.resolve()}", file=sys.stderr if as_json else sys.stdout)
     return 1 if failures else 0

@@ -12,7 +12,7 @@ from PIL import Image
 
 from mmcam.explanation import Explanation
 from mmcam.images import reduced
-from mmcam.viz.figures import save_figure, targets_figure
+from mmcam.viz.figures import frames_figure, save_figure, targets_figure
 from mmcam.viz.overlay import overlay, peak_in_image
 
 if TYPE_CHECKING:  # only for annotations: the RL extra stays optional for the image commands
@@ -67,6 +67,42 @@ def explanation_record(
         "method": explanation.method,
         "image": str(path),
         "size": list(size),
+        "targets": targets,
+    }
+
+
+def clip_record(
+    task: str, model: str, path: str, frames: list[Image.Image], explanation: Explanation, output: Path
+) -> dict:
+    """The shared JSON record of a clip (``frames`` explained as one (1, K, T, H, W) explanation): per
+    target a strip of its map over every frame, ``peak`` as [t, x, y] in the frames' pixels, and
+    ``frames`` the number of frames explained."""
+    size = (frames[0].height, frames[0].width)
+    stem = slug(Path(path).stem)
+    targets = []
+    for k, (label, index) in enumerate(zip(explanation.labels[0], explanation.indices[0])):
+        clip_map = explanation.maps[0, k]  # (T, h, w)
+        t = int(clip_map.flatten(1).amax(dim=1).argmax())
+        map_path = output / f"{stem}-{task}-{k + 1}-{slug(label)[:40]}.png"
+        title = f"{label} ({float(explanation.scores[0, k]):.2f})"
+        save_figure(frames_figure(frames, clip_map, title), map_path)
+        targets.append(
+            {
+                "label": label,
+                "index": index,
+                "score": round(float(explanation.scores[0, k]), 6),
+                "peak": [t, *peak_in_image(clip_map[t], size)],
+                "map": str(map_path),
+            }
+        )
+    return {
+        "task": task,
+        "model": model,
+        "layer": explanation.layer,
+        "method": explanation.method,
+        "image": str(path),
+        "size": list(size),
+        "frames": len(frames),
         "targets": targets,
     }
 

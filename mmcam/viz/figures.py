@@ -1,4 +1,4 @@
-"""Matplotlib figures: an image and one overlay per explained target."""
+"""Matplotlib figures: an image and one overlay per explained target; a clip and its map per frame."""
 
 from __future__ import annotations
 
@@ -29,6 +29,22 @@ def targets_figure(
         axis.set_title(title, fontsize=10)
     if heading:
         figure.suptitle(heading, fontsize=11)
+    figure.tight_layout()
+    return figure
+
+
+def frames_figure(frames: Sequence[Image.Image], maps: Tensor, title: str, columns: int = 8) -> Figure:
+    """A clip's map (T, h, w) over its T frames, one panel per frame, numbered."""
+    rows = -(-len(frames) // columns)
+    columns = min(columns, len(frames))
+    figure = Figure(figsize=(2 * columns, 2.2 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for t, (axis, frame, heatmap) in enumerate(zip(axes.flat, frames, maps)):
+        axis.imshow(overlay(frame, heatmap))
+        axis.set_title(f"frame {t}", fontsize=8)
+    figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure
 
