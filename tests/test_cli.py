@@ -109,3 +109,21 @@ def test_a_bad_image_in_a_batch_is_skipped_and_the_rest_go_on(image_path, tmp_pa
     assert code == 1
     assert "skipped" in captured.err and "broken.png" in captured.err
     assert json.loads(captured.out)["image"] == str(image_path)
+
+
+def test_version_and_a_missing_extra_in_one_line(capsys, monkeypatch):
+    import mmcam
+    from mmcam.cli import rl
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"mmcam {mmcam.__version__}"
+
+    def without_gymnasium(arguments):
+        raise ModuleNotFoundError("No module named 'gymnasium'", name="gymnasium")
+
+    monkeypatch.setattr(rl, "run", without_gymnasium)
+    assert main(["rl"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        'mmcam: error: this needs the package gymnasium, which is not installed (pip install "mmcam[rl]")'
+    )

@@ -193,3 +193,9 @@ def test_cli_mp4_and_bad_policy(tmp_path, capsys):
     assert "shapes-reach-weak" in capsys.readouterr().out
     assert main(["rl", "--policy", "nope", "-o", str(tmp_path)]) == 2
     assert "unknown policy 'nope'" in capsys.readouterr().err
+
+
+def test_episodes_of_no_step_are_refused_in_a_sentence():
+    env = make_env("mmcam/ShapesReach-v0")
+    with pytest.raises(ValueError, match="at least one step"):
+        explain_episodes(load_policy("random:ppo", env), env, max_steps=0)

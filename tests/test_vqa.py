@@ -169,3 +169,11 @@ def test_one_vilt_explainer_serves_questions_of_any_length(vilt, picture):
         fresh = explain_answers(vilt, picture, question, top=2).explanation
         torch.testing.assert_close(shared.raw, fresh.raw, atol=1e-6, rtol=1e-5)
         assert shared.raw.shape[-2:] == (4, 5)
+
+
+def test_answers_match_whatever_their_case_and_why_not_the_prediction_is_refused(vilt, picture):
+    predicted = explain_answers(vilt, picture, QUESTION).answer
+    named = explain_answers(vilt, picture, QUESTION, answers=["  CIRCLE "]).explanation.labels[0]
+    assert "circle" in named
+    with pytest.raises(ValueError, match="is the predicted answer"):
+        explain_answers(vilt, picture, QUESTION, why_not=[predicted.upper()])

@@ -79,10 +79,12 @@ class VQAExplanation:
 
 
 def _answer_index(vqa: VQAModel, answer: str) -> int:
-    if answer not in vqa.answers:
+    """The index of ``answer`` in the model's answers; case and surrounding spaces do not matter."""
+    folded = [known.strip().casefold() for known in vqa.answers]
+    if answer.strip().casefold() not in folded:
         shown = ", ".join(vqa.answers[:20]) + (" ..." if len(vqa.answers) > 20 else "")
         raise ValueError(f"'{answer}' is not an answer of {vqa.name}; its answers are: {shown}")
-    return vqa.answers.index(answer)
+    return folded.index(answer.strip().casefold())
 
 
 def answer_targets(
@@ -94,6 +96,10 @@ def answer_targets(
     indices = list(dict.fromkeys([*ranked, *(_answer_index(vqa, a) for a in answers)]))
     targets: list[Target] = [ClassScore(i) for i in indices]
     for other in why_not:
+        if _answer_index(vqa, other) == ranked[0]:
+            raise ValueError(
+                f"'{other}' is the predicted answer: --why-not asks why the model did not answer something else"
+            )
         against = ClassScore(_answer_index(vqa, other))
         targets += [Negated(against), Difference(ClassScore(ranked[0]), against)]
     return targets

@@ -186,6 +186,8 @@ def explain_episodes(
     """
     if episodes < 1:
         raise ValueError("explain at least one episode")
+    if max_steps < 1:
+        raise ValueError("an episode needs at least one step: set max_steps (--max-steps) to 1 or more")
     venv = as_vec_env(env)
     names = policy.action_names or env_action_names(venv)
     explainer = Explainer(
