@@ -25,7 +25,7 @@ def classify_report(folder: Path) -> Path:
     scene = folder / "scene.png"
     Image.fromarray(make_scenes(1, seed=11, n_objects=(3, 3))[0].image).save(scene)
     out = folder / "classify"
-    main(["classify", str(scene), "--concepts", "--layer", "features.block5", "-o", str(out)])
+    main(["classify", str(scene), "--concepts", "--layer", "features.block5", "-o", str(out), "--overwrite"])
     return out / "report.html"
 
 
@@ -34,7 +34,7 @@ def caption_report(folder: Path) -> Path:
     scene = folder / "caption-scene.png"
     Image.fromarray(make_scenes(1, seed=12, n_objects=(2, 2))[0].image).save(scene)
     out = folder / "caption"
-    main(["caption", str(scene), "-o", str(out)])
+    main(["caption", str(scene), "-o", str(out), "--overwrite"])
     return out / "report.html"
 
 
@@ -46,14 +46,14 @@ def vqa_report(folder: Path) -> Path:
     path = folder / "vqa-scene.png"
     Image.fromarray(scene.image).save(path)
     out = folder / "vqa"
-    main(["vqa", str(path), "-q", question.text, "--top", "2", "--why-not", other, "-o", str(out)])
+    main(["vqa", str(path), "-q", question.text, "--top", "2", "--why-not", other, "-o", str(out), "--overwrite"])
     return out / "report.html"
 
 
 def rl_report(folder: Path) -> Path:
     """The strong bundled ShapesReach agent, one episode with its value."""
     out = folder / "rl"
-    main(["rl", "--policy", "strong", "--episodes", "1", "--seed", "0", "--value", "-o", str(out)])
+    main(["rl", "--policy", "strong", "--episodes", "1", "--seed", "0", "--value", "-o", str(out), "--overwrite"])
     return out / "report.html"
 
 

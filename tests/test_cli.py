@@ -127,3 +127,41 @@ def test_version_and_a_missing_extra_in_one_line(capsys, monkeypatch):
     assert capsys.readouterr().err.strip() == (
         'mmcam: error: this needs the package gymnasium, which is not installed (pip install "mmcam[rl]")'
     )
+
+
+def _scene(path, seed: int = 0) -> str:
+    from mmcam.zoo import make_scenes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(make_scenes(1, seed=seed)[0].image).save(path)
+    return str(path)
+
+
+def test_inputs_with_the_same_name_keep_their_own_figures(tmp_path, capsys):
+    """a/scene.png, b/scene.png, scene.jpg and names in other scripts each get their own files, and each
+    record's map paths point at that input's maps."""
+    names = ["a/scene.png", "b/scene.png", "scene.jpg", "сцена.png", "場景.png"]
+    images = [_scene(tmp_path / "in" / name, seed) for seed, name in enumerate(names)]
+    assert main(["classify", *images, "--top", "1", "-o", str(tmp_path / "out"), "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    maps = [record["targets"][0]["map"] for record in records]
+    assert [record["image"] for record in records] == images and len(set(maps)) == len(images)
+    assert "сцена" in maps[3] and "場景" in maps[4]
+    for record in records:  # each map is the overlay of its own image, not another's
+        with Image.open(record["targets"][0]["map"]) as overlay, Image.open(record["image"]) as source:
+            assert np.abs(np.asarray(overlay, float) - np.asarray(source.convert("RGB"), float)).mean() < 80
+
+
+def test_an_earlier_report_is_kept_and_an_unwritable_folder_is_found_first(tmp_path, capsys):
+    image = _scene(tmp_path / "scene.png")
+    out = tmp_path / "out"
+    assert main(["classify", image, "-o", str(out)]) == 0
+    first = (out / "report.html").read_bytes()
+    assert main(["classify", image, "--top", "1", "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / "report.html").read_bytes() == first
+    assert main(["classify", image, "--top", "1", "-o", str(out), "--overwrite"]) == 0
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    assert main(["classify", image, "-o", str(blocked / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "cannot write to the output folder" in error and "Errno" not in error

@@ -67,7 +67,7 @@ def run(arguments: argparse.Namespace) -> int:
     table = concept_table_of(arguments, captioner.subject(arguments.layer))
     output = output_folder(arguments)
 
-    def explain_one(path: str) -> dict:
+    def explain_one(path: str, stem: str) -> dict:
         image = load_image(path)
         result = explain_caption(
             captioner,
@@ -79,7 +79,14 @@ def run(arguments: argparse.Namespace) -> int:
             explainer=explainer,
         )
         record = explanation_record(
-            "caption", captioner.name, path, image, result.explanation, output, heading=result.caption
+            "caption",
+            captioner.name,
+            path,
+            image,
+            result.explanation,
+            output,
+            heading=result.caption,
+            stem=stem,
         )
         if table is not None:
             add_concepts(record, result.explanation.weights[0], table, "wrote")

@@ -71,17 +71,17 @@ def run(arguments: argparse.Namespace) -> int:
             )
         )
 
-    def explain_clip(path: str) -> dict:
+    def explain_clip(path: str, stem: str) -> dict:
         frames = load_clip(path, arguments.frames)
         pixels = classifier.preprocess([frames])
         explanation = explainer(pixels, classifier.top_classes(pixels, arguments.top))
-        return clip_record("classify", classifier.name, path, frames, explanation, output)
+        return clip_record("classify", classifier.name, path, frames, explanation, output, stem)
 
-    def explain_one(path: str) -> dict:
+    def explain_one(path: str, stem: str) -> dict:
         image = load_image(path)
         pixels = classifier.preprocess([image])
         explanation = explainer(pixels, classifier.top_classes(pixels, arguments.top))
-        record = explanation_record("classify", classifier.name, path, image, explanation, output)
+        record = explanation_record("classify", classifier.name, path, image, explanation, output, stem=stem)
         if table is not None:
             add_concepts(record, explanation.weights[0], table, "predicted")
         return record

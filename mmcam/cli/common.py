@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from torch import Tensor
 from tqdm import tqdm
 
-from mmcam.cli.records import describe_record
+from mmcam.cli.records import describe_record, unique_stems
 from mmcam.engine.methods import CHANNEL_WEIGHT_METHODS, METHODS
 from mmcam.images import image_paths
 
@@ -34,6 +35,11 @@ def add_explain_options(
         default=default_output,
         metavar="DIR",
         help=f"where figures go (default ./{default_output})",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the report of an earlier run in -o DIR (kept otherwise)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
 
@@ -86,9 +92,22 @@ def add_concepts(record: dict, weights: Tensor, table, verb: str) -> None:
 
 
 def output_folder(arguments: argparse.Namespace) -> Path:
-    """The command's ``-o DIR``, created if missing."""
+    """The command's ``-o DIR``, created if missing and checked before any work: it must be writable,
+    and an earlier run's report in it is kept unless ``--overwrite`` is given."""
     output = Path(arguments.output)
-    output.mkdir(parents=True, exist_ok=True)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output):
+            pass
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise ValueError(
+            f"cannot write to the output folder {output}: {reason}; pass another -o DIR"
+        ) from None
+    if (output / "report.html").exists() and not getattr(arguments, "overwrite", False):
+        raise ValueError(
+            f"{output} holds the report of an earlier run; pass --overwrite to replace it, or another -o DIR"
+        )
     return output
 
 
@@ -99,7 +118,7 @@ def check_top(arguments: argparse.Namespace) -> None:
 
 def for_each_image(
     paths: list[str],
-    explain_one: Callable[[str], dict],
+    explain_one: Callable[[str, str], dict],
     as_json: bool,
     output: Path | None = None,
     clips: bool = False,
@@ -109,16 +128,18 @@ def for_each_image(
     interactive ``report.html``. With ``clips``, each path is one clip (a folder is its frames) and
     there is no report (its views show images).
 
+    ``explain_one(path, stem)`` gets the file-name stem of the input's figures, unique in the run.
     Returns 0 when all succeeded, 1 when some failed (the failures are on stderr).
     """
     paths = list(paths) if clips else image_paths(paths)
+    stems = unique_stems(paths)
     failures, records = 0, []
     progress: Iterable[str] = tqdm(
         paths, desc="explaining", unit="image", disable=len(paths) < 2, file=sys.stderr
     )
     for path in progress:
         try:
-            record = explain_one(path)
+            record = explain_one(path, stems[path])
         except ValueError as error:
             failures += 1
             if len(paths) == 1:

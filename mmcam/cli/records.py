@@ -3,7 +3,9 @@ text summary, and the per-step records and table of an explained RL rollout."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +24,19 @@ OVERLAY_SIDE = 1024  # overlays of larger images are written at this size; peaks
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "target"
+    """Letters and digits of any script, runs of anything else as one "-", lower case."""
+    return re.sub(r"[\W_]+", "-", text).strip("-").lower() or "target"
+
+
+def unique_stems(paths: list[str]) -> dict[str, str]:
+    """A file-name stem per input path, unique in the run: the file's own name, and where two inputs
+    share it (``a/scene.png``, ``b/scene.png``, ``scene.jpg``) a short hash of the whole path after it."""
+    stems = {path: slug(Path(path).stem) for path in paths}
+    counts = Counter(stems.values())
+    return {
+        path: stem if counts[stem] == 1 else f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+        for path, stem in stems.items()
+    }
 
 
 def explanation_record(
@@ -33,6 +47,7 @@ def explanation_record(
     explanation: Explanation,
     output: Path,
     heading: str = "",
+    stem: str | None = None,
 ) -> dict:
     """Write one overlay per target (at most ``OVERLAY_SIDE`` pixels on its long side) and a figure of all
     of them; return the shared JSON record.
@@ -42,7 +57,7 @@ def explanation_record(
     """
     size = (image.height, image.width)
     shown = reduced(image, OVERLAY_SIDE)
-    stem = slug(Path(path).stem)
+    stem = stem or slug(Path(path).stem)
     targets = []
     for k, (label, index) in enumerate(zip(explanation.labels[0], explanation.indices[0])):
         heatmap = explanation.maps[0, k]
@@ -72,13 +87,19 @@ def explanation_record(
 
 
 def clip_record(
-    task: str, model: str, path: str, frames: list[Image.Image], explanation: Explanation, output: Path
+    task: str,
+    model: str,
+    path: str,
+    frames: list[Image.Image],
+    explanation: Explanation,
+    output: Path,
+    stem: str | None = None,
 ) -> dict:
     """The shared JSON record of a clip (``frames`` explained as one (1, K, T, H, W) explanation): per
     target a strip of its map over every frame, ``peak`` as [t, x, y] in the frames' pixels, and
     ``frames`` the number of frames explained."""
     size = (frames[0].height, frames[0].width)
-    stem = slug(Path(path).stem)
+    stem = stem or slug(Path(path).stem)
     targets = []
     for k, (label, index) in enumerate(zip(explanation.labels[0], explanation.indices[0])):
         clip_map = explanation.maps[0, k]  # (T, h, w)

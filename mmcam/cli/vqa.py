@@ -65,7 +65,7 @@ def run(arguments: argparse.Namespace) -> int:
     output = output_folder(arguments)
     explainer = vqa.explainer(arguments.layer, arguments.method)
 
-    def explain_one(path: str) -> dict:
+    def explain_one(path: str, stem: str) -> dict:
         image = load_image(path)
         result = explain_answers(
             vqa,
@@ -77,7 +77,9 @@ def run(arguments: argparse.Namespace) -> int:
             explainer=explainer,
         )
         heading = f"Q: {result.question}   A: {result.answer}"
-        record = explanation_record("vqa", vqa.name, path, image, result.explanation, output, heading=heading)
+        record = explanation_record(
+            "vqa", vqa.name, path, image, result.explanation, output, heading=heading, stem=stem
+        )
         weights = result.explanation.token_weights[0].tolist()
         for target, row in zip(record["targets"], weights):
             target["question_weights"] = [
