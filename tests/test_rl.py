@@ -199,3 +199,10 @@ def test_episodes_of_no_step_are_refused_in_a_sentence():
     env = make_env("mmcam/ShapesReach-v0")
     with pytest.raises(ValueError, match="at least one step"):
         explain_episodes(load_policy("random:ppo", env), env, max_steps=0)
+
+
+def test_missing_checkpoints_and_non_image_environments_get_one_sentence(tmp_path):
+    with pytest.raises(ValueError, match=r"no saved stable-baselines3 model at .*agent \(nor .*agent.zip\)"):
+        load_policy(f"sb3:ppo:{tmp_path / 'agent'}")
+    with pytest.raises(ValueError, match="observations are not images"):
+        load_policy("random:ppo", make_env("CartPole-v1"))

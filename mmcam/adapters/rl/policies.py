@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -139,6 +140,7 @@ def sb3_from_spec(spec: str, venv: VecEnv | None = None) -> RLPolicy:
     or ``random:ALGO`` (a randomly initialized CnnPolicy for ``venv``'s spaces, seed 0); ALGO is one of
     ppo, a2c, dqn."""
     import stable_baselines3
+    from stable_baselines3.common.preprocessing import is_image_space
 
     kind, _, rest = spec.partition(":")
     if kind not in ("sb3", "random"):
@@ -148,9 +150,16 @@ def sb3_from_spec(spec: str, venv: VecEnv | None = None) -> RLPolicy:
         raise ValueError(f"unknown algorithm '{algorithm}' in '{spec}': use one of {', '.join(ALGORITHMS)}")
     algorithm_class = getattr(stable_baselines3, algorithm.upper())
     if kind == "sb3":
+        if not (Path(path).is_file() or Path(f"{path}.zip").is_file()):
+            raise ValueError(f"no saved stable-baselines3 model at {path} (nor {path}.zip)")
         return sb3_policy(algorithm_class.load(path, device="cpu"), name=spec)
     if venv is None:
         raise ValueError("a random policy needs the environment it will act in")
+    if not is_image_space(venv.observation_space, check_channels=False):
+        raise ValueError(
+            f"the environment's observations are not images ({venv.observation_space}): mmcam explains "
+            "policies that read pixels (ShapesReach, Atari, or an image-observation wrapper)"
+        )
     # small buffers: a random policy is never trained
     options = {"buffer_size": 1} if algorithm.lower() == "dqn" else {"n_steps": 8}
     options |= {"batch_size": 8} if algorithm.lower() == "ppo" else {}
