@@ -23,50 +23,51 @@ def _is_pretrained(spec: str) -> bool:
     return spec.startswith("hf:") or Path(spec).is_dir()
 
 
-def load_classifier(spec: str) -> ImageClassifier:
+def load_classifier(spec: str, trust_pickle: bool = False) -> ImageClassifier:
     """A classifier from a model SPEC.
 
     ``shapes``: the bundled shapes-world classifier. ``torchvision:NAME`` (or a bare torchvision
     name): pretrained weights from the local torch cache; ``torchvision:NAME:random`` for random
     weights. ``hf:ID_OR_PATH`` or a local directory: a Hugging Face image classifier from a local
-    directory or the local Hugging Face cache.
+    directory or the local Hugging Face cache (safetensors only, unless ``trust_pickle``).
     """
     if spec == BUNDLED:
         return bundled_classifier()
     if _is_pretrained(spec):
-        return classification.from_pretrained(spec.removeprefix("hf:"))
+        return classification.from_pretrained(spec.removeprefix("hf:"), trust_pickle)
     return classification.from_torchvision(spec.removeprefix("torchvision:"))
 
 
-def load_captioner(spec: str) -> CaptionModel:
+def load_captioner(spec: str, trust_pickle: bool = False) -> CaptionModel:
     """``shapes`` (the bundled captioner), or ``hf:ID_OR_PATH`` / a local directory holding a BLIP, GIT or
     VisionEncoderDecoder captioner and its processor (local directory or local Hugging Face cache)."""
     if spec == BUNDLED:
         return bundled_captioner()
     if not _is_pretrained(spec):
         raise ValueError(f"unknown captioning model '{spec}': use 'shapes' or hf:<id or local dir>")
-    return captioning.from_pretrained(spec.removeprefix("hf:"))
+    return captioning.from_pretrained(spec.removeprefix("hf:"), trust_pickle)
 
 
-def load_vqa(spec: str) -> VQAModel:
+def load_vqa(spec: str, trust_pickle: bool = False) -> VQAModel:
     """``shapes`` (the bundled VQA model), or ``hf:ID_OR_PATH`` / a local directory with a ViLT or BLIP VQA model."""
     if spec == BUNDLED:
         return bundled_vqa()
     if not _is_pretrained(spec):
         raise ValueError(f"unknown VQA model '{spec}': use 'shapes' or hf:<id or local dir>")
-    return vqa.from_pretrained(spec.removeprefix("hf:"))
+    return vqa.from_pretrained(spec.removeprefix("hf:"), trust_pickle)
 
 
-def load_policy(spec: str, venv=None):
+def load_policy(spec: str, venv=None, trust_pickle: bool = False):
     """A policy by name: ``strong`` or ``weak`` (the bundled ShapesReach agents, no pickle),
     ``sb3:ALGO:PATH`` (a model saved by stable-baselines3: its loader unpickles, so trusted files only)
     or ``random:ALGO`` (a randomly initialized CnnPolicy for ``venv``'s spaces, seed 0); ALGO is one of
-    ppo, a2c, dqn. Needs the RL extra (``pip install "mmcam[rl]"``)."""
+    ppo, a2c, dqn. Needs the RL extra (``pip install "mmcam[rl]"``). ``trust_pickle``: see the loaders
+    below; Hugging Face and sb3 checkpoints are unpickled only when it is given."""
     from mmcam.adapters.rl import sb3_from_spec, sb3_policy  # the RL extra is optional
     from mmcam.zoo.agents import AGENTS, agent_name, load_agent, load_spec
 
     if spec not in (*AGENTS, *AGENTS.values()):
-        return sb3_from_spec(spec, venv)
+        return sb3_from_spec(spec, venv, trust_pickle)
     name = agent_name(spec)
     return sb3_policy(load_agent(name), name=name, layer=load_spec(name)["default_layer"])
 

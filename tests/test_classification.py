@@ -129,3 +129,25 @@ def test_a_torchvision_checkpoint_of_your_own_loads_from_safetensors_and_a_json(
     (tmp_path / "config.json").unlink()
     with pytest.raises(ValueError, match="model.safetensors and config.json"):
         load_classifier(f"torchvision:resnet18:{tmp_path}")
+
+
+def test_pickled_checkpoints_load_only_when_trusted(tiny_vit_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_vit_dir, pickled)
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="pickled weights, which can run code.*--trust-pickle"):
+        load_classifier(str(pickled))
+    trusted = load_classifier(str(pickled), trust_pickle=True)
+    assert trusted.class_names == load_classifier(str(tiny_vit_dir)).class_names
+
+
+def test_pretrained_weights_not_in_the_cache_are_not_downloaded(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(ValueError, match=rf"not in the local torch cache \({tmp_path}/checkpoints/resnet18-"):
+        load_classifier("resnet18")
+    assert capsys.readouterr().out == ""

@@ -206,3 +206,9 @@ def test_missing_checkpoints_and_non_image_environments_get_one_sentence(tmp_pat
         load_policy(f"sb3:ppo:{tmp_path / 'agent'}")
     with pytest.raises(ValueError, match="observations are not images"):
         load_policy("random:ppo", make_env("CartPole-v1"))
+
+
+def test_sb3_checkpoints_are_unpickled_only_when_trusted(tmp_path):
+    (tmp_path / "agent.zip").write_bytes(b"not opened")
+    with pytest.raises(ValueError, match="unpickles .* --trust-pickle"):
+        load_policy(f"sb3:ppo:{tmp_path / 'agent'}")

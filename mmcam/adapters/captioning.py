@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from mmcam.adapters.hub import load_local
 from mmcam.engine import Explainer
 from mmcam.explanation import Explanation
 from mmcam.subject import Subject
@@ -188,7 +189,7 @@ def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | N
     return CaptionModel(name or kind, model.eval(), preprocess, generate, tokenize, forward, layer)
 
 
-def from_pretrained(path: str) -> CaptionModel:
+def from_pretrained(path: str, trust_pickle: bool = False) -> CaptionModel:
     """A BLIP, GIT or VisionEncoderDecoder captioner and its processor, from a local directory or the
     local Hugging Face cache."""
     from transformers import (
@@ -206,12 +207,12 @@ def from_pretrained(path: str) -> CaptionModel:
         "vision-encoder-decoder": VisionEncoderDecoderModel,
     }
     try:
-        model_type = AutoConfig.from_pretrained(path).model_type
+        model_type = load_local(AutoConfig, path, weights=False).model_type
         if model_type not in classes:
             raise ValueError(f"'{path}' is a {model_type} model; captioning supports {', '.join(classes)}")
-        model = classes[model_type].from_pretrained(path)
-        image_processor = AutoImageProcessor.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = load_local(classes[model_type], path, trust_pickle)
+        image_processor = load_local(AutoImageProcessor, path, weights=False)
+        tokenizer = load_local(AutoTokenizer, path, weights=False)
     except OSError as error:
         raise ValueError(
             f"cannot load the captioner '{path}' from a local directory or the local cache: "

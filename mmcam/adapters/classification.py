@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from mmcam.adapters.hub import load_local
 from mmcam.engine import Explainer, Layout
 from mmcam.explanation import Explanation
 from mmcam.subject import Subject
@@ -138,18 +139,27 @@ def from_torchvision(spec: str) -> ImageClassifier:
         )
     if variant not in ("", "random"):
         return _torchvision_checkpoint(name, Path(variant))
-    weights = None if variant == "random" else torchvision.models.get_model_weights(name).DEFAULT
-    try:
-        model = torchvision.models.get_model(name, weights=weights)
-    except Exception as error:  # the download of missing weights fails offline with many error types
-        raise ValueError(
-            f"the pretrained weights of {name} are not in the local torch cache ({torch.hub.get_dir()}/checkpoints) "
-            f"and cannot be downloaded here; copy them there, or use torchvision:{name}:random"
-        ) from error
+    weights = None if variant == "random" else _cached_weights(name)
+    model = torchvision.models.get_model(name, weights=weights)
     names = list(weights.meta["categories"]) if weights is not None else None
     classifier = from_module(model, name=f"torchvision:{spec}")
     classifier.class_names = names
     return classifier
+
+
+def _cached_weights(name: str):
+    """torchvision's default pretrained weights of ``name``, if they are in the local torch cache; they are
+    never downloaded (torchvision would try, and print the address on stdout)."""
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not cached.is_file():
+        raise ValueError(
+            f"the pretrained weights of {name} are not in the local torch cache ({cached}); copy them there, "
+            f"or use torchvision:{name}:random"
+        )
+    return weights
 
 
 def _torchvision_video(name: str, variant: str) -> ImageClassifier:
@@ -161,14 +171,8 @@ def _torchvision_video(name: str, variant: str) -> ImageClassifier:
         raise ValueError(
             f"unknown variant '{variant}' of {name}: use torchvision:{name} or torchvision:{name}:random"
         )
-    weights = None if variant == "random" else torchvision.models.get_model_weights(name).DEFAULT
-    try:
-        model = torchvision.models.get_model(name, weights=weights)
-    except Exception as error:  # the download of missing weights fails offline with many error types
-        raise ValueError(
-            f"the pretrained weights of {name} are not in the local torch cache ({torch.hub.get_dir()}/checkpoints) "
-            f"and cannot be downloaded here; copy them there, or use torchvision:{name}:random"
-        ) from error
+    weights = None if variant == "random" else _cached_weights(name)
+    model = torchvision.models.get_model(name, weights=weights)
     frames = imagenet_preprocess(112, KINETICS_MEAN, KINETICS_STD)
 
     def preprocess(clips: Sequence[Sequence[Image.Image]]) -> Tensor:
@@ -206,13 +210,13 @@ def _torchvision_checkpoint(name: str, folder: Path) -> ImageClassifier:
     return classifier
 
 
-def from_pretrained(path: str) -> ImageClassifier:
+def from_pretrained(path: str, trust_pickle: bool = False) -> ImageClassifier:
     """A Hugging Face image classifier and its image processor, from a local directory or the local cache."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
     try:
-        model = AutoModelForImageClassification.from_pretrained(path)
-        processor = AutoImageProcessor.from_pretrained(path)
+        model = load_local(AutoModelForImageClassification, path, trust_pickle)
+        processor = load_local(AutoImageProcessor, path, weights=False)
     except (OSError, ValueError) as error:
         raise ValueError(
             f"cannot load the Hugging Face classifier '{path}' from a local directory or the local cache: "

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from mmcam.adapters.hub import load_local
 from mmcam.engine import Explainer, Layout
 from mmcam.explanation import Explanation, join_targets
 from mmcam.subject import Subject
@@ -294,17 +295,18 @@ def _blip(model: nn.Module, processor, name: str) -> VQAModel:
     )
 
 
-def from_pretrained(path: str) -> VQAModel:
+def from_pretrained(path: str, trust_pickle: bool = False) -> VQAModel:
     """A ViLT or BLIP VQA model and its processor, from a local directory or the local Hugging Face cache."""
     from transformers import AutoConfig, AutoProcessor, BlipForQuestionAnswering, ViltForQuestionAnswering
 
     builders = {"vilt": (ViltForQuestionAnswering, _vilt), "blip": (BlipForQuestionAnswering, _blip)}
     try:
-        model_type = AutoConfig.from_pretrained(path).model_type
+        model_type = load_local(AutoConfig, path, weights=False).model_type
         if model_type not in builders:
             raise ValueError(f"'{path}' is a {model_type} model; VQA supports {', '.join(builders)}")
         model_class, build = builders[model_type]
-        return build(model_class.from_pretrained(path), AutoProcessor.from_pretrained(path), f"hf:{path}")
+        model = load_local(model_class, path, trust_pickle)
+        return build(model, load_local(AutoProcessor, path, weights=False), f"hf:{path}")
     except OSError as error:
         raise ValueError(
             f"cannot load the VQA model '{path}' from a local directory or the local cache: "

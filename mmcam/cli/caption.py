@@ -62,7 +62,7 @@ def run(arguments: argparse.Namespace) -> int:
     from mmcam.adapters.captioning import explain_caption
     from mmcam.loading import load_captioner
 
-    captioner = load_captioner(arguments.model)
+    captioner = load_captioner(arguments.model, arguments.trust_pickle)
     explainer = captioner.explainer(arguments.layer, arguments.method)
     table = concept_table_of(arguments, captioner.subject(arguments.layer))
     output = output_folder(arguments)

@@ -56,7 +56,7 @@ def run(arguments: argparse.Namespace) -> int:
     from mmcam.loading import load_classifier
 
     check_top(arguments)
-    classifier = load_classifier(arguments.model)
+    classifier = load_classifier(arguments.model, arguments.trust_pickle)
     explainer = classifier.explainer(arguments.layer, arguments.method)
     table = concept_table_of(arguments, classifier.subject(arguments.layer))
     output = output_folder(arguments)

@@ -37,6 +37,12 @@ def add_explain_options(
         help=f"where figures go (default ./{default_output})",
     )
     parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow checkpoints stored as pickles (PyTorch .bin, stable-baselines3 .zip), which can run code "
+        "when loaded; without it only safetensors are read",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the report of an earlier run in -o DIR (kept otherwise)",

@@ -106,7 +106,7 @@ def run(arguments: argparse.Namespace) -> int:
     from mmcam.viz.rl import attention_figure, episode_images, save_animation
 
     venv = make_env(arguments.env, arguments.frame_stack)
-    policy = load_policy(arguments.policy, venv)
+    policy = load_policy(arguments.policy, venv, arguments.trust_pickle)
     table = None
     if arguments.concepts:
         table = concept_table_of(arguments, policy.subject(arguments.layer), _rollout_probe(policy, venv))

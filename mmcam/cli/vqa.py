@@ -60,7 +60,7 @@ def run(arguments: argparse.Namespace) -> int:
     from mmcam.loading import load_vqa
 
     check_top(arguments)
-    vqa = load_vqa(arguments.model)
+    vqa = load_vqa(arguments.model, arguments.trust_pickle)
     table = concept_table_of(arguments, vqa.subject(arguments.layer))
     output = output_folder(arguments)
     explainer = vqa.explainer(arguments.layer, arguments.method)

@@ -135,8 +135,9 @@ def torch_policy(
 ALGORITHMS = ("ppo", "a2c", "dqn")
 
 
-def sb3_from_spec(spec: str, venv: VecEnv | None = None) -> RLPolicy:
-    """``sb3:ALGO:PATH`` (a model saved by stable-baselines3: its loader unpickles, so trusted files only)
+def sb3_from_spec(spec: str, venv: VecEnv | None = None, trust_pickle: bool = False) -> RLPolicy:
+    """``sb3:ALGO:PATH`` (a model saved by stable-baselines3: its loader unpickles, so only with
+    ``trust_pickle``)
     or ``random:ALGO`` (a randomly initialized CnnPolicy for ``venv``'s spaces, seed 0); ALGO is one of
     ppo, a2c, dqn."""
     import stable_baselines3
@@ -152,6 +153,11 @@ def sb3_from_spec(spec: str, venv: VecEnv | None = None) -> RLPolicy:
     if kind == "sb3":
         if not (Path(path).is_file() or Path(f"{path}.zip").is_file()):
             raise ValueError(f"no saved stable-baselines3 model at {path} (nor {path}.zip)")
+        if not trust_pickle:
+            raise ValueError(
+                f"stable-baselines3 unpickles {path} to load it, which can run code: pass --trust-pickle "
+                "(trust_pickle=True) if you trust the file"
+            )
         return sb3_policy(algorithm_class.load(path, device="cpu"), name=spec)
     if venv is None:
         raise ValueError("a random policy needs the environment it will act in")

@@ -1,0 +1,27 @@
+"""Hugging Face checkpoints from local files only: a directory or the local cache, never the network,
+and safetensors weights unless pickled ones are trusted (unpickling can run code)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5")
+
+
+def load_local(loader: Any, path: str, trust_pickle: bool = False, weights: bool = True) -> Any:
+    """``loader.from_pretrained(path)`` from local files only; with ``weights`` (a model, not a
+    processor), from safetensors only unless ``trust_pickle``: a checkpoint with only pickled weights
+    gets one sentence that says how to load it."""
+    options: dict[str, Any] = {"local_files_only": True}
+    if weights and not trust_pickle:
+        options["use_safetensors"] = True
+    try:
+        return loader.from_pretrained(path, **options)
+    except (OSError, ValueError) as error:
+        if weights and not trust_pickle and any((Path(path) / name).is_file() for name in PICKLED_WEIGHTS):
+            raise ValueError(
+                f"{path} holds pickled weights, which can run code when loaded: pass --trust-pickle "
+                "(trust_pickle=True) if you trust them, or save them as safetensors"
+            ) from error
+        raise
