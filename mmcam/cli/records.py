@@ -75,15 +75,7 @@ def explanation_record(
     titles = [f"{t['label']} ({t['score']:.2f})" for t in targets]
     heading = heading or f"{model} · {explanation.method} @ {explanation.layer}"
     save_figure(targets_figure(shown, explanation.maps[0], titles, heading), output / f"{stem}-{task}.png")
-    return {
-        "task": task,
-        "model": model,
-        "layer": explanation.layer,
-        "method": explanation.method,
-        "image": str(path),
-        "size": list(size),
-        "targets": targets,
-    }
+    return _record(task, model, path, size, explanation, targets)
 
 
 def clip_record(
@@ -116,6 +108,13 @@ def clip_record(
                 "map": str(map_path),
             }
         )
+    return _record(task, model, path, size, explanation, targets, frames=len(frames))
+
+
+def _record(
+    task: str, model: str, path: str, size: tuple[int, int], explanation: Explanation, targets: list, **extra
+) -> dict:
+    """The shared JSON record around an input's ``targets`` entries (``extra`` keys before them)."""
     return {
         "task": task,
         "model": model,
@@ -123,7 +122,7 @@ def clip_record(
         "method": explanation.method,
         "image": str(path),
         "size": list(size),
-        "frames": len(frames),
+        **extra,
         "targets": targets,
     }
 
