@@ -165,3 +165,15 @@ def test_an_earlier_report_is_kept_and_an_unwritable_folder_is_found_first(tmp_p
     assert main(["classify", image, "-o", str(blocked / "out")]) == 2
     error = capsys.readouterr().err
     assert "cannot write to the output folder" in error and "Errno" not in error
+
+
+def test_classify_explains_the_classes_asked_for_by_name_or_number(tmp_path, capsys):
+    from mmcam.zoo import CLASS_NAMES
+
+    image = _scene(tmp_path / "scene.png")
+    argv = ["classify", image, "--class", "Red Circle", "--class", "5", "-o", str(tmp_path / "o"), "--json"]
+    assert main(argv) == 0
+    targets = json.loads(capsys.readouterr().out)["targets"]
+    assert [(t["label"], t["index"]) for t in targets] == [("red circle", 0), (CLASS_NAMES[5], 5)]
+    assert main(["classify", image, "--class", "pink circle", "-o", str(tmp_path / "p")]) == 2
+    assert "'pink circle' is not a class of shapes" in capsys.readouterr().err

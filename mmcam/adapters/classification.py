@@ -53,6 +53,19 @@ class ImageClassifier:
         """This classifier's layer as a subject for naming its units (``mmcam.concepts``)."""
         return Subject(self.name, self.model, layer or self.layer, self.preprocess)
 
+    def class_index(self, name_or_index: str) -> int:
+        """A class given by its name (any case) or its output number, as ``--class`` takes it."""
+        names = [str(name).casefold() for name in self.class_names or []]
+        if name_or_index.strip().casefold() in names:
+            return names.index(name_or_index.strip().casefold())
+        if name_or_index.strip().isdigit():
+            return int(name_or_index)
+        shown = (
+            ", ".join(map(str, (self.class_names or [])[:20]))
+            or "this model has no class names: give a number"
+        )
+        raise ValueError(f"'{name_or_index}' is not a class of {self.name}; its classes: {shown}")
+
     def top_classes(self, pixels: Tensor, top: int) -> list[list[int]]:
         """The ``top`` highest-scoring class indices of each image, best first."""
         with torch.no_grad():

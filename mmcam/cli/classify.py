@@ -46,6 +46,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="each IMAGE is a clip: a folder of frames, an animated GIF or a video file (OpenCV); needs a "
         "video model such as torchvision:r3d_18. Maps are per frame: (T, H, W) per class",
     )
+    parser.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        default=[],
+        metavar="NAME|INDEX",
+        help="explain this class (its name, any case, or its output number) instead of the top ones; repeatable",
+    )
     parser.add_argument("--frames", type=int, default=16, help="--video: frames sampled evenly (default 16)")
     add_concept_options(parser)
     add_explain_options(parser)
@@ -71,16 +79,22 @@ def run(arguments: argparse.Namespace) -> int:
             )
         )
 
+    chosen = [classifier.class_index(name) for name in arguments.classes]
+
+    def targets(pixels) -> list[list[int]]:
+        """The --class classes for every input, else each input's top classes."""
+        return [chosen] * len(pixels) if chosen else classifier.top_classes(pixels, arguments.top)
+
     def explain_clip(path: str, stem: str) -> dict:
         frames = load_clip(path, arguments.frames)
         pixels = classifier.preprocess([frames])
-        explanation = explainer(pixels, classifier.top_classes(pixels, arguments.top))
+        explanation = explainer(pixels, targets(pixels))
         return clip_record("classify", classifier.name, path, frames, explanation, output, stem)
 
     def explain_one(path: str, stem: str) -> dict:
         image = load_image(path)
         pixels = classifier.preprocess([image])
-        explanation = explainer(pixels, classifier.top_classes(pixels, arguments.top))
+        explanation = explainer(pixels, targets(pixels))
         record = explanation_record("classify", classifier.name, path, image, explanation, output, stem=stem)
         if table is not None:
             add_concepts(record, explanation.weights[0], table, "predicted")
