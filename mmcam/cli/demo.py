@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -29,10 +28,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _masks(scene, objects: list[int]) -> torch.Tensor:
-    return torch.stack([torch.from_numpy(scene.objects[i].mask) for i in objects])
-
-
 def _save(figure, output: Path, name: str) -> str:
     save_figure(figure, output / name)
     return str(output / name)
@@ -41,7 +36,7 @@ def _save(figure, output: Path, name: str) -> str:
 def run(arguments: argparse.Namespace) -> int:
     from mmcam.adapters.captioning import explain_caption
     from mmcam.adapters.vqa import explain_answers
-    from mmcam.evaluation.pointing import word_hits
+    from mmcam.evaluation.pointing import scene_masks, word_hits
     from mmcam.loading import load_captioner, load_classifier, load_vqa
     from mmcam.report import caption_view, explanation_view, vqa_view, write_report
     from mmcam.zoo import make_scenes
@@ -66,7 +61,9 @@ def run(arguments: argparse.Namespace) -> int:
         classes = class_explainer(
             classifier.preprocess([image]), [[obj.class_index for obj in scene.objects]]
         )
-        inside = peak_hit_shares(classes.maps[0], _masks(scene, list(range(len(scene.objects))))).tolist()
+        inside = peak_hit_shares(
+            classes.maps[0], scene_masks(scene, list(range(len(scene.objects))))
+        ).tolist()
         count("classes", inside)
         titles = [
             f"{label}{'' if hit >= 0.5 else ' (miss)'}" for label, hit in zip(classes.labels[0], inside)
@@ -90,7 +87,7 @@ def run(arguments: argparse.Namespace) -> int:
         answer = explain_answers(vqa, image, question.text, top=2, explainer=vqa_explainer)
         count(
             "vqa answers",
-            peak_hit_shares(answer.explanation.maps[0, :1], _masks(scene, question.objects)).tolist(),
+            peak_hit_shares(answer.explanation.maps[0, :1], scene_masks(scene, question.objects)).tolist(),
         )
         weights = answer.explanation.token_weights[0, 0]
         record["question"], record["answer"] = question.text, answer.answer

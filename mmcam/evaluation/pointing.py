@@ -27,7 +27,7 @@ def rate(hits: Counter, totals: Counter) -> dict[str, float]:
     return {key: hits[key] / totals[key] for key in totals}
 
 
-def _masks(scene: Scene, objects: Sequence[int | None]) -> torch.Tensor:
+def scene_masks(scene: Scene, objects: Sequence[int | None]) -> torch.Tensor:
     """(N, H, W) the masks of ``objects`` (None: no object, an empty mask where every peak misses)."""
     nothing = np.zeros(scene.image.shape[:2], dtype=bool)
     return torch.from_numpy(np.stack([nothing if o is None else scene.objects[o].mask for o in objects]))
@@ -46,7 +46,7 @@ def classifier_pointing(
             batch = group[start : start + batch_size]
             pixels = classifier.preprocess([Image.fromarray(scene.image) for scene in batch])
             explanation = explainer(pixels, [[obj.class_index for obj in scene.objects] for scene in batch])
-            masks = torch.cat([_masks(scene, range(count)) for scene in batch])
+            masks = torch.cat([scene_masks(scene, range(count)) for scene in batch])
             hits["class"] += float(peak_hit_shares(explanation.maps.flatten(0, 1), masks).sum())
             totals["class"] += len(masks)
     return hits, totals
@@ -60,7 +60,7 @@ def word_hits(scene: Scene, words: Sequence[str], maps: torch.Tensor) -> list[tu
     if not found:
         return []
     positions = [position for position, _, _ in found]
-    inside = peak_hit_shares(maps[positions], _masks(scene, [about for _, _, about in found])).tolist()
+    inside = peak_hit_shares(maps[positions], scene_masks(scene, [about for _, _, about in found])).tolist()
     return [(position, kind, hit) for (position, kind, _), hit in zip(found, inside)]
 
 
@@ -100,11 +100,11 @@ def vqa_pointing(vqa: VQAModel, scenes: Sequence[Scene]) -> tuple[Counter, Count
             result = explain_answers(vqa, image, question.text, answers=asked, explainer=explainer)
             maps = result.explanation.maps[0]
             totals[question.type] += 1
-            hits[question.type] += float(peak_hit_shares(maps[:1], _masks(scene, question.objects[:1])))
+            hits[question.type] += float(peak_hit_shares(maps[:1], scene_masks(scene, question.objects[:1])))
             if contrast:
                 painted = [i for i, o in enumerate(scene.objects) if o.color == others[0].color]
                 totals["wrong color, on its object"] += 1
                 hits["wrong color, on its object"] += float(
-                    peak_hit_shares(maps[-1:], _masks(scene, painted).any(0)[None])
+                    peak_hit_shares(maps[-1:], scene_masks(scene, painted).any(0)[None])
                 )
     return hits, totals
