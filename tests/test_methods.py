@@ -58,11 +58,14 @@ def _expected(method, a, g):
         return np.maximum((np.maximum(g, 0) * a).sum(0), 0)
     if method == "normgrad":
         return np.sqrt((a**2).sum(0)) * np.sqrt((g**2).sum(0))
+    if method == "gradnorm":
+        return np.sqrt((g**2).sum(0))
     raise AssertionError(method)
 
 
 @pytest.mark.parametrize(
-    "method", ["gradcam", "counterfactual", "gradcam++", "xgradcam", "hirescam", "layercam", "normgrad"]
+    "method",
+    ["gradcam", "counterfactual", "gradcam++", "xgradcam", "hirescam", "layercam", "normgrad", "gradnorm"],
 )
 def test_formula(ctx, method):
     raw = get_method(method)(ctx).raw
@@ -110,7 +113,7 @@ def test_method_names_are_forgiving_and_unknown_ones_list_the_valid():
     assert get_method("grad_cam").name == "gradcam"
     with pytest.raises(ValueError, match="gradcam, counterfactual"):
         get_method("gradcam+++")
-    assert len(METHODS) == 12
+    assert len(METHODS) == 13
 
 
 def test_gradcam_equals_cam_up_to_positive_scale(cam_net, images):
