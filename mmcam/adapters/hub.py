@@ -3,10 +3,26 @@ and safetensors weights unless pickled ones are trusted (unpickling can run code
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5")
+
+
+@contextmanager
+def quiet_generation() -> Iterator[None]:
+    """Inside: ``generate`` does not log that ``max_new_tokens`` overrides a checkpoint's ``max_length``
+    (it does, as asked; the notice came once per image)."""
+    generation = logging.getLogger("transformers.generation.utils")
+    level = generation.level
+    generation.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        generation.setLevel(level)
 
 
 def load_local(loader: Any, path: str, trust_pickle: bool = False, weights: bool = True) -> Any:
