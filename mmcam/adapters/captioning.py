@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mmcam.adapters.hub import load_local
+from mmcam.adapters.hub import load_local, quiet_generation
+from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
 from mmcam.engine import Explainer
 from mmcam.explanation import Explanation
 from mmcam.subject import Subject
@@ -24,7 +25,8 @@ from mmcam.words import analyze
 
 WORD_CHOICES = ("all", "content")  # which caption words to explain: every word, or nouns and adjectives
 
-# Word maps default to HiResCAM (gradient x activation per cell, summed over channels). A word is
+# The bundled captioner's word maps default to HiResCAM (gradient x activation per cell, summed over
+# channels; Hugging Face captioners: ``adapters.tokens``). A word is
 # written from the cells its decoder attends to, and that attention lives in where the gradient falls;
 # Grad-CAM's spatially averaged channel weights keep only which features the word needs, so a word's
 # map lights every object sharing them (two red objects: "red" of either). On the bundled captioner,
@@ -51,9 +53,12 @@ class CaptionModel:
     tokenize: Callable[[str], Tokenized]
     forward: Callable[[nn.Module, dict[str, Tensor]], Tensor]
     layer: str = "auto"
+    method: str = WORD_METHOD
 
-    def explainer(self, layer: str | None = None, method: str = WORD_METHOD) -> Explainer:
-        return Explainer(self.model, layer=layer or self.layer, method=method, forward=self.forward)
+    def explainer(self, layer: str | None = None, method: str | None = None) -> Explainer:
+        return Explainer(
+            self.model, layer=layer or self.layer, method=method or self.method, forward=self.forward
+        )
 
     def subject(self, layer: str | None = None) -> Subject:
         """This captioner's layer as a subject for naming its units, probed with images and the start
@@ -133,16 +138,6 @@ def huggingface_tokenize(tokenizer, start_id: int) -> Callable[[str], Tokenized]
     return tokenize
 
 
-def _vision_layer(model: nn.Module, tower: str) -> str:
-    """The last vision block's pre-attention norm, whose patch tokens still feed the decoder."""
-    names = [
-        n
-        for n, _ in model.named_modules()
-        if n.startswith(tower) and n.split(".")[-1] in ("layer_norm1", "layernorm_before")
-    ]
-    return names[-1] if names else "auto"
-
-
 def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | None = None) -> CaptionModel:
     """A CaptionModel for a Hugging Face BLIP, GIT or VisionEncoderDecoder captioner, its image processor
     and its (fast) tokenizer."""
@@ -152,20 +147,20 @@ def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | N
         return image_processor(images=list(images), return_tensors="pt")["pixel_values"]
 
     def generate(pixels: Tensor) -> list[str]:
-        return tokenizer.batch_decode(
-            model.generate(pixel_values=pixels, max_new_tokens=30), skip_special_tokens=True
-        )
+        with quiet_generation():
+            ids = model.generate(pixel_values=pixels, max_new_tokens=30)
+        return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
     if kind == "BlipForConditionalGeneration":
         start = model.config.text_config.bos_token_id
-        layer = _vision_layer(model, "vision_model")
+        layer = first_block_norm(model, "vision_model")
 
         def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
             return m(pixel_values=inputs["pixel_values"], input_ids=inputs["input_ids"]).logits
 
     elif kind == "GitForCausalLM":
         start = tokenizer.cls_token_id
-        layer = _vision_layer(model, "git.image_encoder")
+        layer = first_block_norm(model, "git.image_encoder")
 
         def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
             ids = inputs["input_ids"]
@@ -173,7 +168,7 @@ def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | N
 
     elif kind == "VisionEncoderDecoderModel":
         start = model.config.decoder_start_token_id
-        layer = _vision_layer(model, "encoder")
+        layer = first_block_norm(model, "encoder")
 
         def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
             return m(pixel_values=inputs["pixel_values"], decoder_input_ids=inputs["input_ids"]).logits
@@ -186,7 +181,9 @@ def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | N
     if start is None:
         raise ValueError(f"{kind} has no start token id in its config; set it before explaining")
     tokenize = huggingface_tokenize(tokenizer, start)
-    return CaptionModel(name or kind, model.eval(), preprocess, generate, tokenize, forward, layer)
+    return CaptionModel(
+        name or kind, model.eval(), preprocess, generate, tokenize, forward, layer or "auto", TOKEN_METHOD
+    )
 
 
 def from_pretrained(path: str, trust_pickle: bool = False) -> CaptionModel:

@@ -13,6 +13,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from mmcam.adapters.hub import load_local
+from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
 from mmcam.engine import Explainer, Layout
 from mmcam.explanation import Explanation
 from mmcam.subject import Subject
@@ -27,7 +28,7 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 @dataclass
 class ImageClassifier:
     """A classifier ready to explain: the network, how images become its input, its class names,
-    and the layer explained by default. ``multi_label``: classes are independent (a sigmoid per logit,
+    and the layer and method explained by default. ``multi_label``: classes are independent (a sigmoid per logit,
     as in a multi-label classifier), not exclusive (a softmax over the logits). ``video``: it reads clips,
     ``preprocess`` takes lists of frames and gives (B, 3, T, H, W)."""
 
@@ -39,12 +40,13 @@ class ImageClassifier:
     layout: str | Layout = "auto"
     multi_label: bool = False
     video: bool = False
+    method: str = "gradcam"
 
-    def explainer(self, layer: str | None = None, method: str = "gradcam") -> Explainer:
+    def explainer(self, layer: str | None = None, method: str | None = None) -> Explainer:
         return Explainer(
             self.model,
             layer=layer or self.layer,
-            method=method,
+            method=method or self.method,
             layout=self.layout,
             class_names=self.class_names,
         )
@@ -73,7 +75,7 @@ class ImageClassifier:
         return logits.topk(min(top, logits.shape[1]), dim=1).indices.tolist()
 
     def explain(
-        self, images: Sequence[Image.Image], top: int = 1, layer: str | None = None, method: str = "gradcam"
+        self, images: Sequence[Image.Image], top: int = 1, layer: str | None = None, method: str | None = None
     ) -> Explanation:
         """Explain the ``top`` highest-scoring classes of each image, all in one pass."""
         pixels = self.preprocess(images)
@@ -93,14 +95,17 @@ def class_names_of(model: nn.Module) -> list[str] | None:
 def default_layer(model: nn.Module) -> str:
     """The layer explained by default for a model family.
 
-    Bundled models name theirs (``default_layer``); ViT-style transformers use the last block's
-    ``layernorm_before``, whose patch tokens still feed the class token through attention (the
-    final norm's gradient reaches only the class token); everything else: ``"auto"``.
+    Bundled models name theirs (``default_layer``); ViT-style transformers use their first block's
+    pre-attention norm (``adapters.tokens``); everything else: ``"auto"``.
     """
     if isinstance(getattr(model, "default_layer", None), str):
         return model.default_layer
-    norms = [name for name, _ in model.named_modules() if name.endswith("layernorm_before")]
-    return norms[-1] if norms else "auto"
+    return first_block_norm(model) or "auto"
+
+
+def default_method(model: nn.Module) -> str:
+    """NormGrad for transformers (``adapters.tokens``), Grad-CAM for everything else."""
+    return TOKEN_METHOD if first_block_norm(model) else "gradcam"
 
 
 def from_module(
@@ -113,6 +118,7 @@ def from_module(
         preprocess=preprocess or imagenet_preprocess(224),
         class_names=class_names_of(model),
         layer=default_layer(model),
+        method=default_method(model),
     )
 
 
@@ -246,4 +252,5 @@ def from_pretrained(path: str, trust_pickle: bool = False) -> ImageClassifier:
         class_names_of(model),
         default_layer(model),
         multi_label=model.config.problem_type == "multi_label_classification",
+        method=default_method(model),
     )

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mmcam.adapters.hub import load_local
+from mmcam.adapters.hub import load_local, quiet_generation
+from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
 from mmcam.engine import Explainer, Layout
 from mmcam.explanation import Explanation, join_targets
 from mmcam.subject import Subject
@@ -49,13 +50,14 @@ class VQAModel:
     layout: Callable[[dict[str, Tensor]], str | Layout] = field(default=lambda inputs: "auto")
     generate: Callable[[dict[str, Tensor]], str] | None = None
     answer_inputs: Callable[[dict[str, Tensor], str], tuple[dict[str, Tensor], list[int]]] | None = None
+    method: str = "gradcam"
 
-    def explainer(self, layer: str | None = None, method: str = "gradcam") -> Explainer:
+    def explainer(self, layer: str | None = None, method: str | None = None) -> Explainer:
         """One explainer for every question: the layout follows each input (``layout(inputs)``)."""
         return Explainer(
             self.model,
             layer=layer or self.layer,
-            method=method,
+            method=method or self.method,
             layout=self.layout,
             forward=self.forward,
             class_names=self.answers,
@@ -113,7 +115,7 @@ def explain_answers(
     answers: Sequence[str] = (),
     top: int = 1,
     why_not: Sequence[str] = (),
-    method: str = "gradcam",
+    method: str | None = None,
     layer: str | None = None,
     explainer: Explainer | None = None,
 ) -> VQAExplanation:
@@ -242,7 +244,8 @@ def _vilt(model: nn.Module, processor, name: str) -> VQAModel:
         prepare=prepare,
         forward=forward,
         question_tokens=lambda inputs: hf_question_tokens(processor.tokenizer, inputs),
-        layer="vilt.encoder.layer.-1.layernorm_before",
+        layer=first_block_norm(model, "vilt.encoder"),
+        method=TOKEN_METHOD,
         question_layer="vilt.embeddings.text_embeddings.word_embeddings",
         answers=[model.config.id2label[i] for i in range(len(model.config.id2label))],
         layout=layout,
@@ -270,7 +273,8 @@ def _blip(model: nn.Module, processor, name: str) -> VQAModel:
 
     def generate(inputs: dict[str, Tensor]) -> str:
         question = {k: inputs[k] for k in ("pixel_values", "input_ids", "attention_mask")}
-        ids = model.generate(**question, max_new_tokens=10)
+        with quiet_generation():
+            ids = model.generate(**question, max_new_tokens=10)
         return tokenizer.decode(ids[0], skip_special_tokens=True).strip()
 
     def answer_inputs(inputs: dict[str, Tensor], answer: str) -> tuple[dict[str, Tensor], list[int]]:
@@ -279,16 +283,14 @@ def _blip(model: nn.Module, processor, name: str) -> VQAModel:
             raise ValueError("the answer is empty")
         return {**inputs, "answer_ids": torch.tensor([[start, *ids]])}, list(range(1, len(ids) + 1))
 
-    vision_norms = [
-        n for n, _ in model.named_modules() if n.startswith("vision_model") and n.endswith("layer_norm1")
-    ]
     return VQAModel(
         name=name,
         model=model.eval(),
         prepare=prepare,
         forward=forward,
         question_tokens=lambda inputs: hf_question_tokens(tokenizer, inputs),
-        layer=vision_norms[-1],
+        layer=first_block_norm(model, "vision_model"),
+        method=TOKEN_METHOD,
         question_layer="text_encoder.embeddings.word_embeddings",
         generate=generate,
         answer_inputs=answer_inputs,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from mmcam.adapters.captioning import WORD_CHOICES, WORD_METHOD
+from mmcam.adapters.captioning import WORD_CHOICES
 from mmcam.cli.common import (
     add_concept_options,
     add_concepts,
     add_explain_options,
+    chosen_method,
     concept_table_of,
     for_each_image,
     output_folder,
@@ -52,17 +53,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="explain the evidence against each word (negated targets)",
     )
     add_concept_options(parser)
-    add_explain_options(parser, default_method=f"{WORD_METHOD}; gradcam with --concepts")
-    parser.set_defaults(method=None)  # resolved in run: --concepts needs channel weights
+    add_explain_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(arguments: argparse.Namespace) -> int:
-    arguments.method = arguments.method or ("gradcam" if arguments.concepts else WORD_METHOD)
     from mmcam.adapters.captioning import explain_caption
     from mmcam.loading import load_captioner
 
     captioner = load_captioner(arguments.model, arguments.trust_pickle)
+    arguments.method = chosen_method(arguments, captioner)
     explainer = captioner.explainer(arguments.layer, arguments.method)
     table = concept_table_of(arguments, captioner.subject(arguments.layer))
     output = output_folder(arguments)

@@ -9,6 +9,7 @@ from mmcam.cli.common import (
     add_concepts,
     add_explain_options,
     check_top,
+    chosen_method,
     concept_table_of,
     for_each_image,
     output_folder,
@@ -65,6 +66,7 @@ def run(arguments: argparse.Namespace) -> int:
 
     check_top(arguments)
     classifier = load_classifier(arguments.model, arguments.trust_pickle)
+    arguments.method = chosen_method(arguments, classifier)
     explainer = classifier.explainer(arguments.layer, arguments.method)
     table = concept_table_of(arguments, classifier.subject(arguments.layer))
     output = output_folder(arguments)

@@ -18,13 +18,15 @@ from mmcam.images import image_paths
 
 
 def add_explain_options(
-    parser: argparse.ArgumentParser, default_output: str = "mmcam-out", default_method: str = "gradcam"
+    parser: argparse.ArgumentParser, default_output: str = "mmcam-out", default_method: str | None = None
 ) -> None:
     parser.add_argument(
         "--method",
         default=default_method,
         metavar="M",
-        help=f"one of: {', '.join(METHODS)} (default {default_method})",
+        help=f"one of: {', '.join(METHODS)} (default "
+        + (default_method or "per model family, chosen by measurement (README); gradcam with --concepts")
+        + ")",
     )
     parser.add_argument(
         "--layer", default=None, metavar="L", help="layer to explain (dotted name); default per model"
@@ -63,6 +65,16 @@ def add_concept_options(parser: argparse.ArgumentParser) -> None:
         help="with --concepts: name units on this datasets.Dataset (save_to_disk folder; images with masks "
         "and per-object concepts, or captions) instead of the shapes world",
     )
+
+
+def chosen_method(arguments: argparse.Namespace, model) -> str:
+    """``--method``, else the model's default method; with ``--concepts``, a default without channel
+    weights gives way to Grad-CAM (the sentences are built from channel weights)."""
+    if arguments.method:
+        return arguments.method
+    if getattr(arguments, "concepts", False) and model.method not in CHANNEL_WEIGHT_METHODS:
+        return "gradcam"
+    return model.method
 
 
 def concept_table_of(arguments: argparse.Namespace, subject, probe=None):

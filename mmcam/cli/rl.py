@@ -53,7 +53,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="name the units behind each chosen action by the objects they detect (agent, goal, ...; "
         "named on 20 episodes of the agent's own play, from the environment's object masks)",
     )
-    add_explain_options(parser)
+    add_explain_options(parser, default_method="gradcam")
     parser.set_defaults(run=run)
 
 

@@ -9,6 +9,7 @@ from mmcam.cli.common import (
     add_concepts,
     add_explain_options,
     check_top,
+    chosen_method,
     concept_table_of,
     for_each_image,
     output_folder,
@@ -61,6 +62,7 @@ def run(arguments: argparse.Namespace) -> int:
 
     check_top(arguments)
     vqa = load_vqa(arguments.model, arguments.trust_pickle)
+    arguments.method = chosen_method(arguments, vqa)
     table = concept_table_of(arguments, vqa.subject(arguments.layer))
     output = output_folder(arguments)
     explainer = vqa.explainer(arguments.layer, arguments.method)
