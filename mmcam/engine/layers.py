@@ -68,13 +68,6 @@ def _grid_like(tensor: Tensor | None, image_size: tuple[int, ...]) -> bool:
     return tensor is not None and tensor.is_floating_point() and bool(layout_readings(tensor, image_size))
 
 
-# "auto" passes over layers whose grid is coarser than this on its shorter side, when a finer one exists:
-# 7x7 is a ResNet's last stage at 224 px, the usual choice; on smaller inputs (128 px: 4x4) that stage
-# cannot tell neighbouring objects apart (trained resnet18 on the shapes world, 2-3 objects per 128 px
-# scene: pointing 0.34 at its 4x4 stage, 0.75 at the 8x8 one; tasks/fixtures/pointing.py).
-MIN_AUTO_GRID = 7
-
-
 def find_spatial_layer(model: nn.Module, run: Callable[[], Tensor], image_size: tuple[int, ...]) -> str:
     """The last layer, in execution order, whose output is a spatial grid the target depends on.
 
@@ -84,8 +77,7 @@ def find_spatial_layer(model: nn.Module, run: Callable[[], Tensor], image_size: 
     does), so the probe's graph holds no weights and computes no weight gradients. The chosen layer
     is the last one whose gradient is non-zero on at least two grid cells, so a ViT's final norm
     (whose gradient reaches only the class token) is passed over for the last block that still
-    mixes patch tokens, and whose grid is at least ``MIN_AUTO_GRID`` cells on its shorter side (else
-    the last coarser one). Modules that run more than once per forward are skipped.
+    mixes patch tokens. Modules that run more than once per forward are skipped.
     """
     outputs: dict[str, Tensor] = {}
     calls: dict[str, int] = {}
@@ -122,17 +114,12 @@ def find_spatial_layer(model: nn.Module, run: Callable[[], Tensor], image_size: 
         )
     if scores.requires_grad:
         gradients = torch.autograd.grad(scores.sum(), [t for _, t in candidates], allow_unused=True)
-        coarse = None
         for (name, tensor), gradient in zip(reversed(candidates), reversed(gradients)):
             if gradient is None:
                 continue
             grid = infer_layout(tensor, image_size).to_grid(gradient)
             if (grid.abs().sum(dim=(0, 1)) > 0).sum() >= 2:
-                if min(grid.shape[-2:]) >= MIN_AUTO_GRID:
-                    return name
-                coarse = coarse or name
-        if coarse is not None:
-            return coarse
+                return name
     raise ValueError(
         f"the target depends on no spatial layer of {type(model).__name__}; pass layer= explicitly"
     )
