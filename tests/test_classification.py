@@ -42,7 +42,7 @@ def picture():
 
 def test_huggingface_vit_from_a_local_directory(tiny_vit_dir, picture):
     classifier = load_classifier(str(tiny_vit_dir))
-    assert (classifier.layer, classifier.method) == ("vit.layers.0.layernorm_before", "normgrad")
+    assert (classifier.layer, classifier.method) == ("vit.layers.1.layernorm_before", "gradcam")
     before = snapshot(classifier.model)
     explanation = classifier.explain([picture], top=3)
     assert_unchanged(classifier.model, before)

@@ -1,11 +1,12 @@
-"""The default layer and method for transformer (token) models, chosen by measurement on the trained
-fixtures (``tasks/fixtures/pointing.py``, README "Maps on trained standard architectures").
+"""The default layer and method for transformer captioners and VQA models, chosen by measurement on the
+trained fixtures (``tasks/fixtures/pointing.py``, README "Maps on trained standard architectures").
 
 Layer: the first block's pre-attention norm of the vision tower. Its token i is still patch i plus its
 position; from there on attention mixes the tokens, so that deeper tokens' cells drift from the image
 region they are drawn on. Method: NormGrad, ||A_:ij|| ||G_k:ij||, how strongly the target depends on each
 patch token, unsigned. On lone objects (one region decides every score) its maps peaked on the object
-0.78 (ViLT), 0.80 (BLIP VQA), 0.84 (ViT + GPT-2 captioner), against 0.29-0.55 for Grad-CAM at any block.
+0.78 (ViLT), 0.80 (BLIP VQA), 0.84 (ViT + GPT-2 captioner), against 0.11-0.44 for Grad-CAM at any block
+(30 one-object scenes, peak inside the mask).
 """
 
 from __future__ import annotations

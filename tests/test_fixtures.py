@@ -1,0 +1,189 @@
+"""The trained standard-architecture fixtures (``tests/fixtures/models``, recipes in ``tasks/fixtures``),
+explained through the public loaders exactly as a user's checkpoint.
+
+Planted evidence: a scene with one object on an empty background, so that one region alone decides every
+score; each family's default map must peak on that object (its box, grown by a few pixels: the token grids
+are 8x8 on 128 px). Then pointing on scenes with 2-3 objects, with each family's default layer and method,
+against the figures measured by ``tasks/fixtures/pointing.py`` (README).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmcam.adapters.captioning import explain_caption
+from mmcam.adapters.tokens import PRE_ATTENTION_NORMS
+from mmcam.adapters.vqa import explain_answers
+from mmcam.loading import load_captioner, load_classifier, load_vqa
+from mmcam.metrics.pointing import peak_hit_shares
+from mmcam.targets import TokenLogProb, logits_of
+from mmcam.zoo.world import make_scenes
+
+try:
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+except ImportError:  # the dev extra; the reference test is skipped without it
+    ClassifierOutputTarget = None
+
+FIXTURES = Path(__file__).parent / "fixtures" / "models"
+CLASSIFIERS = {"resnet18-shapes": f"torchvision:resnet18:{FIXTURES / 'resnet18-shapes'}", "vit-shapes": None}
+CAPTIONERS = ["ved-caption-shapes", "blip-caption-shapes", "git-caption-shapes"]
+VQA = ["vilt-vqa-shapes", "blip-vqa-shapes"]
+GROWN = 4  # px the object's box is grown by
+LONE_SCENES, LONE_HITS = 12, 8  # measured with the defaults: 8-12 of 12 per family (README)
+
+
+def spec(name: str) -> str:
+    return CLASSIFIERS.get(name) or str(FIXTURES / name)
+
+
+def lone_objects(count: int = LONE_SCENES):
+    """Scenes with one object each, and that object's box as a (1, H, W) mask."""
+    for scene in make_scenes(count, 51_000, n_objects=1):
+        x0, y0, x1, y1 = scene.objects[0].box
+        box = np.zeros(scene.image.shape[:2], dtype=bool)
+        box[y0:y1, x0:x1] = True
+        yield scene, torch.from_numpy(box)[None]
+
+
+def on_object(map_: torch.Tensor, box: torch.Tensor) -> bool:
+    """Whether most of the map's peak (ties shared) lies on the object's grown box."""
+    return float(peak_hit_shares(map_[None], box, tolerance=GROWN)[0]) >= 0.5
+
+
+def lone_object_map(name: str):
+    """For a fixture: a function from a one-object scene to the default map of its planted target: the
+    object's class (classifiers), the whole generated caption (every word of it depends on the one object),
+    the answer to "what color is the <shape>?"."""
+    if name in CLASSIFIERS:
+        classifier = load_classifier(spec(name))
+        explainer = classifier.explainer()
+        return lambda scene: explainer(
+            classifier.preprocess([Image.fromarray(scene.image)]), [[scene.objects[0].class_index]]
+        ).maps[0, 0]
+    if name in CAPTIONERS:
+        captioner = load_captioner(spec(name))
+        explainer = captioner.explainer()
+        return lambda scene: explain_caption(
+            captioner, Image.fromarray(scene.image), whole_caption=True, explainer=explainer
+        ).explanation.maps[0, -1]
+    vqa = load_vqa(spec(name))
+    explainer = vqa.explainer()
+    return lambda scene: explain_answers(
+        vqa, Image.fromarray(scene.image), f"what color is the {scene.objects[0].shape}?", explainer=explainer
+    ).explanation.maps[0, 0]
+
+
+@pytest.mark.parametrize("name", [*CLASSIFIERS, *CAPTIONERS, *VQA])
+def test_default_maps_peak_on_a_lone_object(name):
+    """Planted evidence: one object on an empty background decides every score. At least ``LONE_HITS``
+    of the maps peak on it; a peak drawn at random lands on a grown box about 1 time in 10 (small objects
+    cover 4-6% of the image, large ones 10-12%)."""
+    explain = lone_object_map(name)
+    hits = [on_object(explain(scene), box) for scene, box in lone_objects()]
+    assert sum(hits) >= LONE_HITS, f"{name}: {sum(hits)} of {len(hits)} maps peak on the lone object"
+
+
+class Scored(torch.nn.Module):
+    """What pytorch-grad-cam needs: a module from pixels to the output its targets read, the other
+    inputs (question, caption ids) fixed."""
+
+    def __init__(self, model, forward, inputs):
+        super().__init__()
+        self.model, self.run, self.inputs = model, forward, inputs
+
+    def forward(self, pixels):
+        return self.run(self.model, {**self.inputs, "pixel_values": pixels})
+
+
+def tokens_to_grid(prefix: int, side: int = 8):
+    """pytorch-grad-cam's reshape transform for token layers: drop ``prefix`` tokens, (B, C, side, side)."""
+    return lambda x: x[:, prefix:].reshape(x.shape[0], side, side, x.shape[-1]).permute(0, 3, 1, 2)
+
+
+def last_block(model: torch.nn.Module) -> str:
+    """The last pre-attention norm: Grad-CAM's maps at the first block can be all zero after its ReLU."""
+    return [n for n, _ in model.named_modules() if n.split(".")[-1] in PRE_ATTENTION_NORMS][-1]
+
+
+def reference_case(name: str):
+    """(wrapped model, layer, reshape transform or None, pytorch-grad-cam target, our raw map) for one
+    image of 3 objects, Grad-CAM at the classifiers' default layer and the other families' last block."""
+    scene = make_scenes(1, 52_000, n_objects=3)[0]
+    image = Image.fromarray(scene.image)
+    if name in CLASSIFIERS:
+        classifier = load_classifier(spec(name))
+        pixels = classifier.preprocess([image])
+        target = scene.objects[0].class_index
+        ours = classifier.explainer(method="gradcam")(pixels, [[target]])
+        forward, inputs, layer_name = (lambda m, i: logits_of(m(i["pixel_values"]))), {}, ours.layer
+        model = classifier.model
+        score = ClassifierOutputTarget(target)
+        reshape = None if name.startswith("resnet") else tokens_to_grid(1)
+    elif name in CAPTIONERS:
+        captioner = load_captioner(spec(name))
+        pixels = captioner.preprocess([image])
+        result = explain_caption(
+            captioner,
+            image,
+            whole_caption=True,
+            explainer=captioner.explainer(last_block(captioner.model), "gradcam"),
+        )
+        ours, model, forward, layer_name = (
+            result.explanation,
+            captioner.model,
+            captioner.forward,
+            result.explanation.layer,
+        )
+        tokenized = captioner.tokenize(result.caption)
+        inputs = {"input_ids": torch.tensor([tokenized.ids])}
+        positions = sorted(p for group in tokenized.positions for p in group)
+        word = TokenLogProb(inputs["input_ids"], positions, result.caption)
+        score = lambda output: word(output[None])[0]  # pytorch-grad-cam calls it per image
+        ours.raw = ours.raw[:, -1:]  # the whole caption
+        reshape = tokens_to_grid(1)
+    else:
+        vqa = load_vqa(spec(name))
+        question = f"what color is the {scene.objects[0].shape}?"
+        explained = explain_answers(
+            vqa, image, question, explainer=vqa.explainer(last_block(vqa.model), "gradcam")
+        )
+        ours, model, forward, layer_name = (
+            explained.explanation,
+            vqa.model,
+            vqa.forward,
+            explained.explanation.layer,
+        )
+        inputs = vqa.prepare([image], [question])
+        pixels = inputs["pixel_values"]
+        if vqa.answers is None:
+            inputs, positions = vqa.answer_inputs(inputs, explained.answer)
+            answer = TokenLogProb(inputs["answer_ids"], positions, explained.answer)
+            score = lambda output: answer(output[None])[0]
+            reshape = tokens_to_grid(1)
+        else:
+            score = ClassifierOutputTarget(vqa.answers.index(explained.answer))
+            reshape = tokens_to_grid(inputs["input_ids"].shape[1] + 1)
+    layer = model.get_submodule(layer_name)
+    return Scored(model, forward, inputs), pixels, layer, reshape, score, ours.raw[0, :1]
+
+
+@pytest.mark.parametrize("name", [*CLASSIFIERS, *CAPTIONERS, *VQA])
+def test_gradcam_equals_pytorch_grad_cam_on_each_fixture(name):
+    """The same layer (with pytorch-grad-cam's reshape transform for tokens), the same target: equal to 1e-4
+    after pytorch-grad-cam's min-max scaling ((L - min) / (1e-7 + max), applied twice), on the layer's grid."""
+    pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam", reason="needs the dev extra (grad-cam)")
+    wrapped, pixels, layer, reshape, score, ours = reference_case(name)
+    reference = pytorch_grad_cam.GradCAM(model=wrapped, target_layers=[layer], reshape_transform=reshape)
+    reference.get_target_width_height = lambda _: tuple(ours.shape[-2:])[::-1]
+    expected = reference(pixels, targets=[score])
+    reference.activations_and_grads.release()
+    got = ours[0].numpy()
+    for _ in range(2):  # pytorch-grad-cam scales each layer's map, then the maps it aggregated over layers
+        got = (got - got.min()) / (1e-7 + (got - got.min()).max())
+    assert got.std() > 0.05
+    assert np.abs(got - expected[0]).max() < 1e-4
