@@ -151,3 +151,20 @@ def test_pretrained_weights_not_in_the_cache_are_not_downloaded(tmp_path, monkey
     with pytest.raises(ValueError, match=rf"not in the local torch cache \({tmp_path}/checkpoints/resnet18-"):
         load_classifier("resnet18")
     assert capsys.readouterr().out == ""
+
+
+def test_torchvision_checkpoint_in_shards(tmp_path):
+    """A state dict split by huggingface_hub (model.safetensors.index.json + shards) loads as one."""
+    import json
+
+    import torchvision
+    from huggingface_hub import save_torch_state_dict
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    save_torch_state_dict(model.state_dict(), tmp_path, max_shard_size="10MB")
+    assert len(list(tmp_path.glob("model-*-of-*.safetensors"))) >= 2
+    (tmp_path / "config.json").write_text(json.dumps({"num_classes": 3, "image_size": 64}))
+    loaded = load_classifier(f"torchvision:resnet18:{tmp_path}").model
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor)

@@ -142,7 +142,7 @@ def imagenet_preprocess(
 def from_torchvision(spec: str) -> ImageClassifier:
     """``NAME`` (pretrained weights from the local torch cache), ``NAME:random`` (random weights) or
     ``NAME:DIR``: a checkpoint of your own, ``DIR/model.safetensors`` (the model's state dict, loaded
-    without unpickling) and ``DIR/config.json`` with ``num_classes`` and optionally ``labels``,
+    without unpickling; or shards listed in ``model.safetensors.index.json``) and ``DIR/config.json`` with ``num_classes`` and optionally ``labels``,
     ``image_size``, ``mean``, ``std`` (default ImageNet's, 224) and ``multi_label``."""
     import torchvision
 
@@ -199,24 +199,41 @@ def _torchvision_video(name: str, variant: str) -> ImageClassifier:
     return ImageClassifier(f"torchvision:{name}", model.eval(), preprocess, names, "auto", video=True)
 
 
+SHARD_INDEX = "model.safetensors.index.json"  # Hugging Face's name for a sharded checkpoint's index
+
+
+def read_state_dict(folder: Path) -> dict[str, Tensor]:
+    """The state dict in ``folder``: ``model.safetensors``, or the shards that ``model.safetensors.index.json``
+    lists (as ``huggingface_hub.save_torch_state_dict`` writes them); never unpickled."""
+    from safetensors.torch import load_file
+
+    index = folder / SHARD_INDEX
+    if not index.is_file():
+        return load_file(folder / "model.safetensors")
+    state: dict[str, Tensor] = {}
+    for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
+        state.update(load_file(folder / shard))
+    return state
+
+
 def _torchvision_checkpoint(name: str, folder: Path) -> ImageClassifier:
     """torchvision's ``name`` with the weights and settings of ``folder`` (see ``from_torchvision``)."""
     import torchvision
-    from safetensors.torch import load_file
 
-    weights, settings = folder / "model.safetensors", folder / "config.json"
-    if not (weights.is_file() and settings.is_file()):
+    settings = folder / "config.json"
+    weights = [folder / "model.safetensors", folder / SHARD_INDEX]
+    if not (any(w.is_file() for w in weights) and settings.is_file()):
         raise ValueError(
-            f"torchvision:{name}:{folder} needs a folder with model.safetensors and config.json; "
-            f"use torchvision:{name} (pretrained) or torchvision:{name}:random"
+            f"torchvision:{name}:{folder} needs a folder with model.safetensors and config.json (or shards "
+            f"listed in {SHARD_INDEX}); use torchvision:{name} (pretrained) or torchvision:{name}:random"
         )
     config = json.loads(settings.read_text())
     model = torchvision.models.get_model(name, weights=None, num_classes=config["num_classes"])
     try:
-        model.load_state_dict(load_file(weights))
+        model.load_state_dict(read_state_dict(folder))
     except RuntimeError as error:
         raise ValueError(
-            f"{weights} does not hold a {name} state dict: {str(error).splitlines()[0]}"
+            f"{folder} does not hold a {name} state dict: {str(error).splitlines()[0]}"
         ) from error
     preprocess = imagenet_preprocess(
         config.get("image_size", 224), config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
