@@ -28,9 +28,9 @@ KINETICS_STD = (0.22803, 0.22145, 0.216989)
 @dataclass
 class ImageClassifier:
     """A classifier ready to explain: the network, how images become its input, its class names,
-    and the layer and method explained by default. ``multi_label``: classes are independent (a sigmoid per logit,
-    as in a multi-label classifier), not exclusive (a softmax over the logits). ``video``: it reads clips,
-    ``preprocess`` takes lists of frames and gives (B, 3, T, H, W)."""
+    and the layer and method explained by default. ``multi_label``: classes are independent (a sigmoid
+    per logit, as in a multi-label classifier), not exclusive (a softmax over the logits). ``video``: it
+    reads clips, ``preprocess`` takes lists of frames and gives (B, 3, T, H, W)."""
 
     name: str
     model: nn.Module
@@ -142,8 +142,9 @@ def imagenet_preprocess(
 def from_torchvision(spec: str) -> ImageClassifier:
     """``NAME`` (pretrained weights from the local torch cache), ``NAME:random`` (random weights) or
     ``NAME:DIR``: a checkpoint of your own, ``DIR/model.safetensors`` (the model's state dict, loaded
-    without unpickling; or shards listed in ``model.safetensors.index.json``) and ``DIR/config.json`` with ``num_classes`` and optionally ``labels``,
-    ``image_size``, ``mean``, ``std`` (default ImageNet's, 224) and ``multi_label``."""
+    without unpickling; or shards listed in ``model.safetensors.index.json``) and ``DIR/config.json``
+    with ``num_classes`` and optionally ``labels``, ``image_size``, ``mean``, ``std`` (default ImageNet's,
+    224) and ``multi_label``."""
     import torchvision
 
     name, _, variant = spec.partition(":")
@@ -203,8 +204,8 @@ SHARD_INDEX = "model.safetensors.index.json"  # Hugging Face's name for a sharde
 
 
 def read_state_dict(folder: Path) -> dict[str, Tensor]:
-    """The state dict in ``folder``: ``model.safetensors``, or the shards that ``model.safetensors.index.json``
-    lists (as ``huggingface_hub.save_torch_state_dict`` writes them); never unpickled."""
+    """The state dict in ``folder``: ``model.safetensors``, or the shards that ``SHARD_INDEX`` lists (as
+    ``huggingface_hub.save_torch_state_dict`` writes them); never unpickled."""
     from safetensors.torch import load_file
 
     index = folder / SHARD_INDEX

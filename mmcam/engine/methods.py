@@ -171,9 +171,9 @@ class GradNorm:
     """Gradient norm per cell: Simonyan et al.'s saliency (arXiv 1312.6034) taken at a layer instead of
     the input, one number per cell (token) of the grid: how strongly the target depends on that cell.
 
-    L_kij = ||G_k:ij||_2 over the channels. Unsigned, with no channel weights: on transformers, whose
-    tokens' features have no fixed sign or scale, it localized far better than the channel-weighted
-    CAMs (README: the trained fixtures).
+    L_kij = ||G_k:ij||_2 over the channels: NormGrad without the activation norm. Unsigned, with no
+    channel weights; on the trained transformer fixtures it pointed within 0.01 of NormGrad and well
+    above Grad-CAM (README: "Maps on trained standard architectures").
     """
 
     name = "gradnorm"
