@@ -98,8 +98,9 @@ def default_layer(model: nn.Module) -> str:
     Bundled models name theirs (``default_layer``); ViT-style transformers use the last block's
     pre-attention norm, whose patch tokens still feed the class token through attention (the final
     norm's gradient reaches only the class token); everything else: ``"auto"``. Unlike the captioners and
-    VQA models (``adapters.tokens``), a ViT classifier trained on the shapes world pointed best with
-    Grad-CAM at a deeper block (last block 0.425, block 1 0.477) than with NormGrad at its first (0.314).
+    VQA models (``adapters.tokens``), a ViT classifier trained on the shapes world (F1 0.94) pointed best
+    with Grad-CAM at its last block: 0.414, against 0.316 for NormGrad at its first block and at most
+    0.37 for any other method and block measured.
     """
     if isinstance(getattr(model, "default_layer", None), str):
         return model.default_layer
