@@ -43,6 +43,33 @@ def test_auto_layer_skips_layers_the_target_does_not_depend_on(images):
     assert mmcam.explain(TwoBranches().eval(), images, 0).layer == "used"
 
 
+def test_auto_layer_skips_a_backbone_whose_head_reads_what_it_pooled_inside(images):
+    """A Hugging Face backbone returns (grid, pooled) and its head reads the pooled tensor, computed inside
+    the backbone: replacing the grid downstream reaches no score, so auto must pick a layer below it."""
+
+    class Backbone(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stage = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            grid = self.stage(x)
+            return grid, grid.mean(dim=(2, 3))
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = Backbone()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.backbone(x)[1])
+
+    explanation = mmcam.explain(Classifier().eval(), images, 0)
+    assert explanation.layer == "backbone.stage"
+    assert explanation.raw.abs().sum() > 0
+
+
 @pytest.mark.parametrize(
     "shape, size, expected",
     [

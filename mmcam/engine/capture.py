@@ -41,6 +41,15 @@ def replace_first(output: object, tensor: Tensor) -> object:
     return replaced
 
 
+def graph_start(tensor: Tensor) -> Tensor:
+    """A tensor equal to a layer's output from which the graph above the layer starts: a leaf that
+    requires grad, or, when the output is already in a graph (a layer above another captured one), a
+    copy joined to it. The layer's output is then replaced downstream by a copy of the start, so the
+    gradient at the start counts only what uses the layer's output after the layer returns, not what
+    the layer computed from it inside (a Hugging Face backbone's pooled output)."""
+    return tensor.clone() if tensor.requires_grad else tensor.detach().requires_grad_(True)
+
+
 class LayerCapture:
     """Capture the outputs of named layers during one forward pass.
 
@@ -49,7 +58,7 @@ class LayerCapture:
     ``torch.autograd.grad(score, capture.activations[name])`` differentiates only the part of the
     model above the layer. Downstream in-place operations act on the copy and cannot alter the
     captured tensor. A layer whose input already carries a graph (a second captured layer above
-    the first) is recorded as it is, so gradients still flow through both. Only forward passes of
+    the first) is recorded as a copy joined to its graph, so gradients still flow through both. Only forward passes of
     the thread that entered the block are captured: another thread running the same modules is
     left alone.
     """
@@ -92,7 +101,7 @@ class LayerCapture:
                 raise ValueError(
                     f"layer '{name}' ran more than once in one forward pass; pick a layer that runs once"
                 )
-            start = tensor if tensor.requires_grad else tensor.detach().requires_grad_(True)
+            start = graph_start(tensor)
             self.activations[name] = start
             return replace_first(output, start.clone())
 

@@ -13,7 +13,7 @@ from weakref import WeakKeyDictionary
 import torch
 from torch import Tensor, nn
 
-from mmcam.engine.capture import first_tensor, replace_first
+from mmcam.engine.capture import first_tensor, graph_start, replace_first
 from mmcam.engine.layouts import infer_layout, layout_readings
 
 logger = logging.getLogger("mmcam")
@@ -73,8 +73,9 @@ def find_spatial_layer(model: nn.Module, run: Callable[[], Tensor], image_size: 
 
     One probe forward records every module output that reads as a grid (NCHW, NHWC, video or
     tokens with a patch grid) of at least two cells; ``run`` returns the target scores. Parameters
-    stay frozen: each grid output not yet in the graph is made a start of it (as ``LayerCapture``
-    does), so the probe's graph holds no weights and computes no weight gradients. The chosen layer
+    stay frozen: each grid output is made a start of the graph (``graph_start``, as ``LayerCapture``
+    does), so the probe's graph holds no weights and computes no weight gradients, and a layer counts
+    only if what follows it uses its output. The chosen layer
     is the last one whose gradient is non-zero on at least two grid cells, so a ViT's final norm
     (whose gradient reaches only the class token) is passed over for the last block that still
     mixes patch tokens. Modules that run more than once per forward are skipped.
@@ -91,10 +92,7 @@ def find_spatial_layer(model: nn.Module, run: Callable[[], Tensor], image_size: 
             tensor = first_tensor(output)
             if not _grid_like(tensor, image_size):
                 return None
-            if tensor.requires_grad:
-                outputs[name] = tensor
-                return None
-            start = tensor.detach().requires_grad_(True)
+            start = graph_start(tensor)
             outputs[name] = start
             return replace_first(output, start.clone())
 
