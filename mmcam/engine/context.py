@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import cached_property
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -10,6 +11,7 @@ from weakref import WeakKeyDictionary
 import torch
 from torch import Tensor, nn
 
+from mmcam.engine.attention import AttentionRecorder
 from mmcam.engine.capture import LayerCapture
 from mmcam.engine.gradients import mixes_samples, target_gradients
 from mmcam.engine.guided import guided_relus
@@ -31,7 +33,8 @@ class CamContext:
     The first forward runs at construction with the layer captured (the graph starts there).
     ``gradients`` costs one vectorized backward through the layers above the captured one;
     ``noisy_gradient_moments``, ``masked_scores`` and ``guided_input_gradients`` run extra
-    forward passes, only for the methods that use them. The image is (B, C, H, W), or
+    forward passes, only for the methods that use them. With ``record_attention`` the first forward also
+    records the attention probabilities (``attention_gradients``). The image is (B, C, H, W), or
     (B, C, T, H, W) for video; ``image_size`` is its grid, (H, W) or (T, H, W).
     """
 
@@ -48,6 +51,7 @@ class CamContext:
         precision: Precision,
         token_layer: str | None = None,
         upsampling: str = "bilinear",
+        record_attention: bool = False,
     ):
         self.model = model
         self.forward = forward
@@ -62,7 +66,9 @@ class CamContext:
         self.image = inputs[image_key]
         self.image_size = tuple(self.image.shape[2:])
         self.target_count = len(targets)
-        self.scores, self._start, self._tokens, self._unreached = self._capture_pass(inputs)
+        self._recorder = AttentionRecorder() if record_attention else None
+        with self._recorder or nullcontext():
+            self.scores, self._start, self._tokens, self._unreached = self._capture_pass(inputs)
         self.layout = as_layout(layout, self._start, self.image_size, layer)
         self.activations = self.layout.to_grid(self._start.detach()).float()
 
@@ -202,6 +208,44 @@ class CamContext:
         if self._tokens is None:
             raise ValueError("no token layer was given to weigh tokens")
         return (self._clean_gradients[1].float() * self._tokens.detach().float()[:, None]).sum(dim=-1)
+
+    def _attention_run(self) -> list[Tensor]:
+        """The self-attention probabilities (B, H, L, L) over the layer's L tokens that depend on the layer:
+        the run of consecutive ones from the first (the blocks above the layer, up to where another
+        sequence, such as a text decoder's, takes over)."""
+        if self.layout.kind != "tokens" or self.layout.features_first:
+            raise ValueError(
+                f"attention relevance needs a transformer's token layer (B, L, C); layer '{self.layer}' is read "
+                f"as '{self.layout.kind}': pick a token layer, such as a block's pre-attention norm"
+            )
+        if self._recorder is None:
+            raise ValueError("attention probabilities were not recorded for this call")
+        shape = (self._start.shape[0], self._start.shape[1], self._start.shape[1])
+        run: list[Tensor] = []
+        for probabilities in self._recorder.probabilities:
+            if not probabilities.requires_grad:
+                continue  # computed below the layer
+            if (probabilities.shape[0], *probabilities.shape[-2:]) == shape:
+                run.append(probabilities)
+            elif run:
+                break
+        if not run:
+            raise ValueError(
+                f"no self-attention over the {shape[1]} tokens of layer '{self.layer}' ran after it: pick a layer "
+                "below a transformer block (its pre-attention norm); attention computed by flash-attention "
+                "kernels or nn.MultiheadAttention cannot be seen (load the model with attn_implementation='eager')"
+            )
+        return run
+
+    @cached_property
+    def attention_gradients(self) -> tuple[list[Tensor], list[Tensor]]:
+        """The self-attention layers above the layer (``_attention_run``): probabilities P_b (B, H, L, L) and
+        their gradients dy_k/dP_b (B, K, H, L, L), float32, from one vectorized backward."""
+        attentions = self._attention_run()
+        gradients = [g.float() for g in self._gradients(self.scores, [self._start, *attentions])[1:]]
+        for gradient in gradients:
+            self._require_finite(gradient, "attention gradients")
+        return [p.detach().float() for p in attentions], gradients
 
     def noisy_gradient_moments(self, samples: int, sigma: float) -> tuple[Tensor, Tensor, Tensor]:
         """Means of G, G^2, G^3 over ``samples`` copies of the image with Gaussian noise.

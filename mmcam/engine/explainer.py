@@ -107,6 +107,7 @@ class Explainer:
                 precision,
                 self.token_layer,
                 self.upsampling,
+                record_attention=getattr(self.method, "reads_attention", False),
             )
             result = self.method(context)
             scores = context.scores.detach().float()

@@ -182,6 +182,36 @@ class GradNorm:
         return CamResult(ctx.gradients.norm(dim=2))
 
 
+class AttentionRelevance:
+    """Gradient-weighted attention relevance (Chefer, Gur & Wolf, arXiv 2103.15679), on a token layer.
+
+    For the self-attention layers b = 1..n that run on the layer's L tokens above it, with probabilities
+    P_b (B, H, L, L) and gradients G_kb = dy_k/dP_b:
+      Pbar_kb = mean_h ReLU(G_kb * P_b);   R_k = (I + Pbar_kn) ... (I + Pbar_k1)   (R <- R + Pbar_kb R)
+    R_k,ij: how much token j of the layer feeds token i after the last block. What the model reads from
+    the tokens after the last block is weighed by the relevance its last attention routes through each
+    query token, r_ki = sum_j Pbar_kn,ij (for a classifier that reads the class token, r_k is that token:
+    the paper's R_k[CLS]; a decoder reading every image token weighs each by it). The map is the
+    relevance reaching each patch token j: L_kj = sum_i r_ki R_k,ij, laid out on the patch grid.
+    Non-negative; no channel weights.
+    """
+
+    name = "attention-relevance"
+    reads_attention = True
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        probabilities, gradients = ctx.attention_gradients
+        relevance = None
+        for p, g in zip(probabilities, gradients):
+            routed = torch.relu(g * p[:, None]).mean(dim=2)  # (B, K, L, L)
+            relevance = (
+                torch.eye(p.shape[-1]) + routed if relevance is None else relevance + routed @ relevance
+            )
+        readout = routed.sum(dim=-1)  # (B, K, L)
+        tokens = (readout[..., None] * relevance).sum(dim=-2)
+        return CamResult(ctx.layout.to_grid(tokens[..., None], leading=2)[:, :, 0])
+
+
 class EigenCAM:
     """Eigen-CAM (arXiv 2008.00299): the first principal component of the activations; no gradients.
 
@@ -272,6 +302,7 @@ METHODS = {
         LayerCAM,
         NormGrad,
         GradNorm,
+        AttentionRelevance,
         EigenCAM,
         ScoreCAM,
         GuidedBackprop,

@@ -1,0 +1,99 @@
+"""Attention relevance (Chefer et al.) against its formula, on both ways transformers compute attention."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import mmcam
+from mmcam.engine.attention import AttentionRecorder, explicit_attention
+
+LAYER = "vit.layers.0.layernorm_before"
+
+
+def tiny_vit(attention: str):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=5,
+        attn_implementation=attention,
+    )
+    return ViTForImageClassification(config).eval()
+
+
+def rollout_by_hand(model, image, classes):
+    """Chefer et al.'s rule written out from the model's own attention outputs (eager, output_attentions).
+
+    Pbar_b = mean_h ReLU(dy/dP_b * P_b); R = I; R <- R + Pbar_b R; map_j = sum_i (sum_l Pbar_n,il) R_ij
+    over the 16 patch tokens j (token 0 is the class token)."""
+    maps = []
+    for k in classes:
+        output = model(image, output_attentions=True)
+        attentions = output.attentions
+        gradients = torch.autograd.grad(output.logits[0, k], attentions)
+        tokens = attentions[0].shape[-1]
+        relevance = np.eye(tokens)
+        for p, g in zip(attentions, gradients):
+            routed = np.maximum((g * p)[0].detach().numpy(), 0).mean(axis=0)
+            relevance = relevance + routed @ relevance
+        readout = routed.sum(axis=1)
+        column = np.array([sum(readout[i] * relevance[i, j] for i in range(tokens)) for j in range(tokens)])
+        maps.append(column[1:].reshape(4, 4))
+    return np.stack(maps)
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_relevance_follows_the_formula(attention):
+    model = tiny_vit(attention)
+    image = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    classes = [0, 3]
+    explanation = mmcam.explain(model, image, [classes], layer=LAYER, method="attention-relevance")
+    expected = rollout_by_hand(tiny_vit("eager"), image, classes)
+    np.testing.assert_allclose(explanation.raw[0].numpy(), expected, rtol=1e-4, atol=1e-7)
+    assert model.config._attn_implementation == attention
+
+
+def test_explicit_attention_equals_scaled_dot_product_attention():
+    generator = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, 4, 6, 8, generator=generator) for _ in range(3))
+    additive = torch.randn(2, 1, 6, 6, generator=generator)
+    keep = torch.rand(2, 1, 6, 6, generator=generator) > 0.3
+    keep[..., 0] = True
+    grouped = (torch.randn(2, 2, 6, 8, generator=generator) for _ in range(2))
+    for options in ({}, {"attn_mask": additive}, {"attn_mask": keep}, {"is_causal": True}, {"scale": 0.3}):
+        expected = nn.functional.scaled_dot_product_attention(q, k, v, **options)
+        torch.testing.assert_close(explicit_attention(q, k, v, **options)[0], expected)
+    k2, v2 = grouped
+    expected = nn.functional.scaled_dot_product_attention(q, k2, v2, enable_gqa=True)
+    torch.testing.assert_close(explicit_attention(q, k2, v2, enable_gqa=True)[0], expected)
+
+
+def test_recorder_sees_every_layer_and_changes_no_output():
+    model = tiny_vit("sdpa")
+    image = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        plain = model(image).logits
+        with AttentionRecorder() as recorder:
+            recorded = model(image).logits
+    torch.testing.assert_close(recorded, plain)
+    assert [tuple(p.shape) for p in recorder.probabilities] == [(2, 4, 17, 17)] * 3
+
+
+def test_relevance_on_a_cnn_layer_says_what_to_pick(cam_net, images):
+    with pytest.raises(ValueError, match="token layer"):
+        mmcam.explain(cam_net, images, 0, layer="features", method="attention-relevance")
+
+
+def test_relevance_above_the_last_attention_says_what_to_pick():
+    model = tiny_vit("eager")
+    with pytest.raises(ValueError, match="no self-attention"):
+        mmcam.explain(
+            model, torch.randn(1, 3, 32, 32), 0, layer="vit.layernorm", method="attention-relevance"
+        )
