@@ -177,3 +177,17 @@ def test_answers_match_whatever_their_case_and_why_not_the_prediction_is_refused
     assert "circle" in named
     with pytest.raises(ValueError, match="is the predicted answer"):
         explain_answers(vilt, picture, QUESTION, why_not=[predicted.upper()])
+
+
+def test_vilt_attention_relevance_comes_with_word_weights_and_follows_the_patch_order(vilt, picture):
+    """Relevance reads ViLT's attention over text and image tokens; the question's word weights come from
+    the same backward, and the maps do not depend on the order ViLT drew its patches in."""
+    before = snapshot(vilt.model)
+    torch.manual_seed(1)
+    first = explain_answers(vilt, picture, QUESTION, top=2, method="attention-relevance").explanation
+    torch.manual_seed(2)
+    second = explain_answers(vilt, picture, QUESTION, top=2, method="attention-relevance").explanation
+    assert_unchanged(vilt.model, before)
+    assert first.method == "attention-relevance" and first.raw.shape == (1, 2, 4, 5)
+    torch.testing.assert_close(first.raw, second.raw, atol=1e-6, rtol=1e-5)
+    assert (first.token_weights.abs().sum(dim=-1) > 0).all()

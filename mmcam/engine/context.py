@@ -193,8 +193,9 @@ class CamContext:
 
     @cached_property
     def _clean_gradients(self) -> list[Tensor]:
-        """Gradients at the layer and, if any, the token layer, from one vectorized backward."""
-        starts = [self._start] + ([self._tokens] if self._tokens is not None else [])
+        """Gradients at the layer, the token layer (if any) and the recorded attention probabilities (if
+        recorded), from one vectorized backward."""
+        starts = [self._start] + ([self._tokens] if self._tokens is not None else []) + self._attentions
         return self._gradients(self.scores, starts)
 
     @cached_property
@@ -218,8 +219,6 @@ class CamContext:
                 f"attention relevance needs a transformer's token layer (B, L, C); layer '{self.layer}' is read "
                 f"as '{self.layout.kind}': pick a token layer, such as a block's pre-attention norm"
             )
-        if self._recorder is None:
-            raise ValueError("attention probabilities were not recorded for this call")
         shape = (self._start.shape[0], self._start.shape[1], self._start.shape[1])
         run: list[Tensor] = []
         for probabilities in self._recorder.probabilities:
@@ -238,11 +237,17 @@ class CamContext:
         return run
 
     @cached_property
+    def _attentions(self) -> list[Tensor]:
+        return [] if self._recorder is None else self._attention_run()
+
+    @cached_property
     def attention_gradients(self) -> tuple[list[Tensor], list[Tensor]]:
         """The self-attention layers above the layer (``_attention_run``): probabilities P_b (B, H, L, L) and
-        their gradients dy_k/dP_b (B, K, H, L, L), float32, from one vectorized backward."""
-        attentions = self._attention_run()
-        gradients = [g.float() for g in self._gradients(self.scores, [self._start, *attentions])[1:]]
+        their gradients dy_k/dP_b (B, K, H, L, L), float32, from the same backward as ``gradients``."""
+        if self._recorder is None:
+            raise ValueError("attention probabilities were not recorded for this call")
+        attentions = self._attentions
+        gradients = [g.float() for g in self._clean_gradients[-len(attentions) :]]
         for gradient in gradients:
             self._require_finite(gradient, "attention gradients")
         return [p.detach().float() for p in attentions], gradients
