@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmcam.adapters.classification import default_layer, from_module
+from mmcam.adapters.classification import default_layer_and_method, from_module
 from mmcam.images import load_image
 from mmcam.loading import load_classifier
 from tests.model_state import assert_unchanged, snapshot
@@ -42,7 +42,7 @@ def picture():
 
 def test_huggingface_vit_from_a_local_directory(tiny_vit_dir, picture):
     classifier = load_classifier(str(tiny_vit_dir))
-    assert (classifier.layer, classifier.method) == ("vit.layers.1.layernorm_before", "gradcam")
+    assert (classifier.layer, classifier.method) == ("vit.layers.0.layernorm_before", "attention-relevance")
     before = snapshot(classifier.model)
     explanation = classifier.explain([picture], top=3)
     assert_unchanged(classifier.model, before)
@@ -52,9 +52,53 @@ def test_huggingface_vit_from_a_local_directory(tiny_vit_dir, picture):
         assert explanation.maps[0, k].amax() == 1 and explanation.maps[0, k].std() > 0.05
 
 
+def _save_hierarchical(folder, family: str):
+    """A tiny Swin or ConvNeXt classifier and its processor (64 px), saved like a downloaded checkpoint."""
+    from transformers import (
+        ConvNextConfig,
+        ConvNextForImageClassification,
+        ConvNextImageProcessor,
+        SwinConfig,
+        SwinForImageClassification,
+    )
+
+    torch.manual_seed(0)
+    if family == "swin":
+        config = SwinConfig(
+            image_size=64, embed_dim=16, depths=[1, 2], num_heads=[1, 2], window_size=4, num_labels=4
+        )
+        model = SwinForImageClassification(config)
+    else:
+        config = ConvNextConfig(
+            image_size=64, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], num_labels=4
+        )
+        model = ConvNextForImageClassification(config)
+    model.save_pretrained(folder)
+    ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=1.0).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "family, layer, method, grid",
+    [
+        ("swin", "swin.encoder.layers.1.blocks.1.layernorm_before", "gradcam", (8, 8)),
+        ("convnext", "auto", "gradcam", (2, 2)),
+    ],
+)
+def test_hierarchical_huggingface_classifiers(tmp_path, picture, family, layer, method, grid):
+    """Swin keeps Grad-CAM at its last block (attention relevance cannot follow merged tokens and windows);
+    ConvNeXt's auto layer is its last stage, not the backbone whose head reads the pooled tensor."""
+    classifier = load_classifier(str(_save_hierarchical(tmp_path, family)))
+    assert (classifier.layer, classifier.method) == (layer, method)
+    before = snapshot(classifier.model)
+    explanation = classifier.explain([picture], top=2)
+    assert_unchanged(classifier.model, before)
+    assert explanation.raw.shape == (1, 2, *grid) and (explanation.raw.flatten(2).amax(-1) > 0).all()
+
+
 def test_vit_auto_layer_lands_in_the_last_block_with_spatial_gradients(tiny_vit_dir, picture):
     classifier = load_classifier(f"hf:{tiny_vit_dir}")
-    explanation = classifier.explain([picture], top=1, layer="auto")
+    explanation = classifier.explain([picture], top=1, layer="auto", method="gradcam")
     assert explanation.layer.startswith("vit.layers.1.")
     assert explanation.maps.std() > 0.05
 
@@ -68,7 +112,9 @@ def test_torchvision_random_weights_and_default_layer(picture):
 
 def test_any_module_returning_logits(cam_net):
     classifier = from_module(cam_net)
-    assert default_layer(cam_net) == "auto" and classifier.preprocess([Image.new("RGB", (30, 20))]).shape == (
+    assert default_layer_and_method(cam_net) == ("auto", "gradcam") and classifier.preprocess(
+        [Image.new("RGB", (30, 20))]
+    ).shape == (
         1,
         3,
         224,

@@ -112,14 +112,15 @@ def last_block(model: torch.nn.Module) -> str:
 
 def reference_case(name: str):
     """(wrapped model, layer, reshape transform or None, pytorch-grad-cam target, our raw map) for one
-    image of 3 objects, Grad-CAM at the classifiers' default layer and the other families' last block."""
+    image of 3 objects, Grad-CAM at the CNN's default layer and the transformers' last block."""
     scene = make_scenes(1, 52_000, n_objects=3)[0]
     image = Image.fromarray(scene.image)
     if name in CLASSIFIERS:
         classifier = load_classifier(spec(name))
         pixels = classifier.preprocess([image])
         target = scene.objects[0].class_index
-        ours = classifier.explainer(method="gradcam")(pixels, [[target]])
+        layer = None if name.startswith("resnet") else last_block(classifier.model)
+        ours = classifier.explainer(layer, "gradcam")(pixels, [[target]])
         forward, inputs, layer_name = (lambda m, i: logits_of(m(i["pixel_values"]))), {}, ours.layer
         model = classifier.model
         score = ClassifierOutputTarget(target)
