@@ -31,9 +31,13 @@ def image_paths(arguments: list[str]) -> list[str]:
     return paths
 
 
+ORIGINAL_SIZE = "mmcam_original_size"  # image.info key: (W, H) of a file reduced on loading
+
+
 def load_image(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image:
     """The image at ``path`` as RGB: turned upright by its EXIF orientation, grayscale and 16-bit or float
-    images stretched to 0-255, RGBA over white, and reduced to ``max_side`` pixels on its long side."""
+    images stretched to 0-255, RGBA over white, and reduced to ``max_side`` pixels on its long side. A
+    reduced image keeps the file's upright size (W, H) in ``image.info[ORIGINAL_SIZE]``."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"cannot read image {path}: a folder with no image files in it")
@@ -44,6 +48,7 @@ def load_image(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # large images are reduced below
             with Image.open(path) as opened:
+                original = _upright_size(opened)
                 opened.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale, cheaply
                 image = ImageOps.exif_transpose(opened)
                 image.load()
@@ -51,7 +56,16 @@ def load_image(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image:
         raise ValueError(f"cannot read image {path}: too large for PIL to open safely ({error})") from error
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path}: not an image file PIL can open ({error})") from error
-    return reduced(_as_rgb(image), max_side)
+    image = reduced(_as_rgb(image), max_side)
+    if image.size != original:
+        image.info[ORIGINAL_SIZE] = original
+    return image
+
+
+def _upright_size(opened: Image.Image) -> tuple[int, int]:
+    """(W, H) of a file as shown upright: EXIF orientations 5-8 swap its axes."""
+    transposed = opened.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    return (opened.height, opened.width) if transposed else opened.size
 
 
 def reduced(image: Image.Image, max_side: int) -> Image.Image:

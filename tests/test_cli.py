@@ -177,3 +177,30 @@ def test_classify_explains_the_classes_asked_for_by_name_or_number(tmp_path, cap
     assert [(t["label"], t["index"]) for t in targets] == [("red circle", 0), (CLASS_NAMES[5], 5)]
     assert main(["classify", image, "--class", "pink circle", "-o", str(tmp_path / "p")]) == 2
     assert "'pink circle' is not a class of shapes" in capsys.readouterr().err
+
+
+def test_a_map_that_is_the_same_everywhere_has_no_peak_and_says_why(tmp_path):
+    import torch
+
+    from mmcam.cli.records import describe_record, explanation_record
+    from mmcam.explanation import Explanation
+
+    maps = torch.zeros(1, 2, 20, 30)
+    maps[0, 0, 5, 7] = 1.0
+    explanation = Explanation(
+        maps=maps,
+        raw=maps,
+        scores=torch.tensor([[2.0, -1.0]]),
+        labels=[["cat", "dog"]],
+        indices=[[0, 1]],
+        layer="layer4",
+        method="gradcam",
+    )
+    image = Image.new("RGB", (30, 20))
+    record = explanation_record("classify", "m", "x.png", image, explanation, tmp_path)
+    assert record["targets"][0]["peak"] == [7, 5] and record["targets"][1]["peak"] is None
+    assert record["notes"] == [
+        "the map of 'dog' is the same everywhere (gradcam at layer4 finds no region that raises it), so it "
+        "has no peak; try another --layer or --method"
+    ]
+    assert "no peak" in describe_record(record)

@@ -4,10 +4,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mmcam.cli import main
-from mmcam.images import MAX_SIDE, image_paths, load_image
+from mmcam.images import MAX_SIDE, ORIGINAL_SIZE, image_paths, load_image
 
 
 def noise(height: int, width: int, channels: int = 3) -> np.ndarray:
@@ -50,11 +51,14 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     image.save(tmp_path / "phone.jpg", exif=exif)
     assert load_image(tmp_path / "phone.jpg").size == (20, 40)
+    reduced = load_image(tmp_path / "phone.jpg", max_side=10)
+    assert reduced.size == (5, 10) and reduced.info[ORIGINAL_SIZE] == (20, 40)  # the upright file's size
 
 
 def test_huge_images_are_reduced_and_bombs_are_one_clear_error(tmp_path, monkeypatch):
     Image.new("RGB", (MAX_SIDE * 2, 300), "white").save(tmp_path / "wide.png")
-    assert load_image(tmp_path / "wide.png").size == (MAX_SIDE, 150)
+    wide = load_image(tmp_path / "wide.png")
+    assert wide.size == (MAX_SIDE, 150) and wide.info[ORIGINAL_SIZE] == (MAX_SIDE * 2, 300)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # so that a small file stands for a huge one
     Image.new("RGB", (100, 100)).save(tmp_path / "bomb.png")
     with pytest.raises(ValueError, match="bomb.png: too large"):
@@ -95,3 +99,26 @@ def test_a_mixed_batch_explains_the_good_images_and_says_one_line_per_bad_one(tm
     assert "broken.png: not an image file" in skipped[0]
     assert "missing.png: no such file" in skipped[1] and "no file matches this pattern" in skipped[2]
     assert "report: open" in captured.err and (tmp_path / "out" / "report.html").is_file()
+
+
+def test_a_reduced_image_is_announced_and_its_peaks_are_in_the_files_pixels(tmp_path, capsys):
+    """A file over MAX_SIDE is explained reduced; stderr says so, and ``size`` and ``peak`` are in the
+    file's pixels: the peak of the same picture saved at the explained size, scaled up by the reduction."""
+    bright = np.zeros((40, MAX_SIDE + MAX_SIDE // 4, 3), dtype=np.uint8)
+    bright[:, -600:] = noise(40, 600)  # the only structure, at the right end
+    Image.fromarray(bright).save(tmp_path / "wide.png")
+    load_image(tmp_path / "wide.png").save(tmp_path / "small.png")
+    options = ["--model", "torchvision:resnet18:random", "--top", "1", "--json", "-o"]
+    torch.manual_seed(0)  # the same random weights for both runs
+    assert main(["classify", str(tmp_path / "wide.png"), *options, str(tmp_path / "wide")]) == 0
+    captured = capsys.readouterr()
+    wide = json.loads(captured.out)
+    assert wide["size"] == [40, MAX_SIDE + MAX_SIDE // 4] and wide["explained_size"] == [32, MAX_SIDE]
+    assert "explained at 4096x32" in captured.err and wide["notes"]
+    torch.manual_seed(0)
+    assert main(["classify", str(tmp_path / "small.png"), *options, str(tmp_path / "small")]) == 0
+    small = json.loads(capsys.readouterr().out)
+    assert "explained_size" not in small and "notes" not in small
+    scale = wide["size"][1] / small["size"][1]
+    (x, y), (x_small, y_small) = wide["targets"][0]["peak"], small["targets"][0]["peak"]
+    assert abs(x - x_small * scale) <= 2 * scale and abs(y - y_small * scale) <= 2 * scale

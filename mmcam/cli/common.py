@@ -165,6 +165,8 @@ def for_each_image(
             tqdm.write(f"mmcam: skipped {path}: {error}", file=sys.stderr)  # on its own line
             continue
         records.append(record)
+        for note in record.get("notes", []):
+            tqdm.write(f"mmcam: {path}: {note}", file=sys.stderr)
         print(json.dumps(record) if as_json else describe_record(record))
     if output is not None and records and not clips:
         report = write_records_report(records, output / "report.html")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from mmcam.explanation import Explanation
-from mmcam.images import reduced
+from mmcam.images import MAX_SIDE, ORIGINAL_SIZE, reduced
 from mmcam.viz.figures import frames_figure, save_figure, targets_figure
 from mmcam.viz.overlay import overlay, peak_in_image
 
@@ -53,9 +53,20 @@ def explanation_record(
     of them; return the shared JSON record.
 
     ``{"task", "model", "layer", "method", "image", "size": [H, W], "targets": [{"label", "index",
-    "score", "peak": [x, y], "map"}]}``, ``peak`` in the image's own pixel coordinates.
+    "score", "peak": [x, y], "map"}]}``, ``size`` and ``peak`` in the image file's own pixels. An image
+    reduced on loading adds ``"explained_size": [h, w]``; a map that is the same everywhere has
+    ``"peak": null``. Both come with a sentence in ``"notes"``.
     """
-    size = (image.height, image.width)
+    explained = (image.height, image.width)
+    original = image.info.get(ORIGINAL_SIZE)
+    size = (original[1], original[0]) if original else explained
+    notes, extra = [], {}
+    if original:
+        extra["explained_size"] = list(explained)
+        notes.append(
+            f"the image is {size[1]}x{size[0]} pixels; it was explained at {explained[1]}x{explained[0]} "
+            f"(at most {MAX_SIDE} on its long side), and peaks are given in the original's pixels"
+        )
     shown = reduced(image, OVERLAY_SIDE)
     stem = stem or slug(Path(path).stem)
     targets = []
@@ -63,19 +74,27 @@ def explanation_record(
         heatmap = explanation.maps[0, k]
         map_path = output / f"{stem}-{task}-{k + 1}-{slug(label)[:40]}.png"
         overlay(shown, heatmap).save(map_path)
+        flat = bool(heatmap.amax() == heatmap.amin())
+        if flat:
+            notes.append(
+                f"the map of '{label}' is the same everywhere ({explanation.method} at {explanation.layer} "
+                "finds no region that raises it), so it has no peak; try another --layer or --method"
+            )
         targets.append(
             {
                 "label": label,
                 "index": index,
                 "score": round(float(explanation.scores[0, k]), 6),
-                "peak": list(peak_in_image(heatmap, size)),
+                "peak": None if flat else list(peak_in_image(heatmap, size)),
                 "map": str(map_path),
             }
         )
     titles = [f"{t['label']} ({t['score']:.2f})" for t in targets]
     heading = heading or f"{model} · {explanation.method} @ {explanation.layer}"
     save_figure(targets_figure(shown, explanation.maps[0], titles, heading), output / f"{stem}-{task}.png")
-    return _record(task, model, path, size, explanation, targets)
+    if notes:
+        extra["notes"] = notes
+    return _record(task, model, path, size, explanation, targets, **extra)
 
 
 def clip_record(
@@ -135,7 +154,8 @@ def describe_record(record: dict) -> str:
     if "question" in record:
         lines.append(f"  Q: {record['question']}  A: {record['answer']}")
     for t in record["targets"]:
-        lines.append(f"  {t['label']:<20} score {t['score']:8.3f}  peak at {tuple(t['peak'])}  -> {t['map']}")
+        peak = "no peak" if t["peak"] is None else f"peak at {tuple(t['peak'])}"
+        lines.append(f"  {t['label']:<20} score {t['score']:8.3f}  {peak}  -> {t['map']}")
         if "text" in t:
             lines.append(f"    {t['text']}")
     return "\n".join(lines)
