@@ -199,8 +199,9 @@ def test_a_map_that_is_the_same_everywhere_has_no_peak_and_says_why(tmp_path):
     image = Image.new("RGB", (30, 20))
     record = explanation_record("classify", "m", "x.png", image, explanation, tmp_path)
     assert record["targets"][0]["peak"] == [7, 5] and record["targets"][1]["peak"] is None
-    assert record["notes"] == [
+    expected = (
         "the map of 'dog' is the same everywhere (gradcam at layer4 finds no region that raises it), so it "
         "has no peak; try another --layer or --method"
-    ]
+    )
+    assert record["notes"] == [expected]
     assert "no peak" in describe_record(record)
