@@ -106,6 +106,7 @@ def bundled_captioner() -> CaptionModel:
         tokenize,
         lambda m, inputs: m(inputs["pixel_values"], inputs["input_ids"]),
         model.default_layer,
+        unknown_words=tokenizer.unknown_words,
     )
 
 
@@ -128,5 +129,6 @@ def bundled_vqa() -> VQAModel:
         ],
         layer=model.default_layer,
         question_layer="embed",
+        unknown_words=processor.tokenizer.unknown_words,
         answers=list(processor.answers),
     )

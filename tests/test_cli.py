@@ -205,3 +205,13 @@ def test_a_map_that_is_the_same_everywhere_has_no_peak_and_says_why(tmp_path):
     )
     assert record["notes"] == [expected]
     assert "no peak" in describe_record(record)
+
+
+def test_a_given_caption_with_unknown_words_is_said(image_path, tmp_path, capsys):
+    code = main(
+        ["caption", str(image_path), "--caption", "a blue wombat", "-o", str(tmp_path / "o"), "--json"]
+    )
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "does not know 'wombat' in the caption" in captured.err
+    assert json.loads(captured.out)["unknown_words"] == ["wombat"]

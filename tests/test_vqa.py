@@ -191,3 +191,26 @@ def test_vilt_attention_relevance_comes_with_word_weights_and_follows_the_patch_
     assert first.method == "attention-relevance" and first.raw.shape == (1, 2, 4, 5)
     torch.testing.assert_close(first.raw, second.raw, atol=1e-6, rtol=1e-5)
     assert (first.token_weights.abs().sum(dim=-1) > 0).all()
+
+
+def test_words_the_model_does_not_know_are_said_once(tmp_path, capsys, picture):
+    """A question or asked-for answer word outside a generative model's vocabulary becomes its unknown
+    token: the command says which, once, and lists them in the JSON."""
+    import json
+
+    from mmcam.cli import main
+
+    folder = save_blip_vqa(tmp_path / "blip")
+    image = tmp_path / "scene.png"
+    picture.save(image)
+    question = "what color is the zebra?"
+    options = ["--model", str(folder), "--answer", "purple", "-o", str(tmp_path / "out"), "--json"]
+    assert main(["vqa", str(image), "-q", question, *options]) == 0
+    captured = capsys.readouterr()
+    said = [line for line in captured.err.splitlines() if "does not know" in line]
+    rest = ": it reads them as its unknown token, like any other unknown word; rephrase with words it knows"
+    assert said == [
+        f"mmcam: the model does not know 'zebra' in the question{rest}",
+        f"mmcam: the model does not know 'purple' in the answers{rest}",
+    ]
+    assert json.loads(captured.out)["unknown_words"] == ["zebra", "purple"]

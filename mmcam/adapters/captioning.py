@@ -9,13 +9,14 @@ Hugging Face ``VisionEncoderDecoderModel``, BLIP
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mmcam.adapters.hub import load_local, quiet_generation
+from mmcam.adapters.hub import load_local, quiet_generation, unknown_words
 from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
 from mmcam.engine import Explainer
 from mmcam.explanation import Explanation
@@ -54,6 +55,7 @@ class CaptionModel:
     forward: Callable[[nn.Module, dict[str, Tensor]], Tensor]
     layer: str = "auto"
     method: str = WORD_METHOD
+    unknown_words: Callable[[str], list[str]] = field(default=lambda text: [])  # read as the unknown token
 
     def explainer(self, layer: str | None = None, method: str | None = None) -> Explainer:
         return Explainer(
@@ -182,7 +184,15 @@ def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | N
         raise ValueError(f"{kind} has no start token id in its config; set it before explaining")
     tokenize = huggingface_tokenize(tokenizer, start)
     return CaptionModel(
-        name or kind, model.eval(), preprocess, generate, tokenize, forward, layer or "auto", TOKEN_METHOD
+        name or kind,
+        model.eval(),
+        preprocess,
+        generate,
+        tokenize,
+        forward,
+        layer or "auto",
+        TOKEN_METHOD,
+        partial(unknown_words, tokenizer),
     )
 
 

@@ -25,6 +25,17 @@ def quiet_generation() -> Iterator[None]:
         generation.setLevel(level)
 
 
+def unknown_words(tokenizer: Any, text: str) -> list[str]:
+    """The pieces of ``text`` a Hugging Face tokenizer reads as its unknown token (``[UNK]``, ``<unk>``):
+    the model sees no difference between them."""
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is None or not text:
+        return []
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = encoding["offset_mapping"]
+    return [text[start:end] for i, (start, end) in zip(encoding["input_ids"], spans) if i == unknown]
+
+
 def load_local(loader: Any, path: str, trust_pickle: bool = False, weights: bool = True) -> Any:
     """``loader.from_pretrained(path)`` from local files only; with ``weights`` (a model, not a
     processor), from safetensors only unless ``trust_pickle``: a checkpoint with only pickled weights

@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mmcam.adapters.hub import load_local, quiet_generation
+from mmcam.adapters.hub import load_local, quiet_generation, unknown_words
 from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
 from mmcam.engine import Explainer, Layout
 from mmcam.explanation import Explanation, join_targets
@@ -36,7 +37,8 @@ class VQAModel:
     classifier-style model (None for a generative one, which has ``answer_inputs`` instead: the
     inputs extended with the teacher-forced ids of one answer, and the answer's token positions).
     ``question_tokens`` names the question's tokens as the token layer sees them, None for special
-    and padding tokens.
+    and padding tokens. ``unknown_words(text)``: the words of a question or answer that the model's
+    tokenizer reads as its unknown token.
     """
 
     name: str
@@ -51,6 +53,7 @@ class VQAModel:
     generate: Callable[[dict[str, Tensor]], str] | None = None
     answer_inputs: Callable[[dict[str, Tensor], str], tuple[dict[str, Tensor], list[int]]] | None = None
     method: str = "gradcam"
+    unknown_words: Callable[[str], list[str]] = field(default=lambda text: [])
 
     def explainer(self, layer: str | None = None, method: str | None = None) -> Explainer:
         """One explainer for every question: the layout follows each input (``layout(inputs)``)."""
@@ -249,6 +252,7 @@ def _vilt(model: nn.Module, processor, name: str) -> VQAModel:
         question_layer="vilt.embeddings.text_embeddings.word_embeddings",
         answers=[model.config.id2label[i] for i in range(len(model.config.id2label))],
         layout=layout,
+        unknown_words=partial(unknown_words, processor.tokenizer),
     )
 
 
@@ -294,6 +298,7 @@ def _blip(model: nn.Module, processor, name: str) -> VQAModel:
         question_layer="text_encoder.embeddings.word_embeddings",
         generate=generate,
         answer_inputs=answer_inputs,
+        unknown_words=partial(unknown_words, tokenizer),
     )
 
 

@@ -13,6 +13,7 @@ from mmcam.cli.common import (
     concept_table_of,
     for_each_image,
     output_folder,
+    unknown_words_said,
 )
 from mmcam.cli.records import explanation_record
 from mmcam.images import load_image
@@ -66,6 +67,7 @@ def run(arguments: argparse.Namespace) -> int:
     explainer = captioner.explainer(arguments.layer, arguments.method)
     table = concept_table_of(arguments, captioner.subject(arguments.layer))
     output = output_folder(arguments)
+    unknown = unknown_words_said(captioner.unknown_words, {"caption": arguments.caption})
 
     def explain_one(path: str, stem: str) -> dict:
         image = load_image(path)
@@ -90,6 +92,7 @@ def run(arguments: argparse.Namespace) -> int:
         )
         if table is not None:
             add_concepts(record, result.explanation.weights[0], table, "wrote")
-        return {**record, "caption": result.caption, "words": result.words}
+        record = {**record, "caption": result.caption, "words": result.words}
+        return {**record, "unknown_words": unknown} if unknown else record
 
     return for_each_image(arguments.images, explain_one, arguments.json, output)

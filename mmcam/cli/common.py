@@ -129,6 +129,22 @@ def output_folder(arguments: argparse.Namespace) -> Path:
     return output
 
 
+def unknown_words_said(unknown_words: Callable[[str], list[str]], texts: dict[str, str | None]) -> list[str]:
+    """The words of ``texts`` (the question, a given caption or answer, by what they are) that the model's
+    tokenizer reads as its unknown token, each said once on stderr in a sentence."""
+    found = []
+    for what, text in texts.items():
+        unknown = unknown_words(text or "")
+        if unknown:
+            found.extend(unknown)
+            print(
+                f"mmcam: the model does not know {', '.join(map(repr, unknown))} in the {what}: it reads "
+                "them as its unknown token, like any other unknown word; rephrase with words it knows",
+                file=sys.stderr,
+            )
+    return found
+
+
 def check_top(arguments: argparse.Namespace) -> None:
     if arguments.top < 1:
         raise ValueError("--top must be at least 1")

@@ -13,6 +13,7 @@ from mmcam.cli.common import (
     concept_table_of,
     for_each_image,
     output_folder,
+    unknown_words_said,
 )
 from mmcam.cli.records import explanation_record
 from mmcam.images import load_image
@@ -66,6 +67,10 @@ def run(arguments: argparse.Namespace) -> int:
     table = concept_table_of(arguments, vqa.subject(arguments.layer))
     output = output_folder(arguments)
     explainer = vqa.explainer(arguments.layer, arguments.method)
+    texts = {"question": arguments.question}
+    if vqa.answers is None:  # a generative model reads the answers asked about as words too
+        texts["answers"] = " ".join([*(arguments.answer or []), *(arguments.why_not or [])])
+    unknown = unknown_words_said(vqa.unknown_words, texts)
 
     def explain_one(path: str, stem: str) -> dict:
         image = load_image(path)
@@ -89,6 +94,7 @@ def run(arguments: argparse.Namespace) -> int:
             ]
         if table is not None:
             add_concepts(record, result.explanation.weights[0], table, "answered")
-        return {**record, "question": result.question, "answer": result.answer}
+        record = {**record, "question": result.question, "answer": result.answer}
+        return {**record, "unknown_words": unknown} if unknown else record
 
     return for_each_image(arguments.images, explain_one, arguments.json, output)

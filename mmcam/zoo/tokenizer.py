@@ -47,6 +47,10 @@ class WordTokenizer:
         ids = [self._ids.get(word, self.unk_id) for word in split_words(text)]
         return [self.bos_id, *ids, self.eos_id] if add_special_tokens else ids
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` outside the vocabulary: each is read as ``<unk>``."""
+        return [word for word in split_words(text) if word not in self._ids]
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``: stops at the first ``<eos>`` and drops ``<pad>`` and ``<bos>``."""
         words = []
