@@ -20,6 +20,7 @@ class Explanation:
     labels:  B lists of K names; indices: the output index each target read (class, answer, word).
     weights: (B, K, C) per-channel importance where the method has it (Grad-CAM's alpha), else None.
     token_weights: (B, K, L) gradient x input per token of a token layer (question words), if one was given.
+    kinds:   K names of what each score is ("logit", "log-probability", "logit difference", ...), if known.
     """
 
     maps: Tensor
@@ -31,6 +32,7 @@ class Explanation:
     method: str
     weights: Tensor | None = None
     token_weights: Tensor | None = None
+    kinds: list[str] | None = None
 
     def peaks(self) -> Tensor:
         """(B, K, 2) integer (x, y) input-pixel coordinates of each map's maximum."""
@@ -58,4 +60,7 @@ def join_targets(parts: list[Explanation]) -> Explanation:
         method=first.method,
         weights=cat("weights"),
         token_weights=cat("token_weights"),
+        kinds=None
+        if any(p.kinds is None for p in parts)
+        else [kind for part in parts for kind in part.kinds],
     )

@@ -33,7 +33,10 @@ def per_row(values: Tensor, rows: int) -> Tensor:
 
 
 class Target:
-    """Base of the ready targets: ``target(output) -> (N,)``, ``-target`` is its counterfactual."""
+    """Base of the ready targets: ``target(output) -> (N,)``, ``-target`` is its counterfactual.
+    ``kind`` says what the score is (a logit, a log-probability), for the JSON and the report."""
+
+    kind = "score"
 
     def __call__(self, output: Any) -> Tensor:
         raise NotImplementedError
@@ -57,6 +60,8 @@ class ClassScore(Target):
     are refused rather than wrapped as Python would: ``Explanation.indices``, labels and every metric
     read the index as the output's number, so ``-1`` would name no class (pass ``C - 1`` for the last).
     """
+
+    kind = "logit"
 
     def __init__(self, index: int | Sequence[int] | Tensor, names: Sequence[str] | None = None):
         self.indices = torch.as_tensor(index, dtype=torch.long).reshape(-1)
@@ -96,6 +101,7 @@ class Negated(Target):
 
     def __init__(self, target: Target):
         self.target = target
+        self.kind = f"minus the {target.kind}"
 
     def __call__(self, output: Any) -> Tensor:
         return -self.target(output)
@@ -164,6 +170,8 @@ class TokenLogProb(Target):
     caption positions together give the whole-caption target of the original Grad-CAM captioning code.
     """
 
+    kind = "log-probability"
+
     def __init__(self, token_ids: Tensor, positions: Sequence[int], word: str, index: int | None = None):
         if not positions or min(positions) < 1:
             raise ValueError("token positions start at 1 (position 0 is the start token)")
@@ -191,6 +199,8 @@ class Difference(Target):
     def __init__(self, first: Target, second: Target):
         self.first = first
         self.second = second
+        same = first.kind == second.kind
+        self.kind = f"{first.kind} difference" if same else f"{first.kind} minus {second.kind}"
 
     def __call__(self, output: Any) -> Tensor:
         return self.first(output) - self.second(output)
@@ -207,6 +217,8 @@ class StateValue(Target):
 
     Its map shows what makes the agent expect more return; a DQN adapter gives max_a Q(s, a) here.
     """
+
+    kind = "value estimate"
 
     def __call__(self, output: Any) -> Tensor:
         value = getattr(output, "value", None)

@@ -132,3 +132,18 @@ def test_peaks_are_x_y_of_the_maximum():
     maps[0, 1, 3, 0] = 1
     explanation = Explanation(maps, maps, torch.zeros(1, 2), [["a", "b"]], [[0, 1]], "layer", "gradcam")
     assert explanation.peaks().tolist() == [[[5, 1], [0, 3]]]
+
+
+def test_every_target_says_what_its_score_is(cam_net, images):
+    from mmcam.targets import ClassScore, Difference, FunctionTarget, TokenLogProb
+
+    targets = [
+        ClassScore(1),
+        -ClassScore(2),
+        Difference(ClassScore(0), ClassScore(3)),
+        FunctionTarget(lambda o: o[:, 0]),
+    ]
+    explanation = mmcam.explain(cam_net, images, targets, layer="features")
+    assert explanation.kinds == ["logit", "minus the logit", "logit difference", "score"]
+    word = TokenLogProb(torch.zeros(1, 3, dtype=torch.long), [1], "red")
+    assert Difference(word, ClassScore(0)).kind == "log-probability minus logit"

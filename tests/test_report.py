@@ -260,8 +260,26 @@ def test_caption_command_report_has_one_button_per_word(tmp_path, capsys):
     assert main([*argv, "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["words"] == ["a", "red", "circle"]
+    assert {target["score_kind"] for target in record["targets"]} == {"log-probability"}
     main_part = (tmp_path / "report.html").read_text().split("<main>")[1]
     assert main_part.count('class="choice word"') == 3 and main_part.count('aria-pressed="true"') == 1
+    (pressed,) = [button for button in main_part.split("<button") if 'aria-pressed="true"' in button]
+    assert 'data-label="red"' in pressed  # the view opens on the first content word, not on "a"
+    assert "word's log-probability relative to the other words" in main_part
+
+
+def test_classes_are_listed_by_score_and_say_what_the_score_is():
+    from mmcam.report.views import target_view
+
+    targets = [
+        {"label": name, "index": i, "score": score, "score_kind": "logit"}
+        for i, (name, score) in enumerate([("cat", 1.0), ("dog", 3.0), ("fox", 2.0)])
+    ]
+    record = {"task": "classify", "image": "x.png", "layer": "l", "method": "gradcam", "targets": targets}
+    picture = Image.new("RGB", (8, 8))
+    body = target_view(record, picture, [picture] * 3).body
+    labels = [part.split('"')[0] for part in body.split('data-label="')[1:]]
+    assert labels == ["dog", "fox", "cat"] and "Scores: logit." in body
 
 
 def test_rl_command_writes_one_view_per_episode(tmp_path, capsys):

@@ -167,7 +167,8 @@ def test_cli_json_one_record_per_step(tmp_path, capsys):
         assert record["env"] == "mmcam/ShapesReach-v0" and record["size"] == [64, 64]
         assert record["action"] in ("up", "down", "left", "right") and isinstance(record["value"], float)
         (target,) = record["targets"]
-        assert set(target) == {"label", "index", "score", "peak"} and target["label"] == record["action"]
+        assert set(target) == {"label", "index", "score", "score_kind", "peak"}
+        assert target["label"] == record["action"] and target["score_kind"] == "logit"
         assert set(record["attention"]) == {"agent", "goal", "distractors"}
         assert 0 <= sum(record["attention"].values()) <= 1 + 1e-6
     assert (out / "attention.png").is_file()

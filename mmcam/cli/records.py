@@ -39,6 +39,11 @@ def unique_stems(paths: list[str]) -> dict[str, str]:
     }
 
 
+def score_kind(explanation: Explanation, k: int) -> dict:
+    """``{"score_kind": ...}`` for target k when the explanation knows what its scores are, else nothing."""
+    return {} if explanation.kinds is None else {"score_kind": explanation.kinds[k]}
+
+
 def explanation_record(
     task: str,
     model: str,
@@ -85,6 +90,7 @@ def explanation_record(
                 "label": label,
                 "index": index,
                 "score": round(float(explanation.scores[0, k]), 6),
+                **score_kind(explanation, k),
                 "peak": None if flat else list(peak_in_image(heatmap, size)),
                 "map": str(map_path),
             }
@@ -123,6 +129,7 @@ def clip_record(
                 "label": label,
                 "index": index,
                 "score": round(float(explanation.scores[0, k]), 6),
+                **score_kind(explanation, k),
                 "peak": [t, *peak_in_image(clip_map[t], size)],
                 "map": str(map_path),
             }
@@ -155,7 +162,8 @@ def describe_record(record: dict) -> str:
         lines.append(f"  Q: {record['question']}  A: {record['answer']}")
     for t in record["targets"]:
         peak = "no peak" if t["peak"] is None else f"peak at {tuple(t['peak'])}"
-        lines.append(f"  {t['label']:<20} score {t['score']:8.3f}  {peak}  -> {t['map']}")
+        kind = f" ({t['score_kind']})" if "score_kind" in t else ""
+        lines.append(f"  {t['label']:<20} score {t['score']:8.3f}{kind}  {peak}  -> {t['map']}")
         if "text" in t:
             lines.append(f"    {t['text']}")
     return "\n".join(lines)
@@ -188,6 +196,7 @@ def rollout_records(rollout: Rollout) -> Iterator[dict]:
                         "label": label,
                         "index": target_index,
                         "score": round(float(explanation.scores[t, k]), 6),
+                        **score_kind(explanation, k),
                         "peak": peaks[t][k],
                     }
                     for k, (label, target_index) in enumerate(

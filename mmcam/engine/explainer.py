@@ -123,6 +123,7 @@ class Explainer:
             method=self.method.name,
             weights=None if result.weights is None else result.weights.detach(),
             token_weights=token_weights,
+            kinds=[target.kind for target in target_list],
         )
 
     def _auto_layer(

@@ -16,6 +16,7 @@ from mmcam.explanation import Explanation
 from mmcam.images import load_image
 from mmcam.report.pictures import data_uri, thumbnail
 from mmcam.viz.overlay import overlay
+from mmcam.words import analyze
 
 RL_SIDE = 128  # RL frames are small pixel art: embedded at this size, two pictures per step
 CHART_COLORS = ("#1f77b4", "#d62728", "#7f7f7f", "#2ca02c", "#9467bd", "#ff7f0e")
@@ -55,6 +56,8 @@ def explanation_view(
     targets = []
     for k, (label, index) in enumerate(zip(explanation.labels[0], explanation.indices[0])):
         target = {"label": label, "index": index, "score": float(explanation.scores[0, k])}
+        if explanation.kinds is not None:
+            target["score_kind"] = explanation.kinds[k]
         if tokens and explanation.token_weights is not None:
             weights = explanation.token_weights[0, k].tolist()
             target["question_weights"] = [[t, w] for t, w in zip(tokens, weights) if t is not None]
@@ -90,19 +93,25 @@ def target_view(record: dict, image: Image.Image, overlays: Sequence[Image.Image
     maps = [data_uri(picture) for picture in overlays]
     counterfactuals = _counterfactuals(record["targets"]) if record["task"] == "vqa" else {}
     choices = [k for k in range(len(maps)) if k not in counterfactuals.values()]
-    first = choices[0]
+    if record["task"] == "classify":
+        choices.sort(key=lambda k: -record["targets"][k]["score"])
+    first = _first_content_word(record, choices) if record["task"] == "caption" else choices[0]
     body = _pictures(name, data_uri(image), record["targets"][first]["label"], maps[first], counterfactuals)
     if record["task"] == "caption":
-        body += _caption(record, maps)
+        body += _caption(record, maps, first)
     else:
         if record["task"] == "vqa":
             body += _question(record, first)
-        heading = "Answers" if record["task"] == "vqa" else "Top classes"
+        heading = "Answers" if record["task"] == "vqa" else "Classes"
         buttons = "".join(
             f"<li>{_choice(record, k, maps, _label_and_score(record, k), k == first, counterfactuals)}</li>"
             for k in choices
         )
-        body += f'<h3>{heading}</h3><ul class="choices">{buttons}</ul>'
+        kinds = sorted(
+            {record["targets"][k]["score_kind"] for k in choices if "score_kind" in record["targets"][k]}
+        )
+        said = f'<p class="hint">Scores: {escape(", ".join(kinds))}.</p>' if kinds else ""
+        body += f'<h3>{heading}</h3>{said}<ul class="choices">{buttons}</ul>'
     text = record["targets"][first].get("text", "")
     body += f'<p class="explanation" aria-live="polite">{escape(text)}</p>'
     model = f"{record['model']} · " if record.get("model") else ""
@@ -161,12 +170,31 @@ def _choice(
 def _label_and_score(record: dict, k: int) -> str:
     target = record["targets"][k]
     predicted = ' <span class="tag">predicted</span>' if target["label"] == record.get("answer") else ""
-    return f'{escape(target["label"])} <span class="score">{target["score"]:.3g}</span>{predicted}'
+    kind = escape(target.get("score_kind", "score"))
+    score = f'<span class="score" title="{kind}">{target["score"]:.3g}</span>'
+    return f"{escape(target['label'])} {score}{predicted}"
 
 
-def _caption(record: dict, maps: list[str]) -> str:
+def _kind(record: dict) -> str:
+    """What the record's scores are, as its first target says ("score" when not known)."""
+    return record["targets"][0].get("score_kind", "score") if record["targets"] else "score"
+
+
+def _first_content_word(record: dict, choices: list[int]) -> int:
+    """The target of the caption's first content word (noun or adjective), else the first target."""
+    words = record.get("words") or record["caption"].split()
+    content = [word.content for word in analyze(words)]
+    for k in choices:
+        index = record["targets"][k]["index"]
+        if index is not None and index < len(content) and content[index]:
+            return k
+    return choices[0]
+
+
+def _caption(record: dict, maps: list[str], first: int) -> str:
     """The caption word by word: explained words are buttons shaded by their score relative to the
-    caption's other explained words; a whole-caption target gets a button of its own."""
+    caption's other explained words; a whole-caption target gets a button of its own. The view opens on
+    target ``first``."""
     words = record.get("words") or record["caption"].split()
     by_position = {t["index"]: k for k, t in enumerate(record["targets"]) if t["index"] is not None}
     scores = [record["targets"][k]["score"] for k in by_position.values()]
@@ -179,16 +207,17 @@ def _caption(record: dict, maps: list[str]) -> str:
         k = by_position[position]
         score = record["targets"][k]["score"]
         shade = (score - low) / (high - low) if high > low else 1.0
-        style = f' style="--weight:{shade:.2f}" title="score {score:.3g}"'
-        parts.append(_choice(record, k, maps, escape(word), k == 0, classes="choice word", extra=style))
+        kind = escape(record["targets"][k].get("score_kind", "score"))
+        style = f' style="--weight:{shade:.2f}" title="{kind} {score:.3g}"'
+        parts.append(_choice(record, k, maps, escape(word), k == first, classes="choice word", extra=style))
     whole = "".join(
-        _choice(record, k, maps, "whole caption", k == 0)
+        _choice(record, k, maps, "whole caption", k == first)
         for k, target in enumerate(record["targets"])
         if target["index"] is None
     )
     return (
         '<h3>Caption</h3><p class="hint">Point at, focus or click a word to see its map; shading: the '
-        "word's score relative to the other words.</p>"
+        f"word's {escape(_kind(record))} relative to the other words.</p>"
         f'<p class="caption">{" ".join(parts)}</p>{whole}'
     )
 

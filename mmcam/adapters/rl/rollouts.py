@@ -123,6 +123,7 @@ def _explain_steps(
         layer=parts[0].layer,
         method=parts[0].method,
         weights=cat("weights"),
+        kinds=parts[0].kinds,
     )
 
 
