@@ -216,3 +216,17 @@ def test_a_given_caption_with_unknown_words_is_said(image_path, tmp_path, capsys
     captured = capsys.readouterr()
     assert "does not know 'wombat' in the caption" in captured.err
     assert json.loads(captured.out)["unknown_words"] == ["wombat"]
+
+
+def test_save_maps_writes_the_raw_and_normalized_maps_for_scripts(image_path, tmp_path, capsys):
+    from safetensors import safe_open
+
+    argv = ["classify", str(image_path), "--model", "torchvision:resnet18:random", "--top", "2"]
+    assert main([*argv, "--save-maps", "-o", str(tmp_path / "o"), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    with safe_open(record["maps_file"], "pt") as saved:
+        raw, maps = saved.get_tensor("raw"), saved.get_tensor("maps")
+        labels = json.loads(saved.metadata()["labels"])
+    assert raw.shape == (1, 2, 7, 7) and maps.shape == (1, 2, 224, 224)  # layer4's grid; the model's input
+    assert labels == [[target["label"] for target in record["targets"]]]
+    assert float(maps.amax()) == 1.0 and float(maps.amin()) >= 0.0

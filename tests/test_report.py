@@ -284,8 +284,12 @@ def test_classes_are_listed_by_score_and_say_what_the_score_is():
 
 def test_rl_command_writes_one_view_per_episode(tmp_path, capsys):
     argv = ["rl", "--policy", "random:ppo", "--episodes", "2", "--max-steps", "3", "-o", str(tmp_path)]
-    assert main([*argv, "--json"]) == 0
+    assert main([*argv, "--json", "--save-maps"]) == 0
     captured = capsys.readouterr()
     assert len(captured.out.splitlines()) == 6 and "report: open" in captured.err
     main_part = (tmp_path / "report.html").read_text().split("<main>")[1]
     assert main_part.count('data-task="rl"') == 2 and main_part.count('max="2"') == 2
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "episode-1-maps.safetensors"), "pt") as saved:
+        assert saved.get_tensor("maps").shape[:2] == (3, 1)  # 3 steps, the chosen action

@@ -89,6 +89,7 @@ def run(arguments: argparse.Namespace) -> int:
             output,
             heading=result.caption,
             stem=stem,
+            save_maps=arguments.save_maps,
         )
         if table is not None:
             add_concepts(record, result.explanation.weights[0], table, "wrote")

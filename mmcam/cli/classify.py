@@ -91,13 +91,24 @@ def run(arguments: argparse.Namespace) -> int:
         frames = load_clip(path, arguments.frames)
         pixels = classifier.preprocess([frames])
         explanation = explainer(pixels, targets(pixels))
-        return clip_record("classify", classifier.name, path, frames, explanation, output, stem)
+        return clip_record(
+            "classify", classifier.name, path, frames, explanation, output, stem, arguments.save_maps
+        )
 
     def explain_one(path: str, stem: str) -> dict:
         image = load_image(path)
         pixels = classifier.preprocess([image])
         explanation = explainer(pixels, targets(pixels))
-        record = explanation_record("classify", classifier.name, path, image, explanation, output, stem=stem)
+        record = explanation_record(
+            "classify",
+            classifier.name,
+            path,
+            image,
+            explanation,
+            output,
+            stem=stem,
+            save_maps=arguments.save_maps,
+        )
         if table is not None:
             add_concepts(record, explanation.weights[0], table, "predicted")
         return record

@@ -50,6 +50,13 @@ def add_explain_options(
         help="replace the report of an earlier run in -o DIR (kept otherwise)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
+    parser.add_argument(
+        "--save-maps",
+        action="store_true",
+        help="also write the maps for scripts, DIR/<image>-<task>-maps.safetensors (rl: episode-N-maps): 'raw' "
+        "(B, K, h, w) at the layer's grid and 'maps' (B, K, H, W) in [0, 1] at the model's input size; the "
+        "record's maps_file names it",
+    )
 
 
 def add_concept_options(parser: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@ text summary, and the per-step records and table of an explained RL rollout."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -39,6 +40,20 @@ def unique_stems(paths: list[str]) -> dict[str, str]:
     }
 
 
+def saved_maps(explanation: Explanation, path: Path) -> dict:
+    """Write the maps to ``path`` for scripts (safetensors, float32): ``raw`` (B, K, h, w), the method's
+    maps at the layer's grid before normalization, and ``maps`` (B, K, H, W), normalized to [0, 1] at the
+    size of the model's input (the image as preprocessed); B is 1 for an image, the steps for an RL episode; (B, K, T, ...) for clips.
+    The metadata holds the targets' labels. Returns the record's ``{"maps_file": path}``."""
+    from safetensors.torch import save_file
+
+    tensors = {
+        name: getattr(explanation, name).detach().float().cpu().contiguous() for name in ("raw", "maps")
+    }
+    save_file(tensors, str(path), metadata={"labels": json.dumps(explanation.labels)})
+    return {"maps_file": str(path)}
+
+
 def score_kind(explanation: Explanation, k: int) -> dict:
     """``{"score_kind": ...}`` for target k when the explanation knows what its scores are, else nothing."""
     return {} if explanation.kinds is None else {"score_kind": explanation.kinds[k]}
@@ -53,6 +68,7 @@ def explanation_record(
     output: Path,
     heading: str = "",
     stem: str | None = None,
+    save_maps: bool = False,
 ) -> dict:
     """Write one overlay per target (at most ``OVERLAY_SIDE`` pixels on its long side) and a figure of all
     of them; return the shared JSON record.
@@ -60,7 +76,8 @@ def explanation_record(
     ``{"task", "model", "layer", "method", "image", "size": [H, W], "targets": [{"label", "index",
     "score", "peak": [x, y], "map"}]}``, ``size`` and ``peak`` in the image file's own pixels. An image
     reduced on loading adds ``"explained_size": [h, w]``; a map that is the same everywhere has
-    ``"peak": null``. Both come with a sentence in ``"notes"``.
+    ``"peak": null``. Both come with a sentence in ``"notes"``. ``save_maps`` also writes the maps for
+    scripts (``saved_maps``) and adds ``"maps_file"``.
     """
     explained = (image.height, image.width)
     original = image.info.get(ORIGINAL_SIZE)
@@ -100,6 +117,8 @@ def explanation_record(
     save_figure(targets_figure(shown, explanation.maps[0], titles, heading), output / f"{stem}-{task}.png")
     if notes:
         extra["notes"] = notes
+    if save_maps:
+        extra.update(saved_maps(explanation, output / f"{stem}-{task}-maps.safetensors"))
     return _record(task, model, path, size, explanation, targets, **extra)
 
 
@@ -111,6 +130,7 @@ def clip_record(
     explanation: Explanation,
     output: Path,
     stem: str | None = None,
+    save_maps: bool = False,
 ) -> dict:
     """The shared JSON record of a clip (``frames`` explained as one (1, K, T, H, W) explanation): per
     target a strip of its map over every frame, ``peak`` as [t, x, y] in the frames' pixels, and
@@ -134,7 +154,8 @@ def clip_record(
                 "map": str(map_path),
             }
         )
-    return _record(task, model, path, size, explanation, targets, frames=len(frames))
+    maps = saved_maps(explanation, output / f"{stem}-{task}-maps.safetensors") if save_maps else {}
+    return _record(task, model, path, size, explanation, targets, frames=len(frames), **maps)
 
 
 def _record(

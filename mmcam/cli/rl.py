@@ -99,7 +99,7 @@ def _rollout_probe(policy, venv, episodes: int = 20, seed: int = 50_000):
 
 def run(arguments: argparse.Namespace) -> int:
     from mmcam.adapters.rl import explain_episodes, make_env
-    from mmcam.cli.records import rollout_records, rollout_table
+    from mmcam.cli.records import rollout_records, rollout_table, saved_maps
     from mmcam.loading import load_policy
     from mmcam.report import rl_views, write_report
     from mmcam.viz.figures import save_figure
@@ -134,6 +134,8 @@ def run(arguments: argparse.Namespace) -> int:
         ]
         images = episode_images(episode.frames, episode.explanation.maps[:, 0], captions)
         animations.append(save_animation(images, output / f"episode-{index}.{arguments.video}"))
+        if arguments.save_maps:
+            saved_maps(episode.explanation, output / f"episode-{index}-maps.safetensors")
     plot = None
     if rollout.episodes[0].attention:
         plot = output / "attention.png"

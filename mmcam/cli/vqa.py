@@ -85,7 +85,15 @@ def run(arguments: argparse.Namespace) -> int:
         )
         heading = f"Q: {result.question}   A: {result.answer}"
         record = explanation_record(
-            "vqa", vqa.name, path, image, result.explanation, output, heading=heading, stem=stem
+            "vqa",
+            vqa.name,
+            path,
+            image,
+            result.explanation,
+            output,
+            heading=heading,
+            stem=stem,
+            save_maps=arguments.save_maps,
         )
         weights = result.explanation.token_weights[0].tolist()
         for target, row in zip(record["targets"], weights):
