@@ -30,7 +30,15 @@ except ImportError:  # the dev extra; the reference test is skipped without it
     ClassifierOutputTarget = None
 
 FIXTURES = Path(__file__).parent / "fixtures" / "models"
-CLASSIFIERS = {"resnet18-shapes": f"torchvision:resnet18:{FIXTURES / 'resnet18-shapes'}", "vit-shapes": None}
+CLASSIFIERS = {
+    "resnet18-shapes": f"torchvision:resnet18:{FIXTURES / 'resnet18-shapes'}",
+    "vit-shapes": None,
+    "convnext-shapes": None,
+}
+CONVOLUTIONAL = ("resnet18-shapes", "convnext-shapes")
+# pytorch-grad-cam's hooks need a layer that returns a tensor: ConvNeXt's auto layer (its encoder) returns a
+# ModelOutput holding the last stage's output, so the reference runs on that stage.
+TENSOR_LAYER = {"convnext-shapes": "convnext.encoder.stages.3"}
 CAPTIONERS = ["ved-caption-shapes", "blip-caption-shapes", "git-caption-shapes"]
 VQA = ["vilt-vqa-shapes", "blip-vqa-shapes"]
 GROWN = 4  # px the object's box is grown by
@@ -119,12 +127,12 @@ def reference_case(name: str):
         classifier = load_classifier(spec(name))
         pixels = classifier.preprocess([image])
         target = scene.objects[0].class_index
-        layer = None if name.startswith("resnet") else last_block(classifier.model)
+        layer = TENSOR_LAYER.get(name) if name in CONVOLUTIONAL else last_block(classifier.model)
         ours = classifier.explainer(layer, "gradcam")(pixels, [[target]])
         forward, inputs, layer_name = (lambda m, i: logits_of(m(i["pixel_values"]))), {}, ours.layer
         model = classifier.model
         score = ClassifierOutputTarget(target)
-        reshape = None if name.startswith("resnet") else tokens_to_grid(1)
+        reshape = None if name in CONVOLUTIONAL else tokens_to_grid(1)
     elif name in CAPTIONERS:
         captioner = load_captioner(spec(name))
         pixels = captioner.preprocess([image])
