@@ -3,22 +3,35 @@
 import mmcam
 exp = mmcam.explain(model, images, targets, layer="auto", method="gradcam")
 exp.maps    # (B, K, H, W) in [0, 1]
+
+The names below load on first use (``import mmcam`` alone does not import torch), so the command line
+can start, print its help or say "interrupted" before the heavy imports.
 """
 
-from mmcam.engine import METHODS, Explainer, LayerCapture, Layout, explain
-from mmcam.explanation import Explanation
-from mmcam.targets import ClassScore, FunctionTarget, Negated, Target
+from importlib import import_module
 
-__all__ = [
-    "METHODS",
-    "ClassScore",
-    "Explainer",
-    "Explanation",
-    "FunctionTarget",
-    "LayerCapture",
-    "Layout",
-    "Negated",
-    "Target",
-    "explain",
-]
 __version__ = "0.1.0"
+
+_HOMES = {
+    "METHODS": "mmcam.engine",
+    "Explainer": "mmcam.engine",
+    "LayerCapture": "mmcam.engine",
+    "Layout": "mmcam.engine",
+    "explain": "mmcam.engine",
+    "Explanation": "mmcam.explanation",
+    "ClassScore": "mmcam.targets",
+    "FunctionTarget": "mmcam.targets",
+    "Negated": "mmcam.targets",
+    "Target": "mmcam.targets",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'mmcam' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

@@ -230,3 +230,21 @@ def test_save_maps_writes_the_raw_and_normalized_maps_for_scripts(image_path, tm
     assert raw.shape == (1, 2, 7, 7) and maps.shape == (1, 2, 224, 224)  # layer4's grid; the model's input
     assert labels == [[target["label"] for target in record["targets"]]]
     assert float(maps.amax()) == 1.0 and float(maps.amin()) >= 0.0
+
+
+def test_ctrl_c_while_starting_up_says_interrupted_without_a_traceback(image_path):
+    """SIGINT 0.3 s after launch lands while torch is still being imported (it takes seconds here)."""
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mmcam", "classify", str(image_path), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "mmcam: interrupted" and "Traceback" not in err
