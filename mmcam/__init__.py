@@ -24,7 +24,18 @@ _HOMES = {
     "Negated": "mmcam.targets",
     "Target": "mmcam.targets",
 }
-__all__ = sorted(_HOMES)
+__all__ = [
+    "METHODS",
+    "ClassScore",
+    "Explainer",
+    "Explanation",
+    "FunctionTarget",
+    "LayerCapture",
+    "Layout",
+    "Negated",
+    "Target",
+    "explain",
+]
 
 
 def __getattr__(name: str):
