@@ -80,3 +80,19 @@ def test_adapters_and_the_zoo_do_not_import_each_other():
     assert "mmcam.zoo" not in graph["mmcam.adapters"]
     assert "mmcam.adapters" not in graph["mmcam.zoo"]
     assert "mmcam.concepts" not in graph["mmcam.adapters"]
+
+
+def test_the_package_exports_its_names_lazily_and_all_of_them():
+    """``import mmcam`` does not import torch (the command line starts before it); every exported name
+    loads on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mmcam; assert 'torch' not in sys.modules; mmcam.explain; assert 'torch' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    import mmcam
+
+    assert sorted(mmcam.__all__) == sorted(mmcam._HOMES)
+    assert all(getattr(mmcam, name) is not None for name in mmcam.__all__)
