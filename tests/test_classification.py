@@ -214,3 +214,22 @@ def test_torchvision_checkpoint_in_shards(tmp_path):
     loaded = load_classifier(f"torchvision:resnet18:{tmp_path}").model
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], tensor)
+
+
+def test_eval_unpickles_a_checkpoint_only_with_trust_pickle(tiny_vit_dir, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from mmcam.cli import main
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_vit_dir, pickled)
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    argv = ["eval", "--task", "classify", "--model", str(pickled), "--limit", "1", "--methods", "gradcam"]
+    assert main([*argv, "--metric", "pointing", "-o", str(tmp_path / "refused")]) == 2
+    assert "pickled weights, which can run code" in capsys.readouterr().err
+    # trusted, it loads and goes on to the data, where this model's classes are not the shapes world's
+    assert main([*argv, "--metric", "pointing", "--trust-pickle", "-o", str(tmp_path / "trusted")]) == 2
+    assert "has no class" in capsys.readouterr().err

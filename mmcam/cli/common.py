@@ -38,12 +38,7 @@ def add_explain_options(
         metavar="DIR",
         help=f"where figures go (default ./{default_output})",
     )
-    parser.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="allow checkpoints stored as pickles (PyTorch .bin, stable-baselines3 .zip), which can run code "
-        "when loaded; without it only safetensors are read",
-    )
+    add_trust_pickle_option(parser)
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -56,6 +51,15 @@ def add_explain_options(
         help="also write the maps for scripts, DIR/<image>-<task>-maps.safetensors (rl: episode-N-maps): 'raw' "
         "(B, K, h, w) at the layer's grid and 'maps' (B, K, H, W) in [0, 1] at the model's input size; the "
         "record's maps_file names it",
+    )
+
+
+def add_trust_pickle_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow checkpoints stored as pickles (PyTorch .bin, stable-baselines3 .zip), which can run code "
+        "when loaded; without it only safetensors are read",
     )
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from mmcam.cli.common import add_trust_pickle_option
 from mmcam.evaluation.data import SHAPES_SEED
 from mmcam.evaluation.runner import DEFAULT_SCENES, Evaluation, run_evaluation
 from mmcam.evaluation.scoring import METRICS, Settings
@@ -69,6 +70,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--stride", type=int, default=8, help="occlusion stride in px (default 8)")
     parser.add_argument("--tolerance", type=int, default=0, help="pointing-game tolerance in px (default 0)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_trust_pickle_option(parser)
     parser.add_argument("-o", "--output", default="mmcam-eval", metavar="DIR", help="results folder")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     parser.set_defaults(run=run)
@@ -91,6 +93,7 @@ def run(arguments: argparse.Namespace) -> int:
         limit=arguments.limit,
         seed=arguments.seed,
         shard_size=arguments.shard_size,
+        trust_pickle=arguments.trust_pickle,
         settings=Settings(
             steps=arguments.steps,
             baseline=arguments.baseline,

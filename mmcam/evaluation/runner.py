@@ -46,6 +46,7 @@ class Evaluation:
     seed: int = SHAPES_SEED
     shard_size: int = 20
     settings: Settings = field(default_factory=Settings)
+    trust_pickle: bool = False  # let the model's loader unpickle (pickles can run code)
 
     def check(self) -> None:
         """Canonical names and the task's default model, or one clear error."""
@@ -94,7 +95,9 @@ def run_evaluation(evaluation: Evaluation, processes: Processes, progress: bool 
     if processes.leader:
         store.write_config()
     records = evaluation.records()
-    task = build_task(evaluation.task, evaluation.model, evaluation.layer, processes.device)
+    task = build_task(
+        evaluation.task, evaluation.model, evaluation.layer, processes.device, evaluation.trust_pickle
+    )
     began = time.perf_counter()
     ranges = shard_ranges(len(records), evaluation.shard_size)
     mine = [shard for index, shard in enumerate(ranges) if processes.owns(index)]

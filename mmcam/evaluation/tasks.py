@@ -110,11 +110,11 @@ def object_classes(record: dict) -> list[str]:
     raise ValueError("--task classify needs a 'categories' column, or 'colors' and 'shapes' columns")
 
 
-def classify_task(spec: str, layer: str | None, device: torch.device) -> Task:
+def classify_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bool = False) -> Task:
     """Every class present in the image, against its objects. The class of an object is its
     ``categories`` entry if the dataset has one, else "<color> <shape>". Probabilities: sigmoid of the
     logits for a multi-label classifier (such as the bundled one), softmax over classes otherwise."""
-    classifier = load_classifier(spec)
+    classifier = load_classifier(spec, trust_pickle)
     classifier.model.to(device)
     names = list(classifier.class_names or [])
 
@@ -145,10 +145,10 @@ def classify_task(spec: str, layer: str | None, device: torch.device) -> Task:
     )
 
 
-def caption_task(spec: str, layer: str | None, device: torch.device) -> Task:
+def caption_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bool = False) -> Task:
     """Each color, shape and size word of the *generated* caption, against the object it names
     (``grounding.word_objects``). Probabilities: p(word) under teacher forcing."""
-    captioner = load_captioner(spec)
+    captioner = load_captioner(spec, trust_pickle)
     captioner.model.to(device)
 
     def items(record: dict) -> list[Item]:
@@ -175,11 +175,11 @@ def caption_task(spec: str, layer: str | None, device: torch.device) -> Task:
     return Task("caption", captioner.name, captioner.model, captioner.forward, explainer, items)
 
 
-def vqa_task(spec: str, layer: str | None, device: torch.device) -> Task:
+def vqa_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bool = False) -> Task:
     """Questions about one object (color, shape, size; "is there ..." answered yes): the predicted
     answer, against that object (``grounding.is_single_object``). Probabilities: softmax over the
     answers. Needs a classifier-style VQA model (answer logits: the bundled one, ViLT)."""
-    vqa = load_vqa(spec)
+    vqa = load_vqa(spec, trust_pickle)
     if vqa.answers is None:
         raise ValueError(
             f"{vqa.name} generates its answers: mmcam eval --task vqa needs answer logits (e.g. ViLT)"
@@ -219,11 +219,11 @@ def vqa_task(spec: str, layer: str | None, device: torch.device) -> Task:
     return Task("vqa", vqa.name, vqa.model, vqa.forward, explainer, items)
 
 
-def rl_task(spec: str, layer: str | None, device: torch.device) -> Task:
+def rl_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bool = False) -> Task:
     """The action a ShapesReach agent (``strong``, ``weak``, ``sb3:ALGO:PATH``) chooses in a state,
     against the agent and the goal together (the action depends on where both are); the distractors are
     the other objects. Probabilities: softmax over the actions' logits."""
-    policy = load_policy(spec)
+    policy = load_policy(spec, trust_pickle=trust_pickle)
     policy.model.to(device)
     agent_and_goal = [REACH_OBJECTS.index("agent"), REACH_OBJECTS.index("goal")]
 
@@ -247,8 +247,15 @@ def rl_task(spec: str, layer: str | None, device: torch.device) -> Task:
 BUILDERS = {"classify": classify_task, "caption": caption_task, "vqa": vqa_task, "rl": rl_task}
 
 
-def build_task(name: str, spec: str, layer: str | None = None, device: torch.device | str = "cpu") -> Task:
-    """The task ``name`` on the model ``spec`` (``shapes``: the bundled one)."""
+def build_task(
+    name: str,
+    spec: str,
+    layer: str | None = None,
+    device: torch.device | str = "cpu",
+    trust_pickle: bool = False,
+) -> Task:
+    """The task ``name`` on the model ``spec`` (``shapes``: the bundled one); ``trust_pickle`` lets the
+    loader unpickle a checkpoint (which can run code), as ``--trust-pickle`` does."""
     if name not in BUILDERS:
         raise ValueError(f"unknown task '{name}'; choose one of: {', '.join(BUILDERS)}")
-    return BUILDERS[name](spec, layer, torch.device(device))
+    return BUILDERS[name](spec, layer, torch.device(device), trust_pickle)
