@@ -41,26 +41,43 @@ class Explanation:
         return torch.stack((flat % width, flat // width), dim=-1)
 
 
+def _joined_tensor(parts: list[Explanation], name: str, dim: int) -> Tensor | None:
+    values = [getattr(part, name) for part in parts]
+    return None if any(v is None for v in values) else torch.cat(values, dim=dim)
+
+
 def join_targets(parts: list[Explanation]) -> Explanation:
     """One Explanation holding the targets of several calls on the same inputs, side by side."""
     first = parts[0]
-
-    def cat(name: str) -> Tensor | None:
-        values = [getattr(part, name) for part in parts]
-        return None if any(v is None for v in values) else torch.cat(values, dim=1)
-
     batch = len(first.labels)
     return Explanation(
-        maps=cat("maps"),
-        raw=cat("raw"),
-        scores=cat("scores"),
+        maps=_joined_tensor(parts, "maps", 1),
+        raw=_joined_tensor(parts, "raw", 1),
+        scores=_joined_tensor(parts, "scores", 1),
         labels=[[label for part in parts for label in part.labels[b]] for b in range(batch)],
         indices=[[index for part in parts for index in part.indices[b]] for b in range(batch)],
         layer=first.layer,
         method=first.method,
-        weights=cat("weights"),
-        token_weights=cat("token_weights"),
+        weights=_joined_tensor(parts, "weights", 1),
+        token_weights=_joined_tensor(parts, "token_weights", 1),
         kinds=None
         if any(p.kinds is None for p in parts)
         else [kind for part in parts for kind in part.kinds],
+    )
+
+
+def join_samples(parts: list[Explanation]) -> Explanation:
+    """One Explanation holding the samples of several calls with the same targets, one after another."""
+    first = parts[0]
+    return Explanation(
+        maps=_joined_tensor(parts, "maps", 0),
+        raw=_joined_tensor(parts, "raw", 0),
+        scores=_joined_tensor(parts, "scores", 0),
+        labels=[labels for part in parts for labels in part.labels],
+        indices=[indices for part in parts for indices in part.indices],
+        layer=first.layer,
+        method=first.method,
+        weights=_joined_tensor(parts, "weights", 0),
+        token_weights=_joined_tensor(parts, "token_weights", 0),
+        kinds=first.kinds,
     )

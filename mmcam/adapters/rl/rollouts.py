@@ -18,7 +18,7 @@ from mmcam.adapters.rl.environments import as_vec_env, display_frames, env_actio
 from mmcam.adapters.rl.policies import RLPolicy
 from mmcam.engine import Explainer
 from mmcam.engine.state import explanation_mode
-from mmcam.explanation import Explanation
+from mmcam.explanation import Explanation, join_samples
 from mmcam.metrics.attention import area_shares, mass_shares
 from mmcam.targets import ClassScore, StateValue, Target
 
@@ -103,27 +103,14 @@ def _explain_steps(
     explainer: Explainer, pixels: Tensor, actions: list[int], extra: list[Target], batch_size: int
 ) -> Explanation:
     """Explain every step's chosen action and the ``extra`` targets, ``batch_size`` steps per call."""
-    parts = [
-        explainer(
-            {"pixel_values": pixels[i : i + batch_size]}, [ClassScore(actions[i : i + batch_size]), *extra]
-        )
-        for i in range(0, len(actions), batch_size)
-    ]
-
-    def cat(name: str) -> Tensor | None:
-        values = [getattr(part, name) for part in parts]
-        return None if values[0] is None else torch.cat(values)
-
-    return Explanation(
-        maps=cat("maps"),
-        raw=cat("raw"),
-        scores=cat("scores"),
-        labels=[labels for part in parts for labels in part.labels],
-        indices=[indices for part in parts for indices in part.indices],
-        layer=parts[0].layer,
-        method=parts[0].method,
-        weights=cat("weights"),
-        kinds=parts[0].kinds,
+    return join_samples(
+        [
+            explainer(
+                {"pixel_values": pixels[i : i + batch_size]},
+                [ClassScore(actions[i : i + batch_size]), *extra],
+            )
+            for i in range(0, len(actions), batch_size)
+        ]
     )
 
 
