@@ -43,8 +43,9 @@ def unique_stems(paths: list[str]) -> dict[str, str]:
 def saved_maps(explanation: Explanation, path: Path) -> dict:
     """Write the maps to ``path`` for scripts (safetensors, float32): ``raw`` (B, K, h, w), the method's
     maps at the layer's grid before normalization, and ``maps`` (B, K, H, W), normalized to [0, 1] at the
-    size of the model's input (the image as preprocessed); B is 1 for an image, the steps for an RL episode; (B, K, T, ...) for clips.
-    The metadata holds the targets' labels. Returns the record's ``{"maps_file": path}``."""
+    size of the model's input (the image as preprocessed); B is 1 for an image, the steps for an RL
+    episode; (B, K, T, ...) for clips. The metadata holds the targets' labels. Returns the record's
+    ``{"maps_file": path}``."""
     from safetensors.torch import save_file
 
     tensors = {

@@ -58,9 +58,9 @@ class LayerCapture:
     ``torch.autograd.grad(score, capture.activations[name])`` differentiates only the part of the
     model above the layer. Downstream in-place operations act on the copy and cannot alter the
     captured tensor. A layer whose input already carries a graph (a second captured layer above
-    the first) is recorded as a copy joined to its graph, so gradients still flow through both. Only forward passes of
-    the thread that entered the block are captured: another thread running the same modules is
-    left alone.
+    the first) is recorded as a copy joined to its graph, so gradients still flow through both. Only
+    forward passes of the thread that entered the block are captured: another thread running the same
+    modules is left alone.
     """
 
     def __init__(self, model: nn.Module, layers: list[str]):

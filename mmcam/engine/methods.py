@@ -201,13 +201,11 @@ class AttentionRelevance:
 
     def __call__(self, ctx: CamContext) -> CamResult:
         probabilities, gradients = ctx.attention_gradients
-        relevance = None
+        relevance = torch.eye(probabilities[0].shape[-1], device=probabilities[0].device)
         for p, g in zip(probabilities, gradients):
             routed = torch.relu(g * p[:, None]).mean(dim=2)  # (B, K, L, L)
-            relevance = (
-                torch.eye(p.shape[-1]) + routed if relevance is None else relevance + routed @ relevance
-            )
-        readout = routed.sum(dim=-1)  # (B, K, L)
+            relevance = relevance + routed @ relevance
+        readout = routed.sum(dim=-1)  # (B, K, L): what the last attention routes through each query token
         tokens = (readout[..., None] * relevance).sum(dim=-2)
         return CamResult(ctx.layout.to_grid(tokens[..., None], leading=2)[:, :, 0])
 
