@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 import mmcam
@@ -22,9 +23,25 @@ def test_unknown_layer_names_the_closest(resnet18):
         resolve_layer(resnet18, nn.Conv2d(1, 1, 1))
 
 
-def test_auto_layer_is_the_last_spatial_layer(resnet18, cam_net, images):
-    assert mmcam.explain(resnet18, images, 0).layer == "layer4"
+def test_auto_layer_is_the_last_spatial_layer_with_a_grid_of_seven(resnet18, cam_net, images):
+    """At 224 px the last stage (7x7); on smaller inputs the last stage with at least 7 cells a side
+    (96 px: layer3 is 6x6, layer2 12x12); the last grid of all when none is that fine."""
+    assert mmcam.explain(resnet18, torch.randn(1, 3, 224, 224), 0).layer == "layer4"
+    assert mmcam.explain(resnet18, images, 0).layer == "layer2"
     assert mmcam.explain(cam_net, images, 0).layer == "features"
+    coarse = nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=4, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2),
+    ).eval()  # fmt: skip
+    assert mmcam.explain(coarse, torch.randn(1, 3, 16, 16), 0).layer == "2"  # 4x4, then 2x2: the last
+
+
+def test_auto_layer_ends_a_stage_not_inside_a_downsampling_block():
+    """A bottleneck block that downsamples runs its first convolution on the finer grid it was given:
+    auto picks the stage before it, not that convolution."""
+    torch.manual_seed(0)
+    resnet50 = torchvision.models.resnet50(num_classes=4).eval()
+    assert mmcam.explain(resnet50, torch.randn(1, 3, 128, 128), 0).layer == "layer3"
 
 
 def test_auto_layer_skips_layers_the_target_does_not_depend_on(images):

@@ -32,9 +32,10 @@ class Explainer:
     """Reusable explainer for one model, layer and method.
 
     ``layer``: a submodule, a dotted name (negative indices allowed: ``"vit.layers.-1.layernorm_before"``)
-    or ``"auto"``: the last layer with a spatial output the target depends on, found by one probe
-    (without weight gradients) the first time a model meets a forward and input shape, remembered
-    per model (weakly) and logged on the ``"mmcam"`` logger. The model itself is not a layer.
+    or ``"auto"``: the last layer with a spatial output of at least 7 cells a side the target depends
+    on (``layers.find_spatial_layer``), found by one probe (without weight gradients) the first time a
+    model meets a forward and input shape, remembered per model (weakly) and logged on the ``"mmcam"``
+    logger. The model itself is not a layer.
     ``layout``: ``"auto"``, ``"nchw"``, ``"nhwc"`` (``"ncthw"``, ``"nthwc"`` for video), ``"tokens"``,
     a ``Layout``, or a function of the inputs returning one (a grid that depends on the question length).
     ``token_layer`` (optional): a layer with a (B, L, D) token output, such as a question's word
