@@ -27,6 +27,25 @@ def test_help_reads_well():
     assert "gradcam++" in result.stdout
 
 
+def test_the_names_the_command_line_offers_are_those_of_the_registries():
+    from mmcam import bench
+    from mmcam.adapters import captioning
+    from mmcam.cli import choices
+    from mmcam.engine import methods
+    from mmcam.evaluation import data, runner, scoring, tasks
+    from mmcam.metrics import baselines, faithfulness
+
+    assert choices.METHODS == tuple(methods.METHODS)
+    assert choices.WORD_CHOICES == captioning.WORD_CHOICES
+    assert choices.METRICS == tuple(scoring.METRICS)
+    assert choices.TASKS == tasks.TASKS
+    assert choices.BASELINES == tuple(baselines.BASELINES)
+    assert choices.PERTURBATIONS == faithfulness.PERTURBATIONS
+    assert choices.SUITES == tuple(bench.SUITES)
+    assert choices.SHAPES_SEED == data.SHAPES_SEED
+    assert choices.DEFAULT_SCENES == runner.DEFAULT_SCENES
+
+
 def test_classify_json_schema_and_files(image_path, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(

@@ -7,7 +7,7 @@ import sys
 
 from mmcam import __version__
 from mmcam.cli import bench, caption, classify, demo, dissect, eval, rl, vqa
-from mmcam.engine.methods import METHODS
+from mmcam.cli.choices import METHODS
 
 COMMANDS = (demo, classify, caption, vqa, rl, dissect, bench, eval)
 RL_EXTRA = ("gymnasium", "stable_baselines3", "ale_py", "cv2")  # what pip install "mmcam[rl]" brings

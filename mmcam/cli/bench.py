@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from mmcam.bench import SUITES
+from mmcam.cli.choices import SUITES
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

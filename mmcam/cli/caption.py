@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmcam.adapters.captioning import WORD_CHOICES
+from mmcam.cli.choices import WORD_CHOICES
 from mmcam.cli.common import (
     add_concept_options,
     add_concepts,

@@ -12,8 +12,9 @@ from pathlib import Path
 from torch import Tensor
 from tqdm import tqdm
 
+from mmcam.cli.choices import METHODS
 from mmcam.cli.records import describe_record, unique_stems
-from mmcam.engine.methods import CHANNEL_WEIGHT_METHODS, METHODS
+from mmcam.engine.methods import CHANNEL_WEIGHT_METHODS
 from mmcam.images import image_paths
 
 
