@@ -1,4 +1,5 @@
-"""The ``mmcam`` command: one subcommand per task, each in its own module."""
+"""The ``mmcam`` command: one subcommand per task, each in its own module. The parser is built from
+torch-free names (``choices``); a command imports the heavy modules when it runs, so --help is fast."""
 
 from __future__ import annotations
 
