@@ -27,6 +27,42 @@ def test_help_reads_well():
     assert "gradcam++" in result.stdout
 
 
+def test_help_of_every_command_imports_nothing_heavy():
+    """The parser is built from the torch-free names of mmcam.cli.choices, so --help returns at once."""
+    script = """
+import contextlib, io, sys
+from mmcam.cli import COMMANDS, main
+for command in [[], *([module.__name__.rsplit(".", 1)[1]] for module in COMMANDS)]:
+    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):
+        main([*command, "--help"])
+print(sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[1:])))
+"""
+    heavy = ["torch", "torchvision", "transformers", "PIL", "numpy", "matplotlib"]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *heavy], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_names_the_command_line_offers_are_those_of_the_registries():
+    from mmcam import bench
+    from mmcam.adapters import captioning
+    from mmcam.cli import choices
+    from mmcam.engine import methods
+    from mmcam.evaluation import data, runner, scoring, tasks
+    from mmcam.metrics import baselines, faithfulness
+
+    assert choices.METHODS == tuple(methods.METHODS)
+    assert choices.WORD_CHOICES == captioning.WORD_CHOICES
+    assert choices.METRICS == tuple(scoring.METRICS)
+    assert choices.TASKS == tasks.TASKS
+    assert choices.BASELINES == tuple(baselines.BASELINES)
+    assert choices.PERTURBATIONS == faithfulness.PERTURBATIONS
+    assert choices.SUITES == tuple(bench.SUITES)
+    assert choices.SHAPES_SEED == data.SHAPES_SEED
+    assert choices.DEFAULT_SCENES == runner.DEFAULT_SCENES
+
+
 def test_classify_json_schema_and_files(image_path, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(

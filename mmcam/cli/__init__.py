@@ -1,4 +1,5 @@
-"""The ``mmcam`` command: one subcommand per task, each in its own module."""
+"""The ``mmcam`` command: one subcommand per task, each in its own module. The parser is built from
+torch-free names (``choices``); a command imports the heavy modules when it runs, so --help is fast."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 
 from mmcam import __version__
 from mmcam.cli import bench, caption, classify, demo, dissect, eval, rl, vqa
-from mmcam.engine.methods import METHODS
+from mmcam.cli.choices import METHODS
 
 COMMANDS = (demo, classify, caption, vqa, rl, dissect, bench, eval)
 RL_EXTRA = ("gymnasium", "stable_baselines3", "ale_py", "cv2")  # what pip install "mmcam[rl]" brings

@@ -7,9 +7,7 @@ import json
 import platform
 import sys
 
-import torch
-
-from mmcam.bench import SUITES
+from mmcam.cli.choices import SUITES
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -22,9 +20,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "Prints mmcam's speed-up over each peer, measured in the same run.",
     )
     parser.add_argument("--task", choices=[*SUITES, "all"], default="all", help="which suite (default all)")
-    parser.add_argument(
-        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda"
-    )
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--batch", type=int, default=4, help="classify: images per batch (default 4)")
     parser.add_argument("--targets", type=int, default=16, help="classify: targets per image (default 16)")
     parser.add_argument("--size", type=int, default=224, help="classify: image side in pixels (default 224)")
@@ -34,6 +30,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
+    import torch
+
     from mmcam.bench import (
         caption_cases,
         classification_cases,
@@ -43,7 +41,7 @@ def run(arguments: argparse.Namespace) -> int:
         vqa_cases,
     )
 
-    device = torch.device(arguments.device)
+    device = torch.device(arguments.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     for tool in missing_peers():
         print(
             f'mmcam bench: {tool} is not installed, its cases are skipped (pip install -e ".[dev]")',

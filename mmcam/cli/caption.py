@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmcam.adapters.captioning import WORD_CHOICES
+from mmcam.cli.choices import WORD_CHOICES
 from mmcam.cli.common import (
     add_concept_options,
     add_concepts,
@@ -15,8 +15,6 @@ from mmcam.cli.common import (
     output_folder,
     unknown_words_said,
 )
-from mmcam.cli.records import explanation_record
-from mmcam.images import load_image
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -60,6 +58,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     from mmcam.adapters.captioning import explain_caption
+    from mmcam.cli.records import explanation_record
+    from mmcam.images import load_image
     from mmcam.loading import load_captioner
 
     captioner = load_captioner(arguments.model, arguments.trust_pickle)

@@ -14,9 +14,6 @@ from mmcam.cli.common import (
     for_each_image,
     output_folder,
 )
-from mmcam.cli.records import clip_record, explanation_record
-from mmcam.images import load_image
-from mmcam.videos import load_clip
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -62,7 +59,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
+    from mmcam.cli.records import clip_record, explanation_record
+    from mmcam.images import load_image
     from mmcam.loading import load_classifier
+    from mmcam.videos import load_clip
 
     check_top(arguments)
     classifier = load_classifier(arguments.model, arguments.trust_pickle)

@@ -1,4 +1,5 @@
-"""Options and output shared by the task commands: the JSON schema, figures, errors per image."""
+"""Options and output shared by the task commands: the JSON schema, figures, errors per image. The
+options import nothing heavy (--help stays fast); the helpers that run a command import what they use."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import Tensor
-from tqdm import tqdm
+from mmcam.cli.choices import METHODS
 
-from mmcam.cli.records import describe_record, unique_stems
-from mmcam.engine.methods import CHANNEL_WEIGHT_METHODS, METHODS
-from mmcam.images import image_paths
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def add_explain_options(
@@ -81,6 +81,8 @@ def add_concept_options(parser: argparse.ArgumentParser) -> None:
 def chosen_method(arguments: argparse.Namespace, model) -> str:
     """``--method``, else the model's default method; with ``--concepts``, a default without channel
     weights gives way to Grad-CAM (the sentences are built from channel weights)."""
+    from mmcam.engine.methods import CHANNEL_WEIGHT_METHODS
+
     if arguments.method:
         return arguments.method
     if getattr(arguments, "concepts", False) and model.method not in CHANNEL_WEIGHT_METHODS:
@@ -94,7 +96,7 @@ def concept_table_of(arguments: argparse.Namespace, subject, probe=None):
     if not arguments.concepts:
         return None
     from mmcam.concepts.tables import concept_table
-    from mmcam.engine.methods import get_method
+    from mmcam.engine.methods import CHANNEL_WEIGHT_METHODS, get_method
 
     if subject.layer == "auto" or get_method(arguments.method).name not in CHANNEL_WEIGHT_METHODS:
         raise ValueError(
@@ -176,6 +178,11 @@ def for_each_image(
     ``explain_one(path, stem)`` gets the file-name stem of the input's figures, unique in the run.
     Returns 0 when all succeeded, 1 when some failed (the failures are on stderr).
     """
+    from tqdm import tqdm
+
+    from mmcam.cli.records import describe_record, unique_stems
+    from mmcam.images import image_paths
+
     paths = list(paths) if clips else image_paths(paths)
     stems = unique_stems(paths)
     failures, records = 0, []

@@ -6,12 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from PIL import Image
-from tqdm import tqdm
-
-from mmcam.metrics.pointing import peak_hit_shares
-from mmcam.viz.figures import save_figure, targets_figure
-
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
@@ -28,17 +22,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _save(figure, output: Path, name: str) -> str:
-    save_figure(figure, output / name)
-    return str(output / name)
-
-
 def run(arguments: argparse.Namespace) -> int:
+    from PIL import Image
+    from tqdm import tqdm
+
     from mmcam.adapters.captioning import explain_caption
     from mmcam.adapters.vqa import explain_answers
     from mmcam.evaluation.pointing import scene_masks, word_hits
     from mmcam.loading import load_captioner, load_classifier, load_vqa
+    from mmcam.metrics.pointing import peak_hit_shares
     from mmcam.report import caption_view, explanation_view, vqa_view, write_report
+    from mmcam.viz.figures import save_figure, targets_figure
     from mmcam.zoo import make_scenes
 
     output = Path(arguments.output)
@@ -53,6 +47,10 @@ def run(arguments: argparse.Namespace) -> int:
     def count(kind: str, inside: list[float]) -> None:
         hits[kind] += sum(inside)
         totals[kind] += len(inside)
+
+    def save(figure, name: str) -> str:
+        save_figure(figure, output / name)
+        return str(output / name)
 
     for number, scene in enumerate(tqdm(scenes, desc="demo", unit="scene")):
         image = Image.fromarray(scene.image)
@@ -69,7 +67,7 @@ def run(arguments: argparse.Namespace) -> int:
             f"{label}{'' if hit >= 0.5 else ' (miss)'}" for label, hit in zip(classes.labels[0], inside)
         ]
         figure = targets_figure(image, classes.maps[0], titles, "classes")
-        record["figures"].append(_save(figure, output, f"scene-{number}-classify.png"))
+        record["figures"].append(save(figure, f"scene-{number}-classify.png"))
         record["classes"] = [
             {"label": lab, "peak_inside_object": hit >= 0.5} for lab, hit in zip(classes.labels[0], inside)
         ]
@@ -79,7 +77,7 @@ def run(arguments: argparse.Namespace) -> int:
         count("caption words", [hit for _, kind, hit in inside if kind in ("color", "shape")])
         record["caption"] = words.caption
         figure = targets_figure(image, words.explanation.maps[0], words.words, f"caption: {words.caption}", 6)
-        record["figures"].append(_save(figure, output, f"scene-{number}-caption.png"))
+        record["figures"].append(save(figure, f"scene-{number}-caption.png"))
 
         question = next(
             q for q in scene.questions if q.type in ("color", "size")
@@ -98,7 +96,7 @@ def run(arguments: argparse.Namespace) -> int:
         }
         title = f"Q: {question.text}  A: {answer.answer}"
         figure = targets_figure(image, answer.explanation.maps[0], answer.explanation.labels[0], title)
-        record["figures"].append(_save(figure, output, f"scene-{number}-vqa.png"))
+        record["figures"].append(save(figure, f"scene-{number}-vqa.png"))
         records.append(record)
         name = f"scene {number}"
         views += [

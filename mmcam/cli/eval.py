@@ -6,14 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from mmcam.cli.choices import BASELINES, DEFAULT_SCENES, METRICS, PERTURBATIONS, SHAPES_SEED, TASKS
 from mmcam.cli.common import add_trust_pickle_option
-from mmcam.evaluation.data import SHAPES_SEED
-from mmcam.evaluation.runner import DEFAULT_SCENES, Evaluation, run_evaluation
-from mmcam.evaluation.scoring import METRICS, Settings
-from mmcam.evaluation.summary import table_text
-from mmcam.evaluation.tasks import TASKS
-from mmcam.metrics.baselines import BASELINES
-from mmcam.metrics.faithfulness import PERTURBATIONS
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "guided-gradcam", *BASELINES)
 
@@ -78,6 +72,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     from mmcam.evaluation.distributed import start_processes, stop_processes
+    from mmcam.evaluation.runner import Evaluation, run_evaluation
+    from mmcam.evaluation.scoring import Settings
+    from mmcam.evaluation.summary import table_text
 
     for option in ("steps", "patch", "stride"):
         if getattr(arguments, option) < 1:

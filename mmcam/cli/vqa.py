@@ -15,8 +15,6 @@ from mmcam.cli.common import (
     output_folder,
     unknown_words_said,
 )
-from mmcam.cli.records import explanation_record
-from mmcam.images import load_image
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -59,6 +57,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     from mmcam.adapters.vqa import explain_answers
+    from mmcam.cli.records import explanation_record
+    from mmcam.images import load_image
     from mmcam.loading import load_vqa
 
     check_top(arguments)

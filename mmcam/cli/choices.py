@@ -1,0 +1,36 @@
+"""The names the command line offers, kept free of heavy imports so ``--help`` is fast; each is checked
+against its registry (named beside it) by a test, so they cannot drift apart."""
+
+METHODS = (  # mmcam.engine.methods.METHODS, in its order
+    "gradcam",
+    "counterfactual",
+    "gradcam++",
+    "smooth-gradcam++",
+    "xgradcam",
+    "hirescam",
+    "layercam",
+    "normgrad",
+    "gradnorm",
+    "attention-relevance",
+    "eigencam",
+    "scorecam",
+    "guided-backprop",
+    "guided-gradcam",
+)
+WORD_CHOICES = ("all", "content")  # mmcam.adapters.captioning.WORD_CHOICES
+METRICS = (  # the keys of mmcam.evaluation.scoring.METRICS
+    "localization",
+    "pointing",
+    "energy",
+    "deletion",
+    "insertion",
+    "occlusion",
+    "discrimination",
+    "sanity",
+)
+TASKS = ("classify", "caption", "vqa", "rl")  # mmcam.evaluation.tasks.TASKS
+BASELINES = ("uniform", "center")  # the keys of mmcam.metrics.baselines.BASELINES
+PERTURBATIONS = ("blur", "zero")  # mmcam.metrics.faithfulness.PERTURBATIONS
+SUITES = ("classify", "caption", "vqa")  # the keys of mmcam.bench.SUITES
+SHAPES_SEED = 30_000  # mmcam.evaluation.data.SHAPES_SEED
+DEFAULT_SCENES = 500  # mmcam.evaluation.runner.DEFAULT_SCENES
