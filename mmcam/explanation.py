@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -33,6 +33,15 @@ class Explanation:
     weights: Tensor | None = None
     token_weights: Tensor | None = None
     kinds: list[str] | None = None
+
+    def cpu(self) -> Explanation:
+        """The same explanation with its tensors on the CPU (to draw, save or compare with masks)."""
+        moved = {
+            name: value.cpu()
+            for name, value in vars(self).items()
+            if isinstance(value, Tensor) and value.device.type != "cpu"
+        }
+        return replace(self, **moved) if moved else self
 
     def peaks(self) -> Tensor:
         """(B, K, 2) integer (x, y) input-pixel coordinates of each map's maximum."""

@@ -110,6 +110,7 @@ def test_classify_json_schema_and_files(image_path, tmp_path, capsys):
             "unknown method",
         ),
         (["classify", "{image}", "--model", "torchvision:resnet18:random", "--top", "0"], "at least 1"),
+        (["vqa", "{image}", "-q", "what color?", "--device", "gpu"], "not a device name; use cpu, cuda"),
     ],
 )
 def test_errors_are_one_line_without_traceback(arguments, message, image_path, tmp_path):
@@ -284,3 +285,31 @@ def test_ctrl_c_while_starting_up_says_interrupted_without_a_traceback(image_pat
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert err.strip().splitlines()[-1] == "mmcam: interrupted" and "Traceback" not in err
+
+
+def test_device_option_runs_the_model_there_and_names_a_missing_device(
+    image_path, tmp_path, capsys, monkeypatch
+):
+    """--device cpu gives what the default gives on a machine without a GPU; a CUDA device this machine
+    does not have is one sentence, said before any model is loaded."""
+    import torch
+
+    from mmcam.engine.devices import chosen_device
+
+    common = [str(image_path), "--top", "2", "--json"]  # the bundled model: the same weights every load
+    assert main(["classify", *common, "-o", str(tmp_path / "a"), "--device", "cpu"]) == 0
+    on_cpu = json.loads(capsys.readouterr().out)
+    assert main(["classify", *common, "-o", str(tmp_path / "b")]) == 0
+    default = json.loads(capsys.readouterr().out)
+    if not torch.cuda.is_available():
+        for got, expected in zip(on_cpu["targets"], default["targets"], strict=True):
+            assert (got["label"], got["score"], got["peak"]) == (
+                expected["label"],
+                expected["score"],
+                expected["peak"],
+            )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA device is available here; use --device cpu"):
+        chosen_device("cuda")
+    assert main(["caption", *common[:1], "--device", "cuda", "-o", str(tmp_path / "c")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err

@@ -436,3 +436,18 @@ def test_layout_may_depend_on_the_inputs():
     for length in (3, 5):
         got = explainer({"pixel_values": image, "input_ids": torch.arange(length)[None]}, 1)
         assert got.raw.shape == (1, 1, 4, 4) and torch.isfinite(got.maps).all()
+
+
+def test_inputs_go_to_the_model_device_as_copies_and_explanations_come_back_to_the_cpu():
+    from mmcam.engine.devices import model_device, on_model_device
+    from tests.conftest import ConvPoolLinear
+
+    on_meta = nn.Linear(2, 2, device="meta")
+    pixels = torch.zeros(1, 3, 4, 4)
+    moved = on_model_device({"pixel_values": pixels, "question": "why?"}, on_meta)
+    assert moved["pixel_values"].device.type == "meta" and moved["question"] == "why?"
+    assert pixels.device.type == "cpu"  # the caller's tensor stays where it was
+    assert model_device(nn.ReLU()) is None and on_model_device(pixels, nn.ReLU()) is pixels
+
+    explanation = mmcam.explain(ConvPoolLinear().eval(), torch.randn(1, 3, 8, 8), [[0, 1]])
+    assert explanation.cpu() is explanation  # already there: nothing copied

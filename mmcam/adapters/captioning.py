@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from mmcam.adapters.hub import load_local, quiet_generation, unknown_words
 from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
 from mmcam.engine import Explainer
+from mmcam.engine.devices import on_model_device
 from mmcam.explanation import Explanation
 from mmcam.subject import Subject
 from mmcam.targets import Target, TokenLogProb
@@ -109,8 +110,9 @@ def explain_caption(
     """Generate (or take) a caption of ``image`` and explain its words in one forward and one backward.
 
     ``counterfactual`` explains the negated word targets: where the evidence against each word is.
+    The model runs on its device; the explanation comes back on the CPU.
     """
-    pixels = captioner.preprocess([image])
+    pixels = on_model_device(captioner.preprocess([image]), captioner.model)
     if caption is None:
         with torch.no_grad():
             caption = captioner.generate(pixels)[0]
@@ -122,7 +124,7 @@ def explain_caption(
         targets = [-target for target in targets]
     explainer = explainer or captioner.explainer()
     inputs = {"pixel_values": pixels, "input_ids": torch.tensor([tokenized.ids])}
-    return CaptionExplanation(caption, tokenized.words, explainer(inputs, targets))
+    return CaptionExplanation(caption, tokenized.words, explainer(inputs, targets).cpu())
 
 
 def huggingface_tokenize(tokenizer, start_id: int) -> Callable[[str], Tokenized]:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from mmcam.adapters.hub import load_local
 from mmcam.adapters.tokens import PRE_ATTENTION_NORMS
 from mmcam.engine import Explainer, Layout
+from mmcam.engine.devices import on_model_device
 from mmcam.explanation import Explanation
 from mmcam.subject import Subject
 from mmcam.targets import logits_of
@@ -71,15 +72,16 @@ class ImageClassifier:
     def top_classes(self, pixels: Tensor, top: int) -> list[list[int]]:
         """The ``top`` highest-scoring class indices of each image, best first."""
         with torch.no_grad():
-            logits = logits_of(self.model(pixels))
+            logits = logits_of(self.model(on_model_device(pixels, self.model)))
         return logits.topk(min(top, logits.shape[1]), dim=1).indices.tolist()
 
     def explain(
         self, images: Sequence[Image.Image], top: int = 1, layer: str | None = None, method: str | None = None
     ) -> Explanation:
-        """Explain the ``top`` highest-scoring classes of each image, all in one pass."""
+        """Explain the ``top`` highest-scoring classes of each image, all in one pass (on the model's
+        device; the explanation comes back on the CPU)."""
         pixels = self.preprocess(images)
-        return self.explainer(layer, method)(pixels, self.top_classes(pixels, top))
+        return self.explainer(layer, method)(pixels, self.top_classes(pixels, top)).cpu()
 
 
 def class_names_of(model: nn.Module) -> list[str] | None:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from mmcam.adapters.hub import load_local, quiet_generation, unknown_words
 from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
 from mmcam.engine import Explainer, Layout
+from mmcam.engine.devices import on_model_device
 from mmcam.explanation import Explanation, join_targets
 from mmcam.subject import Subject
 from mmcam.targets import ClassScore, Difference, Negated, Target, TokenLogProb, logits_of
@@ -125,10 +126,10 @@ def explain_answers(
     """Explain ``question`` about ``image``: the predicted answer first, then the others asked for.
 
     ``explainer`` (default ``vqa.explainer(layer, method)``) can be built once and reused for many
-    questions and images."""
+    questions and images. The model runs on its device; the explanation comes back on the CPU."""
     if not question.strip():
         raise ValueError("the question is empty")
-    inputs = vqa.prepare([image], [question])
+    inputs = on_model_device(vqa.prepare([image], [question]), vqa.model)
     tokens = vqa.question_tokens(inputs)
     explainer = explainer or vqa.explainer(layer, method)
     if vqa.answers is None:
@@ -136,7 +137,7 @@ def explain_answers(
     with torch.no_grad():
         logits = logits_of(vqa.forward(vqa.model, inputs))
     targets = answer_targets(logits, vqa, answers, top, why_not)
-    explanation = explainer(inputs, targets)
+    explanation = explainer(inputs, targets).cpu()
     return VQAExplanation(question, tokens, explanation.labels[0][0], explanation)
 
 
@@ -156,7 +157,7 @@ def _explain_generated(
         extended, positions = vqa.answer_inputs(inputs, answer)
         target: Target = TokenLogProb(extended["answer_ids"], positions, answer)
         parts.append(explainer(extended, -target if negate else target))
-    return VQAExplanation(question, tokens, predicted, join_targets(parts))
+    return VQAExplanation(question, tokens, predicted, join_targets(parts).cpu())
 
 
 def hf_question_tokens(tokenizer, inputs: dict[str, Tensor]) -> list[str | None]:

@@ -40,8 +40,9 @@ def run(arguments: argparse.Namespace) -> int:
         ratio_table,
         vqa_cases,
     )
+    from mmcam.engine.devices import chosen_device
 
-    device = torch.device(arguments.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = chosen_device(arguments.device)
     for tool in missing_peers():
         print(
             f'mmcam bench: {tool} is not installed, its cases are skipped (pip install -e ".[dev]")',

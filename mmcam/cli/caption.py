@@ -59,10 +59,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(arguments: argparse.Namespace) -> int:
     from mmcam.adapters.captioning import explain_caption
     from mmcam.cli.records import explanation_record
+    from mmcam.engine.devices import chosen_device
     from mmcam.images import load_image
     from mmcam.loading import load_captioner
 
+    device = chosen_device(arguments.device)
     captioner = load_captioner(arguments.model, arguments.trust_pickle)
+    captioner.model.to(device)
     arguments.method = chosen_method(arguments, captioner)
     explainer = captioner.explainer(arguments.layer, arguments.method)
     table = concept_table_of(arguments, captioner.subject(arguments.layer))

@@ -60,12 +60,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     from mmcam.cli.records import clip_record, explanation_record
+    from mmcam.engine.devices import chosen_device
     from mmcam.images import load_image
     from mmcam.loading import load_classifier
     from mmcam.videos import load_clip
 
     check_top(arguments)
+    device = chosen_device(arguments.device)
     classifier = load_classifier(arguments.model, arguments.trust_pickle)
+    classifier.model.to(device)
     arguments.method = chosen_method(arguments, classifier)
     explainer = classifier.explainer(arguments.layer, arguments.method)
     table = concept_table_of(arguments, classifier.subject(arguments.layer))
@@ -90,7 +93,7 @@ def run(arguments: argparse.Namespace) -> int:
     def explain_clip(path: str, stem: str) -> dict:
         frames = load_clip(path, arguments.frames)
         pixels = classifier.preprocess([frames])
-        explanation = explainer(pixels, targets(pixels))
+        explanation = explainer(pixels, targets(pixels)).cpu()
         return clip_record(
             "classify", classifier.name, path, frames, explanation, output, stem, arguments.save_maps
         )
@@ -98,7 +101,7 @@ def run(arguments: argparse.Namespace) -> int:
     def explain_one(path: str, stem: str) -> dict:
         image = load_image(path)
         pixels = classifier.preprocess([image])
-        explanation = explainer(pixels, targets(pixels))
+        explanation = explainer(pixels, targets(pixels)).cpu()
         record = explanation_record(
             "classify",
             classifier.name,

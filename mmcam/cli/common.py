@@ -38,6 +38,12 @@ def add_explain_options(
         metavar="DIR",
         help=f"where figures go (default ./{default_output})",
     )
+    parser.add_argument(
+        "--device",
+        default=None,
+        metavar="D",
+        help="where the model runs: cpu, cuda, cuda:N or mps (default: cuda when available, else cpu)",
+    )
     add_trust_pickle_option(parser)
     parser.add_argument(
         "--overwrite",

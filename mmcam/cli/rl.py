@@ -100,13 +100,16 @@ def _rollout_probe(policy, venv, episodes: int = 20, seed: int = 50_000):
 def run(arguments: argparse.Namespace) -> int:
     from mmcam.adapters.rl import explain_episodes, make_env
     from mmcam.cli.records import rollout_records, rollout_table, saved_maps
+    from mmcam.engine.devices import chosen_device
     from mmcam.loading import load_policy
     from mmcam.report import rl_views, write_report
     from mmcam.viz.figures import save_figure
     from mmcam.viz.rl import attention_figure, episode_images, save_animation
 
+    device = chosen_device(arguments.device)
     venv = make_env(arguments.env, arguments.frame_stack)
     policy = load_policy(arguments.policy, venv, arguments.trust_pickle)
+    policy.model.to(device)
     table = None
     if arguments.concepts:
         table = concept_table_of(arguments, policy.subject(arguments.layer), _rollout_probe(policy, venv))

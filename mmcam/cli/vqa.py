@@ -58,11 +58,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(arguments: argparse.Namespace) -> int:
     from mmcam.adapters.vqa import explain_answers
     from mmcam.cli.records import explanation_record
+    from mmcam.engine.devices import chosen_device
     from mmcam.images import load_image
     from mmcam.loading import load_vqa
 
     check_top(arguments)
+    device = chosen_device(arguments.device)
     vqa = load_vqa(arguments.model, arguments.trust_pickle)
+    vqa.model.to(device)
     arguments.method = chosen_method(arguments, vqa)
     table = concept_table_of(arguments, vqa.subject(arguments.layer))
     output = output_folder(arguments)

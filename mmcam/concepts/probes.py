@@ -25,6 +25,7 @@ from PIL import Image
 from torch import Tensor
 
 from mmcam.concepts.dissect import ConceptTable, dissect, name_from_labels
+from mmcam.engine.devices import on_model_device
 from mmcam.subject import Subject
 
 ImageBatch = tuple[list[Image.Image], Tensor]
@@ -146,7 +147,7 @@ def name_units(subject: Subject, probe: ProbeSet, progress: bool = True) -> Conc
 
     def batches() -> Iterator[tuple[Any, Tensor]]:
         for images, evidence in probe.batches():
-            yield subject.inputs(images), evidence
+            yield on_model_device(subject.inputs(images), subject.model), evidence
 
     common = {"model_name": subject.name, "progress": progress, "forward": subject.forward}
     if probe.kind == "masks":

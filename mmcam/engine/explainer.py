@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from mmcam.engine.context import CamContext, Forward
+from mmcam.engine.devices import on_model_device
 from mmcam.engine.layers import auto_layer, resolve_layer
 from mmcam.engine.layouts import Layout
 from mmcam.engine.methods import get_method
@@ -44,7 +45,8 @@ class Explainer:
     entry is the image, (B, C, H, W) or a video or volume (B, C, T, H, W); the default calls
     ``model(image)``. ``chunk_size`` bounds how many targets share one batched backward.
     ``signed=True`` keeps each map's sign (no final ReLU; maps scaled by max |L| into [-1, 1]);
-    ``upsampling`` is ``"bilinear"`` (trilinear for video) or ``"nearest"``.
+    ``upsampling`` is ``"bilinear"`` (trilinear for video) or ``"nearest"``. Inputs go to the model's
+    device (the maps and scores come back there).
 
     A call on a model another call (or thread) is explaining waits for it; the model comes back
     exactly as it went in. Gradient methods raise when a target does not depend on the layer (no
@@ -150,7 +152,10 @@ class Explainer:
                 "the image must be a float tensor (B, C, H, W), or (B, C, T, H, W) for video, "
                 f"got {image.dtype} of shape {tuple(image.shape)}"
             )
-        return {key: value.detach() if isinstance(value, Tensor) else value for key, value in inputs.items()}
+        return on_model_device(
+            {key: value.detach() if isinstance(value, Tensor) else value for key, value in inputs.items()},
+            self.model,
+        )
 
 
 def explain(

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from mmcam.engine.devices import chosen_device
+
 
 @dataclass(frozen=True)
 class Processes:
@@ -40,9 +42,7 @@ def start_processes(device: str | None) -> Processes:
     """One process, or (under ``torchrun``: WORLD_SIZE > 1) join the process group: gloo on the CPU,
     nccl with one GPU per local rank. ``device`` None: CUDA when available, else the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is available here")
+    device = str(chosen_device(device))
     if world == 1:
         return Processes(device=device)
     if device.startswith("cuda"):

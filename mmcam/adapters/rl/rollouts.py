@@ -17,6 +17,7 @@ from torch import Tensor
 from mmcam.adapters.rl.environments import as_vec_env, display_frames, env_action_names, env_name
 from mmcam.adapters.rl.policies import RLPolicy
 from mmcam.engine import Explainer
+from mmcam.engine.devices import on_model_device
 from mmcam.engine.state import explanation_mode
 from mmcam.explanation import Explanation, join_samples
 from mmcam.metrics.attention import area_shares, mass_shares
@@ -50,7 +51,8 @@ def play(
         for _ in range(max_steps):
             observations.append(observation[0])
             masks.append(info.get("masks"))
-            output = policy.forward(policy.model, {"pixel_values": policy.to_pixels(observation)})
+            pixels = on_model_device(policy.to_pixels(observation), policy.model)
+            output = policy.forward(policy.model, {"pixel_values": pixels})
             if deterministic:
                 action = int(output.logits[0].argmax())
             else:
@@ -102,13 +104,14 @@ class Episode:
 def _explain_steps(
     explainer: Explainer, pixels: Tensor, actions: list[int], extra: list[Target], batch_size: int
 ) -> Explanation:
-    """Explain every step's chosen action and the ``extra`` targets, ``batch_size`` steps per call."""
+    """Explain every step's chosen action and the ``extra`` targets, ``batch_size`` steps per call (on
+    the model's device; the explanation comes back on the CPU)."""
     return join_samples(
         [
             explainer(
                 {"pixel_values": pixels[i : i + batch_size]},
                 [ClassScore(actions[i : i + batch_size]), *extra],
-            )
+            ).cpu()
             for i in range(0, len(actions), batch_size)
         ]
     )
