@@ -51,3 +51,12 @@ def frames_figure(frames: Sequence[Image.Image], maps: Tensor, title: str, colum
 
 def save_figure(figure: Figure, path) -> None:
     figure.savefig(path, dpi=100)
+
+
+def notebook_figure(figure: Figure, path, dpi: int = 60):
+    """Save ``figure`` to ``path`` (JPEG for ``.jpg``, small enough to keep in a committed notebook) and
+    return it for display in a notebook cell."""
+    from IPython.display import Image as Shown
+
+    figure.savefig(path, dpi=dpi, pil_kwargs={"quality": 80} if str(path).endswith(".jpg") else None)
+    return Shown(filename=str(path))
