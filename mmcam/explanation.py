@@ -50,6 +50,9 @@ class Explanation:
         return torch.stack((flat % width, flat // width), dim=-1)
 
 
+TENSOR_FIELDS = ("maps", "raw", "scores", "weights", "token_weights")
+
+
 def _joined_tensor(parts: list[Explanation], name: str, dim: int) -> Tensor | None:
     values = [getattr(part, name) for part in parts]
     return None if any(v is None for v in values) else torch.cat(values, dim=dim)
@@ -90,3 +93,20 @@ def join_samples(parts: list[Explanation]) -> Explanation:
         token_weights=_joined_tensor(parts, "token_weights", 0),
         kinds=first.kinds,
     )
+
+
+def split_samples(explanation: Explanation) -> list[Explanation]:
+    """One Explanation per sample (B = 1 each), the inverse of ``join_samples``."""
+
+    def row(value: Tensor | None, b: int) -> Tensor | None:
+        return None if value is None else value[b : b + 1]
+
+    return [
+        replace(
+            explanation,
+            **{name: row(getattr(explanation, name), b) for name in TENSOR_FIELDS},
+            labels=[explanation.labels[b]],
+            indices=[explanation.indices[b]],
+        )
+        for b in range(len(explanation.labels))
+    ]

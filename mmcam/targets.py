@@ -96,6 +96,32 @@ class ClassScore(Target):
         return f"class {position}"
 
 
+class TopClass(ClassScore):
+    """The logit of each sample's ``rank``-th best class (rank 0: the predicted class).
+
+    The classes are read from the first output the target meets, the engine's clean forward, so
+    choosing them costs no forward of its own: y_{c_b} with c_b = argsort(-y_b)[rank]. Later calls
+    (the masked or noisy copies of the batch some methods run) keep those classes.
+    """
+
+    def __init__(self, rank: int = 0, names: Sequence[str] | None = None):
+        if rank < 0:
+            raise ValueError(f"rank {rank}: ranks start at 0, the predicted class")
+        self.rank = rank
+        self.names = names
+        self.indices: Tensor | None = None
+
+    def __call__(self, output: Any) -> Tensor:
+        if self.indices is None:
+            logits = logits_of(output)
+            if self.rank >= logits.shape[1]:
+                raise ValueError(
+                    f"the class ranked {self.rank + 1} was asked for, but the model has {logits.shape[1]} outputs"
+                )
+            self.indices = logits.detach().topk(self.rank + 1, dim=1).indices[:, self.rank].cpu()
+        return super().__call__(output)
+
+
 class Negated(Target):
     """The negated score: its Grad-CAM is the counterfactual map, the evidence *against* the target."""
 

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -313,3 +314,73 @@ def test_device_option_runs_the_model_there_and_names_a_missing_device(
         chosen_device("cuda")
     assert main(["caption", *common[:1], "--device", "cuda", "-o", str(tmp_path / "c")]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def scene_folder(tmp_path_factory):
+    """Seven shapes scenes and, fourth in name order, a file that is not an image."""
+    from mmcam.zoo import make_scenes
+
+    folder = tmp_path_factory.mktemp("scenes")
+    for i, scene in enumerate(make_scenes(7, seed=61_000)):
+        Image.fromarray(scene.image).save(folder / f"scene-{i if i < 3 else i + 1}.png")
+    (folder / "scene-3.png").write_text("not an image")
+    return folder
+
+
+def _records(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def _same_results(got: list[dict], expected: list[dict]) -> None:
+    assert [r["image"] for r in got] == [r["image"] for r in expected]
+    for one, other in zip(got, expected):
+        assert [t["label"] for t in one["targets"]] == [t["label"] for t in other["targets"]]
+        assert [t["peak"] for t in one["targets"]] == [t["peak"] for t in other["targets"]]
+        np.testing.assert_allclose(
+            [t["score"] for t in one["targets"]], [t["score"] for t in other["targets"]], atol=1e-4
+        )
+
+
+def test_a_folder_in_batches_with_workers_gives_what_one_image_at_a_time_gives(
+    scene_folder, tmp_path, capsys
+):
+    """Batches of 4 through the model, images decoded and figures drawn by 2 worker processes: the same
+    records, in input order, the unreadable file skipped with one line, figures and report written."""
+    one_by_one = ["classify", str(scene_folder), "--json", "--batch-size", "1", "--workers", "0"]
+    assert main([*one_by_one, "-o", str(tmp_path / "one")]) == 1  # one input failed
+    expected = _records(capsys.readouterr().out)
+    batched = ["classify", str(scene_folder), "--json", "--batch-size", "4", "--workers", "2"]
+    assert main([*batched, "-o", str(tmp_path / "batched")]) == 1
+    out, err = capsys.readouterr()
+    got = _records(out)
+    assert len(got) == 7 and err.count("mmcam: skipped") == 1 and "scene-3.png" in err
+    _same_results(got, expected)
+    assert all(Path(t["map"]).is_file() for r in got for t in r["targets"])
+    assert (tmp_path / "batched" / "report.html").is_file()
+
+
+def test_no_figures_writes_only_the_json_and_the_maps(scene_folder, tmp_path, capsys):
+    options = ["--json", "--no-figures", "--save-maps", "--batch-size", "3", "-o", str(tmp_path)]
+    assert (
+        main(["classify", str(scene_folder / "scene-0.png"), str(scene_folder / "scene-1.png"), *options])
+        == 0
+    )
+    records = _records(capsys.readouterr().out)
+    assert len(records) == 2 and all("map" not in t for r in records for t in r["targets"])
+    assert sorted(path.suffix for path in tmp_path.iterdir()) == [".safetensors", ".safetensors"]
+
+
+def test_two_processes_under_torchrun_give_what_one_gives(scene_folder, tmp_path, capsys):
+    """torchrun splits the inputs over 2 gloo processes; the first prints every record, in input order."""
+    import os
+
+    assert main(["classify", str(scene_folder), "--json", "--no-figures", "-o", str(tmp_path / "one")]) == 1
+    expected = _records(capsys.readouterr().out)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += ["-m", "mmcam", "classify", str(scene_folder), "--json", "--no-figures", "--device", "cpu"]
+    command += ["--batch-size", "2", "-o", str(tmp_path / "two")]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300, env=environment)
+    assert done.returncode == 1, done.stderr[-2000:]  # the unreadable file, on one of the processes
+    _same_results(_records(done.stdout), expected)

@@ -451,3 +451,21 @@ def test_inputs_go_to_the_model_device_as_copies_and_explanations_come_back_to_t
 
     explanation = mmcam.explain(ConvPoolLinear().eval(), torch.randn(1, 3, 8, 8), [[0, 1]])
     assert explanation.cpu() is explanation  # already there: nothing copied
+
+
+def test_top_class_targets_choose_their_classes_in_the_pass_that_explains_them():
+    """TopClass(r) explains each sample's r-th best class, read from the clean forward: the same maps as
+    naming those classes, also for Score-CAM, whose masked copies would rank the classes differently."""
+    from mmcam.targets import TopClass
+    from tests.conftest import ConvPoolLinear
+
+    torch.manual_seed(3)
+    model, images = ConvPoolLinear(classes=5).eval(), torch.randn(3, 3, 16, 16)
+    ranked = model(images).argsort(dim=1, descending=True)
+    for method in ("gradcam", "scorecam"):
+        got = mmcam.explain(model, images, [TopClass(0), TopClass(2)], method=method)
+        expected = mmcam.explain(model, images, ranked[:, [0, 2]].tolist(), method=method)
+        assert got.indices == expected.indices
+        torch.testing.assert_close(got.raw, expected.raw)
+    with pytest.raises(ValueError, match="the class ranked 6 was asked for, but the model has 5 outputs"):
+        mmcam.explain(model, images, [TopClass(5)])

@@ -15,10 +15,9 @@ from torch import Tensor, nn
 from mmcam.adapters.hub import load_local
 from mmcam.adapters.tokens import PRE_ATTENTION_NORMS
 from mmcam.engine import Explainer, Layout
-from mmcam.engine.devices import on_model_device
 from mmcam.explanation import Explanation
 from mmcam.subject import Subject
-from mmcam.targets import logits_of
+from mmcam.targets import TopClass
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -69,19 +68,19 @@ class ImageClassifier:
         )
         raise ValueError(f"'{name_or_index}' is not a class of {self.name}; its classes: {shown}")
 
-    def top_classes(self, pixels: Tensor, top: int) -> list[list[int]]:
-        """The ``top`` highest-scoring class indices of each image, best first."""
-        with torch.no_grad():
-            logits = logits_of(self.model(on_model_device(pixels, self.model)))
-        return logits.topk(min(top, logits.shape[1]), dim=1).indices.tolist()
-
     def explain(
         self, images: Sequence[Image.Image], top: int = 1, layer: str | None = None, method: str | None = None
     ) -> Explanation:
-        """Explain the ``top`` highest-scoring classes of each image, all in one pass (on the model's
-        device; the explanation comes back on the CPU)."""
-        pixels = self.preprocess(images)
-        return self.explainer(layer, method)(pixels, self.top_classes(pixels, top)).cpu()
+        """Explain the ``top`` highest-scoring classes of each image, chosen in the same forward that
+        explains them (on the model's device; the explanation comes back on the CPU)."""
+        return self.explainer(layer, method)(self.preprocess(images), top_targets(top)).cpu()
+
+
+def top_targets(top: int) -> list[TopClass]:
+    """The ``top`` best classes of each sample, best first, as targets (``TopClass``)."""
+    if top < 1:
+        raise ValueError("--top must be at least 1")
+    return [TopClass(rank) for rank in range(top)]
 
 
 def class_names_of(model: nn.Module) -> list[str] | None:

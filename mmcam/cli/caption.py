@@ -6,13 +6,16 @@ import argparse
 
 from mmcam.cli.choices import WORD_CHOICES
 from mmcam.cli.common import (
+    add_batch_options,
     add_concept_options,
     add_concepts,
     add_explain_options,
     chosen_method,
     concept_table_of,
-    for_each_image,
+    for_each_input,
+    one_by_one,
     output_folder,
+    record_job,
     unknown_words_said,
 )
 
@@ -53,50 +56,47 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     add_concept_options(parser)
     add_explain_options(parser)
+    add_batch_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(arguments: argparse.Namespace) -> int:
     from mmcam.adapters.captioning import explain_caption
-    from mmcam.cli.records import explanation_record
-    from mmcam.engine.devices import chosen_device
+    from mmcam.evaluation.distributed import start_processes
     from mmcam.images import load_image
     from mmcam.loading import load_captioner
 
-    device = chosen_device(arguments.device)
+    processes = start_processes(arguments.device)
     captioner = load_captioner(arguments.model, arguments.trust_pickle)
-    captioner.model.to(device)
+    captioner.model.to(processes.device)
     arguments.method = chosen_method(arguments, captioner)
     explainer = captioner.explainer(arguments.layer, arguments.method)
     table = concept_table_of(arguments, captioner.subject(arguments.layer))
     output = output_folder(arguments)
     unknown = unknown_words_said(captioner.unknown_words, {"caption": arguments.caption})
 
-    def explain_one(path: str, stem: str) -> dict:
-        image = load_image(path)
+    def explain_one(item):
         result = explain_caption(
             captioner,
-            image,
+            item.image,
             caption=arguments.caption,
             words=arguments.words,
             whole_caption=arguments.whole,
             counterfactual=arguments.counterfactual,
             explainer=explainer,
         )
-        record = explanation_record(
-            "caption",
-            captioner.name,
-            path,
-            image,
-            result.explanation,
-            output,
-            heading=result.caption,
-            stem=stem,
-            save_maps=arguments.save_maps,
-        )
-        if table is not None:
-            add_concepts(record, result.explanation.weights[0], table, "wrote")
-        record = {**record, "caption": result.caption, "words": result.words}
-        return {**record, "unknown_words": unknown} if unknown else record
 
-    return for_each_image(arguments.images, explain_one, arguments.json, output)
+        def finish(record: dict) -> dict:
+            if table is not None:
+                add_concepts(record, result.explanation.weights[0], table, "wrote")
+            record = {**record, "caption": result.caption, "words": result.words}
+            return {**record, "unknown_words": unknown} if unknown else record
+
+        job = record_job(
+            arguments, output, "caption", captioner.name, item, result.explanation, heading=result.caption
+        )
+        return job, finish
+
+    return for_each_input(
+        arguments, processes, load_image, lambda image: None, one_by_one(explain_one), output
+    )

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 
 from mmcam.cli.common import (
+    add_batch_options,
     add_concept_options,
     add_concepts,
     add_explain_options,
     check_top,
     chosen_method,
     concept_table_of,
-    for_each_image,
+    for_each_input,
     output_folder,
+    record_job,
 )
 
 
@@ -55,20 +57,26 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--frames", type=int, default=16, help="--video: frames sampled evenly (default 16)")
     add_concept_options(parser)
     add_explain_options(parser)
+    add_batch_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from mmcam.cli.records import clip_record, explanation_record
-    from mmcam.engine.devices import chosen_device
+    from functools import partial
+
+    import torch
+
+    from mmcam.adapters.classification import top_targets
+    from mmcam.evaluation.distributed import start_processes
+    from mmcam.explanation import split_samples
     from mmcam.images import load_image
     from mmcam.loading import load_classifier
     from mmcam.videos import load_clip
 
     check_top(arguments)
-    device = chosen_device(arguments.device)
+    processes = start_processes(arguments.device)
     classifier = load_classifier(arguments.model, arguments.trust_pickle)
-    classifier.model.to(device)
+    classifier.model.to(processes.device)
     arguments.method = chosen_method(arguments, classifier)
     explainer = classifier.explainer(arguments.layer, arguments.method)
     table = concept_table_of(arguments, classifier.subject(arguments.layer))
@@ -86,36 +94,34 @@ def run(arguments: argparse.Namespace) -> int:
 
     chosen = [classifier.class_index(name) for name in arguments.classes]
 
-    def targets(pixels) -> list[list[int]]:
-        """The --class classes for every input, else each input's top classes."""
-        return [chosen] * len(pixels) if chosen else classifier.top_classes(pixels, arguments.top)
+    def finish(explanation):
+        """What only this process adds to an input's record: the concepts behind its classes."""
 
-    def explain_clip(path: str, stem: str) -> dict:
-        frames = load_clip(path, arguments.frames)
-        pixels = classifier.preprocess([frames])
-        explanation = explainer(pixels, targets(pixels)).cpu()
-        return clip_record(
-            "classify", classifier.name, path, frames, explanation, output, stem, arguments.save_maps
-        )
+        def finished(record: dict) -> dict:
+            if table is not None:
+                add_concepts(record, explanation.weights[0], table, "predicted")
+            return record
 
-    def explain_one(path: str, stem: str) -> dict:
-        image = load_image(path)
-        pixels = classifier.preprocess([image])
-        explanation = explainer(pixels, targets(pixels)).cpu()
-        record = explanation_record(
-            "classify",
-            classifier.name,
-            path,
-            image,
-            explanation,
-            output,
-            stem=stem,
-            save_maps=arguments.save_maps,
-        )
-        if table is not None:
-            add_concepts(record, explanation.weights[0], table, "predicted")
-        return record
+        return finished
+
+    def explain_batch(loaded: list) -> list:
+        """One forward and one backward for the batch: the --class classes, else each input's top ones."""
+        pixels = torch.cat([item.inputs for item in loaded])
+        targets = [chosen] * len(loaded) if chosen else top_targets(arguments.top)
+        explanations = split_samples(explainer(pixels, targets).cpu())
+        return [
+            (
+                record_job(arguments, output, "classify", classifier.name, item, one, arguments.video),
+                finish(one),
+            )
+            for item, one in zip(loaded, explanations)
+        ]
 
     if arguments.video:
-        return for_each_image(arguments.images, explain_clip, arguments.json, output, clips=True)
-    return for_each_image(arguments.images, explain_one, arguments.json, output)
+        load, prepare = (
+            partial(load_clip, frames=arguments.frames),
+            lambda frames: classifier.preprocess([frames]),
+        )
+    else:
+        load, prepare = load_image, lambda image: classifier.preprocess([image])
+    return for_each_input(arguments, processes, load, prepare, explain_batch, output, clips=arguments.video)

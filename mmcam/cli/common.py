@@ -7,9 +7,11 @@ import argparse
 import json
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from contextlib import closing
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mmcam.cli.choices import METHODS
 
@@ -169,49 +171,165 @@ def check_top(arguments: argparse.Namespace) -> None:
         raise ValueError("--top must be at least 1")
 
 
-def for_each_image(
-    paths: list[str],
-    explain_one: Callable[[str, str], dict],
-    as_json: bool,
+def add_batch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        metavar="B",
+        help="inputs per forward pass (default 8; classify runs the batch through the model at once)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="W",
+        help="processes that decode the images and draw the figures while the model runs (default: 2, "
+        "0 for none; none for a single image)",
+    )
+    parser.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="write no figures and no report: the JSON (and --save-maps) only, for whole folders at speed",
+    )
+
+
+# Per input: (a picklable call that writes its figures and makes its record, what to add to the record),
+# or the error that stopped that input.
+Job = tuple[Callable[[], dict], Callable[[dict], dict]] | ValueError
+
+
+def record_job(
+    arguments: argparse.Namespace,
+    output: Path,
+    task: str,
+    model: str,
+    item,
+    explanation,
+    clip: bool = False,
+    **extra,
+) -> Callable[[], dict]:
+    """The picklable call that writes the figures of one loaded input's explanation and makes its record
+    (``explanation_record``, ``clip_record`` for a clip), as the options ask."""
+    from mmcam.cli.records import clip_record, explanation_record
+
+    return partial(
+        clip_record if clip else explanation_record,
+        task,
+        model,
+        item.path,
+        item.image,
+        explanation,
+        output,
+        stem=item.stem,
+        save_maps=arguments.save_maps,
+        figures=not arguments.no_figures,
+        **extra,
+    )
+
+
+def one_by_one(explain_one: Callable[[Any], Job]) -> Callable[[list], list[Job]]:
+    """An ``explain_batch`` that explains each loaded input on its own (a model that is not run in
+    batches); an input's error stops that input only."""
+
+    def explain_batch(loaded: list) -> list[Job]:
+        jobs: list[Job] = []
+        for item in loaded:
+            try:
+                jobs.append(explain_one(item))
+            except ValueError as error:
+                jobs.append(error)
+        return jobs
+
+    return explain_batch
+
+
+def for_each_input(
+    arguments: argparse.Namespace,
+    processes,
+    load: Callable[[str], Any],
+    prepare: Callable[[Any], Any],
+    explain_batch: Callable[[list], list[Job]],
     output: Path | None = None,
     clips: bool = False,
 ) -> int:
-    """Run ``explain_one`` on each image named by ``paths`` (files, folders, glob patterns); a failing
-    image prints one line and the rest go on. With ``output``, the records also go into the folder's
-    interactive ``report.html``. With ``clips``, each path is one clip (a folder is its frames) and
-    there is no report (its views show images).
+    """Explain the inputs named by ``arguments.images`` (files, folders, glob patterns; with ``clips`` each
+    path is one clip) in batches of ``--batch-size``: worker processes ``load`` and ``prepare`` each input
+    while the model runs, ``explain_batch(loaded)`` explains a batch and gives per input a ``Job``: a
+    call that writes its figures and makes its record (run by worker processes too) and a function
+    adding the keys only this process knows, or the error that stopped the input. Records are printed in input order as they are ready (JSON lines with
+    ``--json``); with ``output`` and figures they also go into the folder's ``report.html``. Under
+    ``torchrun`` (``processes``, from ``start_processes``) each process takes every N-th input and the
+    first prints every record.
 
-    ``explain_one(path, stem)`` gets the file-name stem of the input's figures, unique in the run.
-    Returns 0 when all succeeded, 1 when some failed (the failures are on stderr).
+    A failing input prints one line and the rest go on (a single input's error is raised). Returns 0
+    when all succeeded, 1 when some failed.
     """
     from tqdm import tqdm
 
+    from mmcam.cli.batches import FigureWriters, loaded_batches
     from mmcam.cli.records import describe_record, unique_stems
+    from mmcam.evaluation.distributed import stop_processes
     from mmcam.images import image_paths
 
-    paths = list(paths) if clips else image_paths(paths)
+    if arguments.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    paths = list(arguments.images) if clips else image_paths(arguments.images)
     stems = unique_stems(paths)
-    failures, records = 0, []
-    progress: Iterable[str] = tqdm(
-        paths, desc="explaining", unit="image", disable=len(paths) < 2, file=sys.stderr
-    )
-    for path in progress:
-        try:
-            record = explain_one(path, stems[path])
-        except ValueError as error:
-            failures += 1
-            if len(paths) == 1:
-                raise
-            tqdm.write(f"mmcam: skipped {path}: {error}", file=sys.stderr)  # on its own line
-            continue
-        records.append(record)
+    mine = [path for i, path in enumerate(paths) if processes.owns(i)]
+    workers = (0 if len(paths) == 1 else 2) if arguments.workers is None else arguments.workers
+    records: list[tuple[int, dict]] = []
+    failures: list[str] = []
+    order = {path: i for i, path in enumerate(paths)}
+
+    def done(path: str, record: dict) -> None:
+        records.append((order[path], record))
+        if processes.world == 1:
+            said(record)
+
+    def said(record: dict) -> None:
         for note in record.get("notes", []):
-            tqdm.write(f"mmcam: {path}: {note}", file=sys.stderr)
-        print(json.dumps(record) if as_json else describe_record(record))
-    if output is not None and records and not clips:
-        report = write_records_report(records, output / "report.html")
-        print(f"report: open {report.resolve()}", file=sys.stderr if as_json else sys.stdout)
-    return 1 if failures else 0
+            tqdm.write(f"mmcam: {record['image']}: {note}", file=sys.stderr)
+        print(json.dumps(record) if arguments.json else describe_record(record), flush=True)
+
+    progress = tqdm(total=len(mine), desc="explaining", unit="image", disable=len(paths) < 2, file=sys.stderr)
+    with closing(FigureWriters(workers if output is not None and not arguments.no_figures else 0)) as writers:
+        for batch in loaded_batches(mine, stems, load, prepare, arguments.batch_size, workers):
+            good = [item for item in batch if item.error is None]
+            skipped = [(item.path, item.error) for item in batch if item.error is not None]
+            try:
+                jobs = explain_batch(good) if good else []
+            except ValueError as error:
+                jobs = [error] * len(good)
+            for item, job in zip(good, jobs):
+                if isinstance(job, ValueError):
+                    skipped.append((item.path, str(job)))
+                else:
+                    writers.submit(
+                        job[0], lambda record, item=item, finish=job[1]: done(item.path, finish(record))
+                    )
+            if skipped and len(paths) == 1:
+                raise ValueError(skipped[0][1])
+            for path, error in skipped:
+                tqdm.write(f"mmcam: skipped {path}: {error}", file=sys.stderr)  # on its own line
+            failures += [path for path, _ in skipped]
+            progress.update(len(batch))
+            writers.ready()
+        writers.ready(wait=True)
+    progress.close()
+    everything = processes.gather(records)
+    failed = len(processes.gather(failures))
+    stop_processes(processes)
+    if not processes.leader:
+        return 0  # the leader says how the whole run went
+    ordered = [record for _, record in sorted(everything, key=lambda pair: pair[0])]
+    if processes.world > 1:
+        for record in ordered:
+            said(record)
+    if output is not None and ordered and not clips and not arguments.no_figures:
+        report = write_records_report(ordered, output / "report.html")
+        print(f"report: open {report.resolve()}", file=sys.stderr if arguments.json else sys.stdout)
+    return 1 if failed else 0
 
 
 def write_records_report(records: list[dict], path: Path) -> Path:

@@ -70,9 +70,10 @@ def explanation_record(
     heading: str = "",
     stem: str | None = None,
     save_maps: bool = False,
+    figures: bool = True,
 ) -> dict:
     """Write one overlay per target (at most ``OVERLAY_SIDE`` pixels on its long side) and a figure of all
-    of them; return the shared JSON record.
+    of them (unless not ``figures``: then the targets have no ``"map"``); return the shared JSON record.
 
     ``{"task", "model", "layer", "method", "image", "size": [H, W], "targets": [{"label", "index",
     "score", "peak": [x, y], "map"}]}``, ``size`` and ``peak`` in the image file's own pixels. An image
@@ -96,7 +97,8 @@ def explanation_record(
     for k, (label, index) in enumerate(zip(explanation.labels[0], explanation.indices[0])):
         heatmap = explanation.maps[0, k]
         map_path = output / f"{stem}-{task}-{k + 1}-{slug(label)[:40]}.png"
-        overlay(shown, heatmap).save(map_path)
+        if figures:
+            overlay(shown, heatmap).save(map_path)
         flat = bool(heatmap.amax() == heatmap.amin())
         if flat:
             notes.append(
@@ -110,12 +112,14 @@ def explanation_record(
                 "score": round(float(explanation.scores[0, k]), 6),
                 **score_kind(explanation, k),
                 "peak": None if flat else list(peak_in_image(heatmap, size)),
-                "map": str(map_path),
+                **({"map": str(map_path)} if figures else {}),
             }
         )
-    titles = [f"{t['label']} ({t['score']:.2f})" for t in targets]
-    heading = heading or f"{model} · {explanation.method} @ {explanation.layer}"
-    save_figure(targets_figure(shown, explanation.maps[0], titles, heading), output / f"{stem}-{task}.png")
+    if figures:
+        titles = [f"{t['label']} ({t['score']:.2f})" for t in targets]
+        heading = heading or f"{model} · {explanation.method} @ {explanation.layer}"
+        figure = targets_figure(shown, explanation.maps[0], titles, heading)
+        save_figure(figure, output / f"{stem}-{task}.png")
     if notes:
         extra["notes"] = notes
     if save_maps:
@@ -132,9 +136,10 @@ def clip_record(
     output: Path,
     stem: str | None = None,
     save_maps: bool = False,
+    figures: bool = True,
 ) -> dict:
     """The shared JSON record of a clip (``frames`` explained as one (1, K, T, H, W) explanation): per
-    target a strip of its map over every frame, ``peak`` as [t, x, y] in the frames' pixels, and
+    target a strip of its map over every frame (unless not ``figures``), ``peak`` as [t, x, y] in the frames' pixels, and
     ``frames`` the number of frames explained."""
     size = (frames[0].height, frames[0].width)
     stem = stem or slug(Path(path).stem)
@@ -143,8 +148,9 @@ def clip_record(
         clip_map = explanation.maps[0, k]  # (T, h, w)
         t = int(clip_map.flatten(1).amax(dim=1).argmax())
         map_path = output / f"{stem}-{task}-{k + 1}-{slug(label)[:40]}.png"
-        title = f"{label} ({float(explanation.scores[0, k]):.2f})"
-        save_figure(frames_figure(frames, clip_map, title), map_path)
+        if figures:
+            title = f"{label} ({float(explanation.scores[0, k]):.2f})"
+            save_figure(frames_figure(frames, clip_map, title), map_path)
         targets.append(
             {
                 "label": label,
@@ -152,7 +158,7 @@ def clip_record(
                 "score": round(float(explanation.scores[0, k]), 6),
                 **score_kind(explanation, k),
                 "peak": [t, *peak_in_image(clip_map[t], size)],
-                "map": str(map_path),
+                **({"map": str(map_path)} if figures else {}),
             }
         )
     maps = saved_maps(explanation, output / f"{stem}-{task}-maps.safetensors") if save_maps else {}

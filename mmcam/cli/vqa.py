@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 
 from mmcam.cli.common import (
+    add_batch_options,
     add_concept_options,
     add_concepts,
     add_explain_options,
     check_top,
     chosen_method,
     concept_table_of,
-    for_each_image,
+    for_each_input,
+    one_by_one,
     output_folder,
+    record_job,
     unknown_words_said,
 )
 
@@ -52,20 +55,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     add_concept_options(parser)
     add_explain_options(parser)
+    add_batch_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(arguments: argparse.Namespace) -> int:
     from mmcam.adapters.vqa import explain_answers
-    from mmcam.cli.records import explanation_record
-    from mmcam.engine.devices import chosen_device
+    from mmcam.evaluation.distributed import start_processes
     from mmcam.images import load_image
     from mmcam.loading import load_vqa
 
     check_top(arguments)
-    device = chosen_device(arguments.device)
+    processes = start_processes(arguments.device)
     vqa = load_vqa(arguments.model, arguments.trust_pickle)
-    vqa.model.to(device)
+    vqa.model.to(processes.device)
     arguments.method = chosen_method(arguments, vqa)
     table = concept_table_of(arguments, vqa.subject(arguments.layer))
     output = output_folder(arguments)
@@ -75,37 +78,35 @@ def run(arguments: argparse.Namespace) -> int:
         texts["answers"] = " ".join([*(arguments.answer or []), *(arguments.why_not or [])])
     unknown = unknown_words_said(vqa.unknown_words, texts)
 
-    def explain_one(path: str, stem: str) -> dict:
-        image = load_image(path)
+    def explain_one(item):
         result = explain_answers(
             vqa,
-            image,
+            item.image,
             arguments.question,
             arguments.answer,
             arguments.top,
             arguments.why_not,
             explainer=explainer,
         )
-        heading = f"Q: {result.question}   A: {result.answer}"
-        record = explanation_record(
-            "vqa",
-            vqa.name,
-            path,
-            image,
-            result.explanation,
-            output,
-            heading=heading,
-            stem=stem,
-            save_maps=arguments.save_maps,
-        )
-        weights = result.explanation.token_weights[0].tolist()
-        for target, row in zip(record["targets"], weights):
-            target["question_weights"] = [
-                [token, round(weight, 6)] for token, weight in zip(result.tokens, row) if token is not None
-            ]
-        if table is not None:
-            add_concepts(record, result.explanation.weights[0], table, "answered")
-        record = {**record, "question": result.question, "answer": result.answer}
-        return {**record, "unknown_words": unknown} if unknown else record
 
-    return for_each_image(arguments.images, explain_one, arguments.json, output)
+        def finish(record: dict) -> dict:
+            weights = result.explanation.token_weights[0].tolist()
+            for target, row in zip(record["targets"], weights):
+                target["question_weights"] = [
+                    [token, round(weight, 6)]
+                    for token, weight in zip(result.tokens, row)
+                    if token is not None
+                ]
+            if table is not None:
+                add_concepts(record, result.explanation.weights[0], table, "answered")
+            record = {**record, "question": result.question, "answer": result.answer}
+            return {**record, "unknown_words": unknown} if unknown else record
+
+        heading = f"Q: {result.question}   A: {result.answer}"
+        return record_job(
+            arguments, output, "vqa", vqa.name, item, result.explanation, heading=heading
+        ), finish
+
+    return for_each_input(
+        arguments, processes, load_image, lambda image: None, one_by_one(explain_one), output
+    )
