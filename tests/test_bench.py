@@ -32,7 +32,7 @@ def test_ratio_table_divides_each_tool_by_mmcam_on_the_same_case():
 def test_classification_cases_time_the_same_maps_for_every_tool():
     """mmcam's maps for 1 and for K targets equal captum's (K calls) and pytorch-grad-cam's: the speed-ups
     compare equal work."""
-    outputs = _outputs(classification_cases(CPU, batch=2, targets=3, size=64))
+    outputs = _outputs(classification_cases(CPU, batch=2, targets=3, size=224))  # auto is layer4 at 224 px
     one, every = outputs[("1 target/image", "mmcam")], outputs[("3 targets/image", "mmcam")]
     torch.testing.assert_close(every.raw[:, :1], one.raw)
     captum = torch.cat([a.detach() for a in outputs[("3 targets/image", "captum")]], dim=1)
@@ -73,3 +73,16 @@ def test_bench_runs_without_the_peers_installed(monkeypatch):
     tools = {tool for _, tool, _ in classification_cases(CPU, batch=1, targets=2, size=32)}
     assert tools == {"torch", "mmcam", "mmcam.explain, auto layer"}
     assert bench.missing_peers() == ["pytorch-grad-cam", "captum"]
+
+
+def test_the_folder_suite_times_mmcam_with_and_without_figures_against_the_forward_and_a_peer_loop():
+    cases = bench.folder_cases(CPU, count=3, batch=2, workers=0)
+    assert [(case, tool) for case, tool, _ in cases] == [
+        ("folder", "torch"),
+        ("folder, no figures", "mmcam"),
+        ("folder, figures", "mmcam"),
+        ("folder, no figures", "pytorch-grad-cam"),
+    ]
+    rows = bench.ratio_table(bench.measure("folder", cases, 3, CPU, repeats=1, progress=False))
+    assert all(row["images_per_second"] > 0 for row in rows)
+    assert next(r for r in rows if r["tool"] == "torch")["share_of_forward_throughput"] == 1.0
