@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +16,17 @@ HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "F")
 
 def image_paths(arguments: list[str]) -> list[str]:
     """The image files named by ``arguments``: a file stays as given, a folder gives the image files in it
-    (by extension, sorted), a glob pattern (``'scans/*.png'``) the files it matches (sorted). A folder or
-    pattern that yields nothing is kept as given, so that reading it fails with one clear line."""
+    (by extension, sorted), a glob pattern (``'scans/*.png'``) the files it matches (sorted), and a
+    ``datasets.Dataset`` saved with ``save_to_disk`` one entry ``FOLDER#ROW`` per row (its ``image``
+    column). A folder or pattern that yields nothing is kept as given, so that reading it fails with one
+    clear line."""
     extensions = {extension for extension, format in Image.registered_extensions().items() if format}
     paths = []
     for argument in arguments:
         path = Path(argument)
-        if path.is_dir():
+        if _is_dataset(path):
+            found = [f"{argument}{ROW}{row}" for row in range(len(_dataset(str(path))))]
+        elif path.is_dir():
             found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in extensions and p.is_file())
         elif not path.exists() and _is_pattern(argument):
             found = sorted(p for p in glob.glob(argument) if Path(p).is_file())
@@ -32,12 +37,46 @@ def image_paths(arguments: list[str]) -> list[str]:
 
 
 ORIGINAL_SIZE = "mmcam_original_size"  # image.info key: (W, H) of a file reduced on loading
+ROW = "#"  # FOLDER#ROW: a row of a saved datasets.Dataset
+
+
+def _is_dataset(path: Path) -> bool:
+    return (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+
+
+@lru_cache(maxsize=4)
+def _dataset(folder: str):
+    """A saved ``datasets.Dataset`` (memory-mapped, so each worker process opens its own cheaply)."""
+    from datasets import load_from_disk
+
+    dataset = load_from_disk(folder)
+    if "image" not in dataset.column_names:
+        raise ValueError(
+            f"the dataset at {folder} has no 'image' column (it has {', '.join(dataset.column_names)})"
+        )
+    return dataset
+
+
+def _dataset_image(path: str) -> Image.Image | None:
+    """The image of a ``FOLDER#ROW`` entry, or None when ``path`` names no dataset row."""
+    folder, _, row = path.rpartition(ROW)
+    if not (folder and row.isdigit() and _is_dataset(Path(folder))):
+        return None
+    dataset = _dataset(folder)
+    if int(row) >= len(dataset):
+        raise ValueError(f"cannot read image {path}: the dataset has {len(dataset)} rows")
+    image = dataset[int(row)]["image"]
+    return image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
 
 
 def load_image(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image:
     """The image at ``path`` as RGB: turned upright by its EXIF orientation, grayscale and 16-bit or float
     images stretched to 0-255, RGBA over white, and reduced to ``max_side`` pixels on its long side. A
-    reduced image keeps the file's upright size (W, H) in ``image.info[ORIGINAL_SIZE]``."""
+    reduced image keeps the file's upright size (W, H) in ``image.info[ORIGINAL_SIZE]``. ``FOLDER#ROW``
+    reads the ``image`` of a row of a saved ``datasets.Dataset``."""
+    row_image = _dataset_image(str(path))
+    if row_image is not None:
+        return _reduced_keeping_size(_as_rgb(row_image), row_image.size, max_side)
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"cannot read image {path}: a folder with no image files in it")
@@ -56,7 +95,11 @@ def load_image(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image:
         raise ValueError(f"cannot read image {path}: too large for PIL to open safely ({error})") from error
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path}: not an image file PIL can open ({error})") from error
-    image = reduced(_as_rgb(image), max_side)
+    return _reduced_keeping_size(_as_rgb(image), original, max_side)
+
+
+def _reduced_keeping_size(image: Image.Image, original: tuple[int, int], max_side: int) -> Image.Image:
+    image = reduced(image, max_side)
     if image.size != original:
         image.info[ORIGINAL_SIZE] = original
     return image

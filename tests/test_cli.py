@@ -384,3 +384,19 @@ def test_two_processes_under_torchrun_give_what_one_gives(scene_folder, tmp_path
     done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300, env=environment)
     assert done.returncode == 1, done.stderr[-2000:]  # the unreadable file, on one of the processes
     _same_results(_records(done.stdout), expected)
+
+
+def test_a_saved_dataset_is_read_row_by_row_as_its_images_would_be(scene_folder, tmp_path, capsys):
+    from datasets import Dataset
+
+    files = [scene_folder / f"scene-{i}.png" for i in range(3)]
+    Dataset.from_dict({"image": [Image.open(path) for path in files]}).save_to_disk(tmp_path / "rows")
+    options = ["--json", "--no-figures", "--batch-size", "2"]
+    assert main(["classify", *map(str, files), *options, "-o", str(tmp_path / "files")]) == 0
+    expected = _records(capsys.readouterr().out)
+    assert main(["classify", str(tmp_path / "rows"), *options, "-o", str(tmp_path / "out")]) == 0
+    got = _records(capsys.readouterr().out)
+    assert [r["image"] for r in got] == [f"{tmp_path / 'rows'}#{i}" for i in range(3)]
+    for record, path in zip(expected, files):
+        record["image"] = str(tmp_path / "rows") + "#" + path.stem[-1]
+    _same_results(got, expected)
