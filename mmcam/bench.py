@@ -258,67 +258,6 @@ def vqa_cases(device: torch.device, seed: int = 40_000) -> list[Case]:
     )
 
 
-def folder_cases(
-    device: torch.device, count: int = 500, batch: int = 8, workers: int = 2, seed: int = 40_000
-) -> list[Case]:
-    """A folder of ``count`` JPEG scenes (256 px) classified by resnet18 (random weights) at 224 px, top
-    class, whole: the model's forward alone at ``batch`` images per pass on the decoded tensors; ``mmcam
-    classify`` on the folder (decoding, batches of ``batch``, ``workers`` worker processes) with the JSON
-    and ``--save-maps`` only and with its figures and report; a loop over pytorch-grad-cam (its argmax
-    target, at layer4, one image per call, maps only)."""
-    import contextlib
-    import io
-    import tempfile
-    from pathlib import Path
-
-    from PIL import Image
-
-    from mmcam.cli import main
-    from mmcam.images import image_paths, load_image
-    from mmcam.loading import load_classifier
-    from mmcam.zoo import make_scenes
-
-    folder = Path(tempfile.mkdtemp(prefix="mmcam-bench-folder-"))
-    for i, scene in enumerate(make_scenes(count, seed)):
-        Image.fromarray(scene.image).resize((256, 256)).save(folder / f"scene-{i:04d}.jpg", quality=90)
-    torch.manual_seed(0)
-    classifier = load_classifier("torchvision:resnet18:random")
-    model = classifier.model.to(device)
-    paths = image_paths([str(folder)])
-    pixels = torch.cat([classifier.preprocess([load_image(path)]) for path in paths]).to(device)
-
-    def forward_only() -> None:
-        with torch.no_grad():
-            for start in range(0, count, batch):
-                model(pixels[start : start + batch])
-
-    def run_mmcam(*options: str) -> None:
-        command = ["classify", str(folder), "--model", "torchvision:resnet18:random", "--top", "1", "--json"]
-        command += ["--batch-size", str(batch), "--workers", str(workers), "--device", str(device)]
-        quiet = (contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()))
-        with tempfile.TemporaryDirectory() as output, quiet[0], quiet[1]:
-            main([*command, *options, "-o", output])
-
-    cases = [
-        ("folder", "torch", forward_only),
-        ("folder, no figures", "mmcam", partial(run_mmcam, "--no-figures", "--save-maps")),
-        ("folder, figures", "mmcam", run_mmcam),
-    ]
-    try:
-        from pytorch_grad_cam import GradCAM
-
-        cam = GradCAM(model=model, target_layers=[model.layer4])
-
-        def peer_loop() -> None:
-            for path in paths:
-                cam(classifier.preprocess([load_image(path)]).to(device), targets=None)
-
-        cases.append(("folder, no figures", "pytorch-grad-cam", peer_loop))
-    except ImportError:
-        pass
-    return cases
-
-
 def ratio_table(timings: list[Timing]) -> list[dict]:
     """Each timing with mmcam's speed-up over it (same suite and case) and its share of the suite's
     forward-only throughput."""
@@ -336,9 +275,4 @@ def ratio_table(timings: list[Timing]) -> list[dict]:
     return rows
 
 
-SUITES = {
-    "classify": classification_cases,
-    "caption": caption_cases,
-    "vqa": vqa_cases,
-    "folder": folder_cases,
-}
+SUITES = {"classify": classification_cases, "caption": caption_cases, "vqa": vqa_cases}

@@ -76,7 +76,9 @@ def test_bench_runs_without_the_peers_installed(monkeypatch):
 
 
 def test_the_folder_suite_times_mmcam_with_and_without_figures_against_the_forward_and_a_peer_loop():
-    cases = bench.folder_cases(CPU, count=3, batch=2, workers=0)
+    from mmcam.cli.bench import folder_cases
+
+    cases = folder_cases(CPU, count=3, batch=2, workers=0)
     assert [(case, tool) for case, tool, _ in cases] == [
         ("folder", "torch"),
         ("folder, no figures", "mmcam"),

@@ -31,6 +31,6 @@ METRICS = (  # the keys of mmcam.evaluation.scoring.METRICS
 TASKS = ("classify", "caption", "vqa", "rl")  # mmcam.evaluation.tasks.TASKS
 BASELINES = ("uniform", "center")  # the keys of mmcam.metrics.baselines.BASELINES
 PERTURBATIONS = ("blur", "zero")  # mmcam.metrics.faithfulness.PERTURBATIONS
-SUITES = ("classify", "caption", "vqa", "folder")  # the keys of mmcam.bench.SUITES
+SUITES = ("classify", "caption", "vqa")  # the keys of mmcam.bench.SUITES
 SHAPES_SEED = 30_000  # mmcam.evaluation.data.SHAPES_SEED
 DEFAULT_SCENES = 500  # mmcam.evaluation.runner.DEFAULT_SCENES
