@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from mmcam.adapters import captioning, classification, vqa
+from mmcam.adapters import captioning, chat, classification, vqa
 from mmcam.adapters.captioning import CaptionModel, Tokenized
 from mmcam.adapters.classification import ImageClassifier
 from mmcam.adapters.vqa import VQAModel
@@ -38,23 +38,33 @@ def load_classifier(spec: str, trust_pickle: bool = False) -> ImageClassifier:
     return classification.from_torchvision(spec.removeprefix("torchvision:"))
 
 
-def load_captioner(spec: str, trust_pickle: bool = False) -> CaptionModel:
+def load_captioner(spec: str, trust_pickle: bool = False, prompt: str | None = None) -> CaptionModel:
     """``shapes`` (the bundled captioner), or ``hf:ID_OR_PATH`` / a local directory holding a BLIP, GIT or
-    VisionEncoderDecoder captioner and its processor (local directory or local Hugging Face cache)."""
+    VisionEncoderDecoder captioner or a chat model (LLaVA; its reply to ``prompt`` is the caption) and
+    its processor (local directory or local Hugging Face cache)."""
+    path = spec.removeprefix("hf:")
+    if _is_pretrained(spec) and chat.model_type(path) in chat.CHAT_MODEL_TYPES:
+        return chat.from_pretrained(path, "caption", trust_pickle, prompt or chat.CAPTION_PROMPT)
+    if prompt is not None:
+        raise ValueError(f"--prompt is for chat models (LLaVA); {spec} writes its captions without one")
     if spec == BUNDLED:
         return bundled_captioner()
     if not _is_pretrained(spec):
         raise ValueError(f"unknown captioning model '{spec}': use 'shapes' or hf:<id or local dir>")
-    return captioning.from_pretrained(spec.removeprefix("hf:"), trust_pickle)
+    return captioning.from_pretrained(path, trust_pickle)
 
 
 def load_vqa(spec: str, trust_pickle: bool = False) -> VQAModel:
-    """``shapes`` (the bundled VQA model), or ``hf:ID_OR_PATH`` / a local directory with a ViLT or BLIP VQA model."""
+    """``shapes`` (the bundled VQA model), or ``hf:ID_OR_PATH`` / a local directory with a ViLT or BLIP VQA
+    model or a chat model (LLaVA: its reply to the question is the answer)."""
     if spec == BUNDLED:
         return bundled_vqa()
     if not _is_pretrained(spec):
         raise ValueError(f"unknown VQA model '{spec}': use 'shapes' or hf:<id or local dir>")
-    return vqa.from_pretrained(spec.removeprefix("hf:"), trust_pickle)
+    path = spec.removeprefix("hf:")
+    if chat.model_type(path) in chat.CHAT_MODEL_TYPES:
+        return chat.from_pretrained(path, "vqa", trust_pickle)
+    return vqa.from_pretrained(path, trust_pickle)
 
 
 def load_policy(spec: str, venv=None, trust_pickle: bool = False):

@@ -132,3 +132,47 @@ def save_blip_vqa(folder: Path) -> Path:
     from transformers import BlipForQuestionAnswering
 
     return _save_blip(folder, BlipForQuestionAnswering)
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['role'] }} : {% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image> {% else %}{{ part['text'] }}{% endif %}{% endfor %} "
+    "{% endfor %}{% if add_generation_prompt %}assistant : {% endif %}"
+)
+
+
+def save_llava(folder: Path, image_size: int = 32, patch_size: int = 8) -> Path:
+    """A tiny LLaVA (CLIP vision tower, projector, Llama language model) and its processor with a chat
+    template; the image becomes (image_size / patch_size)^2 tokens."""
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tokenizer = bert_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    vision = {**VISION, "image_size": image_size, "patch_size": patch_size}
+    text = {**TEXT, "vocab_size": len(tokenizer), "num_key_value_heads": 2, "max_position_embeddings": 256}
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(**vision),
+        text_config=LlamaConfig(**text, pad_token_id=0),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        image_seq_length=(image_size // patch_size) ** 2,
+    )
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(config).save_pretrained(folder)
+    size = {"height": image_size, "width": image_size}
+    LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size=size),
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        chat_template=CHAT_TEMPLATE,
+        num_additional_image_tokens=1,
+    ).save_pretrained(folder)
+    return folder

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import torch
@@ -144,7 +144,8 @@ def explain_answers(
 def _explain_generated(
     vqa: VQAModel, explainer: Explainer, inputs, question, tokens, answers, top, why_not
 ) -> VQAExplanation:
-    """Generative VQA: each answer's teacher-forced log-probability, one pass per answer."""
+    """Generative VQA: each answer's teacher-forced log-probability, one pass per answer. Question token
+    weights are kept for the question's tokens (a chat model reads the answer in the same sequence)."""
     if top > 1:
         raise ValueError(f"{vqa.name} generates its answer: --top needs a classifier-style VQA model")
     with torch.no_grad():
@@ -156,7 +157,8 @@ def _explain_generated(
     ]:
         extended, positions = vqa.answer_inputs(inputs, answer)
         target: Target = TokenLogProb(extended["answer_ids"], positions, answer)
-        parts.append(explainer(extended, -target if negate else target))
+        part = explainer(extended, -target if negate else target)
+        parts.append(replace(part, token_weights=part.token_weights[..., : len(tokens)]))
     return VQAExplanation(question, tokens, predicted, join_targets(parts).cpu())
 
 

@@ -37,7 +37,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--model",
         default="shapes",
         metavar="SPEC",
-        help="shapes (the bundled captioner, default) or hf:<id or local dir> of a BLIP, GIT or VisionEncoderDecoder captioner",
+        help="shapes (the bundled captioner, default) or hf:<id or local dir> of a BLIP, GIT or "
+        "VisionEncoderDecoder captioner or a chat model (LLaVA)",
+    )
+    parser.add_argument(
+        "--prompt",
+        metavar="TEXT",
+        help='chat models: the request the caption answers (default "Describe the image.")',
     )
     parser.add_argument("--caption", metavar="TEXT", help="explain this caption instead of generating one")
     parser.add_argument(
@@ -67,7 +73,7 @@ def run(arguments: argparse.Namespace) -> int:
     from mmcam.loading import load_captioner
 
     processes = start_processes(arguments.device)
-    captioner = load_captioner(arguments.model, arguments.trust_pickle)
+    captioner = load_captioner(arguments.model, arguments.trust_pickle, arguments.prompt)
     captioner.model.to(processes.device)
     arguments.method = chosen_method(arguments, captioner)
     explainer = captioner.explainer(arguments.layer, arguments.method)

@@ -51,7 +51,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--model",
         default="shapes",
         metavar="SPEC",
-        help="shapes (the bundled VQA model, default) or hf:<id or local dir> of a ViLT or BLIP VQA model",
+        help="shapes (the bundled VQA model, default) or hf:<id or local dir> of a ViLT or BLIP VQA model or a "
+        "chat model (LLaVA)",
     )
     add_concept_options(parser)
     add_explain_options(parser)

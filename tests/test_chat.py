@@ -1,0 +1,143 @@
+"""Chat models (LLaVA) as captioners and VQA models, built from a tiny config saved to disk (offline)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmcam.adapters.captioning import explain_caption
+from mmcam.adapters.vqa import explain_answers
+from mmcam.cli import main
+from mmcam.loading import load_captioner, load_vqa
+from tests.hf_tiny import save_llava
+from tests.model_state import assert_unchanged, snapshot
+
+GRID = 4  # a 32 px image in 8 px patches
+
+
+@pytest.fixture(scope="module")
+def llava_dir(tmp_path_factory):
+    return save_llava(tmp_path_factory.mktemp("llava"))
+
+
+@pytest.fixture(scope="module")
+def captioner(llava_dir):
+    return warmed(load_captioner(str(llava_dir)))
+
+
+def warmed(adapter):
+    """The adapter after one plain forward: on its first forward a transformers 5 model adds hooks of its
+    own (to record hidden states) and keeps them, which is not mmcam's doing."""
+    image = Image.new("RGB", (32, 32))
+    if hasattr(adapter, "prepare"):  # a VQA model
+        inputs = adapter.prepare([image], ["a"])
+    else:
+        inputs = {
+            "pixel_values": adapter.preprocess([image]),
+            "input_ids": torch.tensor([adapter.tokenize("a").ids]),
+        }
+    with torch.no_grad():
+        adapter.forward(adapter.model, inputs)
+    return adapter
+
+
+@pytest.fixture
+def picture():
+    return Image.fromarray((np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8))
+
+
+def test_every_word_of_a_reply_from_one_forward_with_its_token_log_probabilities(captioner, picture):
+    calls = []
+    before = snapshot(captioner.model)
+    handle = captioner.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        result = explain_caption(captioner, picture, caption="a red circles", whole_caption=True)
+    finally:
+        handle.remove()
+    assert_unchanged(captioner.model, before)
+    assert len(calls) == 1
+    assert result.words == ["a", "red", "circles"]
+    tokenized = captioner.tokenize("a red circles")
+    start = tokenized.positions[0][0]  # the reply follows the prompt, which holds the image's tokens
+    assert tokenized.positions == [[start], [start + 1], [start + 2, start + 3]]  # circle ##s
+    inputs = {"pixel_values": captioner.preprocess([picture]), "input_ids": torch.tensor([tokenized.ids])}
+    with torch.no_grad():
+        log_probs = captioner.forward(captioner.model, inputs).log_softmax(-1)[0]
+    per_token = [float(log_probs[p - 1, tokenized.ids[p]]) for p in range(start, len(tokenized.ids))]
+    expected = [per_token[0], per_token[1], sum(per_token[2:]), sum(per_token)]
+    torch.testing.assert_close(result.explanation.scores[0], torch.tensor(expected), rtol=1e-4, atol=1e-4)
+    assert result.explanation.raw.shape == (1, 4, GRID, GRID)
+
+
+def test_the_map_lands_on_the_patch_whose_token_alone_reaches_the_language_model(captioner, picture):
+    """Planted evidence: the projector passes one image token (row 1, column 2) and zeroes the others, so
+    only that patch's token decides the reply's scores; at the vision tower's last block, whose tokens the
+    projector reads, every word's map peaks in that patch's cell (the image tokens' grid read right)."""
+    row, column = 1, 2
+    keep = torch.zeros(1, GRID * GRID, 1)
+    keep[0, row * GRID + column] = 1
+    projector = captioner.model.model.multi_modal_projector
+    handle = projector.register_forward_hook(lambda module, args, output: output * keep)
+    try:
+        layer = "model.vision_tower.encoder.layers.1"
+        explainer = captioner.explainer(
+            layer=layer, method="normgrad"
+        )  # per cell: Grad-CAM's pooled weights would spread
+        result = explain_caption(captioner, picture, caption="a red circle", explainer=explainer)
+    finally:
+        handle.remove()
+    raw = result.explanation.raw[0].abs()  # (words, 4, 4)
+    assert (raw.flatten(1).argmax(dim=1) == row * GRID + column).all()
+    maps = result.explanation.maps[0]  # upsampled to 32x32: the peak lies in that 8 px cell
+    peaks = [divmod(int(m.flatten().argmax()), m.shape[-1]) for m in maps]
+    assert all(row * 8 <= y < (row + 1) * 8 and column * 8 <= x < (column + 1) * 8 for y, x in peaks)
+
+
+def test_answers_given_and_why_not_come_with_the_question_word_weights(llava_dir, picture):
+    vqa = warmed(load_vqa(str(llava_dir)))
+    before = snapshot(vqa.model)
+    result = explain_answers(vqa, picture, "what color is the circle?", answers=["red"], why_not=["blue"])
+    assert_unchanged(vqa.model, before)
+    explanation = result.explanation
+    assert explanation.labels[0] == [result.answer, "red", "not blue"]
+    assert explanation.kinds == ["log-probability", "log-probability", "minus the log-probability"]
+    assert explanation.token_weights.shape == (1, 3, len(result.tokens))
+    words = [token for token in result.tokens if token is not None]
+    assert words[-6:-1] == ["what", "color", "is", "the", "circle"]  # the image's tokens are not words
+    with pytest.raises(ValueError, match="--top needs a classifier-style VQA model"):
+        explain_answers(vqa, picture, "what color is the circle?", top=2)
+
+
+def test_caption_and_vqa_commands_accept_a_chat_model(llava_dir, picture, tmp_path, capsys):
+    image = tmp_path / "picture.png"
+    picture.save(image)
+    common = [str(image), "--model", str(llava_dir), "--json", "--no-figures"]
+    assert (
+        main(
+            [
+                "caption",
+                *common,
+                "--caption",
+                "a red circle",
+                "--prompt",
+                "what is it?",
+                "-o",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 0
+    )
+    record = json.loads(capsys.readouterr().out)
+    assert record["words"] == ["a", "red", "circle"] and record["layer"].startswith("model.vision_tower")
+    assert (
+        main(
+            ["vqa", *common, "-q", "what color is the circle?", "--answer", "red", "-o", str(tmp_path / "v")]
+        )
+        == 0
+    )
+    record = json.loads(capsys.readouterr().out)
+    assert [t["label"] for t in record["targets"]][1:] == ["red"]
+    assert main(["caption", str(image), "--prompt", "what is it?", "-o", str(tmp_path / "s")]) == 2
+    assert "--prompt is for chat models" in capsys.readouterr().err
