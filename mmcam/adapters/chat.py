@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from mmcam.adapters.captioning import CaptionModel, Tokenized, huggingface_tokenize
 from mmcam.adapters.hub import quiet_generation, unknown_words
 from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
-from mmcam.adapters.vqa import VQAModel, hf_question_tokens
+from mmcam.adapters.vqa import VQAModel, answer_token_ids, hf_question_tokens
 
 CHAT_MODEL_TYPES = ("llava",)  # config.model_type of the supported families
 CAPTION_PROMPT = "Describe the image."
@@ -129,9 +129,7 @@ def vqa_model(model: nn.Module, processor, name: str) -> VQAModel:
         return chat_inputs(processor, images, questions)
 
     def answer_inputs(inputs: dict[str, Tensor], answer: str) -> tuple[dict[str, Tensor], list[int]]:
-        ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ValueError("the answer is empty")
+        ids = answer_token_ids(tokenizer, answer)
         extended = with_reply(inputs, ids)
         start = inputs["input_ids"].shape[1]
         return {**extended, "answer_ids": extended["input_ids"]}, list(range(start, start + len(ids)))

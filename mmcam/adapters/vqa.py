@@ -162,6 +162,14 @@ def _explain_generated(
     return VQAExplanation(question, tokens, predicted, join_targets(parts).cpu())
 
 
+def answer_token_ids(tokenizer, answer: str) -> list[int]:
+    """The token ids of a generative model's answer, without special tokens; an empty answer is refused."""
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError("the answer is empty")
+    return ids
+
+
 def hf_question_tokens(tokenizer, inputs: dict[str, Tensor]) -> list[str | None]:
     """A Hugging Face question's tokens, None for special tokens ([CLS], [SEP], padding)."""
     ids = inputs["input_ids"][0].tolist()
@@ -285,9 +293,7 @@ def _blip(model: nn.Module, processor, name: str) -> VQAModel:
         return tokenizer.decode(ids[0], skip_special_tokens=True).strip()
 
     def answer_inputs(inputs: dict[str, Tensor], answer: str) -> tuple[dict[str, Tensor], list[int]]:
-        ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ValueError("the answer is empty")
+        ids = answer_token_ids(tokenizer, answer)
         return {**inputs, "answer_ids": torch.tensor([[start, *ids]])}, list(range(1, len(ids) + 1))
 
     return VQAModel(
