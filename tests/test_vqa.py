@@ -214,3 +214,22 @@ def test_words_the_model_does_not_know_are_said_once(tmp_path, capsys, picture):
         f"mmcam: the model does not know 'purple' in the answers{rest}",
     ]
     assert json.loads(captured.out)["unknown_words"] == ["zebra", "purple"]
+
+
+def test_one_question_about_many_images_in_one_pass_gives_what_each_image_gives(vilt, blip):
+    from mmcam.adapters.vqa import explain_top_answers
+
+    rng = np.random.default_rng(5)
+    sizes = [(40, 56), (40, 40), (40, 56)]  # the two of one size share a pass
+    images = [Image.fromarray((rng.random((*size, 3)) * 255).astype(np.uint8)) for size in sizes]
+    together = explain_top_answers(vilt, images, QUESTION, top=2)
+    for image, got in zip(images, together):
+        alone = explain_answers(vilt, image, QUESTION, top=2)
+        assert (got.answer, got.tokens) == (alone.answer, alone.tokens)
+        assert got.explanation.labels == alone.explanation.labels
+        torch.testing.assert_close(got.explanation.raw, alone.explanation.raw, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            got.explanation.token_weights, alone.explanation.token_weights, rtol=1e-4, atol=1e-6
+        )
+    with pytest.raises(ValueError, match="generates its answers"):
+        explain_top_answers(blip, images, QUESTION)

@@ -22,9 +22,9 @@ from mmcam.adapters.hub import load_local, quiet_generation, unknown_words
 from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
 from mmcam.engine import Explainer, Layout
 from mmcam.engine.devices import on_model_device
-from mmcam.explanation import Explanation, join_targets
+from mmcam.explanation import Explanation, join_targets, split_samples
 from mmcam.subject import Subject
-from mmcam.targets import ClassScore, Difference, Negated, Target, TokenLogProb, logits_of
+from mmcam.targets import ClassScore, Difference, Negated, Target, TokenLogProb, TopClass, logits_of
 
 PROBE_QUESTION = "what is in the image?"  # the question asked while naming units
 
@@ -139,6 +139,33 @@ def explain_answers(
     targets = answer_targets(logits, vqa, answers, top, why_not)
     explanation = explainer(inputs, targets).cpu()
     return VQAExplanation(question, tokens, explanation.labels[0][0], explanation)
+
+
+def explain_top_answers(
+    vqa: VQAModel,
+    images: Sequence[Image.Image],
+    question: str,
+    top: int = 1,
+    explainer: Explainer | None = None,
+) -> list[VQAExplanation]:
+    """The same ``question`` about many images: each image's ``top`` answers, read from the forward that
+    explains them (``TopClass``), one forward and one backward per image size (images of one size share
+    a batch, so none is padded to another's shape). Classifier-style models (an answer vocabulary)."""
+    if vqa.answers is None:
+        raise ValueError(f"{vqa.name} generates its answers: explain its images one by one")
+    if not question.strip():
+        raise ValueError("the question is empty")
+    explainer = explainer or vqa.explainer()
+    results: dict[int, VQAExplanation] = {}
+    for size in dict.fromkeys(image.size for image in images):
+        indices = [i for i, image in enumerate(images) if image.size == size]
+        inputs = vqa.prepare([images[i] for i in indices], [question] * len(indices))
+        inputs = on_model_device(inputs, vqa.model)
+        tokens = vqa.question_tokens(inputs)
+        explanation = explainer(inputs, [TopClass(rank) for rank in range(top)]).cpu()
+        for i, one in zip(indices, split_samples(explanation)):
+            results[i] = VQAExplanation(question, tokens, one.labels[0][0], one)
+    return [results[i] for i in range(len(images))]
 
 
 def _explain_generated(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mmcam.cli.common import (
+    Job,
     add_batch_options,
     add_concept_options,
     add_concepts,
@@ -61,7 +62,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from mmcam.adapters.vqa import explain_answers
+    from mmcam.adapters.vqa import explain_answers, explain_top_answers
     from mmcam.evaluation.distributed import start_processes
     from mmcam.images import load_image
     from mmcam.loading import load_vqa
@@ -79,16 +80,8 @@ def run(arguments: argparse.Namespace) -> int:
         texts["answers"] = " ".join([*(arguments.answer or []), *(arguments.why_not or [])])
     unknown = unknown_words_said(vqa.unknown_words, texts)
 
-    def explain_one(item):
-        result = explain_answers(
-            vqa,
-            item.image,
-            arguments.question,
-            arguments.answer,
-            arguments.top,
-            arguments.why_not,
-            explainer=explainer,
-        )
+    def job(item, result) -> Job:
+        """The record of one answered image: its figures, then the question words' weights and the rest."""
 
         def finish(record: dict) -> dict:
             weights = result.explanation.token_weights[0].tolist()
@@ -108,6 +101,17 @@ def run(arguments: argparse.Namespace) -> int:
             arguments, output, "vqa", vqa.name, item, result.explanation, heading=heading
         ), finish
 
-    return for_each_input(
-        arguments, processes, load_image, lambda image: None, one_by_one(explain_one), output
-    )
+    def explain_one(item) -> Job:
+        args = (arguments.question, arguments.answer, arguments.top, arguments.why_not)
+        return job(item, explain_answers(vqa, item.image, *args, explainer=explainer))
+
+    def explain_batch(loaded: list) -> list[Job]:
+        """The question about every image of the batch in one forward and one backward."""
+        results = explain_top_answers(
+            vqa, [item.image for item in loaded], arguments.question, arguments.top, explainer
+        )
+        return [job(item, result) for item, result in zip(loaded, results)]
+
+    batched = vqa.answers is not None and not arguments.answer and not arguments.why_not
+    explain = explain_batch if batched else one_by_one(explain_one)
+    return for_each_input(arguments, processes, load_image, lambda image: None, explain, output)
