@@ -73,15 +73,17 @@ def test_every_word_of_a_reply_from_one_forward_with_its_token_log_probabilities
 
 def test_the_map_lands_on_the_patch_whose_token_alone_reaches_the_language_model(captioner, picture):
     """Planted evidence: the projector passes one image token (row 1, column 2) and zeroes the others, so
-    only that patch's token decides the reply's scores; at the vision tower's last block, whose tokens the
-    projector reads, every word's map peaks in that patch's cell (the image tokens' grid read right)."""
+    only that patch's token decides the reply's scores; at the projector's first layer, which reads the
+    image's patch tokens, every word's map peaks in that patch's cell (the image tokens' grid read right).
+    (Not the tower's last block: LLaVA reads that block's output from the hidden states a hook of
+    transformers 5 records, registered before mmcam's, so the captured copy would not flow on.)"""
     row, column = 1, 2
     keep = torch.zeros(1, GRID * GRID, 1)
     keep[0, row * GRID + column] = 1
     projector = captioner.model.model.multi_modal_projector
     handle = projector.register_forward_hook(lambda module, args, output: output * keep)
     try:
-        layer = "model.vision_tower.encoder.layers.1"
+        layer = "model.multi_modal_projector.linear_1"
         explainer = captioner.explainer(
             layer=layer, method="normgrad"
         )  # per cell: Grad-CAM's pooled weights would spread

@@ -73,11 +73,8 @@ class LayerCapture:
     def __enter__(self):
         self.activations = {}
         self._thread = threading.get_ident()
-        # First among the module's hooks, so that hooks the model keeps (transformers 5 records hidden
-        # states with its own) see the captured output, which is what flows on.
         self._handles = [
-            module.register_forward_hook(self._hook(name), prepend=True)
-            for name, module in self._modules.items()
+            module.register_forward_hook(self._hook(name)) for name, module in self._modules.items()
         ]
         return self
 

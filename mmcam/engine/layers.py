@@ -110,7 +110,7 @@ def find_spatial_layer(model: nn.Module, run: Callable[[], Tensor], image_size: 
 
         return hook
 
-    handles = [m.register_forward_hook(record(n), prepend=True) for n, m in model.named_modules() if n]
+    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n]
     try:
         scores = run()
     finally:
