@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -110,3 +111,22 @@ def split_samples(explanation: Explanation) -> list[Explanation]:
         )
         for b in range(len(explanation.labels))
     ]
+
+
+def select_targets(explanation: Explanation, keep: Sequence[int]) -> Explanation:
+    """The explanation of the targets numbered ``keep`` only, in that order (the same object when that
+    is all of them)."""
+    keep = list(keep)
+    if keep == list(range(len(explanation.labels[0]))):
+        return explanation
+
+    def columns(value: Tensor | None) -> Tensor | None:
+        return None if value is None else value[:, keep]
+
+    return replace(
+        explanation,
+        **{name: columns(getattr(explanation, name)) for name in TENSOR_FIELDS},
+        labels=[[labels[k] for k in keep] for labels in explanation.labels],
+        indices=[[indices[k] for k in keep] for indices in explanation.indices],
+        kinds=None if explanation.kinds is None else [explanation.kinds[k] for k in keep],
+    )

@@ -194,29 +194,54 @@ class TokenLogProb(Target):
     ``token_ids`` (B, L) are the decoder inputs (position 0 is the start token); logits row p - 1
     predicts the token at position p. Sub-word tokens of one word sum into one word target; all
     caption positions together give the whole-caption target of the original Grad-CAM captioning code.
+
+    ``positions`` are one list for every sample, or B lists, one per sample (a batch of captions,
+    each target the k-th word of each): s_b = sum_{p in P_b} log p(x_{b,p} | x_{b,<p}). A sample whose
+    list is empty scores 0 (its caption has fewer words); ``word`` and ``index`` are then per sample too.
     """
 
     kind = "log-probability"
 
-    def __init__(self, token_ids: Tensor, positions: Sequence[int], word: str, index: int | None = None):
-        if not positions or min(positions) < 1:
+    def __init__(
+        self,
+        token_ids: Tensor,
+        positions: Sequence[int] | Sequence[Sequence[int]],
+        word: str | Sequence[str],
+        index: int | None | Sequence[int | None] = None,
+    ):
+        batch = token_ids.shape[0]
+        per_sample = bool(positions) and all(isinstance(p, (list, tuple)) for p in positions)
+        self.sample_positions = [list(p) for p in positions] if per_sample else [list(positions)] * batch
+        if len(self.sample_positions) != batch:
+            raise ValueError(f"{len(self.sample_positions)} lists of token positions for {batch} samples")
+        every = [p for sample in self.sample_positions for p in sample]
+        if not every or min(every) < 1:
             raise ValueError("token positions start at 1 (position 0 is the start token)")
         self.token_ids = token_ids
-        self.positions = list(positions)
-        self.word = word
-        self.word_index = index
+        self.words = [word] * batch if isinstance(word, str) else list(word)
+        self.word_indices = list(index) if isinstance(index, (list, tuple)) else [index] * batch
 
     def __call__(self, output: Any) -> Tensor:
         logits = sequence_logits_of(output)
-        ids = per_row(self.token_ids.to(logits.device), logits.shape[0])
-        predicting = logits[:, [p - 1 for p in self.positions]].float().log_softmax(dim=-1)
-        return predicting.gather(-1, ids[:, self.positions, None])[..., 0].sum(dim=1)
+        read = sorted(set().union(*self.sample_positions))
+        reads = torch.tensor([[p in sample for p in read] for sample in self.sample_positions])
+        ids = per_row(self.token_ids.to(logits.device), logits.shape[0])[:, read]
+        predicting = logits[:, [p - 1 for p in read]].float().log_softmax(dim=-1)
+        token_log_probs = predicting.gather(-1, ids[..., None])[..., 0]
+        return (token_log_probs * per_row(reads.to(logits.device), logits.shape[0])).sum(dim=1)
 
     def label(self, sample: int, names: Sequence[str] | None = None) -> str:
-        return self.word
+        return self.words[sample]
 
     def index(self, sample: int) -> int | None:
-        return self.word_index
+        return self.word_indices[sample]
+
+
+def right_padded(rows: Sequence[Sequence[int]], device: torch.device | str | None = None) -> Tensor:
+    """(B, L) token ids of rows of different lengths, padded on the right with 0: a causal decoder never
+    reads a padding token before the positions it predicts, so ``TokenLogProb`` ignores it."""
+    length = max(len(row) for row in rows)
+    return torch.tensor([[*row, *[0] * (length - len(row))] for row in rows], device=device)
 
 
 class Difference(Target):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmcam.adapters.captioning import explain_caption, word_targets
+from mmcam.adapters.captioning import explain_caption, explain_captions, word_targets
 from mmcam.loading import load_captioner
 from tests.hf_tiny import save_blip_captioner, save_git_captioner, save_vision_encoder_decoder
 from tests.model_state import assert_unchanged, snapshot
@@ -64,6 +64,30 @@ def test_word_score_is_the_sum_of_its_token_log_probabilities(captioner, picture
     per_token = [float(log_probs[p - 1, tokenized.ids[p]]) for p in range(1, len(tokenized.ids))]
     expected = [per_token[0], per_token[1], sum(per_token[2:4]), sum(per_token)]
     torch.testing.assert_close(result.explanation.scores[0], torch.tensor(expected), rtol=1e-4, atol=1e-4)
+
+
+def test_a_batch_of_captions_of_different_lengths_gives_what_each_image_gives_alone(captioner, picture):
+    """Target k is each caption's k-th word, the token ids padded on the right; one forward for all."""
+    other = Image.fromarray((np.random.default_rng(5).random((48, 48, 3)) * 255).astype(np.uint8))
+    captions = ["a red circle to the left of a blue square", "blue squares"]
+    calls = []
+    handle = captioner.model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        pixels = captioner.preprocess([picture, other])
+        batch = explain_captions(captioner, pixels, captions, words="content", whole_caption=True)
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    for image, caption, together in zip([picture, other], captions, batch):
+        alone = explain_caption(captioner, image, caption=caption, words="content", whole_caption=True)
+        assert together.caption == caption and together.words == alone.words
+        assert together.explanation.labels == alone.explanation.labels
+        assert together.explanation.indices == alone.explanation.indices
+        torch.testing.assert_close(
+            together.explanation.scores, alone.explanation.scores, atol=1e-4, rtol=1e-4
+        )
+        torch.testing.assert_close(together.explanation.maps, alone.explanation.maps, atol=1e-3, rtol=0)
+    assert batch[1].explanation.labels[0] == ["blue", "squares", "blue squares"]
 
 
 def test_content_words_and_counterfactual_maps(captioner, picture):

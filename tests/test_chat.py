@@ -112,6 +112,31 @@ def test_answers_given_and_why_not_come_with_the_question_word_weights(llava_dir
         explain_answers(vqa, picture, "what color is the circle?", top=2)
 
 
+def test_a_batch_of_images_gives_what_each_image_gives_alone(llava_dir, captioner):
+    """Captions and answers of several images generated at once, every word of every reply explained in
+    one forward (replies of different lengths padded on the right)."""
+    from mmcam.adapters.captioning import explain_captions
+    from mmcam.adapters.vqa import explain_top_answers
+
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)) for _ in range(3)]
+    vqa = warmed(load_vqa(str(llava_dir)))
+    pairs = [
+        (explain_captions(captioner, captioner.preprocess(images)), lambda i: explain_caption(captioner, i)),
+        (explain_top_answers(vqa, images, "what is it?"), lambda i: explain_answers(vqa, i, "what is it?")),
+    ]
+    for together, explain_alone in pairs:
+        for image, got in zip(images, together):
+            if isinstance(got, ValueError):  # this random model may reply nothing
+                with pytest.raises(ValueError, match="empty"):
+                    explain_alone(image)
+                continue
+            alone = explain_alone(image)
+            assert got.explanation.labels == alone.explanation.labels
+            torch.testing.assert_close(got.explanation.scores, alone.explanation.scores, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(got.explanation.raw, alone.explanation.raw, rtol=1e-3, atol=1e-5)
+
+
 def test_caption_and_vqa_commands_accept_a_chat_model(llava_dir, picture, tmp_path, capsys):
     image = tmp_path / "picture.png"
     picture.save(image)

@@ -336,26 +336,35 @@ def _same_results(got: list[dict], expected: list[dict]) -> None:
     assert [r["image"] for r in got] == [r["image"] for r in expected]
     for one, other in zip(got, expected):
         assert [t["label"] for t in one["targets"]] == [t["label"] for t in other["targets"]]
-        assert [t["peak"] for t in one["targets"]] == [t["peak"] for t in other["targets"]]
+        # batched matrix products round differently: a peak may move to a neighbouring pixel of a near-tie
+        peaks = np.array([t["peak"] for t in one["targets"]]) - [t["peak"] for t in other["targets"]]
+        assert np.abs(peaks).max() <= 2
         np.testing.assert_allclose(
             [t["score"] for t in one["targets"]], [t["score"] for t in other["targets"]], atol=1e-4
         )
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["classify"], ["caption", "--whole"], ["vqa", "-q", "what color is the circle?"]],
+    ids=["classify", "caption", "vqa"],
+)
 def test_a_folder_in_batches_with_workers_gives_what_one_image_at_a_time_gives(
-    scene_folder, tmp_path, capsys
+    command, scene_folder, tmp_path, capsys
 ):
-    """Batches of 4 through the model, images decoded and figures drawn by 2 worker processes: the same
-    records, in input order, the unreadable file skipped with one line, figures and report written."""
-    one_by_one = ["classify", str(scene_folder), "--json", "--batch-size", "1", "--workers", "0"]
+    """Batches of 4 through the model (captions of different lengths side by side), images decoded and
+    figures drawn by 2 worker processes: the same records, in input order, the unreadable file skipped
+    with one line, figures and report written."""
+    one_by_one = [*command, str(scene_folder), "--json", "--batch-size", "1", "--workers", "0"]
     assert main([*one_by_one, "-o", str(tmp_path / "one")]) == 1  # one input failed
     expected = _records(capsys.readouterr().out)
-    batched = ["classify", str(scene_folder), "--json", "--batch-size", "4", "--workers", "2"]
+    batched = [*command, str(scene_folder), "--json", "--batch-size", "4", "--workers", "2"]
     assert main([*batched, "-o", str(tmp_path / "batched")]) == 1
     out, err = capsys.readouterr()
     got = _records(out)
     assert len(got) == 7 and err.count("mmcam: skipped") == 1 and "scene-3.png" in err
     _same_results(got, expected)
+    assert [r.get("caption") for r in got] == [r.get("caption") for r in expected]
     assert all(Path(t["map"]).is_file() for r in got for t in r["targets"])
     assert (tmp_path / "batched" / "report.html").is_file()
 

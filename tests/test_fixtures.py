@@ -170,7 +170,7 @@ def reference_case(name: str):
         inputs = vqa.prepare([image], [question])
         pixels = inputs["pixel_values"]
         if vqa.answers is None:
-            inputs, positions = vqa.answer_inputs(inputs, explained.answer)
+            inputs, positions = vqa.answer_inputs(inputs, [explained.answer])
             answer = TokenLogProb(inputs["answer_ids"], positions, explained.answer)
             score = lambda output: answer(output[None])[0]
             reshape = tokens_to_grid(1)

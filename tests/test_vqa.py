@@ -69,11 +69,11 @@ def test_blip_answer_is_its_teacher_forced_log_probability(blip, picture):
     explanation = result.explanation
     assert explanation.labels[0][1:] == ["red", "not blue"]
     inputs = blip.prepare([picture], [QUESTION])
-    extended, positions = blip.answer_inputs(inputs, "red")
+    extended, positions = blip.answer_inputs(inputs, ["red"])
     with torch.no_grad():
         log_probs = blip.forward(blip.model, extended).log_softmax(-1)[0]
     ids = extended["answer_ids"][0]
-    expected = sum(float(log_probs[p - 1, ids[p]]) for p in positions)
+    expected = sum(float(log_probs[p - 1, ids[p]]) for p in positions[0])
     assert abs(float(explanation.scores[0, 1]) - expected) < 1e-4
     assert (explanation.maps.flatten(2).std(dim=-1) > 0.05).all()
     assert explanation.token_weights.shape[:2] == (1, 3)
@@ -222,14 +222,16 @@ def test_one_question_about_many_images_in_one_pass_gives_what_each_image_gives(
     rng = np.random.default_rng(5)
     sizes = [(40, 56), (40, 40), (40, 56)]  # the two of one size share a pass
     images = [Image.fromarray((rng.random((*size, 3)) * 255).astype(np.uint8)) for size in sizes]
-    together = explain_top_answers(vilt, images, QUESTION, top=2)
-    for image, got in zip(images, together):
-        alone = explain_answers(vilt, image, QUESTION, top=2)
-        assert (got.answer, got.tokens) == (alone.answer, alone.tokens)
-        assert got.explanation.labels == alone.explanation.labels
-        torch.testing.assert_close(got.explanation.raw, alone.explanation.raw, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(
-            got.explanation.token_weights, alone.explanation.token_weights, rtol=1e-4, atol=1e-6
-        )
-    with pytest.raises(ValueError, match="generates its answers"):
-        explain_top_answers(blip, images, QUESTION)
+    for vqa, top in [(vilt, 2), (blip, 1)]:  # BLIP generates its answers for the batch at once
+        together = explain_top_answers(vqa, images, QUESTION, top=top)
+        for image, got in zip(images, together):
+            alone = explain_answers(vqa, image, QUESTION, top=top)
+            assert (got.answer, got.tokens) == (alone.answer, alone.tokens)
+            assert got.explanation.labels == alone.explanation.labels
+            torch.testing.assert_close(got.explanation.scores, alone.explanation.scores, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(got.explanation.raw, alone.explanation.raw, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(
+                got.explanation.token_weights, alone.explanation.token_weights, rtol=1e-4, atol=1e-6
+            )
+    with pytest.raises(ValueError, match="classifier-style"):
+        explain_top_answers(blip, images, QUESTION, top=2)

@@ -20,9 +20,9 @@ from mmcam.adapters.hub import load_local, quiet_generation, unknown_words
 from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
 from mmcam.engine import Explainer
 from mmcam.engine.devices import on_model_device
-from mmcam.explanation import Explanation
+from mmcam.explanation import Explanation, select_targets, split_samples
 from mmcam.subject import Subject
-from mmcam.targets import Target, TokenLogProb
+from mmcam.targets import Target, TokenLogProb, right_padded
 from mmcam.words import analyze
 
 WORD_CHOICES = ("all", "content")  # which caption words to explain: every word, or nouns and adjectives
@@ -81,21 +81,85 @@ class CaptionExplanation:
     explanation: Explanation
 
 
-def word_targets(tokenized: Tokenized, words: str = "all", whole_caption: bool = False) -> list[Target]:
+def word_targets(
+    tokenized: Tokenized | Sequence[Tokenized], words: str = "all", whole_caption: bool = False
+) -> list[Target]:
     """One target per selected word (``"all"`` or ``"content"``: nouns and adjectives), optionally the
-    whole caption last. Word targets are labelled with the word; ``index`` is its position in the caption."""
+    whole caption last. Word targets are labelled with the word; ``index`` is its position in the caption.
+
+    For a batch of captions, target k is the k-th selected word of each caption (``TokenLogProb`` with
+    positions per sample; a caption with fewer words scores 0 there), the token ids padded on the right.
+    """
     if words not in WORD_CHOICES:
         raise ValueError(f"unknown word selection '{words}'; use one of {', '.join(WORD_CHOICES)}")
-    ids = torch.tensor([tokenized.ids])
+    captions = [tokenized] if isinstance(tokenized, Tokenized) else list(tokenized)
+    chosen = [chosen_words(caption, words) for caption in captions]
+    ids = right_padded([caption.ids for caption in captions])
+
+    def kth(values: list, k: int, empty):
+        return values[k] if k < len(values) else empty
+
+    targets: list[Target] = [
+        TokenLogProb(
+            ids,
+            [kth([c.positions[w] for w in ws], k, []) for c, ws in zip(captions, chosen)],
+            [kth([c.words[w] for w in ws], k, "") for c, ws in zip(captions, chosen)],
+            [kth(ws, k, None) for ws in chosen],
+        )
+        for k in range(max(map(len, chosen)))
+    ]
+    if whole_caption:
+        every = [sorted(p for positions in c.positions for p in positions) for c in captions]
+        targets.append(TokenLogProb(ids, every, [" ".join(c.words) for c in captions], None))
+    return targets
+
+
+def chosen_words(tokenized: Tokenized, words: str) -> list[int]:
+    """The indices of a caption's ``words`` (all, or content words), refused when there are none."""
+    if not tokenized.words:
+        raise ValueError("the caption is empty: there is no word to explain")
     analyzed = analyze(tokenized.words)
     chosen = [w for w, info in enumerate(analyzed) if words == "all" or info.content]
     if not chosen:
         raise ValueError(f"no {words} words in the caption {' '.join(tokenized.words)!r}")
-    targets: list[Target] = [TokenLogProb(ids, tokenized.positions[w], tokenized.words[w], w) for w in chosen]
-    if whole_caption:
-        every = sorted(p for positions in tokenized.positions for p in positions)
-        targets.append(TokenLogProb(ids, every, " ".join(tokenized.words), None))
-    return targets
+    return chosen
+
+
+def generate_captions(captioner: CaptionModel, pixels: Tensor) -> list[str]:
+    """The captioner's captions of preprocessed images (a batch), without gradients."""
+    with torch.no_grad():
+        return captioner.generate(on_model_device(pixels, captioner.model))
+
+
+def explain_captions(
+    captioner: CaptionModel,
+    pixels: Tensor,
+    captions: Sequence[str] | None = None,
+    words: str = "all",
+    whole_caption: bool = False,
+    counterfactual: bool = False,
+    explainer: Explainer | None = None,
+) -> list[CaptionExplanation]:
+    """Generate (or take) the captions of a batch of preprocessed images and explain every word of every
+    caption in one forward and one backward (target k is each caption's k-th word).
+
+    ``counterfactual`` explains the negated word targets: where the evidence against each word is.
+    The model runs on its device; the explanations come back on the CPU, one per image.
+    """
+    pixels = on_model_device(pixels, captioner.model)
+    captions = list(captions) if captions is not None else generate_captions(captioner, pixels)
+    tokenized = [captioner.tokenize(caption) for caption in captions]
+    targets = word_targets(tokenized, words, whole_caption)
+    if counterfactual:
+        targets = [-target for target in targets]
+    explainer = explainer or captioner.explainer()
+    inputs = {"pixel_values": pixels, "input_ids": right_padded([t.ids for t in tokenized])}
+    explanation = explainer(inputs, targets).cpu()
+    results = []
+    for caption, t, one in zip(captions, tokenized, split_samples(explanation)):
+        own = list(range(len(chosen_words(t, words)))) + [len(targets) - 1] * whole_caption
+        results.append(CaptionExplanation(caption, t.words, select_targets(one, own)))
+    return results
 
 
 def explain_caption(
@@ -107,24 +171,10 @@ def explain_caption(
     counterfactual: bool = False,
     explainer: Explainer | None = None,
 ) -> CaptionExplanation:
-    """Generate (or take) a caption of ``image`` and explain its words in one forward and one backward.
-
-    ``counterfactual`` explains the negated word targets: where the evidence against each word is.
-    The model runs on its device; the explanation comes back on the CPU.
-    """
-    pixels = on_model_device(captioner.preprocess([image]), captioner.model)
-    if caption is None:
-        with torch.no_grad():
-            caption = captioner.generate(pixels)[0]
-    tokenized = captioner.tokenize(caption)
-    if not tokenized.words:
-        raise ValueError("the caption is empty: there is no word to explain")
-    targets = word_targets(tokenized, words, whole_caption)
-    if counterfactual:
-        targets = [-target for target in targets]
-    explainer = explainer or captioner.explainer()
-    inputs = {"pixel_values": pixels, "input_ids": torch.tensor([tokenized.ids])}
-    return CaptionExplanation(caption, tokenized.words, explainer(inputs, targets).cpu())
+    """``explain_captions`` for one image: its caption's words from one forward and one backward."""
+    pixels = captioner.preprocess([image])
+    captions = None if caption is None else [caption]
+    return explain_captions(captioner, pixels, captions, words, whole_caption, counterfactual, explainer)[0]
 
 
 def huggingface_tokenize(tokenizer, start_id: int) -> Callable[[str], Tokenized]:

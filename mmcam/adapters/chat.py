@@ -23,6 +23,7 @@ from mmcam.adapters.captioning import CaptionModel, Tokenized, huggingface_token
 from mmcam.adapters.hub import quiet_generation, unknown_words
 from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
 from mmcam.adapters.vqa import VQAModel, answer_token_ids, hf_question_tokens
+from mmcam.targets import right_padded
 
 CHAT_MODEL_TYPES = ("llava",)  # config.model_type of the supported families
 CAPTION_PROMPT = "Describe the image."
@@ -47,15 +48,16 @@ def chat_inputs(processor, images: Sequence[Image.Image], texts: Sequence[str]) 
     return {key: encoded[key] for key in ("input_ids", "attention_mask", "pixel_values")}
 
 
-def with_reply(inputs: dict[str, Tensor], reply_ids: Sequence[int]) -> dict[str, Tensor]:
-    """The inputs of one prompt followed by the reply's token ids (teacher forcing)."""
-    reply = torch.tensor(
-        [list(reply_ids)], dtype=inputs["input_ids"].dtype, device=inputs["input_ids"].device
-    )
+def with_replies(inputs: dict[str, Tensor], replies: Sequence[Sequence[int]]) -> dict[str, Tensor]:
+    """The inputs of B prompts of one length, each followed by its reply's token ids (teacher forcing),
+    padded on the right; the padding is masked out of attention."""
+    device = inputs["input_ids"].device
+    ids = right_padded(replies, device).to(inputs["input_ids"].dtype)
+    read = right_padded([[1] * len(reply) for reply in replies], device).to(inputs["attention_mask"].dtype)
     return {
         **inputs,
-        "input_ids": torch.cat([inputs["input_ids"], reply], dim=1),
-        "attention_mask": torch.cat([inputs["attention_mask"], torch.ones_like(reply)], dim=1),
+        "input_ids": torch.cat([inputs["input_ids"], ids], dim=1),
+        "attention_mask": torch.cat([inputs["attention_mask"], read], dim=1),
     }
 
 
@@ -128,11 +130,12 @@ def vqa_model(model: nn.Module, processor, name: str) -> VQAModel:
     def prepare(images: Sequence[Image.Image], questions: Sequence[str]) -> dict[str, Tensor]:
         return chat_inputs(processor, images, questions)
 
-    def answer_inputs(inputs: dict[str, Tensor], answer: str) -> tuple[dict[str, Tensor], list[int]]:
-        ids = answer_token_ids(tokenizer, answer)
-        extended = with_reply(inputs, ids)
+    def answer_inputs(inputs: dict[str, Tensor], answers: Sequence[str]) -> tuple[dict, list[list[int]]]:
+        replies = [answer_token_ids(tokenizer, answer) for answer in answers]
+        extended = with_replies(inputs, replies)
         start = inputs["input_ids"].shape[1]
-        return {**extended, "answer_ids": extended["input_ids"]}, list(range(start, start + len(ids)))
+        positions = [list(range(start, start + len(reply))) for reply in replies]
+        return {**extended, "answer_ids": extended["input_ids"]}, positions
 
     return VQAModel(
         name=name,
@@ -142,7 +145,7 @@ def vqa_model(model: nn.Module, processor, name: str) -> VQAModel:
         question_tokens=lambda inputs: hf_question_tokens(tokenizer, inputs),
         layer=_vision_layer(model),
         question_layer=next(n for n, m in model.named_modules() if m is model.get_input_embeddings()),
-        generate=lambda inputs: _replies(model, tokenizer, inputs, MAX_ANSWER_TOKENS)[0],
+        generate=lambda inputs: _replies(model, tokenizer, inputs, MAX_ANSWER_TOKENS),
         answer_inputs=answer_inputs,
         method=TOKEN_METHOD,
         unknown_words=partial(unknown_words, tokenizer),

@@ -24,7 +24,16 @@ from mmcam.engine import Explainer, Layout
 from mmcam.engine.devices import on_model_device
 from mmcam.explanation import Explanation, join_targets, split_samples
 from mmcam.subject import Subject
-from mmcam.targets import ClassScore, Difference, Negated, Target, TokenLogProb, TopClass, logits_of
+from mmcam.targets import (
+    ClassScore,
+    Difference,
+    Negated,
+    Target,
+    TokenLogProb,
+    TopClass,
+    logits_of,
+    right_padded,
+)
 
 PROBE_QUESTION = "what is in the image?"  # the question asked while naming units
 
@@ -35,8 +44,9 @@ class VQAModel:
 
     ``prepare(images, questions)`` makes the model inputs (``pixel_values`` and the question's
     tensors); ``forward`` runs the model on them; ``answers`` is the answer vocabulary of a
-    classifier-style model (None for a generative one, which has ``answer_inputs`` instead: the
-    inputs extended with the teacher-forced ids of one answer, and the answer's token positions).
+    classifier-style model (None for a generative one, which has ``generate``, the greedy answer of
+    each sample, and ``answer_inputs`` instead: the inputs extended with the teacher-forced ids of one
+    answer per sample, padded on the right, and each answer's token positions).
     ``question_tokens`` names the question's tokens as the token layer sees them, None for special
     and padding tokens. ``unknown_words(text)``: the words of a question or answer that the model's
     tokenizer reads as its unknown token.
@@ -51,8 +61,10 @@ class VQAModel:
     question_layer: str
     answers: list[str] | None = None
     layout: Callable[[dict[str, Tensor]], str | Layout] = field(default=lambda inputs: "auto")
-    generate: Callable[[dict[str, Tensor]], str] | None = None
-    answer_inputs: Callable[[dict[str, Tensor], str], tuple[dict[str, Tensor], list[int]]] | None = None
+    generate: Callable[[dict[str, Tensor]], list[str]] | None = None
+    answer_inputs: (
+        Callable[[dict[str, Tensor], Sequence[str]], tuple[dict[str, Tensor], list[list[int]]]] | None
+    ) = None
     method: str = "gradcam"
     unknown_words: Callable[[str], list[str]] = field(default=lambda text: [])
 
@@ -75,6 +87,9 @@ class VQAModel:
             return self.prepare(list(images), [PROBE_QUESTION] * len(images))
 
         return Subject(self.name, self.model, layer or self.layer, inputs, self.forward)
+
+
+NO_ANSWER = "the model's answer is empty: there is no word of it to explain"
 
 
 @dataclass
@@ -147,22 +162,38 @@ def explain_top_answers(
     question: str,
     top: int = 1,
     explainer: Explainer | None = None,
-) -> list[VQAExplanation]:
-    """The same ``question`` about many images: each image's ``top`` answers, read from the forward that
-    explains them (``TopClass``), one forward and one backward per image size (images of one size share
-    a batch, so none is padded to another's shape). Classifier-style models (an answer vocabulary)."""
-    if vqa.answers is None:
-        raise ValueError(f"{vqa.name} generates its answers: explain its images one by one")
+) -> list[VQAExplanation | ValueError]:
+    """The same ``question`` about many images, each image's ``top`` answers explained, one forward and
+    one backward per image size (images of one size share a batch, so none is padded to another's shape).
+
+    A classifier-style model's top answers are read from the forward that explains them (``TopClass``);
+    a generative model's answer (``top`` = 1) is generated for the whole batch at once, then scored by
+    its teacher-forced log-probability (``TokenLogProb``, one answer per sample). An image the model
+    answered with nothing gets, in its place, the ``ValueError`` that says so."""
     if not question.strip():
         raise ValueError("the question is empty")
+    if vqa.answers is None and top > 1:
+        raise ValueError(f"{vqa.name} generates its answer: --top needs a classifier-style VQA model")
     explainer = explainer or vqa.explainer()
-    results: dict[int, VQAExplanation] = {}
+    results: dict[int, VQAExplanation | ValueError] = {}
     for size in dict.fromkeys(image.size for image in images):
         indices = [i for i, image in enumerate(images) if image.size == size]
         inputs = vqa.prepare([images[i] for i in indices], [question] * len(indices))
         inputs = on_model_device(inputs, vqa.model)
         tokens = vqa.question_tokens(inputs)
-        explanation = explainer(inputs, [TopClass(rank) for rank in range(top)]).cpu()
+        if vqa.answers is None:
+            with torch.no_grad():
+                answers = vqa.generate(inputs)
+            results.update({i: ValueError(NO_ANSWER) for i, answer in zip(indices, answers) if not answer})
+            kept = [k for k, answer in enumerate(answers) if answer]
+            if not kept:
+                continue
+            indices, answers = [indices[k] for k in kept], [answers[k] for k in kept]
+            extended, positions = vqa.answer_inputs({name: v[kept] for name, v in inputs.items()}, answers)
+            explained = explainer(extended, TokenLogProb(extended["answer_ids"], positions, answers))
+            explanation = replace(explained, token_weights=explained.token_weights[..., : len(tokens)]).cpu()
+        else:
+            explanation = explainer(inputs, [TopClass(rank) for rank in range(top)]).cpu()
         for i, one in zip(indices, split_samples(explanation)):
             results[i] = VQAExplanation(question, tokens, one.labels[0][0], one)
     return [results[i] for i in range(len(images))]
@@ -176,13 +207,15 @@ def _explain_generated(
     if top > 1:
         raise ValueError(f"{vqa.name} generates its answer: --top needs a classifier-style VQA model")
     with torch.no_grad():
-        predicted = vqa.generate(inputs)
+        predicted = vqa.generate(inputs)[0]
+    if not predicted:
+        raise ValueError(NO_ANSWER)
     parts = []
     for answer, negate in [
         *((a, False) for a in dict.fromkeys([predicted, *answers])),
         *((x, True) for x in why_not),
     ]:
-        extended, positions = vqa.answer_inputs(inputs, answer)
+        extended, positions = vqa.answer_inputs(inputs, [answer])
         target: Target = TokenLogProb(extended["answer_ids"], positions, answer)
         part = explainer(extended, -target if negate else target)
         parts.append(replace(part, token_weights=part.token_weights[..., : len(tokens)]))
@@ -313,15 +346,16 @@ def _blip(model: nn.Module, processor, name: str) -> VQAModel:
         encoded = processor(images=list(images), text=list(questions), return_tensors="pt", padding=True)
         return {k: encoded[k] for k in ("pixel_values", "input_ids", "attention_mask")}
 
-    def generate(inputs: dict[str, Tensor]) -> str:
+    def generate(inputs: dict[str, Tensor]) -> list[str]:
         question = {k: inputs[k] for k in ("pixel_values", "input_ids", "attention_mask")}
         with quiet_generation():
             ids = model.generate(**question, max_new_tokens=10)
-        return tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+        return [answer.strip() for answer in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
-    def answer_inputs(inputs: dict[str, Tensor], answer: str) -> tuple[dict[str, Tensor], list[int]]:
-        ids = answer_token_ids(tokenizer, answer)
-        return {**inputs, "answer_ids": torch.tensor([[start, *ids]])}, list(range(1, len(ids) + 1))
+    def answer_inputs(inputs: dict[str, Tensor], answers: Sequence[str]) -> tuple[dict, list[list[int]]]:
+        rows = [[start, *answer_token_ids(tokenizer, answer)] for answer in answers]
+        ids = right_padded(rows, inputs["input_ids"].device)
+        return {**inputs, "answer_ids": ids}, [list(range(1, len(row))) for row in rows]
 
     return VQAModel(
         name=name,

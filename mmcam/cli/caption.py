@@ -13,7 +13,6 @@ from mmcam.cli.common import (
     chosen_method,
     concept_table_of,
     for_each_input,
-    one_by_one,
     output_folder,
     record_job,
     unknown_words_said,
@@ -67,7 +66,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from mmcam.adapters.captioning import explain_caption
+    import torch
+
+    from mmcam.adapters.captioning import chosen_words, explain_captions, generate_captions
     from mmcam.evaluation.distributed import start_processes
     from mmcam.images import load_image
     from mmcam.loading import load_captioner
@@ -81,28 +82,65 @@ def run(arguments: argparse.Namespace) -> int:
     output = output_folder(arguments)
     unknown = unknown_words_said(captioner.unknown_words, {"caption": arguments.caption})
 
-    def explain_one(item):
-        result = explain_caption(
-            captioner,
-            item.image,
-            caption=arguments.caption,
-            words=arguments.words,
-            whole_caption=arguments.whole,
-            counterfactual=arguments.counterfactual,
-            explainer=explainer,
-        )
+    def finish(result):
+        """What only this process adds to an input's record: the caption, its words, the concepts."""
 
-        def finish(record: dict) -> dict:
+        def finished(record: dict) -> dict:
             if table is not None:
                 add_concepts(record, result.explanation.weights[0], table, "wrote")
             record = {**record, "caption": result.caption, "words": result.words}
             return {**record, "unknown_words": unknown} if unknown else record
 
-        job = record_job(
-            arguments, output, "caption", captioner.name, item, result.explanation, heading=result.caption
+        return finished
+
+    def problem(caption: str) -> ValueError | None:
+        """Why a caption cannot be explained (empty, no content words), or None."""
+        try:
+            chosen_words(captioner.tokenize(caption), arguments.words)
+        except ValueError as error:
+            return error
+        return None
+
+    def explain_batch(loaded: list) -> list:
+        """Caption the batch in one generation, then explain every word of every caption in one forward
+        and one backward; an input whose caption has no word to explain fails alone."""
+        pixels = torch.cat([item.inputs for item in loaded])
+        if arguments.caption is None:
+            captions = generate_captions(captioner, pixels)
+        else:
+            captions = [arguments.caption] * len(loaded)
+        problems = [problem(caption) for caption in captions]
+        fine = [i for i, error in enumerate(problems) if error is None]
+        results = iter(
+            explain_captions(
+                captioner,
+                pixels[fine],
+                [captions[i] for i in fine],
+                arguments.words,
+                arguments.whole,
+                arguments.counterfactual,
+                explainer,
+            )
+            if fine
+            else []
         )
-        return job, finish
+        jobs = []
+        for item, error in zip(loaded, problems):
+            if error is not None:
+                jobs.append(error)
+                continue
+            result = next(results)
+            job = record_job(
+                arguments, output, "caption", captioner.name, item, result.explanation, heading=result.caption
+            )
+            jobs.append((job, finish(result)))
+        return jobs
 
     return for_each_input(
-        arguments, processes, load_image, lambda image: None, one_by_one(explain_one), output
+        arguments,
+        processes,
+        load_image,
+        lambda image: captioner.preprocess([image]),
+        explain_batch,
+        output,
     )

@@ -177,7 +177,7 @@ def add_batch_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=8,
         metavar="B",
-        help="inputs per forward pass (default 8; classify runs the batch through the model at once)",
+        help="inputs per forward and backward pass (default 8; vqa --answer and --why-not go one by one)",
     )
     parser.add_argument(
         "--workers",

@@ -106,12 +106,16 @@ def run(arguments: argparse.Namespace) -> int:
         return job(item, explain_answers(vqa, item.image, *args, explainer=explainer))
 
     def explain_batch(loaded: list) -> list[Job]:
-        """The question about every image of the batch in one forward and one backward."""
+        """The question about every image of the batch in one forward and one backward (a generative
+        model's answers generated for the batch at once)."""
         results = explain_top_answers(
             vqa, [item.image for item in loaded], arguments.question, arguments.top, explainer
         )
-        return [job(item, result) for item, result in zip(loaded, results)]
+        return [
+            result if isinstance(result, ValueError) else job(item, result)
+            for item, result in zip(loaded, results)
+        ]
 
-    batched = vqa.answers is not None and not arguments.answer and not arguments.why_not
+    batched = not arguments.answer and not arguments.why_not
     explain = explain_batch if batched else one_by_one(explain_one)
     return for_each_input(arguments, processes, load_image, lambda image: None, explain, output)
