@@ -83,7 +83,11 @@ class ClassScore(Target):
             indices = per_row(indices, logits.shape[0])
         else:
             indices = indices.expand(logits.shape[0])
-        return logits.gather(1, indices[:, None])[:, 0]
+        return self.scores_of(logits).gather(1, indices[:, None])[:, 0]
+
+    def scores_of(self, logits: Tensor) -> Tensor:
+        """(N, C) the score of every class: here the logits themselves, y_c."""
+        return logits
 
     def index(self, sample: int) -> int:
         return int(self.indices[sample if self.indices.numel() > 1 else 0])
@@ -94,6 +98,38 @@ class ClassScore(Target):
         if names is not None and 0 <= position < len(names):
             return str(names[position])
         return f"class {position}"
+
+
+class ClassLogProb(ClassScore):
+    """The log-probability of a class, log softmax(y)_c = y_c - log sum_j exp(y_j): what the class
+    gains over all the others, weighted by their probabilities (an RL policy's chosen-action target)."""
+
+    kind = "log-probability"
+
+    def scores_of(self, logits: Tensor) -> Tensor:
+        return logits.float().log_softmax(dim=1)
+
+
+class ClassAdvantage(ClassScore):
+    """A class's logit above the mean logit, y_c - (1/C) sum_j y_j: softmax logits are defined only up
+    to a shift, and this drops what every class shares (the advantage of dueling networks)."""
+
+    kind = "logit minus the mean logit"
+
+    def scores_of(self, logits: Tensor) -> Tensor:
+        return logits - logits.mean(dim=1, keepdim=True)
+
+
+class ClassMargin(ClassScore):
+    """A class rather than the best other one, y_c - max_{j != c} y_j: a contrast with the runner-up,
+    positive where the class wins."""
+
+    kind = "logit difference"
+
+    def scores_of(self, logits: Tensor) -> Tensor:
+        top = logits.topk(min(2, logits.shape[1]), dim=1).values
+        best_other = torch.where(logits == top[:, :1], top[:, -1:], top[:, :1])
+        return logits - best_other
 
 
 class TopClass(ClassScore):

@@ -48,6 +48,7 @@ print(sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[1:])))
 def test_the_names_the_command_line_offers_are_those_of_the_registries():
     from mmcam import bench
     from mmcam.adapters import captioning
+    from mmcam.adapters.rl import rollouts
     from mmcam.cli import choices
     from mmcam.engine import methods
     from mmcam.evaluation import data, runner, scoring, tasks
@@ -60,6 +61,7 @@ def test_the_names_the_command_line_offers_are_those_of_the_registries():
     assert choices.BASELINES == tuple(baselines.BASELINES)
     assert choices.PERTURBATIONS == faithfulness.PERTURBATIONS
     assert choices.SUITES == tuple(bench.SUITES)
+    assert choices.ACTION_TARGETS == tuple(rollouts.ACTION_TARGETS)
     assert choices.SHAPES_SEED == data.SHAPES_SEED
     assert choices.DEFAULT_SCENES == runner.DEFAULT_SCENES
 

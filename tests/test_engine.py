@@ -147,3 +147,34 @@ def test_every_target_says_what_its_score_is(cam_net, images):
     assert explanation.kinds == ["logit", "minus the logit", "logit difference", "score"]
     word = TokenLogProb(torch.zeros(1, 3, dtype=torch.long), [1], "red")
     assert Difference(word, ClassScore(0)).kind == "log-probability minus logit"
+
+
+def test_class_scores_relative_to_the_other_classes():
+    """log softmax(y)_c, y_c - mean_j y_j and y_c - max_{j != c} y_j, per sample."""
+    from mmcam.targets import ClassAdvantage, ClassLogProb, ClassMargin
+
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 3.0, 3.0]])
+    chosen = [0, 2]
+    log_prob = ClassLogProb(chosen)(logits)
+    expected = [2.0 - float(torch.logsumexp(logits[0], 0)), 3.0 - float(torch.logsumexp(logits[1], 0))]
+    torch.testing.assert_close(log_prob, torch.tensor(expected))
+    torch.testing.assert_close(ClassAdvantage(chosen)(logits), torch.tensor([2.0 - 0.5, 3.0 - 2.0]))
+    torch.testing.assert_close(ClassMargin(chosen)(logits), torch.tensor([2.0 - 0.5, 0.0]))  # a tie: 0
+    torch.testing.assert_close(ClassMargin([1, 0])(logits), torch.tensor([0.5 - 2.0, 0.0 - 3.0]))
+    kinds = [t.kind for t in (ClassLogProb(0), ClassAdvantage(0), ClassMargin(0))]
+    assert kinds == ["log-probability", "logit minus the mean logit", "logit difference"]
+
+
+def test_token_log_probs_with_positions_per_sample_score_a_shorter_sample_zero():
+    from mmcam.targets import TokenLogProb
+
+    logits = torch.randn(2, 4, 5, generator=torch.Generator().manual_seed(0))
+    ids = torch.tensor([[0, 1, 2, 3], [0, 4, 0, 0]])
+    target = TokenLogProb(ids, [[2, 3], []], ["big word", ""], [1, None])
+    log_probs = logits.log_softmax(-1)
+    expected = torch.stack([log_probs[0, 1, 2] + log_probs[0, 2, 3], torch.tensor(0.0)])
+    torch.testing.assert_close(target(logits), expected)
+    torch.testing.assert_close(target(torch.cat([logits, logits]))[2:], expected)  # tiled blocks of the batch
+    assert (target.label(0), target.index(0), target.index(1)) == ("big word", 1, None)
+    with pytest.raises(ValueError, match="start at 1"):
+        TokenLogProb(ids, [[], []], ["", ""])

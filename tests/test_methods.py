@@ -113,7 +113,7 @@ def test_method_names_are_forgiving_and_unknown_ones_list_the_valid():
     assert get_method("grad_cam").name == "gradcam"
     with pytest.raises(ValueError, match="gradcam, counterfactual"):
         get_method("gradcam+++")
-    assert len(METHODS) == 14
+    assert len(METHODS) == 15
 
 
 def test_gradcam_equals_cam_up_to_positive_scale(cam_net, images):
@@ -167,3 +167,49 @@ def test_guided_gradcam_is_guided_backprop_times_upsampled_gradcam(cam_net, imag
     cam = mmcam.explain(cam_net, images, 1, layer="features", method="gradcam").raw
     combined = mmcam.explain(cam_net, images, 1, layer="features", method="guided-gradcam").raw
     torch.testing.assert_close(combined, guided * cam)
+
+
+class _LinearScores(nn.Module):
+    """Two scores linear in the image: a random weighting of a 1x1 conv's output, and the mean red
+    value inside the box rows 4-8, columns 16-22 (the only region it reads)."""
+
+    def __init__(self):
+        super().__init__()
+        generator = torch.Generator().manual_seed(1)
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.register_buffer("weights", torch.randn(3, 20, 28, generator=generator))
+
+    def forward(self, x):
+        h = self.conv(x)
+        box = x[:, 0, 4:9, 16:23].mean(dim=(1, 2)) + 0 * h.sum(dim=(1, 2, 3))
+        return torch.stack([(h * self.weights).sum(dim=(1, 2, 3)), box], dim=1)
+
+
+def test_perturbation_is_half_the_squared_score_change_under_a_blurred_disc():
+    """S_k(i, j) = 1/2 (y_k(I) - y_k(I (1 - M_ij) + blur(I) M_ij))^2, written out for a few points; the
+    score that reads one box alone peaks inside it."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    model = _LinearScores().eval()
+    image = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(2))
+    explanation = mmcam.explain(model, image, [[0, 1]], layer="conv", method="perturbation")
+    scale = 20 / 84
+    sigma, blur_sigma = 5 * scale, 3 * scale
+    assert explanation.raw.shape == (1, 2, 20, 28)  # stride round(5 * scale) = 1: one point per pixel
+    kernel = 2 * int(np.ceil(3 * blur_sigma)) + 1
+    blurred = gaussian_blur(image, [kernel, kernel], [blur_sigma, blur_sigma])
+    yy, xx = torch.meshgrid(torch.arange(20.0), torch.arange(28.0), indexing="ij")
+    with torch.no_grad():
+        clean = model(image)[0]
+        for i, j in [(0, 0), (6, 19), (13, 5)]:
+            disc = torch.exp(-((yy - (i + 0.5)) ** 2 + (xx - (j + 0.5)) ** 2) / (2 * sigma**2))
+            changed = model(image * (1 - disc) + blurred * disc)[0]
+            torch.testing.assert_close(
+                explanation.raw[0, :, i, j], 0.5 * (clean - changed) ** 2, rtol=1e-4, atol=1e-7
+            )
+    planted = torch.zeros(1, 3, 20, 28)
+    planted[:, :, 5:8, 18:21] = 1.0  # a bright square inside the box the second score reads
+    planted[:, :, 12:15, 3:6] = 1.0  # and one outside it
+    explanation = mmcam.explain(model, planted, [[1]], layer="conv", method="perturbation")
+    row, column = divmod(int(explanation.raw[0, 0].argmax()), 28)
+    assert 5 <= row <= 7 and 18 <= column <= 20

@@ -168,7 +168,8 @@ def test_cli_json_one_record_per_step(tmp_path, capsys):
         assert record["action"] in ("up", "down", "left", "right") and isinstance(record["value"], float)
         (target,) = record["targets"]
         assert set(target) == {"label", "index", "score", "score_kind", "peak"}
-        assert target["label"] == record["action"] and target["score_kind"] == "logit"
+        assert target["label"] == record["action"] and target["score_kind"] == "log-probability"
+        assert record["empty"] is False  # HiResCAM's maps of this agent are never empty on these steps
         assert set(record["attention"]) == {"agent", "goal", "distractors"}
         assert 0 <= sum(record["attention"].values()) <= 1 + 1e-6
     assert (out / "attention.png").is_file()
@@ -213,3 +214,37 @@ def test_sb3_checkpoints_are_unpickled_only_when_trusted(tmp_path):
     (tmp_path / "agent.zip").write_bytes(b"not opened")
     with pytest.raises(ValueError, match="unpickles .* --trust-pickle"):
         load_policy(f"sb3:ppo:{tmp_path / 'agent'}")
+
+
+def test_eval_episodes_reports_every_agent_method_and_target_with_intervals(tmp_path, capsys):
+    command = ["eval", "--task", "rl", "--episodes", "3", "--methods", "hirescam,perturbation"]
+    command += ["--action-targets", "log-prob,margin", "--seed", "5", "-o", str(tmp_path), "--json"]
+    assert main(command) == 0
+    rows = json.loads(capsys.readouterr().out)
+    runs = {(row["agent"], row["method"], row["target"]) for row in rows}
+    assert len(runs) == 2 * 2 * 2
+    assert {row["quantity"] for row in rows} == {
+        "empty",
+        "goal+agent",
+        "goal+agent, non-empty",
+        "distractors",
+        "distractors, non-empty",
+        "goal+agent area",
+    }
+    for row in rows:
+        assert row["samples"] == 3 and row["low"] <= row["mean"] <= row["high"]
+    assert json.loads((tmp_path / "rollouts.json").read_text())["rows"] == rows
+    assert main(["eval", "--task", "classify", "--episodes", "3"]) != 0
+    assert "use it with --task rl" in capsys.readouterr().err
+    assert main(["eval", "--task", "rl", "--episodes", "3", "--action-targets", "q"]) != 0
+    assert "unknown action target 'q'; use one of logit, log-prob" in capsys.readouterr().err
+
+
+def test_rl_command_takes_a_target_and_perturbation_saliency(tmp_path, capsys):
+    command = ["rl", "--episodes", "1", "--method", "perturbation", "--target", "margin", "--json"]
+    assert main([*command, "-o", str(tmp_path)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(
+        r["method"] == "perturbation" and r["targets"][0]["score_kind"] == "logit difference" for r in records
+    )
+    assert all(r["attention"]["goal"] + r["attention"]["agent"] > 0.05 for r in records)

@@ -1,7 +1,10 @@
-"""The bundled ShapesReach agents: loaded without pickle, explained over 50 episodes, and the issue's acceptance.
+"""The bundled ShapesReach agents: loaded without pickle, explained over 50 episodes, and the issues' acceptance.
 
 Acceptance: over 50 episodes, the strong agent's map mass on the goal and the agent is at least twice
-their share of the image area, and higher than the weak agent's. Run with -s to see the figures.
+their share of the image area, and higher than the weak agent's. Over 100 other episodes, with the
+default method and action target, the strong agent's map is empty on at most 5% of steps and its mass on
+goal + agent over non-empty steps is ahead of the weak agent's with 95% bootstrap intervals apart.
+Run with -s to see the figures.
 """
 
 import pickle
@@ -12,6 +15,7 @@ import torch
 
 from mmcam.adapters.rl import explain_episodes, make_env
 from mmcam.cli.records import rollout_records, rollout_table
+from mmcam.evaluation.rollouts import rollout_rows
 from mmcam.loading import load_policy
 from mmcam.zoo.agents import WEIGHTS_DIR, load_agent, load_spec
 
@@ -80,6 +84,7 @@ def test_summary_table_has_a_row_per_episode_and_one_for_all(rollouts):
         "steps",
         "return",
         "success",
+        "empty",
         "agent",
         "goal",
         "distractors",
@@ -87,7 +92,7 @@ def test_summary_table_has_a_row_per_episode_and_one_for_all(rollouts):
     assert lines[1].split()[:3] == ["0", str(SEED), str(rollout.episodes[0].steps)]
     total = lines[-1]
     assert total.split()[:2] == ["all", str(sum(e.steps for e in rollout.episodes))]
-    assert total.split()[3] == f"{rollout.success_rate():.0%}"
+    assert total.split()[3:5] == [f"{rollout.success_rate():.0%}", f"{rollout.empty_share():.0%}"]
     cells = re.findall(r"(\d\.\d{3}) \(\s*(\d+\.\d)x\)", total)  # share (ratio to area) per mask
     attention, areas = rollout.attention(), rollout.areas()
     assert cells == [(f"{attention[n]:.3f}", f"{attention[n] / areas[n]:.1f}") for n in attention]
@@ -103,3 +108,44 @@ def test_acceptance_strong_agent_looks_at_goal_and_agent(rollouts):
     )
     assert strong_mass >= 2 * strong_area
     assert strong_mass > weak_mass
+
+
+@pytest.fixture(scope="module")
+def hundred_episodes():
+    """100 episodes of each agent from seed 77_000 (not used in training), the defaults' rollout rows."""
+    venv = make_env("mmcam/ShapesReach-v0")
+    return {
+        name: {
+            row["quantity"]: row
+            for row in rollout_rows(explain_episodes(load_policy(name), venv, 100, 77_000))
+        }
+        for name in ("strong", "weak")
+    }
+
+
+def test_acceptance_default_maps_are_rarely_empty_and_tell_the_agents_apart(hundred_episodes):
+    strong, weak = hundred_episodes["strong"], hundred_episodes["weak"]
+    shown = "goal+agent, non-empty"
+    print(
+        f"\nempty maps: strong {strong['empty']['mean']:.3f}, weak {weak['empty']['mean']:.3f}; "
+        f"{shown}: strong {strong[shown]['mean']:.3f} [{strong[shown]['low']:.3f}, {strong[shown]['high']:.3f}], "
+        f"weak {weak[shown]['mean']:.3f} [{weak[shown]['low']:.3f}, {weak[shown]['high']:.3f}]"
+    )
+    assert strong["empty"]["mean"] <= 0.05 and strong["empty"]["samples"] == 100
+    assert strong[shown]["low"] > weak[shown]["high"]
+    assert strong["distractors, non-empty"]["high"] < weak["distractors, non-empty"]["low"]
+
+
+def test_empty_steps_are_counted_and_shown_with_the_evidence_against(rollouts):
+    """Grad-CAM of the raw logit leaves some of the strong agent's maps empty: those steps, and only
+    those, get the map of the negated target, which is not empty."""
+    venv = make_env("mmcam/ShapesReach-v0")
+    rollout = explain_episodes(load_policy("strong"), venv, 10, 77_000, method="gradcam", target="logit")
+    empty = torch.cat([episode.empty for episode in rollout.episodes])
+    assert 0 < int(empty.sum()) < len(empty)
+    assert rollout.empty_share() == pytest.approx(float(empty.float().mean()))
+    for episode in rollout.episodes:
+        assert sorted(episode.against) == episode.empty.nonzero()[:, 0].tolist()
+        assert all(episode.explanation.maps[t, 0].max() == 0 for t in episode.against)
+        assert all(against.max() > 0 for against in episode.against.values())
+    assert rollout.episodes[0].explanation.kinds == ["logit"]

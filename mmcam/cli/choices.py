@@ -14,6 +14,7 @@ METHODS = (  # mmcam.engine.methods.METHODS, in its order
     "attention-relevance",
     "eigencam",
     "scorecam",
+    "perturbation",
     "guided-backprop",
     "guided-gradcam",
 )
@@ -31,6 +32,7 @@ METRICS = (  # the keys of mmcam.evaluation.scoring.METRICS
 TASKS = ("classify", "caption", "vqa", "rl")  # mmcam.evaluation.tasks.TASKS
 BASELINES = ("uniform", "center")  # the keys of mmcam.metrics.baselines.BASELINES
 PERTURBATIONS = ("blur", "zero")  # mmcam.metrics.faithfulness.PERTURBATIONS
+ACTION_TARGETS = ("logit", "log-prob", "advantage", "margin")  # mmcam.adapters.rl.rollouts.ACTION_TARGETS
 SUITES = ("classify", "caption", "vqa")  # the keys of mmcam.bench.SUITES
 SHAPES_SEED = 30_000  # mmcam.evaluation.data.SHAPES_SEED
 DEFAULT_SCENES = 500  # mmcam.evaluation.runner.DEFAULT_SCENES

@@ -6,10 +6,19 @@ import argparse
 import json
 from pathlib import Path
 
-from mmcam.cli.choices import BASELINES, DEFAULT_SCENES, METRICS, PERTURBATIONS, SHAPES_SEED, TASKS
+from mmcam.cli.choices import (
+    ACTION_TARGETS,
+    BASELINES,
+    DEFAULT_SCENES,
+    METRICS,
+    PERTURBATIONS,
+    SHAPES_SEED,
+    TASKS,
+)
 from mmcam.cli.common import add_trust_pickle_option
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "guided-gradcam", *BASELINES)
+ROLLOUT_METHODS = ("gradcam", "hirescam", "perturbation")  # --episodes: Grad-CAM, the RL default, Greydanus
 
 
 def names(text: str) -> list[str]:
@@ -36,14 +45,32 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--methods",
         type=names,
-        default=list(DEFAULT_METHODS),
+        default=None,
         metavar="M,...",
-        help=f"CAM methods and the baselines {', '.join(BASELINES)} (default: {','.join(DEFAULT_METHODS)})",
+        help=f"CAM methods and the baselines {', '.join(BASELINES)} (default: {','.join(DEFAULT_METHODS)}; "
+        f"with --episodes: {','.join(ROLLOUT_METHODS)})",
     )
     parser.add_argument(
         "--model",
         metavar="SPEC",
-        help="the model, as the task's own command takes it (default: the bundled one: shapes; rl: strong)",
+        help="the model, as the task's own command takes it (default: the bundled one: shapes; rl: strong; "
+        "with --episodes, comma-separated agents: strong,weak)",
+    )
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        metavar="N",
+        help="rl: play N episodes of each agent and report, per agent, method and action target, the share "
+        "of steps whose map is empty and the map mass on goal + agent and on the distractors (all steps and "
+        "non-empty ones), with 95%% bootstrap intervals over episodes",
+    )
+    parser.add_argument(
+        "--action-targets",
+        type=names,
+        default=["log-prob"],
+        metavar="T,...",
+        help=f"with --episodes: what the chosen action's map explains, from {', '.join(ACTION_TARGETS)} "
+        "(default log-prob)",
     )
     parser.add_argument("--layer", default=None, metavar="L", help="layer to explain; default per model")
     parser.add_argument(
@@ -79,9 +106,11 @@ def run(arguments: argparse.Namespace) -> int:
     for option in ("steps", "patch", "stride"):
         if getattr(arguments, option) < 1:
             raise ValueError(f"--{option} must be at least 1")
+    if arguments.episodes is not None:
+        return run_rollouts(arguments)
     evaluation = Evaluation(
         task=arguments.task,
-        methods=arguments.methods,
+        methods=arguments.methods or list(DEFAULT_METHODS),
         metrics=arguments.metric,
         output=Path(arguments.output),
         model=arguments.model,
@@ -112,5 +141,47 @@ def run(arguments: argparse.Namespace) -> int:
         print(table_text(report["rows"], evaluation.methods, evaluation.metrics))
         print(
             f"{report['samples']} samples, {report['interval']}; {report['seconds']} s; written to {evaluation.output}/"
+        )
+    return 0
+
+
+def run_rollouts(arguments: argparse.Namespace) -> int:
+    """``--episodes``: the RL agents' rollout table, printed and written as JSON and text under -o."""
+    from mmcam.adapters.rl import SHAPES_REACH
+    from mmcam.engine.devices import chosen_device
+    from mmcam.evaluation.rollouts import evaluate_rollouts, rollouts_text
+
+    if arguments.task != "rl":
+        raise ValueError("--episodes plays RL episodes: use it with --task rl")
+    if arguments.episodes < 1:
+        raise ValueError("--episodes must be at least 1")
+    unknown = [target for target in arguments.action_targets if target not in ACTION_TARGETS]
+    if unknown:
+        raise ValueError(f"unknown action target {unknown[0]!r}; use one of {', '.join(ACTION_TARGETS)}")
+    methods = arguments.methods or list(ROLLOUT_METHODS)
+    if set(methods) & set(BASELINES):
+        raise ValueError(f"--episodes explains with CAM methods; drop the baselines {', '.join(BASELINES)}")
+    rows = evaluate_rollouts(
+        names(arguments.model or "strong,weak"),
+        methods,
+        arguments.action_targets,
+        arguments.episodes,
+        arguments.seed,
+        SHAPES_REACH,
+        chosen_device(arguments.device),
+        arguments.trust_pickle,
+    )
+    output = Path(arguments.output)
+    output.mkdir(parents=True, exist_ok=True)
+    table = rollouts_text(rows)
+    (output / "rollouts.json").write_text(
+        json.dumps({"episodes": arguments.episodes, "rows": rows}, indent=1)
+    )
+    (output / "rollouts.txt").write_text(table + "\n")
+    print(json.dumps(rows) if arguments.json else table)
+    if not arguments.json:
+        print(
+            f"{arguments.episodes} episodes per agent from seed {arguments.seed}, 95% bootstrap over episodes; "
+            f"written to {output}/"
         )
     return 0

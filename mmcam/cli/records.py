@@ -219,6 +219,7 @@ def rollout_records(rollout: Rollout) -> Iterator[dict]:
                 "action_index": trajectory.actions[t],
                 "value": None if trajectory.values is None else round(trajectory.values[t], 6),
                 "reward": round(trajectory.rewards[t], 6),
+                "empty": bool(episode.empty[t]),
                 "targets": [
                     {
                         "label": label,
@@ -240,15 +241,15 @@ def rollout_table(rollout: Rollout) -> str:
     """One row per episode and one for all of them: steps, return, success and, per mask, the share
     of map mass on it with its ratio to the mask's share of the image (1.0x: no more than uniform)."""
     names = rollout.mask_names()
-    header = f"{'episode':>8} {'seed':>6} {'steps':>6} {'return':>7} {'success':>8}" + "".join(
+    header = f"{'episode':>8} {'seed':>6} {'steps':>6} {'return':>7} {'success':>8} {'empty':>6}" + "".join(
         f" {name:>17}" for name in names
     )
 
-    def row(label, seed, steps, total, success, attention, areas) -> str:
+    def row(label, seed, steps, total, success, empty, attention, areas) -> str:
         cells = "".join(
             f" {attention[n]:>9.3f} ({attention[n] / areas[n] if areas[n] else 0:4.1f}x)" for n in names
         )
-        return f"{label:>8} {seed:>6} {steps:>6} {total:>7.2f} {success:>8}{cells}"
+        return f"{label:>8} {seed:>6} {steps:>6} {total:>7.2f} {success:>8} {empty:>6.0%}{cells}"
 
     lines = [header]
     for i, e in enumerate(rollout.episodes):
@@ -261,6 +262,7 @@ def rollout_table(rollout: Rollout) -> str:
                 e.steps,
                 e.episode_return,
                 "yes" if e.trajectory.success else "no",
+                float(e.empty.float().mean()),
                 attention,
                 areas,
             )
@@ -274,6 +276,7 @@ def rollout_table(rollout: Rollout) -> str:
             steps,
             mean_return,
             f"{rollout.success_rate():.0%}",
+            rollout.empty_share(),
             rollout.attention(),
             rollout.areas(),
         )

@@ -6,7 +6,14 @@ import argparse
 import json
 import sys
 
-from mmcam.cli.common import add_concepts, add_explain_options, concept_table_of, output_folder
+from mmcam.cli.choices import ACTION_TARGETS
+from mmcam.cli.common import (
+    add_concepts,
+    add_explain_options,
+    chosen_method,
+    concept_table_of,
+    output_folder,
+)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -39,6 +46,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--max-steps", type=int, default=1000, metavar="T", help="cut an episode after T steps (default 1000)"
     )
     parser.add_argument("--frame-stack", type=int, default=None, metavar="K", help="stack K frames")
+    parser.add_argument(
+        "--target",
+        choices=ACTION_TARGETS,
+        default="log-prob",  # mmcam.adapters.rl.rollouts.ACTION_TARGET
+        help="what the chosen action's map explains: its log-probability (default), its logit (a DQN's "
+        "Q-value), its advantage over the mean logit, or its margin over the best other action",
+    )
     parser.add_argument("--all-actions", action="store_true", help="also explain every action at every step")
     parser.add_argument("--value", action="store_true", help="also explain the value estimate")
     parser.add_argument(
@@ -53,7 +67,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="name the units behind each chosen action by the objects they detect (agent, goal, ...; "
         "named on 20 episodes of the agent's own play, from the environment's object masks)",
     )
-    add_explain_options(parser, default_method="gradcam")
+    add_explain_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -110,6 +124,7 @@ def run(arguments: argparse.Namespace) -> int:
     venv = make_env(arguments.env, arguments.frame_stack)
     policy = load_policy(arguments.policy, venv, arguments.trust_pickle)
     policy.model.to(device)
+    arguments.method = chosen_method(arguments, policy)
     table = None
     if arguments.concepts:
         table = concept_table_of(arguments, policy.subject(arguments.layer), _rollout_probe(policy, venv))
@@ -124,6 +139,7 @@ def run(arguments: argparse.Namespace) -> int:
         value=arguments.value,
         deterministic=not arguments.stochastic,
         max_steps=arguments.max_steps,
+        target=arguments.target,
     )
     output = output_folder(arguments)
     animations = []

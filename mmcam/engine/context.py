@@ -270,16 +270,19 @@ class CamContext:
             moments = [moments[0] + g, moments[1] + g**2, moments[2] + g**3]
         return tuple(m / samples for m in moments)
 
-    def masked_scores(self, masks: Tensor, batch_size: int) -> Tensor:
-        """Scores of the image times each mask: (B, M, *grid) masks -> (B, M, K), ``batch_size`` rows a forward."""
+    def masked_scores(self, masks: Tensor, batch_size: int, fill: Tensor | None = None) -> Tensor:
+        """Scores of the image under each mask: (B, M, *grid) masks -> (B, M, K), ``batch_size`` rows a
+        forward. The masked image is x * m, or x * m + f * (1 - m) with ``fill`` f (B, C, *grid)."""
         batch, count = masks.shape[:2]
         per_forward = max(1, batch_size // batch)
         chunks = []
         with torch.no_grad():
             for begin in range(0, count, per_forward):
-                chunk = masks[:, begin : begin + per_forward].to(self.image.dtype)
-                images = (self.image[:, None] * chunk[:, :, None]).transpose(0, 1).flatten(0, 1)
-                scores = self.score(self._run(self._with_image(images)))
+                chunk = masks[:, begin : begin + per_forward].to(self.image.dtype)[:, :, None]
+                images = self.image[:, None] * chunk
+                if fill is not None:
+                    images = images + fill[:, None].to(self.image.dtype) * (1 - chunk)
+                scores = self.score(self._run(self._with_image(images.transpose(0, 1).flatten(0, 1))))
                 chunks.append(scores.reshape(chunk.shape[1], batch, -1))
         return torch.cat(chunks).transpose(0, 1).float()
 

@@ -17,7 +17,7 @@ from mmcam.engine.context import Forward
 from mmcam.evaluation.data import REACH_OBJECTS, object_boxes, object_masks
 from mmcam.evaluation.grounding import is_single_object, word_objects
 from mmcam.loading import load_captioner, load_classifier, load_policy, load_vqa
-from mmcam.targets import ClassScore, Target, TokenLogProb, logits_of, per_row
+from mmcam.targets import ClassLogProb, ClassScore, Target, TokenLogProb, logits_of, per_row
 
 TASKS = ("classify", "caption", "vqa", "rl")
 DEFAULT_MODELS = {"classify": "shapes", "caption": "shapes", "vqa": "shapes", "rl": "strong"}  # bundled
@@ -222,7 +222,8 @@ def vqa_task(spec: str, layer: str | None, device: torch.device, trust_pickle: b
 def rl_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bool = False) -> Task:
     """The action a ShapesReach agent (``strong``, ``weak``, ``sb3:ALGO:PATH``) chooses in a state,
     against the agent and the goal together (the action depends on where both are); the distractors are
-    the other objects. Probabilities: softmax over the actions' logits."""
+    the other objects. The target is the action's log-probability (``mmcam rl``'s default); probabilities:
+    softmax over the actions' logits."""
     policy = load_policy(spec, trust_pickle=trust_pickle)
     policy.model.to(device)
     agent_and_goal = [REACH_OBJECTS.index("agent"), REACH_OBJECTS.index("goal")]
@@ -236,7 +237,7 @@ def rl_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bo
         def probabilities(output: Any) -> Tensor:
             return output.logits.float().softmax(dim=1)[:, [action]]
 
-        return [Item({"pixel_values": pixels}, [ClassScore(action)], masks, boxes, others, probabilities)]
+        return [Item({"pixel_values": pixels}, [ClassLogProb(action)], masks, boxes, others, probabilities)]
 
     def explainer(model: nn.Module, method: str) -> Explainer:
         return Explainer(model, layer=layer or policy.layer, method=method, forward=policy.forward)
