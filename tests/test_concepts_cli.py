@@ -68,3 +68,6 @@ def test_rl_concepts_name_the_strong_agents_units_by_the_objects_they_detect(tmp
     table = ConceptTable.load(cached)
     concepts = [unit.concept for unit in table.units if unit.concept]
     assert len(concepts) >= 0.5 * len(table.units) and {"agent", "goal"} <= set(concepts), concepts
+    report = (tmp_path / "out" / "report.html").read_text()
+    actions = {record["action"] for record in records}
+    assert report.count("<li>The model chose") == len(actions) * 2  # each action's sentence, in both episodes

@@ -87,7 +87,18 @@ def rollout():
     from mmcam.loading import load_policy
 
     venv = make_env("mmcam/ShapesReach-v0")
-    return explain_episodes(load_policy("random:ppo", venv), venv, seed=0, value=True, max_steps=8)
+    # seed 77_008: 3 steps, the second of which has an empty Grad-CAM map of the chosen action's logit
+    rollout = explain_episodes(
+        load_policy("strong", venv),
+        venv,
+        seed=77_008,
+        value=True,
+        all_actions=True,
+        method="gradcam",
+        target="logit",
+    )
+    assert rollout.episodes[0].empty.tolist() == [False, True, False]
+    return rollout
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +226,12 @@ def test_rl_slider_scrubs_through_the_episode(browser, hand_made_report, rollout
         assert view.find_element("css selector", '[data-fact="action"]').text == action
         assert shown(view) == expected[step]["map"]
         assert view.find_element("css selector", "img.frame").get_attribute("src") == expected[step]["frame"]
+        others = view.find_elements("css selector", "img.other")  # every action's map, then the value's
+        assert [other.get_attribute("src") for other in others] == expected[step]["others"]
+        against = view.find_element("css selector", ".step-against")
+        assert against.is_displayed() == (step == 1)  # the empty step shows the evidence against
+        note = view.find_element("css selector", '[data-fact="map note"]').text
+        assert ("empty" in note) == (step == 1)
         positions.append(float(cursor.get_attribute("x1")))
         slider.send_keys(Keys.ARROW_RIGHT)  # the keyboard moves it
     assert positions == sorted(set(positions))  # the chart's cursor follows

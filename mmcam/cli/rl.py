@@ -161,8 +161,9 @@ def run(arguments: argparse.Namespace) -> int:
         title = f"{rollout.policy} on {rollout.env}: share of the chosen action's map on each object"
         shares = [episode.attention for episode in rollout.episodes]
         save_figure(attention_figure(shares, rollout.areas(), title), plot)
+    sentences = _why_actions(rollout, table) if table is not None else []
     report = write_report(
-        output / "report.html", rl_views(rollout), f"mmcam rl: {rollout.policy} on {rollout.env}"
+        output / "report.html", rl_views(rollout, sentences), f"mmcam rl: {rollout.policy} on {rollout.env}"
     )
     print(f"report: open {report.resolve()}", file=sys.stderr if arguments.json else sys.stdout)
 
@@ -175,8 +176,8 @@ def run(arguments: argparse.Namespace) -> int:
         return 0
     print(f"{rollout.policy} on {rollout.env} ({rollout.method} at {rollout.layer}):")
     print(rollout_table(rollout))
-    if table is not None:
-        print("\n".join(_why_actions(rollout, table)))
+    if sentences:
+        print("\n".join(sentences))
     print(f"animations: {', '.join(str(path) for path in animations)}")
     if plot:
         print(f"attention over time: {plot}")

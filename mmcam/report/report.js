@@ -47,6 +47,13 @@ function showStep(view, step) {
   for (const fact of view.querySelectorAll("[data-fact]")) {
     fact.textContent = shown[fact.dataset.fact] || "–";
   }
+  const against = view.querySelector(".step-against");
+  against.hidden = !shown.against;
+  if (shown.against) against.querySelector("img").src = shown.against;
+  for (const other of view.querySelectorAll("img.other")) {
+    other.src = shown.others[Number(other.dataset.k)];
+    other.alt = other.alt.replace(/at step \d+/, `at step ${step}`);
+  }
   view.querySelector(".step-number").textContent = `${step} / ${view.steps.length - 1}`;
   const chart = view.querySelector(".chart");
   if (chart) {

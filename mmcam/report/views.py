@@ -252,56 +252,88 @@ def _question(record: dict, first: int) -> str:
     )
 
 
-def rl_views(rollout) -> list[View]:
+def rl_views(rollout, sentences: Sequence[str] = ()) -> list[View]:
     """One view per episode of an explained RL rollout: a slider over its steps showing the frame, the
-    chosen action's map, the action, value, reward, and a chart of the map's share on each object."""
+    chosen action's map (on a step whose map is empty, the evidence against the action beside it), the
+    maps of every other explained target (``--all-actions``, ``--value``), the action, value, reward,
+    and a chart of the map's share on each object with the empty steps marked. ``sentences`` (from
+    ``--concepts``: why the agent took each action) are shown under every episode."""
     views = []
     for number, episode in enumerate(rollout.episodes):
-        trajectory = episode.trajectory
+        trajectory, explanation = episode.trajectory, episode.explanation
         steps = []
         for t, action in enumerate(trajectory.actions):
             frame = thumbnail(Image.fromarray(episode.frames[t]), RL_SIDE, pixelated=True)
+            against = episode.against.get(t)
             steps.append(
                 {
                     "frame": data_uri(frame, "PNG"),
-                    "map": data_uri(overlay(frame, episode.explanation.maps[t, 0])),
+                    "map": data_uri(overlay(frame, explanation.maps[t, 0])),
+                    "others": [data_uri(overlay(frame, m)) for m in explanation.maps[t, 1:]],
+                    "against": "" if against is None else data_uri(overlay(frame, against)),
                     "action": rollout.action_names[action],
                     "value": "" if trajectory.values is None else f"{trajectory.values[t]:+.3f}",
                     "reward": f"{trajectory.rewards[t]:+.3f}",
                     "attention": " · ".join(
                         f"{name} {float(share[t]):.2f}" for name, share in episode.attention.items()
                     ),
+                    "map note": "" if against is None else EMPTY_NOTE,
                 }
             )
         outcome = "success" if trajectory.success else "no success"
         count = f"{len(steps)} step{'s' if len(steps) > 1 else ''}"
         title = f"Episode {number} (seed {trajectory.seed}): {count}, return "
         title += f"{sum(trajectory.rewards):+.2f}, {outcome}"
-        body = _episode(steps) + _attention_chart(episode)
+        empty = int(episode.empty.sum())
+        title += f", {empty} empty map{'s' if empty != 1 else ''}" if empty else ""
+        others = explanation.labels[0][1:]
+        body = _episode(steps, others) + _attention_chart(episode) + _sentences(sentences)
         meta = f"{rollout.policy} on {rollout.env} · {rollout.method} at {rollout.layer}"
+        meta += f" · chosen action: {explanation.kinds[0]}" if explanation.kinds else ""
         views.append(View("rl", title, meta, body))
     return views
 
 
-def _episode(steps: list[dict]) -> str:
+EMPTY_NOTE = (
+    "the chosen action's map is empty (no evidence for it at this layer): the evidence against it is shown"
+)
+
+
+def _episode(steps: list[dict], others: Sequence[str]) -> str:
     first = steps[0]
     facts = "".join(
         f'<dt>{name}</dt><dd data-fact="{name}">{escape(first[name]) or "–"}</dd>'
-        for name in ("action", "value", "reward", "attention")
+        for name in ("action", "value", "reward", "attention", "map note")
     )
     data = json.dumps(steps).replace("</", "<\\/")
+    other_figures = "".join(
+        f'<figure><img class="other" data-k="{k}" src="{first["others"][k]}" alt="Map of '
+        f'{escape(repr(label))} at step 0 over the frame"><figcaption>{escape(label)}</figcaption></figure>'
+        for k, label in enumerate(others)
+    )
     return (
         '<div class="pictures">'
         f'<figure><img class="frame" src="{first["frame"]}" alt="Frame of step 0">'
         "<figcaption>frame</figcaption></figure>"
         f'<figure><img class="shown" src="{first["map"]}" alt="Map of the chosen action '
         f'{escape(repr(first["action"]))} at step 0 over the frame">'
-        "<figcaption>map of the chosen action</figcaption></figure></div>"
+        "<figcaption>map of the chosen action</figcaption></figure>"
+        f'<figure class="step-against"{"" if first["against"] else " hidden"}><img src="{first["against"]}" '
+        'alt="Map of the evidence against the chosen action over the frame">'
+        "<figcaption>evidence against it (its map is empty)</figcaption></figure>"
+        f"{other_figures}</div>"
         f'<label class="scrub">Step <input type="range" class="scrubber" min="0" max="{len(steps) - 1}" '
         f'value="0" step="1"> <output class="step-number">0 / {len(steps) - 1}</output></label>'
         f'<dl class="facts" aria-live="polite">{facts}</dl>'
         f'<script type="application/json" class="steps">{data}</script>'
     )
+
+
+def _sentences(sentences: Sequence[str]) -> str:
+    if not sentences:
+        return ""
+    items = "".join(f"<li>{escape(sentence)}</li>" for sentence in sentences)
+    return f'<h3>Why each action, by the units it rests on</h3><ul class="sentences">{items}</ul>'
 
 
 def _attention_chart(episode, width: int = 480, height: int = 140, pad: int = 24) -> str:
@@ -334,11 +366,19 @@ def _attention_chart(episode, width: int = 480, height: int = 140, pad: int = 24
         f'<text x="{pad}" y="{height - 6}">step 0</text>'
         f'<text x="{width - pad}" y="{height - 6}" text-anchor="end">step {steps - 1}</text>'
     )
+    empty = [t for t, is_empty in enumerate(episode.empty.tolist()) if is_empty]
+    marks = "".join(
+        f'<rect class="empty-mark" x="{pad + t * dx - 2:.1f}" y="{height - pad + 2}" width="4" height="5" '
+        'fill="#777"><title>empty map</title></rect>'
+        for t in empty
+    )
+    if empty:
+        legend.append('<li><span class="swatch" style="background:#777"></span>empty map (step marked)</li>')
     cursor = f'<line class="cursor" x1="{pad}" x2="{pad}" y1="{pad / 2}" y2="{height - pad}"/>'
     return (
         "<h3>Share of the map on each object</h3>"
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" data-left="{pad}" '
         f'data-step="{dx:.4f}" aria-label="Share of the chosen action\'s map on each object at every step; '
-        f"dashed: the object's share of the image\">{axes}{''.join(lines)}{cursor}</svg>"
+        f"dashed: the object's share of the image\">{axes}{''.join(lines)}{marks}{cursor}</svg>"
         f'<ul class="legend">{"".join(legend)}</ul>'
     )
