@@ -240,11 +240,14 @@ def test_eval_episodes_reports_every_agent_method_and_target_with_intervals(tmp_
     assert "unknown action target 'q'; use one of logit, log-prob" in capsys.readouterr().err
 
 
-def test_rl_command_takes_a_target_and_perturbation_saliency(tmp_path, capsys):
+def test_rl_command_takes_a_target_and_compares_methods_on_the_same_episodes(tmp_path, capsys):
     command = ["rl", "--episodes", "1", "--method", "perturbation", "--target", "margin", "--json"]
-    assert main([*command, "-o", str(tmp_path)]) == 0
+    assert main([*command, "--compare", "gradcam,hirescam", "-o", str(tmp_path)]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert all(
-        r["method"] == "perturbation" and r["targets"][0]["score_kind"] == "logit difference" for r in records
-    )
-    assert all(r["attention"]["goal"] + r["attention"]["agent"] > 0.05 for r in records)
+    for record in records:
+        assert record["method"] == "perturbation" and record["targets"][0]["score_kind"] == "logit difference"
+        assert record["attention"]["goal"] + record["attention"]["agent"] > 0.05
+        assert set(record["compared"]) == {"gradcam", "hirescam"}
+        assert set(record["compared"]["hirescam"]) == {"peak", "empty", "attention"}
+    report = (tmp_path / "report.html").read_text()
+    assert "gradcam: chosen action" in report and "hirescam: chosen action" in report

@@ -197,9 +197,12 @@ def describe_record(record: dict) -> str:
     return "\n".join(lines)
 
 
-def rollout_records(rollout: Rollout) -> Iterator[dict]:
+def rollout_records(rollout: Rollout, compared: dict[str, Rollout] | None = None) -> Iterator[dict]:
     """One JSON record per step, in the shared schema: the explained targets with their score and
-    peak (x, y) in observation pixels, plus the action, value, reward and attention shares."""
+    peak (x, y) in observation pixels, plus the action, value, reward and attention shares; per method of
+    ``compared`` (the same episodes explained by other methods), its chosen-action map's peak, shares
+    and whether it is empty."""
+    compared = compared or {}
     for index, episode in enumerate(rollout.episodes):
         explanation, trajectory = episode.explanation, episode.trajectory
         peaks = explanation.peaks().tolist()
@@ -234,7 +237,21 @@ def rollout_records(rollout: Rollout) -> Iterator[dict]:
                 ],
                 "attention": {name: round(float(share[t]), 6) for name, share in episode.attention.items()},
                 "area": {name: round(float(share[t]), 6) for name, share in episode.areas.items()},
+                **({"compared": _compared_step(compared, index, t)} if compared else {}),
             }
+
+
+def _compared_step(compared: dict[str, Rollout], episode: int, step: int) -> dict:
+    """Step ``step`` of episode ``episode`` as each compared method explained it."""
+    found = {}
+    for method, rollout in compared.items():
+        other = rollout.episodes[episode]
+        found[method] = {
+            "peak": other.explanation.peaks()[step, 0].tolist(),
+            "empty": bool(other.empty[step]),
+            "attention": {name: round(float(share[step]), 6) for name, share in other.attention.items()},
+        }
+    return found
 
 
 def rollout_table(rollout: Rollout) -> str:

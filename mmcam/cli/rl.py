@@ -53,6 +53,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="what the chosen action's map explains: its log-probability (default), its logit (a DQN's "
         "Q-value), its advantage over the mean logit, or its margin over the best other action",
     )
+    parser.add_argument(
+        "--compare",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=[],
+        metavar="M,...",
+        help="also explain the chosen actions of the same episodes with these methods (e.g. perturbation, "
+        "gradcam): their maps beside the main one in the report, their shares in the table and the JSON",
+    )
     parser.add_argument("--all-actions", action="store_true", help="also explain every action at every step")
     parser.add_argument("--value", action="store_true", help="also explain the value estimate")
     parser.add_argument(
@@ -112,7 +120,7 @@ def _rollout_probe(policy, venv, episodes: int = 20, seed: int = 50_000):
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from mmcam.adapters.rl import explain_episodes, make_env
+    from mmcam.adapters.rl import explain_episodes, explain_trajectories, make_env
     from mmcam.cli.records import rollout_records, rollout_table, saved_maps
     from mmcam.engine.devices import chosen_device
     from mmcam.loading import load_policy
@@ -141,6 +149,20 @@ def run(arguments: argparse.Namespace) -> int:
         max_steps=arguments.max_steps,
         target=arguments.target,
     )
+    trajectories = [episode.trajectory for episode in rollout.episodes]
+    compared = {
+        method: explain_trajectories(
+            policy,
+            trajectories,
+            rollout.action_names,
+            rollout.env,
+            method,
+            arguments.layer,
+            target=arguments.target,
+        )
+        for method in arguments.compare
+        if method != rollout.method
+    }
     output = output_folder(arguments)
     animations = []
     for index, episode in enumerate(rollout.episodes):
@@ -163,12 +185,14 @@ def run(arguments: argparse.Namespace) -> int:
         save_figure(attention_figure(shares, rollout.areas(), title), plot)
     sentences = _why_actions(rollout, table) if table is not None else []
     report = write_report(
-        output / "report.html", rl_views(rollout, sentences), f"mmcam rl: {rollout.policy} on {rollout.env}"
+        output / "report.html",
+        rl_views(rollout, sentences, compared),
+        f"mmcam rl: {rollout.policy} on {rollout.env}",
     )
     print(f"report: open {report.resolve()}", file=sys.stderr if arguments.json else sys.stdout)
 
     if arguments.json:
-        for record in rollout_records(rollout):
+        for record in rollout_records(rollout, compared):
             if table is not None:
                 steps = rollout.episodes[record["episode"]].explanation.weights[record["step"]]
                 add_concepts(record, steps, table, "chose")
@@ -176,6 +200,9 @@ def run(arguments: argparse.Namespace) -> int:
         return 0
     print(f"{rollout.policy} on {rollout.env} ({rollout.method} at {rollout.layer}):")
     print(rollout_table(rollout))
+    for method, other in compared.items():
+        print(f"\ncompared, the same episodes explained by {method}:")
+        print(rollout_table(other))
     if sentences:
         print("\n".join(sentences))
     print(f"animations: {', '.join(str(path) for path in animations)}")

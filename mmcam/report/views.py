@@ -252,12 +252,14 @@ def _question(record: dict, first: int) -> str:
     )
 
 
-def rl_views(rollout, sentences: Sequence[str] = ()) -> list[View]:
+def rl_views(rollout, sentences: Sequence[str] = (), compared: dict | None = None) -> list[View]:
     """One view per episode of an explained RL rollout: a slider over its steps showing the frame, the
     chosen action's map (on a step whose map is empty, the evidence against the action beside it), the
     maps of every other explained target (``--all-actions``, ``--value``), the action, value, reward,
     and a chart of the map's share on each object with the empty steps marked. ``sentences`` (from
-    ``--concepts``: why the agent took each action) are shown under every episode."""
+    ``--concepts``: why the agent took each action) are shown under every episode; ``compared`` (method ->
+    the same episodes explained by it, ``--compare``) adds each method's chosen-action map beside."""
+    compared = compared or {}
     views = []
     for number, episode in enumerate(rollout.episodes):
         trajectory, explanation = episode.trajectory, episode.explanation
@@ -269,7 +271,11 @@ def rl_views(rollout, sentences: Sequence[str] = ()) -> list[View]:
                 {
                     "frame": data_uri(frame, "PNG"),
                     "map": data_uri(overlay(frame, explanation.maps[t, 0])),
-                    "others": [data_uri(overlay(frame, m)) for m in explanation.maps[t, 1:]],
+                    "others": [data_uri(overlay(frame, m)) for m in explanation.maps[t, 1:]]
+                    + [
+                        data_uri(overlay(frame, other.episodes[number].explanation.maps[t, 0]))
+                        for other in compared.values()
+                    ],
                     "against": "" if against is None else data_uri(overlay(frame, against)),
                     "action": rollout.action_names[action],
                     "value": "" if trajectory.values is None else f"{trajectory.values[t]:+.3f}",
@@ -286,7 +292,7 @@ def rl_views(rollout, sentences: Sequence[str] = ()) -> list[View]:
         title += f"{sum(trajectory.rewards):+.2f}, {outcome}"
         empty = int(episode.empty.sum())
         title += f", {empty} empty map{'s' if empty != 1 else ''}" if empty else ""
-        others = explanation.labels[0][1:]
+        others = [*explanation.labels[0][1:], *(f"{method}: chosen action" for method in compared)]
         body = _episode(steps, others) + _attention_chart(episode) + _sentences(sentences)
         meta = f"{rollout.policy} on {rollout.env} · {rollout.method} at {rollout.layer}"
         meta += f" · chosen action: {explanation.kinds[0]}" if explanation.kinds else ""

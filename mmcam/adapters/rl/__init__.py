@@ -7,7 +7,14 @@
 
 from mmcam.adapters.rl.environments import SHAPES_REACH, as_vec_env, make_env
 from mmcam.adapters.rl.policies import PolicyOutput, RLPolicy, sb3_from_spec, sb3_policy, torch_policy
-from mmcam.adapters.rl.rollouts import Episode, Rollout, Trajectory, explain_episodes, play
+from mmcam.adapters.rl.rollouts import (
+    Episode,
+    Rollout,
+    Trajectory,
+    explain_episodes,
+    explain_trajectories,
+    play,
+)
 
 __all__ = [
     "SHAPES_REACH",
@@ -18,6 +25,7 @@ __all__ = [
     "Trajectory",
     "as_vec_env",
     "explain_episodes",
+    "explain_trajectories",
     "make_env",
     "play",
     "sb3_from_spec",

@@ -190,6 +190,11 @@ class Rollout:
         return list(self.episodes[0].attention)
 
 
+def _check_target(target: str) -> None:
+    if target not in ACTION_TARGETS:
+        raise ValueError(f"unknown action target '{target}'; use one of {', '.join(ACTION_TARGETS)}")
+
+
 def explain_episodes(
     policy: RLPolicy,
     env: gym.Env | VecEnv,
@@ -204,35 +209,53 @@ def explain_episodes(
     batch_size: int = 64,
     target: str = ACTION_TARGET,
 ) -> Rollout:
-    """Play ``episodes`` episodes (episode i from ``reset`` with seed ``seed + i``) and explain every step.
-
-    Each step's chosen action is explained by ``target`` (one of ``ACTION_TARGETS``) with ``method``
-    (default: the policy's, ``RL_METHOD``); ``all_actions``
-    adds one map per action (their logits) and ``value`` one for the value estimate. Steps whose
-    chosen-action map is empty get the map of the negated target too (``Episode.against``). An episode
-    stops after ``max_steps`` steps if the environment has not ended it. Steps are explained
-    ``batch_size`` at a time.
-    """
-    if target not in ACTION_TARGETS:
-        raise ValueError(f"unknown action target '{target}'; use one of {', '.join(ACTION_TARGETS)}")
+    """Play ``episodes`` episodes (episode i from ``reset`` with seed ``seed + i``) and explain every step
+    (``explain_trajectories``). An episode stops after ``max_steps`` steps if the environment has not
+    ended it."""
+    _check_target(target)
     if episodes < 1:
         raise ValueError("explain at least one episode")
     if max_steps < 1:
         raise ValueError("an episode needs at least one step: set max_steps (--max-steps) to 1 or more")
     venv = as_vec_env(env)
+    trajectories = [play(policy, venv, seed + i, deterministic, max_steps) for i in range(episodes)]
     names = policy.action_names or env_action_names(venv)
+    return explain_trajectories(
+        policy, trajectories, names, env_name(venv), method, layer, all_actions, value, batch_size, target
+    )
+
+
+def explain_trajectories(
+    policy: RLPolicy,
+    trajectories: list[Trajectory],
+    action_names: list[str],
+    env: str,
+    method: str | None = None,
+    layer: str | None = None,
+    all_actions: bool = False,
+    value: bool = False,
+    batch_size: int = 64,
+    target: str = ACTION_TARGET,
+) -> Rollout:
+    """Explain every step of played episodes (the same episodes can be explained by several methods).
+
+    Each step's chosen action is explained by ``target`` (one of ``ACTION_TARGETS``) with ``method``
+    (default: the policy's, ``RL_METHOD``); ``all_actions`` adds one map per action (their logits) and
+    ``value`` one for the value estimate. Steps whose chosen-action map is empty get the map of the
+    negated target too (``Episode.against``). Steps are explained ``batch_size`` at a time.
+    """
+    _check_target(target)
     explainer = Explainer(
         policy.model,
         layer=layer or policy.layer,
         method=method or policy.method,
         forward=policy.forward,
-        class_names=names,
+        class_names=action_names,
     )
-    extra: list[Target] = [ClassScore(k) for k in range(len(names))] if all_actions else []
+    extra: list[Target] = [ClassScore(k) for k in range(len(action_names))] if all_actions else []
     chosen = ACTION_TARGETS[target]
     explained = []
-    for i in range(episodes):
-        trajectory = play(policy, venv, seed + i, deterministic, max_steps)
+    for trajectory in trajectories:
         if value and trajectory.values is None:
             raise ValueError(f"{policy.name} has no value estimate to explain")
         pixels = policy.to_pixels(trajectory.observations)
@@ -265,4 +288,4 @@ def explain_episodes(
                 against,
             )
         )
-    return Rollout(policy.name, env_name(venv), names, explained)
+    return Rollout(policy.name, env, action_names, explained)
