@@ -121,3 +121,14 @@ def test_rl_scores_the_bundled_agents_chosen_action(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["model"] == "shapes-reach-strong" and report["config"]["dataset"] == "reach@30000"
     assert all(row["targets"] == 2 for row in report["rows"])  # one chosen action per state
+
+
+def test_rl_sanity_flags_perturbation_saliency_and_passes_hirescam(tmp_path, capsys):
+    """Cascading randomization of the strong agent (the README's sanity table): HiResCAM's maps lose their
+    rank correlation with the trained agent's, perturbation saliency's barely change."""
+    options = ["--task", "rl", "--limit", "20", "--methods", "hirescam,perturbation", "--metric", "sanity"]
+    assert main(["eval", *options, "--json", "-o", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    after_all = {row["method"]: row["mean"] for row in report["rows"] if row["metric"] == "sanity"}
+    print(after_all)
+    assert after_all["hirescam"] < 0.2 and after_all["perturbation"] > 0.6
