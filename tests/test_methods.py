@@ -60,12 +60,24 @@ def _expected(method, a, g):
         return np.sqrt((a**2).sum(0)) * np.sqrt((g**2).sum(0))
     if method == "gradnorm":
         return np.sqrt((g**2).sum(0))
+    if method == "gradcam-elementwise":
+        return np.maximum(g * a, 0).sum(0)
     raise AssertionError(method)
 
 
 @pytest.mark.parametrize(
     "method",
-    ["gradcam", "counterfactual", "gradcam++", "xgradcam", "hirescam", "layercam", "normgrad", "gradnorm"],
+    [
+        "gradcam",
+        "counterfactual",
+        "gradcam++",
+        "xgradcam",
+        "hirescam",
+        "layercam",
+        "gradcam-elementwise",
+        "normgrad",
+        "gradnorm",
+    ],
 )
 def test_formula(ctx, method):
     raw = get_method(method)(ctx).raw
@@ -91,6 +103,44 @@ def test_eigencam_is_first_component_with_positive_sign(ctx):
             np.testing.assert_allclose(raw[b, k].reshape(-1).numpy(), np.maximum(projection, 0), atol=1e-5)
 
 
+def _first_component(x, reference):
+    """Loops-free numpy: x (C, H, W) projected on its centred first principal component, signed to
+    correlate with ``reference`` (H, W)."""
+    flat = x.reshape(C, -1).T
+    centred = flat - flat.mean(0)
+    projection = centred @ np.linalg.svd(centred)[2][0]
+    return -projection if np.corrcoef(projection, reference.reshape(-1))[0, 1] < 0 else projection
+
+
+def test_eigengradcam_is_the_first_component_of_gradient_times_activation(ctx):
+    raw = get_method("eigengradcam")(ctx).raw
+    for b in range(B):
+        for k in range(K):
+            product = (ctx.gradients[b, k] * ctx.activations[b]).double().numpy()
+            expected = np.maximum(_first_component(product, product.sum(0)), 0)
+            np.testing.assert_allclose(raw[b, k].reshape(-1).numpy(), expected, atol=1e-5)
+
+
+def test_fem_weights_are_the_share_of_cells_above_mean_plus_two_deviations(ctx):
+    result = get_method("fem")(ctx)
+    for b in range(B):
+        a = ctx.activations[b].double().numpy()
+        weights = [float((a[c] > a[c].mean() + 2 * a[c].std()).mean()) for c in range(C)]
+        for k in range(K):
+            np.testing.assert_allclose(result.weights[b, k].numpy(), weights, atol=1e-7)
+            np.testing.assert_allclose(result.raw[b, k].numpy(), _weighted(weights, a), rtol=1e-5, atol=1e-6)
+
+
+def test_randomcam_weights_are_seeded_and_uniform_in_minus_one_one(ctx):
+    first, again = get_method("randomcam")(ctx), get_method("randomcam")(ctx)
+    torch.testing.assert_close(first.weights, again.weights)
+    assert first.weights.shape == (B, K, C) and first.weights.abs().max() <= 1
+    for b in range(B):
+        for k in range(K):
+            expected = _weighted(first.weights[b, k].double().numpy(), ctx.activations[b].double().numpy())
+            np.testing.assert_allclose(first.raw[b, k].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_scorecam_weights_are_softmax_of_masked_scores(ctx):
     masked = torch.randn(B, C, K)
     ctx.masked_scores = lambda masks, batch_size: masked
@@ -113,7 +163,7 @@ def test_method_names_are_forgiving_and_unknown_ones_list_the_valid():
     assert get_method("grad_cam").name == "gradcam"
     with pytest.raises(ValueError, match="gradcam, counterfactual"):
         get_method("gradcam+++")
-    assert len(METHODS) == 15
+    assert len(METHODS) == 19
 
 
 def test_gradcam_equals_cam_up_to_positive_scale(cam_net, images):

@@ -21,6 +21,9 @@ REFERENCES = {
     "hirescam": pytorch_grad_cam.HiResCAM,
     "layercam": pytorch_grad_cam.LayerCAM,
     "eigencam": pytorch_grad_cam.EigenCAM,
+    "gradcam-elementwise": pytorch_grad_cam.GradCAMElementWise,
+    "eigengradcam": pytorch_grad_cam.EigenGradCAM,
+    "fem": pytorch_grad_cam.FEM,
 }
 
 
@@ -56,31 +59,26 @@ def _minmax(raw: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("method", list(REFERENCES))
 def test_matches_pytorch_grad_cam(scaled, batch, method):
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
     classes = [3, 7]
     reference = REFERENCES[method](model=scaled, target_layers=[scaled.net.layer4])
     reference.get_target_width_height = lambda _: (5, 5)  # compare at the layer's 5x5 grid, no resize
     expected = reference(batch, targets=[ClassifierOutputTarget(c) for c in classes])
-    reference.activations_and_grads.release()
+    captured = reference.activations_and_grads
+    activations = captured.activations[0].numpy()
+    gradients = captured.gradients[0].numpy() if captured.gradients else None
+    captured.release()
 
     ours = mmcam.explain(scaled, batch, classes, layer="net.layer4", method=method)
     got = _minmax(ours.raw[:, 0].numpy())
-    if method == "eigencam":  # a principal component's sign is arbitrary: either sign of the reference's
-        projection = _reference_projection(scaled, batch)
-        expected = np.stack([_minmax(np.maximum(sign * projection, 0)) for sign in (1, -1)])
-        assert min(np.abs(got - e).max() for e in expected) < 1e-4
+    if method in ("eigencam", "eigengradcam"):  # a principal component's sign is arbitrary, per image
+        projection = get_2d_projection(activations if method == "eigencam" else gradients * activations)
+        for b in range(len(got)):
+            either = [_minmax(np.maximum(sign * projection[b : b + 1], 0))[0] for sign in (1, -1)]
+            assert min(np.abs(got[b] - e).max() for e in either) < 1e-4
     else:
         assert np.abs(got - expected).max() < 1e-4
-
-
-def _reference_projection(model, batch):
-    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
-
-    captured = {}
-    handle = model.net.layer4.register_forward_hook(lambda m, a, o: captured.setdefault("a", o.detach()))
-    with torch.no_grad():
-        model(batch)
-    handle.remove()
-    return get_2d_projection(captured["a"].numpy())
 
 
 def test_gradcam_matches_captum(resnet18, images):

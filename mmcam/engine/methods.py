@@ -156,6 +156,19 @@ class LayerCAM:
         return CamResult((torch.relu(ctx.gradients) * ctx.activations[:, None]).sum(dim=2))
 
 
+class GradCAMElementWise:
+    """Grad-CAM element-wise (pytorch-grad-cam's ``GradCAMElementWise``): HiResCAM with each channel's
+    product clipped before the sum, so no channel's negative evidence cancels another's positive one.
+
+    L_kij = sum_c ReLU(G_kcij A_cij)
+    """
+
+    name = "gradcam-elementwise"
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        return CamResult(torch.relu(ctx.gradients * ctx.activations[:, None]).sum(dim=2))
+
+
 class NormGrad:
     """NormGrad (Rebuffi et al., arXiv 2004.02866), with a virtual 1x1 identity layer at A.
 
@@ -212,6 +225,26 @@ class AttentionRelevance:
         return CamResult(ctx.layout.to_grid(tokens[..., None], leading=2)[:, :, 0])
 
 
+def first_component(x: Tensor, reference: Tensor) -> Tensor:
+    """The projection of each sample's cells on the first principal component of its channels.
+
+    x (N, C, *grid) -> M = x^T reshaped (cells, C), centred per channel; M = U S V^T; returns M V_1
+    (N, *grid). The sign of V_1 is arbitrary: it is chosen so the projection correlates positively with
+    ``reference`` (N, *grid).
+    """
+    n, c, grid = x.shape[0], x.shape[1], x.shape[2:]
+    centred = x.reshape(n, c, -1).transpose(1, 2)
+    centred = centred - centred.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    projection = (centred @ vh[:, 0, :, None])[..., 0]
+    total = reference.reshape(n, -1)
+    agreement = ((projection - projection.mean(1, keepdim=True)) * (total - total.mean(1, keepdim=True))).sum(
+        1
+    )
+    projection = projection * torch.where(agreement < 0, -1.0, 1.0)[:, None]
+    return projection.reshape(n, *grid)
+
+
 class EigenCAM:
     """Eigen-CAM (arXiv 2008.00299): the first principal component of the activations; no gradients.
 
@@ -224,17 +257,65 @@ class EigenCAM:
 
     def __call__(self, ctx: CamContext) -> CamResult:
         a = ctx.activations
-        b, c, grid = a.shape[0], a.shape[1], a.shape[2:]
-        centred = a.reshape(b, c, -1).transpose(1, 2)
-        centred = centred - centred.mean(dim=1, keepdim=True)
-        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-        projection = (centred @ vh[:, 0, :, None])[..., 0]
-        total = a.sum(dim=1).reshape(b, -1)
-        agreement = (
-            (projection - projection.mean(1, keepdim=True)) * (total - total.mean(1, keepdim=True))
-        ).sum(1)
-        projection = projection * torch.where(agreement < 0, -1.0, 1.0)[:, None]
-        return CamResult(projection.reshape(b, 1, *grid).expand(b, ctx.target_count, *grid))
+        projection = first_component(a, a.sum(dim=1))
+        return CamResult(projection[:, None].expand(a.shape[0], ctx.target_count, *a.shape[2:]))
+
+
+class EigenGradCAM:
+    """Eigen-Grad-CAM (pytorch-grad-cam's ``EigenGradCAM``): Eigen-CAM of the gradient-weighted
+    activations, one map per target.
+
+    M_k = (G_k * A)^T reshaped (hw, C), centred per channel;  L_kij = ReLU((M_k V_k1)_ij), V_k1 signed
+    to correlate positively with sum_c G_kc A_c (HiResCAM's map).
+    """
+
+    name = "eigengradcam"
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        product = (ctx.gradients * ctx.activations[:, None]).flatten(0, 1)  # (B K, C, *grid)
+        projection = first_component(product, product.sum(dim=1))
+        return CamResult(projection.reshape(*ctx.gradients.shape[:2], *ctx.gradients.shape[3:]))
+
+
+class FEM:
+    """FEM, the feature explanation method (Fuad et al., IPTA 2020): channels weighted by how much of
+    their grid is unusually active; no gradients, the same map for every target.
+
+    w_c = 1/(hw) sum_ij [A_cij > mu_c + k sigma_c]  (mu, sigma: the channel's mean and standard
+    deviation over the grid, k = 2);  L_ij = ReLU(sum_c w_c A_cij)
+    """
+
+    name = "fem"
+
+    def __init__(self, k: float = 2.0):
+        self.k = k
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        a = ctx.activations
+        axes = grid_axes(a, 2)
+        threshold = a.mean(dim=axes, keepdim=True) + self.k * a.std(dim=axes, keepdim=True, correction=0)
+        weights = (a > threshold).float().mean(dim=axes)[:, None].expand(-1, ctx.target_count, -1)
+        return CamResult(weighted_activations(weights, a), weights)
+
+
+class RandomCAM:
+    """Random channel weights, a baseline for the others (pytorch-grad-cam's ``RandomCAM``): a method
+    that scores no better than this says nothing about the model.
+
+    w_kc ~ U(-1, 1) (seeded: the same call gives the same map);  L_k = ReLU(sum_c w_kc A_c)
+    """
+
+    name = "randomcam"
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        a = ctx.activations
+        generator = torch.Generator().manual_seed(self.seed)
+        weights = torch.rand(a.shape[0], ctx.target_count, a.shape[1], generator=generator) * 2 - 1
+        weights = weights.to(a.device)
+        return CamResult(weighted_activations(weights, a), weights)
 
 
 class ScoreCAM:
@@ -348,10 +429,14 @@ METHODS = {
         XGradCAM,
         HiResCAM,
         LayerCAM,
+        GradCAMElementWise,
         NormGrad,
         GradNorm,
         AttentionRelevance,
         EigenCAM,
+        EigenGradCAM,
+        FEM,
+        RandomCAM,
         ScoreCAM,
         Perturbation,
         GuidedBackprop,
