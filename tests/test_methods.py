@@ -141,6 +141,47 @@ def test_randomcam_weights_are_seeded_and_uniform_in_minus_one_one(ctx):
             np.testing.assert_allclose(first.raw[b, k].numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_ablationcam_weights_are_the_relative_score_lost_without_each_channel(ctx):
+    ctx.scores = torch.randn(B, K)
+    ablated = torch.randn(B, C, K)
+    ctx.ablated_scores = lambda batch_size: ablated
+    result = get_method("ablationcam")(ctx)
+    for b in range(B):
+        for k in range(K):
+            y = float(ctx.scores[b, k])
+            weights = [(y - float(ablated[b, c, k])) / y for c in range(C)]
+            np.testing.assert_allclose(result.weights[b, k].numpy(), weights, rtol=1e-5)
+            expected = _weighted(weights, ctx.activations[b].double().numpy())
+            np.testing.assert_allclose(result.raw[b, k].numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_ablated_scores_zero_one_channel_of_the_layer_per_copy():
+    """On a model whose score is the sum of the layer's channels, zeroing channel c loses exactly its sum."""
+    from mmcam.engine.context import CamContext
+    from mmcam.engine.precision import Precision
+    from mmcam.targets import FunctionTarget
+
+    model = nn.Sequential(nn.Conv2d(3, 5, 1), nn.ReLU()).eval()
+    image = torch.rand(2, 3, 4, 6, generator=torch.Generator().manual_seed(3))
+    target = FunctionTarget(lambda output: output.sum(dim=(1, 2, 3)))
+    ctx = CamContext(
+        model,
+        lambda m, inputs: m(inputs["pixel_values"]),
+        {"pixel_values": image},
+        "pixel_values",
+        "1",
+        "auto",
+        [target],
+        4,
+        Precision.current("cpu"),
+    )
+    with torch.no_grad():
+        channel_sums = model(image).sum(dim=(2, 3))  # (B, C)
+    ablated = ctx.ablated_scores(batch_size=4)  # 2 copies of the batch a forward: 3 forwards for 5 channels
+    expected = channel_sums.sum(dim=1, keepdim=True) - channel_sums
+    torch.testing.assert_close(ablated[..., 0], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_scorecam_weights_are_softmax_of_masked_scores(ctx):
     masked = torch.randn(B, C, K)
     ctx.masked_scores = lambda masks, batch_size: masked
@@ -163,7 +204,7 @@ def test_method_names_are_forgiving_and_unknown_ones_list_the_valid():
     assert get_method("grad_cam").name == "gradcam"
     with pytest.raises(ValueError, match="gradcam, counterfactual"):
         get_method("gradcam+++")
-    assert len(METHODS) == 19
+    assert len(METHODS) == 20
 
 
 def test_gradcam_equals_cam_up_to_positive_scale(cam_net, images):

@@ -18,6 +18,7 @@ METHODS = (  # mmcam.engine.methods.METHODS, in its order
     "fem",
     "randomcam",
     "scorecam",
+    "ablationcam",
     "perturbation",
     "guided-backprop",
     "guided-gradcam",

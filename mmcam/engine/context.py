@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mmcam.engine.attention import AttentionRecorder
-from mmcam.engine.capture import LayerCapture
+from mmcam.engine.capture import LayerCapture, first_tensor, replace_first
 from mmcam.engine.gradients import mixes_samples, target_gradients
 from mmcam.engine.guided import guided_relus
 from mmcam.engine.layouts import Layout, as_layout
@@ -284,6 +284,37 @@ class CamContext:
                     images = images + fill[:, None].to(self.image.dtype) * (1 - chunk)
                 scores = self.score(self._run(self._with_image(images.transpose(0, 1).flatten(0, 1))))
                 chunks.append(scores.reshape(chunk.shape[1], batch, -1))
+        return torch.cat(chunks).transpose(0, 1).float()
+
+    def ablated_scores(self, batch_size: int) -> Tensor:
+        """Scores with each channel of the layer's output set to zero in turn: (B, C, K), the model run on
+        ``batch_size`` rows a forward (copies of the batch, each with another channel zeroed)."""
+        batch, channels = self.activations.shape[:2]
+        per_forward = max(1, batch_size // batch)
+        module = self.model.get_submodule(self.layer)
+        axis = self.layout.channel_axis()
+        zeroed: list[int] = []
+
+        def zero_channels(_module, _inputs, output):
+            tensor = first_tensor(output)
+            keep = torch.ones(len(zeroed), channels, dtype=tensor.dtype, device=tensor.device)
+            keep[torch.arange(len(zeroed)), zeroed] = 0
+            keep = keep.repeat_interleave(batch, dim=0)  # (copies * B, C): copy j zeroes channel zeroed[j]
+            shape = [1] * tensor.ndim
+            shape[0], shape[axis] = tensor.shape[0], channels
+            return replace_first(output, tensor * keep.reshape(shape))
+
+        chunks = []
+        handle = module.register_forward_hook(zero_channels)
+        try:
+            with torch.no_grad():
+                for begin in range(0, channels, per_forward):
+                    zeroed[:] = range(begin, min(begin + per_forward, channels))
+                    images = self.image.repeat(len(zeroed), *[1] * (self.image.ndim - 1))
+                    scores = self.score(self._run(self._with_image(images)))
+                    chunks.append(scores.reshape(len(zeroed), batch, -1))
+        finally:
+            handle.remove()
         return torch.cat(chunks).transpose(0, 1).float()
 
     @cached_property

@@ -55,6 +55,12 @@ class Layout:
                 f"{tuple(activation.shape)}; pass layout='auto' or the layout that fits"
             )
 
+    def channel_axis(self) -> int:
+        """The axis of a batched activation (B, ...) that holds its channels (features)."""
+        if self.kind == "nchw":
+            return 1
+        return -2 if self.features_first else -1
+
     def to_grid(self, x: Tensor, leading: int = 1) -> Tensor:
         """(<leading dims>, <one sample>) -> (<leading dims>, C, *grid): leading dims (batch, targets) are kept."""
         if self.kind == "nchw":

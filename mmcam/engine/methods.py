@@ -342,6 +342,25 @@ class ScoreCAM:
         return CamResult(weighted_activations(weights, a), weights)
 
 
+class AblationCAM:
+    """Ablation-CAM (Desai & Ramaswamy, WACV 2020): a channel weighs what the score loses without it.
+
+    y_k^c = y_k with channel c of the layer's output set to 0;  w_kc = (y_k - y_k^c) / y_k;
+    L_k = ReLU(sum_c w_kc A_c). No gradients: one forward per channel, ``batch_size`` rows a forward.
+    """
+
+    name = "ablationcam"
+
+    def __init__(self, batch_size: int = 256):
+        self.batch_size = batch_size
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        ablated = ctx.ablated_scores(self.batch_size).transpose(1, 2)  # (B, K, C)
+        clean = ctx.scores.detach().float()[..., None]
+        weights = _safe_divide(clean - ablated, clean.expand_as(ablated))
+        return CamResult(weighted_activations(weights, ctx.activations), weights)
+
+
 class Perturbation:
     """Perturbation saliency (Greydanus et al., arXiv 1711.00138): how much each target's score changes
     when the image around a point is blurred, for every point of a grid; no gradient, no layer.
@@ -438,6 +457,7 @@ METHODS = {
         FEM,
         RandomCAM,
         ScoreCAM,
+        AblationCAM,
         Perturbation,
         GuidedBackprop,
         GuidedGradCAM,
@@ -457,6 +477,7 @@ CHANNEL_WEIGHT_METHODS = (
     "smooth-gradcam++",
     "xgradcam",
     "scorecam",
+    "ablationcam",
     "guided-gradcam",
 )
 
