@@ -275,4 +275,62 @@ def ratio_table(timings: list[Timing]) -> list[dict]:
     return rows
 
 
-SUITES = {"classify": classification_cases, "caption": caption_cases, "vqa": vqa_cases}
+# The methods mmcam took from pytorch-grad-cam's list, each timed against pytorch-grad-cam's class.
+PEER_METHODS = {
+    "gradcam-elementwise": "GradCAMElementWise",
+    "eigengradcam": "EigenGradCAM",
+    "fem": "FEM",
+    "ablationcam": "AblationCAM",
+}
+
+
+def methods_cases(device: torch.device, batch: int = 2, targets: int = 16, size: int = 64) -> list[Case]:
+    """``PEER_METHODS`` on resnet18 (random weights, seed 0) at layer4: 1 and ``targets`` classes per
+    image, mmcam in one call, pytorch-grad-cam with a call per class (its CAM object built and released
+    around each call, so its hooks do not run during the other tools' passes)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval().to(device)
+    images = torch.randn(batch, 3, size, size, device=device)
+    classes = torch.randint(0, 1000, (batch, targets)).tolist()
+    first = [row[0] for row in classes]
+
+    def forward_only() -> None:
+        with torch.no_grad():
+            model(images)
+
+    def peer_call(name: str, column: list[int]):
+        import pytorch_grad_cam
+
+        cam = getattr(pytorch_grad_cam, name)(model=model, target_layers=[model.layer4])
+        try:
+            return cam(images, targets=[_output_score(c) for c in column])
+        finally:
+            cam.activations_and_grads.release()
+
+    peer = "pytorch-grad-cam" not in missing_peers()
+    cases: list[Case] = [("forward only", "torch", forward_only)]
+    for method, name in PEER_METHODS.items():
+        explainer = mmcam.Explainer(model, layer="layer4", method=method)
+        one, every = f"{method}, 1 target", f"{method}, {targets} targets"
+        cases.append((one, "mmcam", lambda e=explainer: e(images, first)))
+        cases.append((every, "mmcam", lambda e=explainer: e(images, classes)))
+        if peer:
+            cases.append((one, "pytorch-grad-cam", lambda n=name: peer_call(n, first)))
+            cases.append(
+                (
+                    every,
+                    "pytorch-grad-cam, a call per target",
+                    lambda n=name: [peer_call(n, [row[k] for row in classes]) for k in range(targets)],
+                )
+            )
+    return cases
+
+
+SUITES = {
+    "classify": classification_cases,
+    "caption": caption_cases,
+    "vqa": vqa_cases,
+    "methods": methods_cases,
+}

@@ -88,3 +88,20 @@ def test_the_folder_suite_times_mmcam_with_and_without_figures_against_the_forwa
     rows = bench.ratio_table(bench.measure("folder", cases, 3, CPU, repeats=1, progress=False))
     assert all(row["images_per_second"] > 0 for row in rows)
     assert next(r for r in rows if r["tool"] == "torch")["share_of_forward_throughput"] == 1.0
+
+
+def test_the_methods_suite_times_the_same_maps_as_pytorch_grad_cam():
+    """Each method taken from pytorch-grad-cam: mmcam's K targets in one call equal one call per target,
+    and its first target's map equals pytorch-grad-cam's (min-max scaled, at the layer's 2x2 grid)."""
+    from mmcam.bench import PEER_METHODS, methods_cases
+
+    outputs = _outputs(methods_cases(CPU, batch=1, targets=2, size=64))
+    for method in PEER_METHODS:
+        one, every = outputs[(f"{method}, 1 target", "mmcam")], outputs[(f"{method}, 2 targets", "mmcam")]
+        torch.testing.assert_close(every.raw[:, :1], one.raw, rtol=1e-4, atol=1e-6)
+        theirs = torch.as_tensor(outputs[(f"{method}, 1 target", "pytorch-grad-cam")])
+        ours = torch.nn.functional.interpolate(one.raw[:, :1], size=theirs.shape[-2:], mode="bilinear")[:, 0]
+        assert theirs.shape == ours.shape
+        if method != "eigengradcam":  # a principal component's sign is arbitrary
+            low, high = ours.amin(), ours.amax()
+            torch.testing.assert_close((ours - low) / (1e-7 + high - low), theirs, atol=5e-2, rtol=0)

@@ -155,30 +155,33 @@ def test_ablationcam_weights_are_the_relative_score_lost_without_each_channel(ct
             np.testing.assert_allclose(result.raw[b, k].numpy(), expected, rtol=1e-4, atol=1e-6)
 
 
-def test_ablated_scores_zero_one_channel_of_the_layer_per_copy():
-    """On a model whose score is the sum of the layer's channels, zeroing channel c loses exactly its sum."""
+@pytest.mark.parametrize("extra_input", [False, True], ids=["image only", "image and another input"])
+def test_ablated_scores_zero_one_channel_of_the_layer_per_copy(extra_input):
+    """On a model whose score is the sum of the layer's channels (plus another input, if given), zeroing
+    channel c loses exactly its sum: with the image alone the layer's output is copied, otherwise the
+    inputs are."""
     from mmcam.engine.context import CamContext
     from mmcam.engine.precision import Precision
     from mmcam.targets import FunctionTarget
 
     model = nn.Sequential(nn.Conv2d(3, 5, 1), nn.ReLU()).eval()
     image = torch.rand(2, 3, 4, 6, generator=torch.Generator().manual_seed(3))
-    target = FunctionTarget(lambda output: output.sum(dim=(1, 2, 3)))
+    inputs = {"pixel_values": image, **({"shift": torch.tensor([[1.0], [-2.0]])} if extra_input else {})}
+
+    def forward(m, given):
+        sums = m(given["pixel_values"]).sum(dim=(2, 3))
+        return sums + given["shift"] if "shift" in given else sums
+
+    target = FunctionTarget(lambda output: output.sum(dim=1))
     ctx = CamContext(
-        model,
-        lambda m, inputs: m(inputs["pixel_values"]),
-        {"pixel_values": image},
-        "pixel_values",
-        "1",
-        "auto",
-        [target],
-        4,
-        Precision.current("cpu"),
+        model, forward, inputs, "pixel_values", "1", "auto", [target], 4, Precision.current("cpu")
     )
     with torch.no_grad():
         channel_sums = model(image).sum(dim=(2, 3))  # (B, C)
     ablated = ctx.ablated_scores(batch_size=4)  # 2 copies of the batch a forward: 3 forwards for 5 channels
     expected = channel_sums.sum(dim=1, keepdim=True) - channel_sums
+    if extra_input:
+        expected = expected + 5 * inputs["shift"]
     torch.testing.assert_close(ablated[..., 0], expected, rtol=1e-5, atol=1e-5)
 
 

@@ -168,3 +168,57 @@ def test_randomization_decorrelates_and_leaves_the_model_unchanged(cam_net, imag
     assert (steps[-1][1] < 0.9).all()  # the features' map changed once the conv is random
     again = cascading_randomization(cam_net, explain)
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(steps, again))  # seeded: same on every shard
+
+
+def test_sparseness_and_complexity_by_their_formulas_and_against_quantus():
+    import numpy as np
+
+    from mmcam.metrics.complexity import complexity, sparseness
+
+    n = 6 * 8
+    one_hot, uniform = torch.zeros(6, 8), torch.full((6, 8), 0.3)
+    one_hot[2, 5] = 1.0
+    maps = torch.stack([one_hot, uniform, torch.rand(6, 8, generator=torch.Generator().manual_seed(0))])
+    gini, entropy = sparseness(maps), complexity(maps)
+    torch.testing.assert_close(gini[:2], torch.tensor([(n - 1) / n, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(entropy[:2], torch.tensor([0.0, float(np.log(n))]), atol=1e-6, rtol=0)
+    quantus = pytest.importorskip("quantus", reason="the comparison needs the dev extra (quantus)")
+    x_batch = np.zeros((3, 1, 6, 8), dtype=np.float32)
+    theirs_gini = quantus.Sparseness(disable_warnings=True).evaluate_batch(
+        x_batch=x_batch, a_batch=maps.numpy()[:, None].copy()
+    )
+    theirs_entropy = quantus.Complexity(disable_warnings=True).evaluate_batch(
+        x_batch=x_batch, a_batch=maps.numpy()[:, None].copy()
+    )
+    np.testing.assert_allclose(gini.numpy(), theirs_gini, atol=1e-5)
+    np.testing.assert_allclose(entropy.numpy(), theirs_entropy, atol=1e-5)
+
+
+def test_confidence_drop_and_increase_against_pytorch_grad_cam():
+    """Average drop is pytorch-grad-cam's DropInConfidence divided by the clean score (the paper's
+    relative drop); increase is its IncreaseInConfidence."""
+    import numpy as np
+    import torchvision
+
+    from mmcam.metrics.faithfulness import confidence_changes
+
+    metrics = pytest.importorskip("pytorch_grad_cam.metrics.cam_mult_image", reason="needs the dev extra")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    image = torch.randn(3, 48, 48, generator=torch.Generator().manual_seed(1))
+    maps = torch.rand(2, 48, 48, generator=torch.Generator().manual_seed(2))
+    classes = [1, 3]
+
+    def scorer(images):
+        with torch.no_grad():
+            return model(images).softmax(dim=1)[:, classes]
+
+    drop, increase = confidence_changes(scorer, image, maps)
+    clean = scorer(image[None])[0]
+    images, targets = image[None].repeat(2, 1, 1, 1), [ClassifierOutputSoftmaxTarget(c) for c in classes]
+    theirs_drop = metrics.DropInConfidence()(images, maps.numpy(), targets, model)
+    theirs_increase = metrics.IncreaseInConfidence()(images, maps.numpy(), targets, model)
+    np.testing.assert_allclose(drop.numpy(), theirs_drop / clean.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(increase.numpy(), theirs_increase)

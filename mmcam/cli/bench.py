@@ -19,6 +19,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="classify: Grad-CAM on resnet50 (random weights) at layer4, 1 and K targets per image. "
         "caption: the bundled captioner on a 12-word caption: one word, all words in one call, a call per word. "
         "vqa: the bundled VQA model: one answer, every answer in one call, a call per answer. "
+        "methods: the methods taken from pytorch-grad-cam (gradcam-elementwise, eigengradcam, fem, "
+        "ablationcam) on resnet18 at 64 px, 2 images, 1 and --targets classes, against pytorch-grad-cam. "
         "folder: images per second over a folder of 500 JPEGs (resnet18, random weights): mmcam classify "
         "with and without figures, a loop over pytorch-grad-cam, and the model's forward alone. "
         "Prints mmcam's speed-up over each peer, measured in the same run.",
@@ -30,7 +32,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch", type=int, default=4, help="classify and folder: images per batch (default 4)"
     )
-    parser.add_argument("--targets", type=int, default=16, help="classify: targets per image (default 16)")
+    parser.add_argument(
+        "--targets", type=int, default=16, help="classify and methods: targets per image (default 16)"
+    )
     parser.add_argument("--size", type=int, default=224, help="classify: image side in pixels (default 224)")
     parser.add_argument("--images", type=int, default=500, help="folder: images in the folder (default 500)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is kept (default 5)")
@@ -106,6 +110,7 @@ def run(arguments: argparse.Namespace) -> int:
         caption_cases,
         classification_cases,
         measure,
+        methods_cases,
         missing_peers,
         ratio_table,
         vqa_cases,
@@ -126,6 +131,9 @@ def run(arguments: argparse.Namespace) -> int:
     for suite, cases_of in (("caption", caption_cases), ("vqa", vqa_cases)):
         if suite in suites:
             timings += measure(suite, cases_of(device), 1, device, arguments.repeats)
+    if "methods" in suites:
+        cases = methods_cases(device, targets=arguments.targets)
+        timings += measure("methods", cases, 2, device, arguments.repeats)
     if FOLDER in suites:
         cases = folder_cases(device, arguments.images, arguments.batch)
         timings += measure("folder", cases, arguments.images, device, min(arguments.repeats, 2))
@@ -140,14 +148,17 @@ def run(arguments: argparse.Namespace) -> int:
         print(json.dumps({**header, "rows": rows}, indent=2))
         return 0
     print(", ".join(f"{k} {v}" for k, v in header.items()) + "; times are medians")
+    case_width = max(20, *(len(row["case"]) + 2 for row in rows))
+    tool_width = max(32, *(len(row["tool"]) + 2 for row in rows))
     print(
-        f"{'suite':<10}{'case':<20}{'tool':<32}{'seconds':>9}{'img/s':>9}{'mmcam x':>9}{'of fwd':>8}{'MB':>7}"
+        f"{'suite':<10}{'case':<{case_width}}{'tool':<{tool_width}}{'seconds':>9}{'img/s':>9}{'mmcam x':>9}"
+        f"{'of fwd':>8}{'MB':>7}"
     )
     for row in rows:
         speedup = f"{row['mmcam_speedup']:.2f}" if row["mmcam_speedup"] is not None else "-"
         memory = f"{row['peak_memory_mb']:.0f}" if row["peak_memory_mb"] is not None else "-"
         print(
-            f"{row['suite']:<10}{row['case']:<20}{row['tool']:<32}{row['seconds']:>9.4f}"
+            f"{row['suite']:<10}{row['case']:<{case_width}}{row['tool']:<{tool_width}}{row['seconds']:>9.4f}"
             f"{row['images_per_second']:>9.2f}{speedup:>9}{row['share_of_forward_throughput']:>8.3f}{memory:>7}"
         )
     return 0

@@ -33,11 +33,15 @@ METRICS = (  # the keys of mmcam.evaluation.scoring.METRICS
     "occlusion",
     "discrimination",
     "sanity",
+    "drop",
+    "increase",
+    "sparseness",
+    "complexity",
 )
 TASKS = ("classify", "caption", "vqa", "rl")  # mmcam.evaluation.tasks.TASKS
 BASELINES = ("uniform", "center")  # the keys of mmcam.metrics.baselines.BASELINES
 PERTURBATIONS = ("blur", "zero")  # mmcam.metrics.faithfulness.PERTURBATIONS
 ACTION_TARGETS = ("logit", "log-prob", "advantage", "margin")  # mmcam.adapters.rl.rollouts.ACTION_TARGETS
-SUITES = ("classify", "caption", "vqa")  # the keys of mmcam.bench.SUITES
+SUITES = ("classify", "caption", "vqa", "methods")  # the keys of mmcam.bench.SUITES
 SHAPES_SEED = 30_000  # mmcam.evaluation.data.SHAPES_SEED
 DEFAULT_SCENES = 500  # mmcam.evaluation.runner.DEFAULT_SCENES

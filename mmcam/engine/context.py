@@ -288,15 +288,20 @@ class CamContext:
 
     def ablated_scores(self, batch_size: int) -> Tensor:
         """Scores with each channel of the layer's output set to zero in turn: (B, C, K), the model run on
-        ``batch_size`` rows a forward (copies of the batch, each with another channel zeroed)."""
+        ``batch_size`` rows a forward (copies of the batch, each with another channel zeroed). When the
+        image is the model's only input, the layers below the explained one run once per forward, on the
+        batch itself, and the layer's output is copied; otherwise the inputs are copied."""
         batch, channels = self.activations.shape[:2]
         per_forward = max(1, batch_size // batch)
         module = self.model.get_submodule(self.layer)
         axis = self.layout.channel_axis()
+        copy_at_layer = set(self.inputs) == {self.image_key}
         zeroed: list[int] = []
 
         def zero_channels(_module, _inputs, output):
             tensor = first_tensor(output)
+            if copy_at_layer:
+                tensor = tensor.repeat(len(zeroed), *[1] * (tensor.ndim - 1))
             keep = torch.ones(len(zeroed), channels, dtype=tensor.dtype, device=tensor.device)
             keep[torch.arange(len(zeroed)), zeroed] = 0
             keep = keep.repeat_interleave(batch, dim=0)  # (copies * B, C): copy j zeroes channel zeroed[j]
@@ -310,7 +315,8 @@ class CamContext:
             with torch.no_grad():
                 for begin in range(0, channels, per_forward):
                     zeroed[:] = range(begin, min(begin + per_forward, channels))
-                    images = self.image.repeat(len(zeroed), *[1] * (self.image.ndim - 1))
+                    copies = 1 if copy_at_layer else len(zeroed)
+                    images = self.image.repeat(copies, *[1] * (self.image.ndim - 1))
                     scores = self.score(self._run(self._with_image(images)))
                     chunks.append(scores.reshape(len(zeroed), batch, -1))
         finally:

@@ -10,9 +10,11 @@ from torch import Tensor, nn
 from mmcam.engine.methods import get_method
 from mmcam.evaluation.tasks import Item, Task
 from mmcam.metrics.baselines import BASELINES
+from mmcam.metrics.complexity import complexity, sparseness
 from mmcam.metrics.discrimination import peaks_on_others
 from mmcam.metrics.faithfulness import (
     baseline_image,
+    confidence_changes,
     curve_area,
     occlusion_correlation,
     occlusion_maps,
@@ -38,6 +40,10 @@ METRICS = {
     "occlusion": Metric("occlusion rank corr.", "higher"),
     "discrimination": Metric("peak on another object", "lower"),
     "sanity": Metric("rank corr. after randomization", "lower"),
+    "drop": Metric("average drop in confidence", "lower"),
+    "increase": Metric("increase in confidence", "higher"),
+    "sparseness": Metric("sparseness (Gini)", "higher"),
+    "complexity": Metric("complexity (entropy)", "lower"),
 }
 MODEL_FREE = tuple(BASELINES)  # maps that do not depend on the model: no sanity check for them
 
@@ -111,6 +117,12 @@ def score_item(
                 settings.seed,
             )
             values[name] = curve_area(curves)
+    if "drop" in metrics or "increase" in metrics:
+        values["drop"], values["increase"] = confidence_changes(task.scorer(item), image, maps)
+    if "sparseness" in metrics:
+        values["sparseness"] = sparseness(maps)
+    if "complexity" in metrics:
+        values["complexity"] = complexity(maps)
     if occlusion is not None:
         values["occlusion"] = occlusion_correlation(maps, occlusion, settings.patch, settings.stride)
     record = {"values": {name: value.cpu().tolist() for name, value in values.items()}}

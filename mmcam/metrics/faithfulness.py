@@ -119,3 +119,18 @@ def occlusion_correlation(maps: Tensor, occlusion: Tensor, patch: int = 16, stri
     mean over every occlusion window and the score drop of occluding that window (higher: more faithful)."""
     pooled = F.avg_pool2d(maps[:, None].float(), patch, stride=stride)[:, 0]
     return spearman(pooled, occlusion)
+
+
+def confidence_changes(scorer: Scorer, image: Tensor, maps: Tensor) -> tuple[Tensor, Tensor]:
+    """Average drop and increase in confidence (Chattopadhay et al., Grad-CAM++, arXiv 1710.11063, §6.1):
+    the image multiplied by each target's map, (C, H, W) and (K, H, W) maps in [0, 1] -> two (K,) tensors,
+
+    drop_k = max(0, Y_k - O_k) / Y_k,   increase_k = [O_k > Y_k],
+
+    Y_k the target's score on the image, O_k on image * L_k (one forward for the K masked copies).
+    Averaged over samples they are the paper's Average Drop (lower is better) and Increase in Confidence.
+    """
+    clean = scorer(image[None]).float()[0]
+    masked = scorer(image[None] * maps[:, None].to(image.dtype)).float().diagonal()
+    drop = torch.clamp(clean - masked, min=0) / clean
+    return drop, (masked > clean).float()
