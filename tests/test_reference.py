@@ -193,3 +193,27 @@ def test_guided_gradcam_matches_captum_per_input_channel(resnet18, images):
         resnet18, images, classes, layer="layer4", method="guided-gradcam", upsampling="nearest"
     )
     torch.testing.assert_close(ours.raw[:, 0], expected.detach().norm(dim=1), atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_eigen_smooth_matches_pytorch_grad_cam(scaled, batch, method):
+    """eigen_smooth=True: the first principal component of the weighted activations, up to its sign."""
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    classes = [3, 7]
+    reference = REFERENCES[method](model=scaled, target_layers=[scaled.net.layer4])
+    reference.get_target_width_height = lambda _: (5, 5)
+    expected = reference(batch, targets=[ClassifierOutputTarget(c) for c in classes], eigen_smooth=True)
+    activations = reference.activations_and_grads.activations[0].numpy()
+    reference.activations_and_grads.release()
+    ours = mmcam.explain(scaled, batch, classes, layer="net.layer4", method=method, eigen_smooth=True)
+    weights = ours.weights[:, 0].numpy()[..., None, None]
+    flipped = -get_2d_projection(weights * activations)  # pytorch-grad-cam's projection, other sign
+    got = _minmax(ours.raw[:, 0].numpy())
+    for b in range(len(got)):
+        either = [expected[b], _minmax(np.maximum(flipped[b : b + 1], 0))[0]]
+        assert min(np.abs(got[b] - e).max() for e in either) < 1e-4
+    plain = mmcam.explain(scaled, batch, classes, layer="net.layer4", method=method)
+    torch.testing.assert_close(ours.weights, plain.weights)
+    with pytest.raises(ValueError, match="eigen smoothing needs a method with channel weights"):
+        mmcam.explain(scaled, batch, classes, layer="net.layer4", method="hirescam", eigen_smooth=True)

@@ -12,7 +12,7 @@ from mmcam.engine.context import CamContext, Forward
 from mmcam.engine.devices import on_model_device
 from mmcam.engine.layers import auto_layer, resolve_layer
 from mmcam.engine.layouts import Layout
-from mmcam.engine.methods import get_method
+from mmcam.engine.methods import eigen_smoothed, get_method
 from mmcam.engine.precision import Precision
 from mmcam.engine.resize import UPSAMPLING, normalize, upsample
 from mmcam.engine.state import cudnn_disabled, explanation_mode, has_rnn
@@ -45,7 +45,9 @@ class Explainer:
     entry is the image, (B, C, H, W) or a video or volume (B, C, T, H, W); the default calls
     ``model(image)``. ``chunk_size`` bounds how many targets share one batched backward.
     ``signed=True`` keeps each map's sign (no final ReLU; maps scaled by max |L| into [-1, 1]);
-    ``upsampling`` is ``"bilinear"`` (trilinear for video) or ``"nearest"``. Inputs go to the model's
+    ``upsampling`` is ``"bilinear"`` (trilinear for video) or ``"nearest"``. ``eigen_smooth=True``
+    replaces a channel-weight method's sum over channels by their first principal component
+    (``methods.eigen_smoothed``, pytorch-grad-cam's option of that name). Inputs go to the model's
     device (the maps and scores come back there).
 
     A call on a model another call (or thread) is explaining waits for it; the model comes back
@@ -67,6 +69,7 @@ class Explainer:
         token_layer: str | None = None,
         signed: bool = False,
         upsampling: str = "bilinear",
+        eigen_smooth: bool = False,
     ):
         if upsampling not in UPSAMPLING:
             raise ValueError(f"unknown upsampling '{upsampling}'; use one of {', '.join(UPSAMPLING)}")
@@ -79,6 +82,7 @@ class Explainer:
         self.chunk_size = chunk_size
         self.signed = signed
         self.upsampling = upsampling
+        self.eigen_smooth = eigen_smooth
         self.layer = None if isinstance(layer, str) and layer == "auto" else resolve_layer(model, layer)
         self.token_layer = None if token_layer is None else resolve_layer(model, token_layer)
 
@@ -113,6 +117,8 @@ class Explainer:
                 record_attention=getattr(self.method, "reads_attention", False),
             )
             result = self.method(context)
+            if self.eigen_smooth:
+                result = eigen_smoothed(result, context.activations)
             scores = context.scores.detach().float()
             token_weights = context.token_weights.detach() if self.token_layer else None
         raw = (result.signed if self.signed else result.raw).detach().float()

@@ -245,6 +245,21 @@ def first_component(x: Tensor, reference: Tensor) -> Tensor:
     return projection.reshape(n, *grid)
 
 
+def eigen_smoothed(result: CamResult, activations: Tensor) -> CamResult:
+    """pytorch-grad-cam's ``eigen_smooth``: in place of the sum over channels of the weighted activations
+    w_kc A_c, their first principal component over the channels, per sample and target
+    (``first_component``), signed to correlate with the sum: L_k = ReLU(first component of {w_kc A_c}_c).
+    It keeps the map's dominant pattern and drops the rest (noise, in the authors' words)."""
+    if result.weights is None:
+        raise ValueError(
+            "eigen smoothing needs a method with channel weights: one of " + ", ".join(CHANNEL_WEIGHT_METHODS)
+        )
+    weights = result.weights.reshape(*result.weights.shape, *[1] * (activations.ndim - 2))
+    weighted = (weights * activations[:, None]).flatten(0, 1)  # (B K, C, *grid)
+    projection = first_component(weighted, result.signed.flatten(0, 1))
+    return CamResult(projection.reshape(result.signed.shape), result.weights)
+
+
 class EigenCAM:
     """Eigen-CAM (arXiv 2008.00299): the first principal component of the activations; no gradients.
 
