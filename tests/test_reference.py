@@ -217,3 +217,27 @@ def test_eigen_smooth_matches_pytorch_grad_cam(scaled, batch, method):
     torch.testing.assert_close(ours.weights, plain.weights)
     with pytest.raises(ValueError, match="eigen smoothing needs a method with channel weights"):
         mmcam.explain(scaled, batch, classes, layer="net.layer4", method="hirescam", eigen_smooth=True)
+
+
+def test_aug_smooth_matches_pytorch_grad_cam(scaled, batch):
+    """aug_smooth=True: the mean of the min-max scaled maps of the image flipped or not and multiplied by
+    0.9, 1 and 1.1, the flipped ones flipped back. pytorch-grad-cam is told to keep its maps at the
+    layer's grid: the same mean of min-max scaled raw maps equals it to 1e-4; mmcam's maps are that
+    mean taken at the input's size."""
+    classes, batch = [3, 7], batch[..., :96, :96]  # a 3x3 grid at layer4
+    reference = pytorch_grad_cam.GradCAM(model=scaled, target_layers=[scaled.net.layer4])
+    reference.get_target_width_height = lambda _: (3, 3)
+    expected = reference(batch, targets=[ClassifierOutputTarget(c) for c in classes], aug_smooth=True)
+    reference.activations_and_grads.release()
+    ours = mmcam.Explainer(scaled, layer="net.layer4", aug_smooth=True)(batch, classes)
+    plain = mmcam.explain(scaled, batch, classes, layer="net.layer4")
+    torch.testing.assert_close(ours.scores, plain.scores)
+    grids, maps = [], []
+    for flip in (False, True):
+        for factor in (0.9, 1.0, 1.1):
+            image = batch * factor
+            part = mmcam.explain(scaled, image.flip(-1) if flip else image, classes, layer="net.layer4")
+            grids.append(_minmax((part.raw.flip(-1) if flip else part.raw)[:, 0].numpy()))
+            maps.append(part.maps.flip(-1) if flip else part.maps)
+    assert np.abs(np.mean(grids, axis=0) - expected).max() < 1e-4
+    torch.testing.assert_close(ours.maps, torch.stack(maps).mean(dim=0), rtol=1e-5, atol=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -29,6 +30,10 @@ def call_model(model: nn.Module, inputs: dict[str, Tensor]) -> Any:
     return model(**inputs)
 
 
+# aug_smooth's test-time augmentations (flip left to right, multiply): the image itself first
+AUGMENTATIONS = [(flip, factor) for flip in (False, True) for factor in (1.0, 0.9, 1.1)]
+
+
 class Explainer:
     """Reusable explainer for one model, layer and method.
 
@@ -47,7 +52,9 @@ class Explainer:
     ``signed=True`` keeps each map's sign (no final ReLU; maps scaled by max |L| into [-1, 1]);
     ``upsampling`` is ``"bilinear"`` (trilinear for video) or ``"nearest"``. ``eigen_smooth=True``
     replaces a channel-weight method's sum over channels by their first principal component
-    (``methods.eigen_smoothed``, pytorch-grad-cam's option of that name). Inputs go to the model's
+    (``methods.eigen_smoothed``, pytorch-grad-cam's option of that name); ``aug_smooth=True`` averages
+    the maps of six flipped and scaled copies of the input (six calls; pytorch-grad-cam's option of that
+    name). Inputs go to the model's
     device (the maps and scores come back there).
 
     A call on a model another call (or thread) is explaining waits for it; the model comes back
@@ -70,6 +77,7 @@ class Explainer:
         signed: bool = False,
         upsampling: str = "bilinear",
         eigen_smooth: bool = False,
+        aug_smooth: bool = False,
     ):
         if upsampling not in UPSAMPLING:
             raise ValueError(f"unknown upsampling '{upsampling}'; use one of {', '.join(UPSAMPLING)}")
@@ -83,15 +91,37 @@ class Explainer:
         self.signed = signed
         self.upsampling = upsampling
         self.eigen_smooth = eigen_smooth
+        self.aug_smooth = aug_smooth
         self.layer = None if isinstance(layer, str) and layer == "auto" else resolve_layer(model, layer)
         self.token_layer = None if token_layer is None else resolve_layer(model, token_layer)
 
     def __call__(self, inputs: Tensor | dict[str, Tensor], targets: Any) -> Explanation:
         """Explain ``targets`` (see ``mmcam.targets.as_targets``) on a batch of ``inputs``."""
         inputs = self._as_inputs(inputs)
+        target_list = as_targets(targets, inputs[self.image_key].shape[0], self.class_names)
+        if not self.aug_smooth:
+            return self._explain(inputs, target_list)
+        return self._augmentation_smoothed(inputs, target_list)
+
+    def _augmentation_smoothed(self, inputs: dict[str, Tensor], targets: list[Target]) -> Explanation:
+        """``aug_smooth``: the mean of the maps of the image as it is, scaled by 0.9 and 1.1, and each of
+        the three flipped left to right (the flipped maps flipped back): pytorch-grad-cam's test-time
+        augmentation. Scores, labels and weights are the image's own (explained first, so a ``TopClass``
+        target keeps its classes)."""
+        parts = []
+        for flip, factor in AUGMENTATIONS:
+            image = inputs[self.image_key] * factor
+            part = self._explain({**inputs, self.image_key: image.flip(-1) if flip else image}, targets)
+            parts.append(replace(part, maps=part.maps.flip(-1), raw=part.raw.flip(-1)) if flip else part)
+        return replace(
+            parts[0],
+            maps=torch.stack([part.maps for part in parts]).mean(dim=0),
+            raw=torch.stack([part.raw for part in parts]).mean(dim=0),
+        )
+
+    def _explain(self, inputs: dict[str, Tensor], target_list: list[Target]) -> Explanation:
         image = inputs[self.image_key]
         batch, size = image.shape[0], tuple(image.shape[2:])
-        target_list = as_targets(targets, batch, self.class_names)
         if torch.is_inference_mode_enabled():
             raise RuntimeError("mmcam needs autograd: call it outside torch.inference_mode()")
         precision = Precision.current(image.device.type)
