@@ -132,3 +132,17 @@ def test_rl_sanity_flags_perturbation_saliency_and_passes_hirescam(tmp_path, cap
     after_all = {row["method"]: row["mean"] for row in report["rows"] if row["metric"] == "sanity"}
     print(after_all)
     assert after_all["hirescam"] < 0.2 and after_all["perturbation"] > 0.6
+
+
+def test_units_a_sentence_cites_carry_the_score_and_random_ones_do_not(tmp_path, monkeypatch, capsys):
+    """The bundled classifier's sentences (Grad-CAM's top named units): zeroing the cited units drops the
+    class logit far more than zeroing as many random units; a method without channel weights has no
+    sentence to test (n/a)."""
+    monkeypatch.setenv("MMCAM_CACHE", str(tmp_path / "cache"))
+    options = ["--task", "classify", "--limit", "8", "--methods", "gradcam,hirescam"]
+    assert main(["eval", *options, "--metric", "cited-units,random-units", "--json", "-o", str(tmp_path)]) == 0
+    rows = {(row["metric"], row["method"]): row for row in json.loads(capsys.readouterr().out)["rows"]}
+    cited, drawn = rows[("cited-units", "gradcam")], rows[("random-units", "gradcam")]
+    print(cited["mean"], drawn["mean"])
+    assert cited["low"] > drawn["high"] and cited["mean"] > 5 * abs(drawn["mean"])
+    assert rows[("cited-units", "hirescam")]["mean"] is None

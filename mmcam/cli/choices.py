@@ -37,6 +37,8 @@ METRICS = (  # the keys of mmcam.evaluation.scoring.METRICS
     "increase",
     "sparseness",
     "complexity",
+    "cited-units",
+    "random-units",
 )
 TASKS = ("classify", "caption", "vqa", "rl")  # mmcam.evaluation.tasks.TASKS
 BASELINES = ("uniform", "center")  # the keys of mmcam.metrics.baselines.BASELINES

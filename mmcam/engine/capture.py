@@ -41,6 +41,27 @@ def replace_first(output: object, tensor: Tensor) -> object:
     return replaced
 
 
+def channel_zeroing(
+    sets: list[list[int]], batch: int, channels: int, axis: int, copy_output: bool
+) -> Callable:
+    """A forward hook that gives copy j of a batch of B (rows j B .. j B + B - 1) the layer's output with
+    the channels ``sets[j]`` (on ``axis``) set to zero; with ``copy_output`` the layer's output (B rows)
+    is first repeated once per set, so the layers below ran on the batch alone."""
+
+    def hook(_module, _inputs, output):
+        tensor = first_tensor(output)
+        if copy_output:
+            tensor = tensor.repeat(len(sets), *[1] * (tensor.ndim - 1))
+        keep = torch.ones(len(sets), channels, dtype=tensor.dtype, device=tensor.device)
+        for row, zeroed in enumerate(sets):
+            keep[row, list(zeroed)] = 0
+        shape = [1] * tensor.ndim
+        shape[0], shape[axis] = tensor.shape[0], channels
+        return replace_first(output, tensor * keep.repeat_interleave(batch, dim=0).reshape(shape))
+
+    return hook
+
+
 def graph_start(tensor: Tensor) -> Tensor:
     """A tensor equal to a layer's output from which the graph above the layer starts: a leaf that
     requires grad, or, when the output is already in a graph (a layer above another captured one), a

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mmcam.engine.attention import AttentionRecorder
-from mmcam.engine.capture import LayerCapture, first_tensor, replace_first
+from mmcam.engine.capture import LayerCapture, channel_zeroing
 from mmcam.engine.gradients import mixes_samples, target_gradients
 from mmcam.engine.guided import guided_relus
 from mmcam.engine.layouts import Layout, as_layout
@@ -286,41 +286,30 @@ class CamContext:
                 chunks.append(scores.reshape(chunk.shape[1], batch, -1))
         return torch.cat(chunks).transpose(0, 1).float()
 
-    def ablated_scores(self, batch_size: int) -> Tensor:
-        """Scores with each channel of the layer's output set to zero in turn: (B, C, K), the model run on
-        ``batch_size`` rows a forward (copies of the batch, each with another channel zeroed). When the
-        image is the model's only input, the layers below the explained one run once per forward, on the
-        batch itself, and the layer's output is copied; otherwise the inputs are copied."""
+    def ablated_scores(self, batch_size: int, channel_sets: list[list[int]] | None = None) -> Tensor:
+        """Scores with channels of the layer's output set to zero: (B, S, K), one column per set of
+        ``channel_sets`` (default: each channel alone, S = C), the model run on ``batch_size`` rows a
+        forward (copies of the batch, each with another set zeroed). When the image is the model's only
+        input, the layers below the explained one run once per forward, on the batch itself, and the
+        layer's output is copied; otherwise the inputs are copied."""
         batch, channels = self.activations.shape[:2]
+        sets = channel_sets if channel_sets is not None else [[c] for c in range(channels)]
         per_forward = max(1, batch_size // batch)
         module = self.model.get_submodule(self.layer)
-        axis = self.layout.channel_axis()
         copy_at_layer = set(self.inputs) == {self.image_key}
-        zeroed: list[int] = []
-
-        def zero_channels(_module, _inputs, output):
-            tensor = first_tensor(output)
-            if copy_at_layer:
-                tensor = tensor.repeat(len(zeroed), *[1] * (tensor.ndim - 1))
-            keep = torch.ones(len(zeroed), channels, dtype=tensor.dtype, device=tensor.device)
-            keep[torch.arange(len(zeroed)), zeroed] = 0
-            keep = keep.repeat_interleave(batch, dim=0)  # (copies * B, C): copy j zeroes channel zeroed[j]
-            shape = [1] * tensor.ndim
-            shape[0], shape[axis] = tensor.shape[0], channels
-            return replace_first(output, tensor * keep.reshape(shape))
-
         chunks = []
-        handle = module.register_forward_hook(zero_channels)
-        try:
-            with torch.no_grad():
-                for begin in range(0, channels, per_forward):
-                    zeroed[:] = range(begin, min(begin + per_forward, channels))
-                    copies = 1 if copy_at_layer else len(zeroed)
+        with torch.no_grad():
+            for begin in range(0, len(sets), per_forward):
+                chunk = sets[begin : begin + per_forward]
+                hook = channel_zeroing(chunk, batch, channels, self.layout.channel_axis(), copy_at_layer)
+                handle = module.register_forward_hook(hook)
+                try:
+                    copies = 1 if copy_at_layer else len(chunk)
                     images = self.image.repeat(copies, *[1] * (self.image.ndim - 1))
                     scores = self.score(self._run(self._with_image(images)))
-                    chunks.append(scores.reshape(len(zeroed), batch, -1))
-        finally:
-            handle.remove()
+                finally:
+                    handle.remove()
+                chunks.append(scores.reshape(len(chunk), batch, -1))
         return torch.cat(chunks).transpose(0, 1).float()
 
     @cached_property

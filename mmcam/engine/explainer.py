@@ -122,6 +122,55 @@ class Explainer:
     def _explain(self, inputs: dict[str, Tensor], target_list: list[Target]) -> Explanation:
         image = inputs[self.image_key]
         batch, size = image.shape[0], tuple(image.shape[2:])
+
+        def explain(context: CamContext):
+            result = self.method(context)
+            if self.eigen_smooth:
+                result = eigen_smoothed(result, context.activations)
+            token_weights = context.token_weights.detach() if self.token_layer else None
+            return context.layer, result, context.scores.detach().float(), token_weights
+
+        layer, result, scores, token_weights = self._in_context(inputs, target_list, explain)
+        raw = (result.signed if self.signed else result.raw).detach().float()
+        return Explanation(
+            maps=normalize(upsample(raw, size, self.upsampling), len(size), self.signed),
+            raw=raw,
+            scores=scores,
+            labels=[[t.label(b, self.class_names) for t in target_list] for b in range(batch)],
+            indices=[[t.index(b) for t in target_list] for b in range(batch)],
+            layer=layer,
+            method=self.method.name,
+            weights=None if result.weights is None else result.weights.detach(),
+            token_weights=token_weights,
+            kinds=[target.kind for target in target_list],
+        )
+
+    def zeroed_scores(
+        self,
+        inputs: Tensor | dict[str, Tensor],
+        targets: Any,
+        channel_sets: list[list[int]],
+        batch_size: int = 256,
+    ) -> tuple[Tensor, Tensor]:
+        """The targets' scores (B, K) and their scores with each set of the layer's channels set to zero
+        (B, S, K): what a set of units carries (``CamContext.ablated_scores``)."""
+        inputs = self._as_inputs(inputs)
+        target_list = as_targets(targets, inputs[self.image_key].shape[0], self.class_names)
+        return self._in_context(
+            inputs,
+            target_list,
+            lambda context: (
+                context.scores.detach().float(),
+                context.ablated_scores(batch_size, channel_sets),
+            ),
+        )
+
+    def _in_context(
+        self, inputs: dict[str, Tensor], target_list: list[Target], use: Callable[[CamContext], Any]
+    ):
+        """``use(context)`` on the batch's ``CamContext`` (the layer captured on one forward), with the model in
+        explanation mode and autograd on."""
+        image = inputs[self.image_key]
         if torch.is_inference_mode_enabled():
             raise RuntimeError("mmcam needs autograd: call it outside torch.inference_mode()")
         precision = Precision.current(image.device.type)
@@ -131,7 +180,7 @@ class Explainer:
             torch.enable_grad(),
             torch.autocast(image.device.type, enabled=False),
         ):
-            layer = self.layer or self._auto_layer(inputs, target_list, size, precision)
+            layer = self.layer or self._auto_layer(inputs, target_list, tuple(image.shape[2:]), precision)
             context = CamContext(
                 self.model,
                 self.forward,
@@ -146,24 +195,7 @@ class Explainer:
                 self.upsampling,
                 record_attention=getattr(self.method, "reads_attention", False),
             )
-            result = self.method(context)
-            if self.eigen_smooth:
-                result = eigen_smoothed(result, context.activations)
-            scores = context.scores.detach().float()
-            token_weights = context.token_weights.detach() if self.token_layer else None
-        raw = (result.signed if self.signed else result.raw).detach().float()
-        return Explanation(
-            maps=normalize(upsample(raw, size, self.upsampling), len(size), self.signed),
-            raw=raw,
-            scores=scores,
-            labels=[[t.label(b, self.class_names) for t in target_list] for b in range(batch)],
-            indices=[[t.index(b) for t in target_list] for b in range(batch)],
-            layer=layer,
-            method=self.method.name,
-            weights=None if result.weights is None else result.weights.detach(),
-            token_weights=token_weights,
-            kinds=[target.kind for target in target_list],
-        )
+            return use(context)
 
     def _auto_layer(
         self, inputs: dict[str, Tensor], targets: list[Target], size: tuple[int, ...], precision: Precision

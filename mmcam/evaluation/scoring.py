@@ -23,6 +23,7 @@ from mmcam.metrics.faithfulness import (
 from mmcam.metrics.localization import localization_errors
 from mmcam.metrics.pointing import energy_inside, peak_hit_shares
 from mmcam.metrics.sanity import cascading_randomization, parametrized_layers
+from mmcam.metrics.unit_ablation import unit_ablation_drops
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ METRICS = {
     "increase": Metric("increase in confidence", "higher"),
     "sparseness": Metric("sparseness (Gini)", "higher"),
     "complexity": Metric("complexity (entropy)", "lower"),
+    "cited-units": Metric("score drop, cited units zeroed", "higher"),
+    "random-units": Metric("score drop, as many random units zeroed", "lower"),
 }
 MODEL_FREE = tuple(BASELINES)  # maps that do not depend on the model: no sanity check for them
 
@@ -123,6 +126,8 @@ def score_item(
         values["sparseness"] = sparseness(maps)
     if "complexity" in metrics:
         values["complexity"] = complexity(maps)
+    if "cited-units" in metrics or "random-units" in metrics:
+        values["cited-units"], values["random-units"] = _unit_drops(task, item, method, settings)
     if occlusion is not None:
         values["occlusion"] = occlusion_correlation(maps, occlusion, settings.patch, settings.stride)
     record = {"values": {name: value.cpu().tolist() for name, value in values.items()}}
@@ -131,6 +136,22 @@ def score_item(
         record["values"]["sanity"] = steps[-1] if steps else [float("nan")] * len(item.targets)
         record["sanity_steps"] = steps
     return record
+
+
+def _unit_drops(task: Task, item: Item, method: str, settings: Settings) -> tuple[Tensor, Tensor]:
+    """The score drops when the units each target's sentence cites are zeroed, and as many random ones
+    (``metrics.unit_ablation``); NaN for a method without channel weights or a model without named units."""
+    nothing = torch.full((len(item.targets),), torch.nan)
+    if method in BASELINES:
+        return nothing, nothing
+    explainer = task.explainer(method)
+    explanation = explainer(item.inputs, item.targets)
+    table = task.concept_table(explanation.layer)
+    if explanation.weights is None or table is None:
+        return nothing, nothing
+    return unit_ablation_drops(
+        explainer, item.inputs, item.targets, explanation.weights[0], table, settings.seed
+    )
 
 
 def _sanity_steps(task: Task, item: Item, method: str, settings: Settings) -> list[list[float]]:

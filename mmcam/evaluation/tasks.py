@@ -12,11 +12,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mmcam.concepts.dissect import ConceptTable
 from mmcam.engine import Explainer
 from mmcam.engine.context import Forward
 from mmcam.evaluation.data import REACH_OBJECTS, object_boxes, object_masks
 from mmcam.evaluation.grounding import is_single_object, word_objects
 from mmcam.loading import load_captioner, load_classifier, load_policy, load_vqa
+from mmcam.subject import Subject
 from mmcam.targets import ClassLogProb, ClassScore, Target, TokenLogProb, logits_of, per_row
 
 TASKS = ("classify", "caption", "vqa", "rl")
@@ -52,7 +54,21 @@ class Task:
     make_explainer: Callable[[nn.Module, str], Explainer]
     items: Callable[[dict], list[Item]]
     image_key: str = "pixel_values"
+    subject: Callable[[str], Subject] | None = None  # a layer of the model, to name its units
     _explainers: dict[str, Explainer] = field(default_factory=dict, repr=False)
+    _tables: dict[str, ConceptTable] = field(default_factory=dict, repr=False)
+
+    def concept_table(self, layer: str) -> ConceptTable | None:
+        """The units of ``layer`` named on the shapes-world probe (cached on disk, as ``mmcam dissect``
+        does), or None for a model whose units are not named (RL policies: their concepts come from
+        rollouts)."""
+        if self.subject is None:
+            return None
+        if layer not in self._tables:
+            from mmcam.concepts.tables import concept_table
+
+            self._tables[layer] = concept_table(self.subject(layer), progress=False)
+        return self._tables[layer]
 
     def explainer(self, method: str, model: nn.Module | None = None) -> Explainer:
         """The explainer of ``method`` on the task's model (one per method, reused by every item), or on
@@ -141,7 +157,13 @@ def classify_task(spec: str, layer: str | None, device: torch.device, trust_pick
         return Explainer(model, layer=layer or classifier.layer, method=method, layout=classifier.layout)
 
     return Task(
-        "classify", classifier.name, classifier.model, lambda m, x: m(x["pixel_values"]), explainer, items
+        "classify",
+        classifier.name,
+        classifier.model,
+        lambda m, x: m(x["pixel_values"]),
+        explainer,
+        items,
+        subject=classifier.subject,
     )
 
 
@@ -172,7 +194,15 @@ def caption_task(spec: str, layer: str | None, device: torch.device, trust_pickl
     def explainer(model: nn.Module, method: str) -> Explainer:
         return Explainer(model, layer=layer or captioner.layer, method=method, forward=captioner.forward)
 
-    return Task("caption", captioner.name, captioner.model, captioner.forward, explainer, items)
+    return Task(
+        "caption",
+        captioner.name,
+        captioner.model,
+        captioner.forward,
+        explainer,
+        items,
+        subject=captioner.subject,
+    )
 
 
 def vqa_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bool = False) -> Task:
@@ -216,7 +246,7 @@ def vqa_task(spec: str, layer: str | None, device: torch.device, trust_pickle: b
             class_names=vqa.answers,
         )
 
-    return Task("vqa", vqa.name, vqa.model, vqa.forward, explainer, items)
+    return Task("vqa", vqa.name, vqa.model, vqa.forward, explainer, items, subject=vqa.subject)
 
 
 def rl_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bool = False) -> Task:
