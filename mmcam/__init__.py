@@ -18,6 +18,7 @@ _HOMES = {
     "LayerCapture": "mmcam.engine",
     "Layout": "mmcam.engine",
     "explain": "mmcam.engine",
+    "fuse_layers": "mmcam.engine.fusion",
     "Explanation": "mmcam.explanation",
     "ClassScore": "mmcam.targets",
     "FunctionTarget": "mmcam.targets",
@@ -35,6 +36,7 @@ __all__ = [
     "Negated",
     "Target",
     "explain",
+    "fuse_layers",
 ]
 
 

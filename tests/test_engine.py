@@ -1,5 +1,7 @@
 """One forward and one vectorized backward for K targets; the forms targets come in; precision and layout."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -178,3 +180,19 @@ def test_token_log_probs_with_positions_per_sample_score_a_shorter_sample_zero()
     assert (target.label(0), target.index(0), target.index(1)) == ("big word", 1, None)
     with pytest.raises(ValueError, match="start at 1"):
         TokenLogProb(ids, [[], []], ["", ""])
+
+
+def test_fuse_layers_takes_the_maximum_of_the_upsampled_maps(cam_net, images):
+    """torch-cam's fuse_cams: each layer's map upsampled (bilinear, half-pixel) to the finest grid, scaled
+    by tanh(2 L) for LayerCAM, and the element-wise maximum."""
+    import torch.nn.functional as F
+
+    coarse = mmcam.explain(cam_net, images, 1, layer="features", method="layercam")
+    pooled = torch.nn.functional.avg_pool2d(coarse.raw[:, 0], 2)  # a coarser map of the same targets
+    coarser = replace(coarse, raw=pooled[:, None], layer="pooled")
+    fused = mmcam.fuse_layers([coarse, coarser], gamma=2.0)
+    up = F.interpolate(pooled[:, None], size=coarse.raw.shape[-2:], mode="bilinear", align_corners=False)
+    expected = torch.maximum(torch.tanh(2 * coarse.raw), torch.tanh(2 * up))
+    torch.testing.assert_close(fused.raw, expected)
+    assert fused.layer == "features + pooled" and fused.weights is None and fused.scores is coarse.scores
+    assert fused.maps.shape == coarse.maps.shape and float(fused.maps.max()) == 1.0

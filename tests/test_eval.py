@@ -140,7 +140,9 @@ def test_units_a_sentence_cites_carry_the_score_and_random_ones_do_not(tmp_path,
     sentence to test (n/a)."""
     monkeypatch.setenv("MMCAM_CACHE", str(tmp_path / "cache"))
     options = ["--task", "classify", "--limit", "8", "--methods", "gradcam,hirescam"]
-    assert main(["eval", *options, "--metric", "cited-units,random-units", "--json", "-o", str(tmp_path)]) == 0
+    assert (
+        main(["eval", *options, "--metric", "cited-units,random-units", "--json", "-o", str(tmp_path)]) == 0
+    )
     rows = {(row["metric"], row["method"]): row for row in json.loads(capsys.readouterr().out)["rows"]}
     cited, drawn = rows[("cited-units", "gradcam")], rows[("random-units", "gradcam")]
     print(cited["mean"], drawn["mean"])

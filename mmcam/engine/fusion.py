@@ -1,0 +1,40 @@
+"""Maps of one input from several layers, fused into one (torch-cam's ``fuse_cams``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+
+from mmcam.engine.resize import normalize, upsample
+from mmcam.explanation import Explanation
+
+
+def fuse_layers(explanations: Sequence[Explanation], gamma: float | None = None) -> Explanation:
+    """Multi-layer fusion: each layer's raw map upsampled to the finest grid among them (bilinear),
+    optionally scaled by tanh(gamma L) as LayerCAM does (Jiang et al., IEEE TIP 2021, eq. 9, gamma = 2),
+    and their element-wise maximum taken:  L = max_l s(U(L_l)),  s = tanh(gamma .) or the identity.
+
+    The explanations are of the same inputs and targets (one call per layer); the first one's scores,
+    labels and kinds are kept, its channel weights dropped (they belong to one layer).
+    """
+    if not explanations:
+        raise ValueError("fuse at least one explanation")
+    first = explanations[0]
+    spatial = first.maps.ndim - 2
+    grids = [tuple(e.raw.shape[-spatial:]) for e in explanations]
+    finest = tuple(max(sizes) for sizes in zip(*grids))
+    layers = [upsample(e.raw, finest) for e in explanations]
+    if gamma is not None:
+        layers = [torch.tanh(gamma * layer) for layer in layers]
+    fused = torch.stack(layers).amax(dim=0)
+    size = tuple(first.maps.shape[-spatial:])
+    return replace(
+        first,
+        maps=normalize(upsample(fused, size), spatial),
+        raw=fused,
+        layer=" + ".join(e.layer for e in explanations),
+        method=f"{first.method}, fused",
+        weights=None,
+    )
