@@ -121,6 +121,21 @@ def test_eigengradcam_is_the_first_component_of_gradient_times_activation(ctx):
             np.testing.assert_allclose(raw[b, k].reshape(-1).numpy(), expected, atol=1e-5)
 
 
+def test_kpcacam_is_the_first_kernel_component_with_sklearn(ctx):
+    """The first kernel principal component of the centred cells, as scikit-learn's KernelPCA computes it
+    (sigmoid kernel, gamma = 1/C, coef0 = 1), signed to agree with the sum of the activations."""
+    decomposition = pytest.importorskip("sklearn.decomposition", reason="needs scikit-learn (dev extra)")
+    raw = get_method("kpcacam")(ctx).raw
+    for b in range(B):
+        flat = ctx.activations[b].reshape(C, -1).T.double().numpy()
+        centred = flat - flat.mean(0)
+        projection = decomposition.KernelPCA(n_components=1, kernel="sigmoid").fit_transform(centred)[:, 0]
+        if np.corrcoef(projection, flat.sum(1))[0, 1] < 0:
+            projection = -projection
+        for k in range(K):
+            np.testing.assert_allclose(raw[b, k].reshape(-1).numpy(), np.maximum(projection, 0), atol=1e-5)
+
+
 def test_fem_weights_are_the_share_of_cells_above_mean_plus_two_deviations(ctx):
     result = get_method("fem")(ctx)
     for b in range(B):
@@ -207,7 +222,7 @@ def test_method_names_are_forgiving_and_unknown_ones_list_the_valid():
     assert get_method("grad_cam").name == "gradcam"
     with pytest.raises(ValueError, match="gradcam, counterfactual"):
         get_method("gradcam+++")
-    assert len(METHODS) == 20
+    assert len(METHODS) == 21
 
 
 def test_gradcam_equals_cam_up_to_positive_scale(cam_net, images):

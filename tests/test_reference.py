@@ -25,6 +25,7 @@ REFERENCES = {
     "eigengradcam": pytorch_grad_cam.EigenGradCAM,
     "fem": pytorch_grad_cam.FEM,
     "ablationcam": pytorch_grad_cam.AblationCAM,
+    "kpcacam": pytorch_grad_cam.KPCA_CAM,
 }
 
 
@@ -60,7 +61,7 @@ def _minmax(raw: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("method", list(REFERENCES))
 def test_matches_pytorch_grad_cam(scaled, batch, method):
-    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection, get_2d_projection_kernel
 
     classes = [3, 7]
     if method == "ablationcam":  # one forward per channel (512): a smaller image, a 2x2 grid
@@ -76,8 +77,12 @@ def test_matches_pytorch_grad_cam(scaled, batch, method):
 
     ours = mmcam.explain(scaled, batch, classes, layer="net.layer4", method=method)
     got = _minmax(ours.raw[:, 0].numpy())
-    if method in ("eigencam", "eigengradcam"):  # a principal component's sign is arbitrary, per image
-        projection = get_2d_projection(activations if method == "eigencam" else gradients * activations)
+    if method in ("eigencam", "eigengradcam", "kpcacam"):  # a component's sign is arbitrary, per image
+        projection = {
+            "eigencam": lambda: get_2d_projection(activations),
+            "eigengradcam": lambda: get_2d_projection(gradients * activations),
+            "kpcacam": lambda: get_2d_projection_kernel(activations),
+        }[method]()
         for b in range(len(got)):
             either = [_minmax(np.maximum(sign * projection[b : b + 1], 0))[0] for sign in (1, -1)]
             assert min(np.abs(got[b] - e).max() for e in either) < 1e-4

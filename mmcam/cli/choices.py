@@ -15,6 +15,7 @@ METHODS = (  # mmcam.engine.methods.METHODS, in its order
     "attention-relevance",
     "eigencam",
     "eigengradcam",
+    "kpcacam",
     "fem",
     "randomcam",
     "scorecam",

@@ -292,6 +292,47 @@ class EigenGradCAM:
         return CamResult(projection.reshape(*ctx.gradients.shape[:2], *ctx.gradients.shape[3:]))
 
 
+class KPCACAM:
+    """KPCA-CAM (Karmani et al., arXiv 2410.00267; pytorch-grad-cam's ``KPCA_CAM``): Eigen-CAM with kernel
+    PCA, the first kernel principal component of the activations; no gradients, one map for every target.
+
+    x_i = the centred activation of cell i (C,);  K_ij = k(x_i, x_j) with k(x, y) = tanh(gamma x.y + 1)
+    (``"sigmoid"``) or exp(-gamma ||x - y||^2) (``"rbf"``), gamma = 1/C;  K~ = K centred in feature space;
+    K~ = V diag(lambda) V^T;  L_i = ReLU(sqrt(lambda_1) V_i1), V_1 signed to correlate positively with
+    sum_c A_c as Eigen-CAM's.
+    """
+
+    name = "kpcacam"
+
+    def __init__(self, kernel: str = "sigmoid", gamma: float | None = None):
+        if kernel not in ("sigmoid", "rbf"):
+            raise ValueError(f"unknown kernel '{kernel}'; use sigmoid or rbf")
+        self.kernel = kernel
+        self.gamma = gamma
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        a = ctx.activations.double()
+        b, c, grid = a.shape[0], a.shape[1], a.shape[2:]
+        cells = a.reshape(b, c, -1).transpose(1, 2)
+        cells = cells - cells.mean(dim=1, keepdim=True)
+        gamma = self.gamma or 1.0 / c
+        if self.kernel == "sigmoid":
+            kernel = torch.tanh(gamma * cells @ cells.transpose(1, 2) + 1)
+        else:
+            kernel = torch.exp(-gamma * torch.cdist(cells, cells) ** 2)
+        n = kernel.shape[1]
+        ones = torch.full((n, n), 1.0 / n, dtype=kernel.dtype, device=kernel.device)
+        centred = kernel - ones @ kernel - kernel @ ones + ones @ kernel @ ones
+        values, vectors = torch.linalg.eigh(centred)
+        projection = vectors[..., -1] * values[:, -1:].clamp(min=0).sqrt()
+        total = a.sum(dim=1).reshape(b, -1)
+        agreement = (
+            (projection - projection.mean(1, keepdim=True)) * (total - total.mean(1, keepdim=True))
+        ).sum(1)
+        projection = (projection * torch.where(agreement < 0, -1.0, 1.0)[:, None]).float()
+        return CamResult(projection.reshape(b, 1, *grid).expand(b, ctx.target_count, *grid))
+
+
 class FEM:
     """FEM, the feature explanation method (Fuad et al., IPTA 2020): channels weighted by how much of
     their grid is unusually active; no gradients, the same map for every target.
@@ -469,6 +510,7 @@ METHODS = {
         AttentionRelevance,
         EigenCAM,
         EigenGradCAM,
+        KPCACAM,
         FEM,
         RandomCAM,
         ScoreCAM,
