@@ -293,7 +293,7 @@ class EigenGradCAM:
 
 
 class KPCACAM:
-    """KPCA-CAM (Karmani et al., arXiv 2410.00267; pytorch-grad-cam's ``KPCA_CAM``): Eigen-CAM with kernel
+    """KPCA-CAM (pytorch-grad-cam's ``KPCA_CAM``): Eigen-CAM with kernel
     PCA, the first kernel principal component of the activations; no gradients, one map for every target.
 
     x_i = the centred activation of cell i (C,);  K_ij = k(x_i, x_j) with k(x, y) = tanh(gamma x.y + 1)
