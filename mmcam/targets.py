@@ -158,6 +158,53 @@ class TopClass(ClassScore):
         return super().__call__(output)
 
 
+class SimilarClassContrast(ClassScore):
+    """Finer-CAM's target (pytorch-grad-cam's ``FinerCAM``): a class rather than the classes the model finds
+    most like it, so the map keeps what tells them apart:
+
+    s = sum_j p_j (y_c - alpha y_j) / sum_j p_j,   p = softmax(y),
+
+    j over the ``comparisons`` classes whose logits are nearest y_c. c is each sample's predicted class
+    unless ``index`` is given; c and its neighbours are read from the first output the target meets (the
+    explaining forward), and kept for the later calls.
+    """
+
+    kind = "logit contrast with similar classes"
+
+    def __init__(
+        self,
+        index: int | Sequence[int] | None = None,
+        alpha: float = 1.0,
+        comparisons: int = 3,
+        names: Sequence[str] | None = None,
+    ):
+        super().__init__(0 if index is None else index, names)
+        self.chosen = index is not None
+        self.alpha = alpha
+        self.comparisons = comparisons
+        self.similar: Tensor | None = None
+
+    def __call__(self, output: Any) -> Tensor:
+        logits = logits_of(output)
+        if self.similar is None:
+            scores = logits.detach()
+            if not self.chosen:
+                main = scores.argmax(dim=1)
+            elif self.indices.numel() > 1:
+                main = per_row(self.indices.to(scores.device), scores.shape[0])
+            else:
+                main = self.indices.to(scores.device).expand(scores.shape[0])
+            nearest = (scores - scores.gather(1, main[:, None])).abs().argsort(dim=1)
+            self.indices = main.cpu()
+            self.similar = nearest[:, 1 : 1 + self.comparisons].cpu()
+        rows = logits.shape[0]
+        main = per_row(self.indices.to(logits.device), rows)
+        similar = per_row(self.similar.to(logits.device), rows)
+        weights = logits.float().softmax(dim=1).gather(1, similar)
+        contrast = logits.gather(1, main[:, None]) - self.alpha * logits.gather(1, similar)
+        return (weights * contrast).sum(dim=1) / (weights.sum(dim=1) + 1e-9)
+
+
 class Negated(Target):
     """The negated score: its Grad-CAM is the counterfactual map, the evidence *against* the target."""
 

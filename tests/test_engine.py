@@ -196,3 +196,17 @@ def test_fuse_layers_takes_the_maximum_of_the_upsampled_maps(cam_net, images):
     torch.testing.assert_close(fused.raw, expected)
     assert fused.layer == "features + pooled" and fused.weights is None and fused.scores is coarse.scores
     assert fused.maps.shape == coarse.maps.shape and float(fused.maps.max()) == 1.0
+
+
+def test_similar_class_contrast_weighs_the_nearest_classes_by_probability():
+    from mmcam.targets import SimilarClassContrast
+
+    logits = torch.tensor([[4.0, 3.5, -1.0, 3.0, 0.0]])
+    target = SimilarClassContrast(comparisons=2, alpha=0.5)
+    p = logits.softmax(dim=1)[0]
+    expected = (p[1] * (4.0 - 0.5 * 3.5) + p[3] * (4.0 - 0.5 * 3.0)) / (p[1] + p[3])
+    torch.testing.assert_close(target(logits), expected[None])
+    assert target.indices.tolist() == [0] and target.similar.tolist() == [[1, 3]]
+    chosen = SimilarClassContrast(index=4, comparisons=1)  # a given class: its nearest is class 2 (-1.0)
+    chosen(logits)
+    assert chosen.similar.tolist() == [[2]] and chosen.label(0, list("abcde")) == "e"

@@ -246,3 +246,19 @@ def test_aug_smooth_matches_pytorch_grad_cam(scaled, batch):
             maps.append(part.maps.flip(-1) if flip else part.maps)
     assert np.abs(np.mean(grids, axis=0) - expected).max() < 1e-4
     torch.testing.assert_close(ours.maps, torch.stack(maps).mean(dim=0), rtol=1e-5, atol=1e-6)
+
+
+def test_similar_class_contrast_is_finer_cam(scaled, batch):
+    """Grad-CAM of SimilarClassContrast (each image's predicted class against the 3 classes whose logits
+    are nearest) equals pytorch-grad-cam's FinerCAM with its defaults."""
+    from mmcam.targets import SimilarClassContrast
+
+    reference = pytorch_grad_cam.FinerCAM(model=scaled, target_layers=[scaled.net.layer4])
+    reference.base_cam.get_target_width_height = lambda _: (5, 5)
+    expected = reference(batch)
+    reference.base_cam.activations_and_grads.release()
+    target = SimilarClassContrast()
+    ours = mmcam.explain(scaled, batch, target, layer="net.layer4")
+    assert np.abs(_minmax(ours.raw[:, 0].numpy()) - expected).max() < 1e-4
+    with torch.no_grad():
+        assert target.indices.tolist() == scaled(batch).argmax(dim=1).tolist()
