@@ -262,3 +262,53 @@ def test_similar_class_contrast_is_finer_cam(scaled, batch):
     assert np.abs(_minmax(ours.raw[:, 0].numpy()) - expected).max() < 1e-4
     with torch.no_grad():
         assert target.indices.tolist() == scaled(batch).argmax(dim=1).tolist()
+
+
+class FullResolution(nn.Module):
+    """A small CNN whose explained layer keeps the input's resolution: Score-CAM's masks need no
+    upsampling, where torch-cam (min-max scaling at the layer's grid, then upsampling) and mmcam and
+    pytorch-grad-cam (upsampling, then scaling) would differ."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(
+            nn.Conv2d(6, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)
+        )
+
+    def forward(self, x):
+        return self.head(self.conv(x)) * 10
+
+
+def test_iscam_matches_torch_cam():
+    torchcam = pytest.importorskip("torchcam.methods", reason="the comparison needs the dev extra (torchcam)")
+    model = FullResolution().eval()
+    images = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(6))
+    classes = [1, 3]
+    with torchcam.ISCAM(model, target_layer="conv", input_shape=(3, 12, 12)) as extractor:
+        scores = model(images)
+        (expected,) = extractor(class_idx=classes, scores=scores, normalized=False)
+    ours = mmcam.explain(model, images, classes, layer="conv", method="iscam")
+    torch.testing.assert_close(ours.raw[:, 0], expected.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_sscam_matches_torch_cam_with_the_same_noise():
+    """torch-cam draws SS-CAM's noise from the global generator; here it is handed mmcam's seeded
+    sequence (the same shapes, in the same order), and the maps agree."""
+    torchcam = pytest.importorskip("torchcam.methods", reason="the comparison needs the dev extra (torchcam)")
+    model = FullResolution().eval()
+    images = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(6))
+    classes = [1, 3]
+    generator = torch.Generator().manual_seed(0)
+
+    class SameNoise:
+        def sample(self, size):
+            return torch.randn(size, generator=generator) * 2.0
+
+    with torchcam.SSCAM(model, target_layer="conv", input_shape=(3, 12, 12)) as extractor:
+        extractor._distrib = SameNoise()
+        scores = model(images)
+        (expected,) = extractor(class_idx=classes, scores=scores, normalized=False)
+    ours = mmcam.explain(model, images, classes, layer="conv", method="sscam")
+    torch.testing.assert_close(ours.raw[:, 0], expected.detach(), rtol=1e-4, atol=1e-6)

@@ -19,6 +19,8 @@ METHODS = (  # mmcam.engine.methods.METHODS, in its order
     "fem",
     "randomcam",
     "scorecam",
+    "iscam",
+    "sscam",
     "ablationcam",
     "perturbation",
     "guided-backprop",

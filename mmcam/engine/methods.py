@@ -374,6 +374,21 @@ class RandomCAM:
         return CamResult(weighted_activations(weights, a), weights)
 
 
+def score_masks(ctx: CamContext) -> Tensor:
+    """Score-CAM's masks: each channel of the activations upsampled to the input and min-max scaled,
+    M_c = normalize(upsample(A_c)) in [0, 1], (B, C, *input grid)."""
+    masks = upsample(ctx.activations, ctx.image_size)
+    axes = grid_axes(masks, 2)
+    low = masks.amin(dim=axes, keepdim=True)
+    return _safe_divide(masks - low, masks.amax(dim=axes, keepdim=True) - low)
+
+
+def softmax_weighted(scores: Tensor, activations: Tensor) -> CamResult:
+    """(B, C, K) channel scores -> w_kc = softmax_c(s_kc), L_k = ReLU(sum_c w_kc A_c)."""
+    weights = torch.softmax(scores.transpose(1, 2), dim=-1)
+    return CamResult(weighted_activations(weights, activations), weights)
+
+
 class ScoreCAM:
     """Score-CAM (Wang et al., arXiv 1910.01279): channel weights from the scores of masked inputs.
 
@@ -388,14 +403,56 @@ class ScoreCAM:
         self.batch_size = batch_size
 
     def __call__(self, ctx: CamContext) -> CamResult:
-        a = ctx.activations
-        masks = upsample(a, ctx.image_size)
-        axes = grid_axes(masks, 2)
-        low = masks.amin(dim=axes, keepdim=True)
-        masks = _safe_divide(masks - low, masks.amax(dim=axes, keepdim=True) - low)
-        scores = ctx.masked_scores(masks, self.batch_size)
-        weights = torch.softmax(scores.transpose(1, 2), dim=-1)
-        return CamResult(weighted_activations(weights, a), weights)
+        return softmax_weighted(ctx.masked_scores(score_masks(ctx), self.batch_size), ctx.activations)
+
+
+class ISCAM:
+    """IS-CAM (Naidu et al., arXiv 2010.03023): Score-CAM with each mask's score integrated over scaled
+    copies of the mask, as torch-cam computes it:
+
+    s_kc = 1/N sum_{i=1}^N y_k(x * a_i M_c),  a_i = sum_{j=1}^{i} j / N;  w_kc = softmax_c(s_kc);
+    L_k = ReLU(sum_c w_kc A_c), M_c Score-CAM's masks, N = ``samples`` (10).
+    """
+
+    name = "iscam"
+
+    def __init__(self, samples: int = 10, batch_size: int = 64):
+        self.samples = samples
+        self.batch_size = batch_size
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        masks = score_masks(ctx)
+        total, factor = 0.0, 0.0
+        for i in range(1, self.samples + 1):
+            factor += i / self.samples
+            total = total + ctx.masked_scores(factor * masks, self.batch_size)
+        return softmax_weighted(total / self.samples, ctx.activations)
+
+
+class SSCAM:
+    """SS-CAM (Wang et al., arXiv 2006.14255): Score-CAM with the masks' scores averaged over noisy masks,
+    as torch-cam computes it:
+
+    s_kc = 1/N sum_{i=1}^N y_k(x * (M_c + delta_i)),  delta_i ~ N(0, sigma^2) per pixel (seeded);
+    w_kc = softmax_c(s_kc);  L_k = ReLU(sum_c w_kc A_c), M_c Score-CAM's masks, N = 35, sigma = 2.
+    """
+
+    name = "sscam"
+
+    def __init__(self, samples: int = 35, sigma: float = 2.0, batch_size: int = 64, seed: int = 0):
+        self.samples = samples
+        self.sigma = sigma
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        masks = score_masks(ctx)
+        generator = torch.Generator(device=masks.device).manual_seed(self.seed)
+        total = 0.0
+        for _ in range(self.samples):
+            noise = torch.randn(masks.shape, generator=generator, device=masks.device) * self.sigma
+            total = total + ctx.masked_scores(masks + noise, self.batch_size)
+        return softmax_weighted(total / self.samples, ctx.activations)
 
 
 class AblationCAM:
@@ -514,6 +571,8 @@ METHODS = {
         FEM,
         RandomCAM,
         ScoreCAM,
+        ISCAM,
+        SSCAM,
         AblationCAM,
         Perturbation,
         GuidedBackprop,
@@ -534,6 +593,8 @@ CHANNEL_WEIGHT_METHODS = (
     "smooth-gradcam++",
     "xgradcam",
     "scorecam",
+    "iscam",
+    "sscam",
     "ablationcam",
     "guided-gradcam",
 )
