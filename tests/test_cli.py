@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mmcam.cli import main
@@ -411,3 +412,24 @@ def test_a_saved_dataset_is_read_row_by_row_as_its_images_would_be(scene_folder,
     for record, path in zip(expected, files):
         record["image"] = str(tmp_path / "rows") + "#" + path.stem[-1]
     _same_results(got, expected)
+
+
+def test_smoothing_options_reach_the_explainer(scene_folder, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    image = str(scene_folder / "scene-0.png")
+    records, raws = {}, {}
+    for option in ([], ["--eigen-smooth"], ["--aug-smooth"]):
+        out = tmp_path / ("plain" if not option else option[0].strip("-"))
+        assert (
+            main(["classify", image, "--json", "--no-figures", "--save-maps", "-o", str(out), *option]) == 0
+        )
+        record = json.loads(capsys.readouterr().out)
+        records[tuple(option)] = record["targets"][0]
+        raws[tuple(option)] = load_file(record["maps_file"])["raw"]
+    plain = records[()]
+    assert records[("--aug-smooth",)]["score"] == plain["score"]  # the image's own score is kept
+    assert not torch.allclose(raws[("--eigen-smooth",)], raws[()])
+    assert not torch.allclose(raws[("--aug-smooth",)], raws[()])
+    assert main(["caption", image, "--model", "shapes", "--method", "hirescam", "--eigen-smooth"]) == 2
+    assert "--eigen-smooth needs a method with channel weights, not hirescam" in capsys.readouterr().err

@@ -58,9 +58,15 @@ class CaptionModel:
     method: str = WORD_METHOD
     unknown_words: Callable[[str], list[str]] = field(default=lambda text: [])  # read as the unknown token
 
-    def explainer(self, layer: str | None = None, method: str | None = None) -> Explainer:
+    def explainer(self, layer: str | None = None, method: str | None = None, **options) -> Explainer:
+        """An explainer of this captioner's layer and method (defaults: its own); ``options`` go to
+        ``Explainer``."""
         return Explainer(
-            self.model, layer=layer or self.layer, method=method or self.method, forward=self.forward
+            self.model,
+            layer=layer or self.layer,
+            method=method or self.method,
+            forward=self.forward,
+            **options,
         )
 
     def subject(self, layer: str | None = None) -> Subject:

@@ -42,13 +42,16 @@ class ImageClassifier:
     video: bool = False
     method: str = "gradcam"
 
-    def explainer(self, layer: str | None = None, method: str | None = None) -> Explainer:
+    def explainer(self, layer: str | None = None, method: str | None = None, **options) -> Explainer:
+        """An explainer of this classifier's layer and method (defaults: its own); ``options`` go to
+        ``Explainer`` (``eigen_smooth``, ``aug_smooth``, ...)."""
         return Explainer(
             self.model,
             layer=layer or self.layer,
             method=method or self.method,
             layout=self.layout,
             class_names=self.class_names,
+            **options,
         )
 
     def subject(self, layer: str | None = None) -> Subject:

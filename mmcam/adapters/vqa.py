@@ -68,8 +68,9 @@ class VQAModel:
     method: str = "gradcam"
     unknown_words: Callable[[str], list[str]] = field(default=lambda text: [])
 
-    def explainer(self, layer: str | None = None, method: str | None = None) -> Explainer:
-        """One explainer for every question: the layout follows each input (``layout(inputs)``)."""
+    def explainer(self, layer: str | None = None, method: str | None = None, **options) -> Explainer:
+        """One explainer for every question: the layout follows each input (``layout(inputs)``);
+        ``options`` go to ``Explainer``."""
         return Explainer(
             self.model,
             layer=layer or self.layer,
@@ -78,6 +79,7 @@ class VQAModel:
             forward=self.forward,
             class_names=self.answers,
             token_layer=self.question_layer,
+            **options,
         )
 
     def subject(self, layer: str | None = None) -> Subject:

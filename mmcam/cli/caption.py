@@ -10,11 +10,13 @@ from mmcam.cli.common import (
     add_concept_options,
     add_concepts,
     add_explain_options,
+    add_smoothing_options,
     chosen_method,
     concept_table_of,
     for_each_input,
     output_folder,
     record_job,
+    smoothing,
     unknown_words_said,
 )
 
@@ -61,6 +63,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     add_concept_options(parser)
     add_explain_options(parser)
+    add_smoothing_options(parser)
     add_batch_options(parser)
     parser.set_defaults(run=run)
 
@@ -77,7 +80,7 @@ def run(arguments: argparse.Namespace) -> int:
     captioner = load_captioner(arguments.model, arguments.trust_pickle, arguments.prompt)
     captioner.model.to(processes.device)
     arguments.method = chosen_method(arguments, captioner)
-    explainer = captioner.explainer(arguments.layer, arguments.method)
+    explainer = captioner.explainer(arguments.layer, arguments.method, **smoothing(arguments))
     table = concept_table_of(arguments, captioner.subject(arguments.layer))
     output = output_folder(arguments)
     unknown = unknown_words_said(captioner.unknown_words, {"caption": arguments.caption})

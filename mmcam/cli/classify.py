@@ -9,12 +9,14 @@ from mmcam.cli.common import (
     add_concept_options,
     add_concepts,
     add_explain_options,
+    add_smoothing_options,
     check_top,
     chosen_method,
     concept_table_of,
     for_each_input,
     output_folder,
     record_job,
+    smoothing,
 )
 
 
@@ -57,6 +59,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--frames", type=int, default=16, help="--video: frames sampled evenly (default 16)")
     add_concept_options(parser)
     add_explain_options(parser)
+    add_smoothing_options(parser)
     add_batch_options(parser)
     parser.set_defaults(run=run)
 
@@ -78,7 +81,7 @@ def run(arguments: argparse.Namespace) -> int:
     classifier = load_classifier(arguments.model, arguments.trust_pickle)
     classifier.model.to(processes.device)
     arguments.method = chosen_method(arguments, classifier)
-    explainer = classifier.explainer(arguments.layer, arguments.method)
+    explainer = classifier.explainer(arguments.layer, arguments.method, **smoothing(arguments))
     table = concept_table_of(arguments, classifier.subject(arguments.layer))
     output = output_folder(arguments)
 

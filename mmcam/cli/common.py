@@ -86,6 +86,34 @@ def add_concept_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_smoothing_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--eigen-smooth",
+        action="store_true",
+        help="a channel-weight method's map as the first principal component of its weighted activations "
+        "(pytorch-grad-cam's eigen_smooth)",
+    )
+    parser.add_argument(
+        "--aug-smooth",
+        action="store_true",
+        help="average the maps of the input flipped or not and scaled by 0.9, 1 and 1.1 (six passes; "
+        "pytorch-grad-cam's aug_smooth)",
+    )
+
+
+def smoothing(arguments: argparse.Namespace) -> dict:
+    """The ``Explainer`` options of ``--eigen-smooth`` and ``--aug-smooth`` (after ``chosen_method``);
+    ``--eigen-smooth`` with a method that has no channel weights is refused before any work."""
+    from mmcam.engine.methods import CHANNEL_WEIGHT_METHODS, get_method
+
+    if arguments.eigen_smooth and get_method(arguments.method).name not in CHANNEL_WEIGHT_METHODS:
+        raise ValueError(
+            f"--eigen-smooth needs a method with channel weights, not {arguments.method}: pass --method with "
+            f"one of {', '.join(CHANNEL_WEIGHT_METHODS)}"
+        )
+    return {"eigen_smooth": arguments.eigen_smooth, "aug_smooth": arguments.aug_smooth}
+
+
 def chosen_method(arguments: argparse.Namespace, model) -> str:
     """``--method``, else the model's default method; with ``--concepts``, a default without channel
     weights gives way to Grad-CAM (the sentences are built from channel weights)."""

@@ -10,6 +10,7 @@ from mmcam.cli.common import (
     add_concept_options,
     add_concepts,
     add_explain_options,
+    add_smoothing_options,
     check_top,
     chosen_method,
     concept_table_of,
@@ -17,6 +18,7 @@ from mmcam.cli.common import (
     one_by_one,
     output_folder,
     record_job,
+    smoothing,
     unknown_words_said,
 )
 
@@ -57,6 +59,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     add_concept_options(parser)
     add_explain_options(parser)
+    add_smoothing_options(parser)
     add_batch_options(parser)
     parser.set_defaults(run=run)
 
@@ -74,7 +77,7 @@ def run(arguments: argparse.Namespace) -> int:
     arguments.method = chosen_method(arguments, vqa)
     table = concept_table_of(arguments, vqa.subject(arguments.layer))
     output = output_folder(arguments)
-    explainer = vqa.explainer(arguments.layer, arguments.method)
+    explainer = vqa.explainer(arguments.layer, arguments.method, **smoothing(arguments))
     texts = {"question": arguments.question}
     if vqa.answers is None:  # a generative model reads the answers asked about as words too
         texts["answers"] = " ".join([*(arguments.answer or []), *(arguments.why_not or [])])
