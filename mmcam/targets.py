@@ -314,10 +314,10 @@ class TokenLogProb(Target):
         return (token_log_probs * per_row(reads.to(logits.device), logits.shape[0])).sum(dim=1)
 
     def label(self, sample: int, names: Sequence[str] | None = None) -> str:
-        return self.words[sample]
+        return self.words[sample if len(self.words) > 1 else 0]  # one word for every copy of one sample
 
     def index(self, sample: int) -> int | None:
-        return self.word_indices[sample]
+        return self.word_indices[sample if len(self.word_indices) > 1 else 0]
 
 
 def right_padded(rows: Sequence[Sequence[int]], device: torch.device | str | None = None) -> Tensor:

@@ -222,3 +222,70 @@ def test_confidence_drop_and_increase_against_pytorch_grad_cam():
     theirs_increase = metrics.IncreaseInConfidence()(images, maps.numpy(), targets, model)
     np.testing.assert_allclose(drop.numpy(), theirs_drop / clean.numpy(), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(increase.numpy(), theirs_increase)
+
+
+def test_max_sensitivity_against_captum_with_the_same_perturbations():
+    """mmcam explains the n perturbed copies in one call; captum's sensitivity_max, handed the same
+    perturbations, calls the explanation once per batch too: the same maximum ratio."""
+    import torchvision
+
+    import mmcam
+    from mmcam.metrics.faithfulness import max_sensitivity
+
+    captum_metrics = pytest.importorskip("captum.metrics", reason="needs the dev extra (captum)")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    image = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(1))
+    explainer = mmcam.Explainer(model, layer="layer3")
+
+    def explain(images):
+        return explainer(images, 2).maps  # (n, 1, H, W)
+
+    maps = explain(image[None])[0]
+    ours = max_sensitivity(explain, image, maps, radius=0.05, samples=6, seed=3)
+    generator = torch.Generator().manual_seed(3)
+    noise = (torch.rand((6, 3, 64, 64), generator=generator) * 2 - 1) * 0.05
+    theirs = captum_metrics.sensitivity_max(
+        lambda x: (explain(x[0] if isinstance(x, tuple) else x)[:, 0],),
+        image[None],
+        perturb_func=lambda x, radius: (x[0] if isinstance(x, tuple) else x) + noise,
+        n_perturb_samples=6,
+    )
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+    assert ours.item() > 0
+
+
+def test_infidelity_against_captum_with_the_same_noise():
+    """captum's infidelity (normalize=True), handed the same perturbations and the map repeated over the
+    input's channels as the attribution."""
+    import torchvision
+
+    from mmcam.metrics.faithfulness import infidelity
+
+    captum_metrics = pytest.importorskip("captum.metrics", reason="needs the dev extra (captum)")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    image = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(1))
+    maps = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(2))
+    classes = [1, 4]
+
+    def scorer(images):
+        with torch.no_grad():
+            return model(images).softmax(dim=1)[:, classes]
+
+    ours = infidelity(scorer, image, maps, sigma=0.2, samples=8, seed=5)
+    noise = torch.randn((8, 3, 32, 32), generator=torch.Generator().manual_seed(5)) * 0.2
+
+    def perturb(inputs):
+        return noise, inputs - noise
+
+    for k, cls in enumerate(classes):
+        theirs = captum_metrics.infidelity(
+            lambda x, c=cls: model(x).softmax(dim=1)[:, c],
+            perturb,
+            image[None],
+            maps[k][None, None].expand(1, 3, 32, 32),
+            n_perturb_samples=8,
+            normalize=True,
+        )
+        torch.testing.assert_close(ours[k : k + 1], theirs.float(), rtol=1e-3, atol=1e-8)

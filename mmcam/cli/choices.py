@@ -40,6 +40,8 @@ METRICS = (  # the keys of mmcam.evaluation.scoring.METRICS
     "increase",
     "sparseness",
     "complexity",
+    "sensitivity",
+    "infidelity",
     "cited-units",
     "random-units",
 )

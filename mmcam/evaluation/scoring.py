@@ -16,6 +16,8 @@ from mmcam.metrics.faithfulness import (
     baseline_image,
     confidence_changes,
     curve_area,
+    infidelity,
+    max_sensitivity,
     occlusion_correlation,
     occlusion_maps,
     perturbation_curves,
@@ -24,6 +26,7 @@ from mmcam.metrics.localization import localization_errors
 from mmcam.metrics.pointing import energy_inside, peak_hit_shares
 from mmcam.metrics.sanity import cascading_randomization, parametrized_layers
 from mmcam.metrics.unit_ablation import unit_ablation_drops
+from mmcam.targets import per_row
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,16 @@ METRICS = {
     "increase": Metric("increase in confidence", "higher"),
     "sparseness": Metric("sparseness (Gini)", "higher"),
     "complexity": Metric("complexity (entropy)", "lower"),
+    "sensitivity": Metric("max-sensitivity", "lower"),
+    "infidelity": Metric("infidelity", "lower"),
     "cited-units": Metric("score drop, cited units zeroed", "higher"),
     "random-units": Metric("score drop, as many random units zeroed", "lower"),
 }
-MODEL_FREE = tuple(BASELINES)  # maps that do not depend on the model: no sanity check for them
+MODEL_FREE = tuple(BASELINES)
+# Noise for max-sensitivity (uniform, this radius) and infidelity (Gaussian, this standard deviation), as a
+# share of each input's value range, so that pixels in 0-255 and normalized images are moved alike.
+SENSITIVITY_RADIUS = 0.01
+INFIDELITY_SIGMA = 0.05  # maps that do not depend on the model: no sanity check for them
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,18 @@ def score_item(
             values[name] = curve_area(curves)
     if "drop" in metrics or "increase" in metrics:
         values["drop"], values["increase"] = confidence_changes(task.scorer(item), image, maps)
+    if "sensitivity" in metrics:
+        values["sensitivity"] = max_sensitivity(
+            lambda images: _maps_of_copies(task, item, method, images),
+            image,
+            maps,
+            radius=SENSITIVITY_RADIUS * _span(image),
+            seed=settings.seed,
+        )
+    if "infidelity" in metrics:
+        values["infidelity"] = infidelity(
+            task.scorer(item), image, maps, sigma=INFIDELITY_SIGMA * _span(image), seed=settings.seed
+        )
     if "sparseness" in metrics:
         values["sparseness"] = sparseness(maps)
     if "complexity" in metrics:
@@ -136,6 +157,24 @@ def score_item(
         record["values"]["sanity"] = steps[-1] if steps else [float("nan")] * len(item.targets)
         record["sanity_steps"] = steps
     return record
+
+
+def _span(image: Tensor) -> float:
+    """The input's value range, max - min (1 for a constant input)."""
+    span = float(image.max() - image.min())
+    return span if span > 0 else 1.0
+
+
+def _maps_of_copies(task: Task, item: Item, method: str, images: Tensor) -> Tensor:
+    """(M, K, H, W) maps of the item's targets on M images in place of its own, in one call."""
+    if method in BASELINES:
+        maps = BASELINES[method](len(item.targets), tuple(images.shape[-2:]), device=images.device)
+        return maps[None].expand(len(images), -1, -1, -1)
+    inputs = {
+        key: images if key == task.image_key else per_row(value, len(images))
+        for key, value in item.inputs.items()
+    }
+    return task.explainer(method)(inputs, item.targets).maps
 
 
 def _unit_drops(task: Task, item: Item, method: str, settings: Settings) -> tuple[Tensor, Tensor]:

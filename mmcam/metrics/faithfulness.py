@@ -134,3 +134,48 @@ def confidence_changes(scorer: Scorer, image: Tensor, maps: Tensor) -> tuple[Ten
     masked = scorer(image[None] * maps[:, None].to(image.dtype)).float().diagonal()
     drop = torch.clamp(clean - masked, min=0) / clean
     return drop, (masked > clean).float()
+
+
+def max_sensitivity(
+    explain: Callable[[Tensor], Tensor],
+    image: Tensor,
+    maps: Tensor,
+    radius: float = 0.02,
+    samples: int = 10,
+    seed: int = 0,
+) -> Tensor:
+    """Max-sensitivity (Yeh et al., arXiv 1901.09392; captum's ``sensitivity_max``): how far the maps move
+    when the input moves a little, (C, H, W) image and its (K, H, W) maps -> (K,),
+
+    SENS_k = max_i ||L_k(x + d_i) - L_k(x)||_F / ||L_k(x)||_F,  d_i ~ U[-r, r] per element, i = 1..n,
+
+    ``explain`` maps a batch of n perturbed images to their (n, K, H, W) maps: one call for all of them.
+    Lower is better; an all-zero map divides by 1.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    noise = (torch.rand((samples, *image.shape), generator=generator) * 2 - 1) * radius
+    moved = explain(image[None] + noise.to(image.device, image.dtype)).float()
+    distance = (moved - maps[None].float()).flatten(2).norm(dim=2)
+    norm = maps.float().flatten(1).norm(dim=1)
+    return (distance / torch.where(norm > 0, norm, 1)).amax(dim=0)
+
+
+def infidelity(
+    scorer: Scorer, image: Tensor, maps: Tensor, sigma: float = 0.1, samples: int = 10, seed: int = 0
+) -> Tensor:
+    """Infidelity (Yeh et al., arXiv 1901.09392; captum's ``infidelity`` with ``normalize=True``): how
+    badly the map, read as a linear model of the score, predicts the score's change under noise,
+    (C, H, W) image and (K, H, W) maps in place of per-element attributions (the same for every channel)
+    -> (K,),
+
+    INFD_k = 1/n sum_i (beta_k I_i . L_k - (y_k(x) - y_k(x - I_i)))^2,  I_i ~ N(0, sigma^2) per element,
+    beta_k = sum_i (I_i . L_k)(y_k(x) - y_k(x - I_i)) / sum_i (I_i . L_k)^2, the scale that fits best
+    (maps in [0, 1] have no unit). Lower is better; the n noisy copies share one batch.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    noise = (torch.randn((samples, *image.shape), generator=generator) * sigma).to(image.device, image.dtype)
+    change = scorer(image[None]).float() - scorer(image[None] - noise).float()  # (n, K)
+    dots = torch.einsum("nhw,khw->nk", noise.float().sum(dim=1), maps.float())
+    squares = (dots**2).sum(dim=0)
+    beta = torch.where(squares > 0, (dots * change).sum(dim=0) / torch.where(squares > 0, squares, 1), 0)
+    return ((beta * dots - change) ** 2).mean(dim=0)
