@@ -280,6 +280,7 @@ PEER_METHODS = {
     "gradcam-elementwise": "GradCAMElementWise",
     "eigengradcam": "EigenGradCAM",
     "fem": "FEM",
+    "kpcacam": "KPCA_CAM",
     "ablationcam": "AblationCAM",
 }
 

@@ -164,9 +164,9 @@ class SimilarClassContrast(ClassScore):
 
     s = sum_j p_j (y_c - alpha y_j) / sum_j p_j,   p = softmax(y),
 
-    j over the ``comparisons`` classes whose logits are nearest y_c. c is each sample's predicted class
-    unless ``index`` is given; c and its neighbours are read from the first output the target meets (the
-    explaining forward), and kept for the later calls.
+    j over the ``comparisons`` classes whose logits are nearest y_c. c is each sample's ``rank``-th best
+    class (0: the predicted one) unless ``index`` is given; c and its neighbours are read from the first
+    output the target meets (the explaining forward), and kept for the later calls.
     """
 
     kind = "logit contrast with similar classes"
@@ -177,9 +177,11 @@ class SimilarClassContrast(ClassScore):
         alpha: float = 1.0,
         comparisons: int = 3,
         names: Sequence[str] | None = None,
+        rank: int = 0,
     ):
         super().__init__(0 if index is None else index, names)
         self.chosen = index is not None
+        self.rank = rank
         self.alpha = alpha
         self.comparisons = comparisons
         self.similar: Tensor | None = None
@@ -189,7 +191,7 @@ class SimilarClassContrast(ClassScore):
         if self.similar is None:
             scores = logits.detach()
             if not self.chosen:
-                main = scores.argmax(dim=1)
+                main = scores.topk(self.rank + 1, dim=1).indices[:, self.rank]
             elif self.indices.numel() > 1:
                 main = per_row(self.indices.to(scores.device), scores.shape[0])
             else:

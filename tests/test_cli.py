@@ -433,3 +433,17 @@ def test_smoothing_options_reach_the_explainer(scene_folder, tmp_path, capsys):
     assert not torch.allclose(raws[("--aug-smooth",)], raws[()])
     assert main(["caption", image, "--model", "shapes", "--method", "hirescam", "--eigen-smooth"]) == 2
     assert "--eigen-smooth needs a method with channel weights, not hirescam" in capsys.readouterr().err
+
+
+def test_against_similar_explains_each_class_against_its_nearest_classes(scene_folder, capsys):
+    image = str(scene_folder / "scene-0.png")
+    options = ["--json", "--no-figures", "-o", "/tmp/mmcam-finer", "--overwrite"]
+    assert main(["classify", image, *options]) == 0
+    plain = json.loads(capsys.readouterr().out)["targets"]
+    assert main(["classify", image, "--against-similar", *options]) == 0
+    finer = json.loads(capsys.readouterr().out)["targets"]
+    assert [t["label"] for t in finer] == [t["label"] for t in plain]  # the same top classes, best first
+    assert {t["score_kind"] for t in finer} == {"logit contrast with similar classes"}
+    assert main(["classify", image, "--against-similar", "--class", plain[1]["label"], *options]) == 0
+    (chosen,) = json.loads(capsys.readouterr().out)["targets"]
+    assert chosen["label"] == plain[1]["label"]

@@ -56,6 +56,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="NAME|INDEX",
         help="explain this class (its name, any case, or its output number) instead of the top ones; repeatable",
     )
+    parser.add_argument(
+        "--against-similar",
+        action="store_true",
+        help="explain each class against the 3 classes whose scores are nearest it (Finer-CAM): what tells "
+        "them apart",
+    )
     parser.add_argument("--frames", type=int, default=16, help="--video: frames sampled evenly (default 16)")
     add_concept_options(parser)
     add_explain_options(parser)
@@ -74,6 +80,7 @@ def run(arguments: argparse.Namespace) -> int:
     from mmcam.explanation import split_samples
     from mmcam.images import load_image
     from mmcam.loading import load_classifier
+    from mmcam.targets import SimilarClassContrast
     from mmcam.videos import load_clip
 
     check_top(arguments)
@@ -110,7 +117,12 @@ def run(arguments: argparse.Namespace) -> int:
     def explain_batch(loaded: list) -> list:
         """One forward and one backward for the batch: the --class classes, else each input's top ones."""
         pixels = torch.cat([item.inputs for item in loaded])
-        targets = [chosen] * len(loaded) if chosen else top_targets(arguments.top)
+        if arguments.against_similar:  # each class against its nearest classes (Finer-CAM)
+            targets = [SimilarClassContrast(c) for c in chosen] or [
+                SimilarClassContrast(rank=r) for r in range(arguments.top)
+            ]
+        else:
+            targets = [chosen] * len(loaded) if chosen else top_targets(arguments.top)
         explanations = split_samples(explainer(pixels, targets).cpu())
         return [
             (
