@@ -194,16 +194,11 @@ def test_sparseness_and_complexity_by_their_formulas_and_against_quantus():
     np.testing.assert_allclose(entropy.numpy(), theirs_entropy, atol=1e-5)
 
 
-def test_confidence_drop_and_increase_against_pytorch_grad_cam():
-    """Average drop is pytorch-grad-cam's DropInConfidence divided by the clean score (the paper's
-    relative drop); increase is its IncreaseInConfidence."""
-    import numpy as np
+@pytest.fixture(scope="module")
+def five_classes():
+    """A seeded resnet18 with 5 classes, a 48 px image, two maps of classes 1 and 3, and a scorer that
+    gives their probabilities: what the peers' metrics are compared on."""
     import torchvision
-
-    from mmcam.metrics.faithfulness import confidence_changes
-
-    metrics = pytest.importorskip("pytorch_grad_cam.metrics.cam_mult_image", reason="needs the dev extra")
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=5).eval()
@@ -215,6 +210,20 @@ def test_confidence_drop_and_increase_against_pytorch_grad_cam():
         with torch.no_grad():
             return model(images).softmax(dim=1)[:, classes]
 
+    return model, image, maps, classes, scorer
+
+
+def test_confidence_drop_and_increase_against_pytorch_grad_cam(five_classes):
+    """Average drop is pytorch-grad-cam's DropInConfidence divided by the clean score (the paper's
+    relative drop); increase is its IncreaseInConfidence."""
+    import numpy as np
+
+    from mmcam.metrics.faithfulness import confidence_changes
+
+    metrics = pytest.importorskip("pytorch_grad_cam.metrics.cam_mult_image", reason="needs the dev extra")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    model, image, maps, classes, scorer = five_classes
     drop, increase = confidence_changes(scorer, image, maps)
     clean = scorer(image[None])[0]
     images, targets = image[None].repeat(2, 1, 1, 1), [ClassifierOutputSoftmaxTarget(c) for c in classes]
@@ -224,18 +233,14 @@ def test_confidence_drop_and_increase_against_pytorch_grad_cam():
     np.testing.assert_allclose(increase.numpy(), theirs_increase)
 
 
-def test_max_sensitivity_against_captum_with_the_same_perturbations():
+def test_max_sensitivity_against_captum_with_the_same_perturbations(five_classes):
     """mmcam explains the n perturbed copies in one call; captum's sensitivity_max, handed the same
     perturbations, calls the explanation once per batch too: the same maximum ratio."""
-    import torchvision
-
     import mmcam
     from mmcam.metrics.faithfulness import max_sensitivity
 
     captum_metrics = pytest.importorskip("captum.metrics", reason="needs the dev extra (captum)")
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=5).eval()
-    image = torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(1))
+    model, image, _, _, _ = five_classes
     explainer = mmcam.Explainer(model, layer="layer3")
 
     def explain(images):
@@ -244,7 +249,7 @@ def test_max_sensitivity_against_captum_with_the_same_perturbations():
     maps = explain(image[None])[0]
     ours = max_sensitivity(explain, image, maps, radius=0.05, samples=6, seed=3)
     generator = torch.Generator().manual_seed(3)
-    noise = (torch.rand((6, 3, 64, 64), generator=generator) * 2 - 1) * 0.05
+    noise = (torch.rand((6, *image.shape), generator=generator) * 2 - 1) * 0.05
     theirs = captum_metrics.sensitivity_max(
         lambda x: (explain(x[0] if isinstance(x, tuple) else x)[:, 0],),
         image[None],
@@ -255,26 +260,15 @@ def test_max_sensitivity_against_captum_with_the_same_perturbations():
     assert ours.item() > 0
 
 
-def test_infidelity_against_captum_with_the_same_noise():
+def test_infidelity_against_captum_with_the_same_noise(five_classes):
     """captum's infidelity (normalize=True), handed the same perturbations and the map repeated over the
     input's channels as the attribution."""
-    import torchvision
-
     from mmcam.metrics.faithfulness import infidelity
 
     captum_metrics = pytest.importorskip("captum.metrics", reason="needs the dev extra (captum)")
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=5).eval()
-    image = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(1))
-    maps = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(2))
-    classes = [1, 4]
-
-    def scorer(images):
-        with torch.no_grad():
-            return model(images).softmax(dim=1)[:, classes]
-
+    model, image, maps, classes, scorer = five_classes
     ours = infidelity(scorer, image, maps, sigma=0.2, samples=8, seed=5)
-    noise = torch.randn((8, 3, 32, 32), generator=torch.Generator().manual_seed(5)) * 0.2
+    noise = torch.randn((8, *image.shape), generator=torch.Generator().manual_seed(5)) * 0.2
 
     def perturb(inputs):
         return noise, inputs - noise
@@ -284,7 +278,7 @@ def test_infidelity_against_captum_with_the_same_noise():
             lambda x, c=cls: model(x).softmax(dim=1)[:, c],
             perturb,
             image[None],
-            maps[k][None, None].expand(1, 3, 32, 32),
+            maps[k][None, None].expand(1, *image.shape),
             n_perturb_samples=8,
             normalize=True,
         )
