@@ -5,44 +5,42 @@ percentile-bootstrap intervals that resample episodes (the steps of one episode 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
+from torch import Tensor
 
 from mmcam.adapters.rl.rollouts import Rollout
 from mmcam.evaluation.summary import mean_with_interval
 
-# The quantities of ``rollout_rows``, per step of every episode: (name, what it is).
-QUANTITIES = {
-    "empty": "share of steps whose chosen-action map is zero everywhere",
-    "goal+agent": "share of the map's mass on the goal and the agent, all steps (an empty map: 0)",
-    "goal+agent, non-empty": "the same, over the steps whose map is not empty",
-    "distractors": "share of the map's mass on the distractors, all steps",
-    "distractors, non-empty": "the same, over the steps whose map is not empty",
-    "goal+agent area": "share of the image the goal and the agent cover (a uniform map's share)",
+
+def _on_goal_and_agent(episode) -> Tensor:
+    return episode.attention["goal"] + episode.attention["agent"]
+
+
+def _non_empty(share: Callable) -> Callable:
+    """A per-step share, NaN on the steps whose map is empty (left out of its mean)."""
+    return lambda episode: torch.where(episode.empty, math.nan, share(episode))
+
+
+# The quantities of ``rollout_rows``: name -> the per-step values of one episode (T,).
+QUANTITIES: dict[str, Callable] = {
+    # share of steps whose chosen-action map is zero everywhere
+    "empty": lambda episode: episode.empty.float(),
+    # share of the map's mass on the goal and the agent, all steps (an empty map counts 0)
+    "goal+agent": _on_goal_and_agent,
+    "goal+agent, non-empty": _non_empty(_on_goal_and_agent),
+    # share of the map's mass on the distractors
+    "distractors": lambda episode: episode.attention["distractors"],
+    "distractors, non-empty": _non_empty(lambda episode: episode.attention["distractors"]),
+    # share of the image the goal and the agent cover: what a uniform map would put there
+    "goal+agent area": lambda episode: episode.areas["goal"] + episode.areas["agent"],
 }
 
 
 def _per_episode(rollout: Rollout, name: str) -> list[list[float]]:
     """Per episode, the per-step values of the quantity ``name`` (NaN where it does not apply)."""
-    values = []
-    for episode in rollout.episodes:
-        empty = episode.empty.float()
-        attention, areas = episode.attention, episode.areas
-        if name == "empty":
-            steps = empty
-        elif name == "goal+agent area":
-            steps = areas["goal"] + areas["agent"]
-        else:
-            object_name = name.split(",")[0]
-            steps = (
-                attention["goal"] + attention["agent"]
-                if object_name == "goal+agent"
-                else attention[object_name]
-            )
-            if name.endswith("non-empty"):
-                steps = torch.where(episode.empty, math.nan, steps)
-        values.append(steps.tolist())
-    return values
+    return [QUANTITIES[name](episode).tolist() for episode in rollout.episodes]
 
 
 def rollout_rows(rollout: Rollout) -> list[dict]:
