@@ -283,3 +283,38 @@ def test_infidelity_against_captum_with_the_same_noise(five_classes):
             normalize=True,
         )
         torch.testing.assert_close(ours[k : k + 1], theirs.float(), rtol=1e-3, atol=1e-8)
+
+
+def test_road_against_pytorch_grad_cam_without_noise(five_classes):
+    """ROAD combined equals pytorch-grad-cam's (its noisy linear imputer with the noise set to 0, so that
+    both fill the same pixels with the same values); each filled pixel is its neighbours' weighted mean."""
+    import numpy as np
+
+    from mmcam.metrics.road import NEIGHBOURS, linear_imputation, road
+
+    perturbation = pytest.importorskip("pytorch_grad_cam.metrics.perturbation_confidence", reason="dev extra")
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    model, image, maps, classes, scorer = five_classes
+    percentiles = (20, 70)
+    ours = road(scorer, image, maps, percentiles, noise=0.0)
+    images, targets = image[None].repeat(2, 1, 1, 1), [ClassifierOutputSoftmaxTarget(c) for c in classes]
+    removals = (perturbation.RemoveMostRelevantFirst, perturbation.RemoveLeastRelevantFirst)
+    changes = {
+        (removal, p): perturbation.PerturbationConfidenceMetric(removal(p, NoisyLinearImputer(noise=0)))(
+            images, maps.numpy(), targets, model
+        )
+        for removal in removals
+        for p in percentiles
+    }
+    theirs = np.mean(
+        [(changes[(removals[1], p)] - changes[(removals[0], p)]) / 2 for p in percentiles], axis=0
+    )
+    np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-4, atol=1e-6)
+    keep = torch.ones(48, 48, dtype=torch.bool)
+    keep[10:14, 20:25] = False
+    filled = linear_imputation(image, keep, noise=0.0)
+    torch.testing.assert_close(filled[:, keep], image[:, keep])
+    weighted = sum(weight * filled[:, 12 + dr, 22 + dc] for (dr, dc), weight in NEIGHBOURS.items())
+    torch.testing.assert_close(filled[:, 12, 22], weighted, rtol=1e-4, atol=1e-5)  # the weights sum to 1

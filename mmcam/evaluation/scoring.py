@@ -24,6 +24,7 @@ from mmcam.metrics.faithfulness import (
 )
 from mmcam.metrics.localization import localization_errors
 from mmcam.metrics.pointing import energy_inside, peak_hit_shares
+from mmcam.metrics.road import road
 from mmcam.metrics.sanity import cascading_randomization, parametrized_layers
 from mmcam.metrics.unit_ablation import unit_ablation_drops
 from mmcam.targets import per_row
@@ -48,6 +49,7 @@ METRICS = {
     "increase": Metric("increase in confidence", "higher"),
     "sparseness": Metric("sparseness (Gini)", "higher"),
     "complexity": Metric("complexity (entropy)", "lower"),
+    "road": Metric("ROAD (LeRF - MoRF) / 2", "higher"),
     "sensitivity": Metric("max-sensitivity", "lower"),
     "infidelity": Metric("infidelity", "lower"),
     "cited-units": Metric("score drop, cited units zeroed", "higher"),
@@ -139,6 +141,8 @@ def score_item(
             radius=SENSITIVITY_RADIUS * _span(image),
             seed=settings.seed,
         )
+    if "road" in metrics:
+        values["road"] = road(task.scorer(item), image, maps, seed=settings.seed)
     if "infidelity" in metrics:
         values["infidelity"] = infidelity(
             task.scorer(item), image, maps, sigma=INFIDELITY_SIGMA * _span(image), seed=settings.seed
