@@ -318,3 +318,49 @@ def test_road_against_pytorch_grad_cam_without_noise(five_classes):
     torch.testing.assert_close(filled[:, keep], image[:, keep])
     weighted = sum(weight * filled[:, 12 + dr, 22 + dc] for (dr, dc), weight in NEIGHBOURS.items())
     torch.testing.assert_close(filled[:, 12, 22], weighted, rtol=1e-4, atol=1e-5)  # the weights sum to 1
+
+
+def test_flat_ssim_equals_quantus():
+    import numpy as np
+
+    from mmcam.metrics.similarity import flat_ssim
+
+    quantus = pytest.importorskip("quantus", reason="the comparison needs the dev extra (quantus)")
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.rand(3, 12, 10, generator=generator), torch.rand(3, 12, 10, generator=generator)
+    b[0] = a[0] * 0.5 + 0.1  # a related pair
+    theirs = quantus.similarity_func.ssim(a.reshape(3, -1).numpy(), b.reshape(3, -1).numpy(), batched=True)
+    np.testing.assert_allclose(flat_ssim(a, b).numpy(), theirs, rtol=1e-5, atol=1e-6)
+    assert flat_ssim(a[:1], a[:1]).item() == pytest.approx(1.0)
+
+
+def test_random_logit_equals_quantus(five_classes):
+    """Quantus's RandomLogit (SSIM of the flattened maps) on the same model, maps and explanation function:
+    the same other classes drawn, the same scores."""
+    import numpy as np
+
+    import mmcam
+    from mmcam.metrics.similarity import flat_ssim, random_other_classes
+
+    quantus = pytest.importorskip("quantus", reason="the comparison needs the dev extra (quantus)")
+    model, image, _, _, _ = five_classes
+    images = torch.stack([image, image.flip(-1), image * 0.5])
+    labels = [1, 3, 0]
+    explainer = mmcam.Explainer(model, layer="layer3")
+
+    def explain(inputs, targets):
+        return explainer(torch.as_tensor(np.asarray(inputs)), [int(t) for t in targets]).maps[:, 0]
+
+    maps = explain(images, labels)
+    others = random_other_classes(labels, 5, seed=7)
+    ours = flat_ssim(maps, explain(images, others))
+    metric = quantus.RandomLogit(num_classes=5, seed=7, abs=False, normalise=False, disable_warnings=True)
+    theirs = metric(
+        model=model,
+        x_batch=images.numpy(),
+        y_batch=np.array(labels),
+        a_batch=maps[:, None].numpy(),
+        explain_func=lambda model, inputs, targets, **kwargs: explain(inputs, targets)[:, None].numpy(),
+        device="cpu",
+    )
+    np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-4, atol=1e-5)

@@ -40,6 +40,7 @@ METRICS = (  # the keys of mmcam.evaluation.scoring.METRICS
     "increase",
     "sparseness",
     "complexity",
+    "random-logit",
     "road",
     "sensitivity",
     "infidelity",

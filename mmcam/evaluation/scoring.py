@@ -26,8 +26,9 @@ from mmcam.metrics.localization import localization_errors
 from mmcam.metrics.pointing import energy_inside, peak_hit_shares
 from mmcam.metrics.road import road
 from mmcam.metrics.sanity import cascading_randomization, parametrized_layers
+from mmcam.metrics.similarity import flat_ssim, random_other_classes
 from mmcam.metrics.unit_ablation import unit_ablation_drops
-from mmcam.targets import per_row
+from mmcam.targets import ClassAdvantage, ClassLogProb, ClassMargin, ClassScore, logits_of, per_row
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ METRICS = {
     "increase": Metric("increase in confidence", "higher"),
     "sparseness": Metric("sparseness (Gini)", "higher"),
     "complexity": Metric("complexity (entropy)", "lower"),
+    "random-logit": Metric("SSIM with a random other class's map", "lower"),
     "road": Metric("ROAD (LeRF - MoRF) / 2", "higher"),
     "sensitivity": Metric("max-sensitivity", "lower"),
     "infidelity": Metric("infidelity", "lower"),
@@ -141,6 +143,8 @@ def score_item(
             radius=SENSITIVITY_RADIUS * _span(image),
             seed=settings.seed,
         )
+    if "random-logit" in metrics:
+        values["random-logit"] = _random_logit(task, item, method, maps, settings)
     if "road" in metrics:
         values["road"] = road(task.scorer(item), image, maps, seed=settings.seed)
     if "infidelity" in metrics:
@@ -161,6 +165,25 @@ def score_item(
         record["values"]["sanity"] = steps[-1] if steps else [float("nan")] * len(item.targets)
         record["sanity_steps"] = steps
     return record
+
+
+RANDOM_LOGIT_TARGETS = (ClassScore, ClassLogProb, ClassAdvantage, ClassMargin)  # one class's score
+
+
+def _random_logit(task: Task, item: Item, method: str, maps: Tensor, settings: Settings) -> Tensor:
+    """Quantus's random-logit test (Sixt et al., arXiv 1912.09818): the SSIM (``similarity.flat_ssim``)
+    between each target's map and the map of a class drawn at random among the others, as Quantus draws
+    it (``numpy`` seeded with the run's seed); lower says the map depends on the class. NaN for a
+    target that is not one class's score (a caption word)."""
+    kinds = [type(target) for target in item.targets]
+    if method in BASELINES or any(kind not in RANDOM_LOGIT_TARGETS for kind in kinds):
+        return torch.full((len(item.targets),), torch.nan)
+    with torch.no_grad():
+        classes = logits_of(task.forward(task.model, item.inputs)).shape[1]
+    drawn = random_other_classes([target.index(0) for target in item.targets], classes, settings.seed)
+    others = [kind(other) for kind, other in zip(kinds, drawn)]
+    other_maps = task.explainer(method)(item.inputs, others).maps[0]
+    return flat_ssim(maps, other_maps)
 
 
 def _span(image: Tensor) -> float:
