@@ -74,16 +74,16 @@ class ClassScore(Target):
 
     def __call__(self, output: Any) -> Tensor:
         logits = logits_of(output)
-        indices = self.indices.to(logits.device)
-        if int(indices.max()) >= logits.shape[1]:
+        if int(self.indices.max()) >= logits.shape[1]:
             raise ValueError(
                 f"class index {self.indices.tolist()} is out of range: the model has {logits.shape[1]} outputs"
             )
-        if indices.numel() > 1:
-            indices = per_row(indices, logits.shape[0])
-        else:
-            indices = indices.expand(logits.shape[0])
-        return self.scores_of(logits).gather(1, indices[:, None])[:, 0]
+        return self.scores_of(logits).gather(1, self.row_indices(logits)[:, None])[:, 0]
+
+    def row_indices(self, logits: Tensor) -> Tensor:
+        """(N,) the class each output row reads: one for all rows, or one per sample tiled over the rows."""
+        indices = self.indices.to(logits.device)
+        return per_row(indices, logits.shape[0]) if indices.numel() > 1 else indices.expand(logits.shape[0])
 
     def scores_of(self, logits: Tensor) -> Tensor:
         """(N, C) the score of every class: here the logits themselves, y_c."""
@@ -190,12 +190,11 @@ class SimilarClassContrast(ClassScore):
         logits = logits_of(output)
         if self.similar is None:
             scores = logits.detach()
-            if not self.chosen:
-                main = scores.topk(self.rank + 1, dim=1).indices[:, self.rank]
-            elif self.indices.numel() > 1:
-                main = per_row(self.indices.to(scores.device), scores.shape[0])
-            else:
-                main = self.indices.to(scores.device).expand(scores.shape[0])
+            main = (
+                self.row_indices(scores)
+                if self.chosen
+                else scores.topk(self.rank + 1, dim=1).indices[:, self.rank]
+            )
             nearest = (scores - scores.gather(1, main[:, None])).abs().argsort(dim=1)
             self.indices = main.cpu()
             self.similar = nearest[:, 1 : 1 + self.comparisons].cpu()
@@ -305,15 +304,19 @@ class TokenLogProb(Target):
         self.token_ids = token_ids
         self.words = [word] * batch if isinstance(word, str) else list(word)
         self.word_indices = list(index) if isinstance(index, (list, tuple)) else [index] * batch
+        self.read = sorted(set(every))  # the positions any sample reads, and which sample reads which:
+        self.reads = torch.tensor([[p in sample for p in self.read] for sample in self.sample_positions])
 
     def __call__(self, output: Any) -> Tensor:
         logits = sequence_logits_of(output)
-        read = sorted(set().union(*self.sample_positions))
-        reads = torch.tensor([[p in sample for p in read] for sample in self.sample_positions])
-        ids = per_row(self.token_ids.to(logits.device), logits.shape[0])[:, read]
-        predicting = logits[:, [p - 1 for p in read]].float().log_softmax(dim=-1)
+        ids = per_row(self.token_ids.to(logits.device), logits.shape[0])[:, self.read]
+        predicting = logits[:, [p - 1 for p in self.read]].float().log_softmax(dim=-1)
         token_log_probs = predicting.gather(-1, ids[..., None])[..., 0]
-        return (token_log_probs * per_row(reads.to(logits.device), logits.shape[0])).sum(dim=1)
+        return (token_log_probs * per_row(self.reads.to(logits.device), logits.shape[0])).sum(dim=1)
+
+    def reads_sample(self, sample: int) -> bool:
+        """Whether this target reads any token of ``sample`` (a shorter caption has no k-th word)."""
+        return bool(self.sample_positions[sample])
 
     def label(self, sample: int, names: Sequence[str] | None = None) -> str:
         return self.words[sample if len(self.words) > 1 else 0]  # one word for every copy of one sample

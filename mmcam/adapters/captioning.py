@@ -156,16 +156,16 @@ def explain_captions(
     captions = list(captions) if captions is not None else generate_captions(captioner, pixels)
     tokenized = [captioner.tokenize(caption) for caption in captions]
     targets = word_targets(tokenized, words, whole_caption)
+    own = [[k for k, target in enumerate(targets) if target.reads_sample(b)] for b in range(len(captions))]
     if counterfactual:
         targets = [-target for target in targets]
     explainer = explainer or captioner.explainer()
     inputs = {"pixel_values": pixels, "input_ids": right_padded([t.ids for t in tokenized])}
     explanation = explainer(inputs, targets).cpu()
-    results = []
-    for caption, t, one in zip(captions, tokenized, split_samples(explanation)):
-        own = list(range(len(chosen_words(t, words)))) + [len(targets) - 1] * whole_caption
-        results.append(CaptionExplanation(caption, t.words, select_targets(one, own)))
-    return results
+    return [
+        CaptionExplanation(caption, t.words, select_targets(one, keep))
+        for caption, t, one, keep in zip(captions, tokenized, split_samples(explanation), own)
+    ]
 
 
 def explain_caption(

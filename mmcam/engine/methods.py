@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
-from mmcam.engine.resize import upsample
+from mmcam.engine.resize import normalize, upsample
 
 if TYPE_CHECKING:
     from mmcam.engine.context import CamContext
@@ -237,12 +237,16 @@ def first_component(x: Tensor, reference: Tensor) -> Tensor:
     centred = centred - centred.mean(dim=1, keepdim=True)
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
     projection = (centred @ vh[:, 0, :, None])[..., 0]
-    total = reference.reshape(n, -1)
-    agreement = ((projection - projection.mean(1, keepdim=True)) * (total - total.mean(1, keepdim=True))).sum(
-        1
-    )
-    projection = projection * torch.where(agreement < 0, -1.0, 1.0)[:, None]
-    return projection.reshape(n, *grid)
+    return agreeing(projection, reference.reshape(n, -1)).reshape(n, *grid)
+
+
+def agreeing(projection: Tensor, reference: Tensor) -> Tensor:
+    """Each row of ``projection`` (N, cells), a component of arbitrary sign, flipped where it correlates
+    negatively with the same row of ``reference`` (N, cells)."""
+    agreement = (
+        (projection - projection.mean(1, keepdim=True)) * (reference - reference.mean(1, keepdim=True))
+    ).sum(1)
+    return projection * torch.where(agreement < 0, -1.0, 1.0).to(projection.dtype)[:, None]
 
 
 def eigen_smoothed(result: CamResult, activations: Tensor) -> CamResult:
@@ -325,11 +329,7 @@ class KPCACAM:
         centred = kernel - ones @ kernel - kernel @ ones + ones @ kernel @ ones
         values, vectors = torch.linalg.eigh(centred)
         projection = vectors[..., -1] * values[:, -1:].clamp(min=0).sqrt()
-        total = a.sum(dim=1).reshape(b, -1)
-        agreement = (
-            (projection - projection.mean(1, keepdim=True)) * (total - total.mean(1, keepdim=True))
-        ).sum(1)
-        projection = (projection * torch.where(agreement < 0, -1.0, 1.0)[:, None]).float()
+        projection = agreeing(projection, a.sum(dim=1).reshape(b, -1)).float()
         return CamResult(projection.reshape(b, 1, *grid).expand(b, ctx.target_count, *grid))
 
 
@@ -377,10 +377,7 @@ class RandomCAM:
 def score_masks(ctx: CamContext) -> Tensor:
     """Score-CAM's masks: each channel of the activations upsampled to the input and min-max scaled,
     M_c = normalize(upsample(A_c)) in [0, 1], (B, C, *input grid)."""
-    masks = upsample(ctx.activations, ctx.image_size)
-    axes = grid_axes(masks, 2)
-    low = masks.amin(dim=axes, keepdim=True)
-    return _safe_divide(masks - low, masks.amax(dim=axes, keepdim=True) - low)
+    return normalize(upsample(ctx.activations, ctx.image_size), len(ctx.image_size))
 
 
 def softmax_weighted(scores: Tensor, activations: Tensor) -> CamResult:

@@ -60,27 +60,27 @@ def evaluate_rollouts(
     device: torch.device | str = "cpu",
     trust_pickle: bool = False,
 ) -> list[dict]:
-    """Play ``episodes`` episodes (seeds ``seed + i``) of each agent (a ``load_policy`` spec) and explain
-    every step with each method and action target: one row per (agent, method, target, quantity)."""
+    """Play ``episodes`` episodes (seeds ``seed + i``) of each agent (a ``load_policy`` spec), once, and
+    explain every step with each method and action target: one row per (agent, method, target, quantity)."""
     from tqdm import tqdm
 
-    from mmcam.adapters.rl import explain_episodes, make_env
+    from mmcam.adapters.rl import explain_trajectories, make_env, play
+    from mmcam.adapters.rl.environments import env_action_names, env_name
     from mmcam.loading import load_policy
 
     venv = make_env(env_id)
-    runs = [(agent, method, target) for agent in agents for method in methods for target in targets]
     rows = []
-    policies = {}
-    for agent, method, target in tqdm(runs, desc="rollouts", unit="run", disable=len(runs) < 2):
-        if agent not in policies:
-            policies[agent] = load_policy(agent, venv, trust_pickle)
-            policies[agent].model.to(device)
-        rollout = explain_episodes(
-            policies[agent], venv, episodes=episodes, seed=seed, method=method, target=target
-        )
-        success = rollout.success_rate()
-        for row in rollout_rows(rollout):
-            rows.append({"agent": agent, "method": method, "target": target, "success": success, **row})
+    for agent in agents:
+        policy = load_policy(agent, venv, trust_pickle)
+        policy.model.to(device)
+        trajectories = [play(policy, venv, seed + i) for i in range(episodes)]
+        names = policy.action_names or env_action_names(venv)
+        runs = [(method, target) for method in methods for target in targets]
+        for method, target in tqdm(runs, desc=f"explaining {agent}", unit="run", disable=len(runs) < 2):
+            rollout = explain_trajectories(policy, trajectories, names, env_name(venv), method, target=target)
+            success = rollout.success_rate()
+            for row in rollout_rows(rollout):
+                rows.append({"agent": agent, "method": method, "target": target, "success": success, **row})
     return rows
 
 

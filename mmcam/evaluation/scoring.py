@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mmcam.engine.methods import get_method
 from mmcam.evaluation.tasks import Item, Task
+from mmcam.explanation import Explanation
 from mmcam.metrics.baselines import BASELINES
 from mmcam.metrics.complexity import complexity, sparseness
 from mmcam.metrics.discrimination import peaks_on_others
@@ -57,11 +58,11 @@ METRICS = {
     "cited-units": Metric("score drop, cited units zeroed", "higher"),
     "random-units": Metric("score drop, as many random units zeroed", "lower"),
 }
-MODEL_FREE = tuple(BASELINES)
+MODEL_FREE = tuple(BASELINES)  # maps that do not depend on the model: no sanity check for them
 # Noise for max-sensitivity (uniform, this radius) and infidelity (Gaussian, this standard deviation), as a
 # share of each input's value range, so that pixels in 0-255 and normalized images are moved alike.
 SENSITIVITY_RADIUS = 0.01
-INFIDELITY_SIGMA = 0.05  # maps that do not depend on the model: no sanity check for them
+INFIDELITY_SIGMA = 0.05
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,7 @@ def method_maps(task: Task, item: Item, method: str, model: nn.Module | None = N
     image = item.inputs[task.image_key]
     if method in BASELINES:
         return BASELINES[method](len(item.targets), tuple(image.shape[-2:]), device=image.device)
-    explainer = task.explainer(method, model)
-    return explainer(item.inputs, item.targets).maps[0]
+    return task.explainer(method, model)(item.inputs, item.targets).maps[0]
 
 
 def occlusion_of(task: Task, item: Item, settings: Settings) -> Tensor:
@@ -106,7 +106,8 @@ def score_item(
 ) -> dict:
     """``{"values": {metric: [one float per target]}}`` plus, with ``sanity``, ``"sanity_steps"``: per
     randomization step, one rank correlation per target (NaN where a metric does not apply)."""
-    maps = method_maps(task, item, method).float()
+    explanation = None if method in BASELINES else task.explainer(method)(item.inputs, item.targets)
+    maps = (method_maps(task, item, method) if explanation is None else explanation.maps[0]).float()
     masks, device = item.masks.to(maps.device), maps.device
     values: dict[str, Tensor] = {}
     if "localization" in metrics:
@@ -156,7 +157,7 @@ def score_item(
     if "complexity" in metrics:
         values["complexity"] = complexity(maps)
     if "cited-units" in metrics or "random-units" in metrics:
-        values["cited-units"], values["random-units"] = _unit_drops(task, item, method, settings)
+        values["cited-units"], values["random-units"] = _unit_drops(task, item, method, explanation, settings)
     if occlusion is not None:
         values["occlusion"] = occlusion_correlation(maps, occlusion, settings.patch, settings.stride)
     record = {"values": {name: value.cpu().tolist() for name, value in values.items()}}
@@ -204,19 +205,20 @@ def _maps_of_copies(task: Task, item: Item, method: str, images: Tensor) -> Tens
     return task.explainer(method)(inputs, item.targets).maps
 
 
-def _unit_drops(task: Task, item: Item, method: str, settings: Settings) -> tuple[Tensor, Tensor]:
-    """The score drops when the units each target's sentence cites are zeroed, and as many random ones
-    (``metrics.unit_ablation``); NaN for a method without channel weights or a model without named units."""
+def _unit_drops(
+    task: Task, item: Item, method: str, explanation: Explanation | None, settings: Settings
+) -> tuple[Tensor, Tensor]:
+    """The score drops when the units each target's sentence cites (by the item's ``explanation``: its
+    channel weights) are zeroed, and as many random ones (``metrics.unit_ablation``); NaN for a baseline,
+    a method without channel weights or a model without named units."""
     nothing = torch.full((len(item.targets),), torch.nan)
-    if method in BASELINES:
+    if explanation is None or explanation.weights is None:
         return nothing, nothing
-    explainer = task.explainer(method)
-    explanation = explainer(item.inputs, item.targets)
     table = task.concept_table(explanation.layer)
-    if explanation.weights is None or table is None:
+    if table is None:
         return nothing, nothing
     return unit_ablation_drops(
-        explainer, item.inputs, item.targets, explanation.weights[0], table, settings.seed
+        task.explainer(method), item.inputs, item.targets, explanation.weights[0], table, settings.seed
     )
 
 
