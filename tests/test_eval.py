@@ -148,3 +148,20 @@ def test_units_a_sentence_cites_carry_the_score_and_random_ones_do_not(tmp_path,
     print(cited["mean"], drawn["mean"])
     assert cited["low"] > drawn["high"] and cited["mean"] > 5 * abs(drawn["mean"])
     assert rows[("cited-units", "hirescam")]["mean"] is None
+
+
+def test_smooth_and_efficient_mprt_see_the_classifier_randomized(tmp_path, capsys):
+    """Smooth MPRT (noise-averaged maps) and efficient MPRT (histogram entropy) against the fully randomized
+    bundled classifier: Grad-CAM's maps decorrelate and grow more complex; a model-free baseline has no
+    value."""
+    options = ["--task", "classify", "--limit", "3", "--methods", "gradcam,center"]
+    assert (
+        main(["eval", *options, "--metric", "sanity-smooth,sanity-efficient", "--json", "-o", str(tmp_path)])
+        == 0
+    )
+    rows = {
+        (row["metric"], row["method"]): row["mean"] for row in json.loads(capsys.readouterr().out)["rows"]
+    }
+    print(rows)
+    assert rows[("sanity-smooth", "gradcam")] < 0.3 and rows[("sanity-efficient", "gradcam")] > 0.3
+    assert rows[("sanity-smooth", "center")] is None and rows[("sanity-efficient", "center")] is None

@@ -1,5 +1,7 @@
 """Each metric on hand-made maps, masks and toy models where the answer is known."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -364,3 +366,139 @@ def test_random_logit_equals_quantus(five_classes):
         device="cpu",
     )
     np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_histogram_entropy_and_complexity_rise_by_their_formulas():
+    from mmcam.metrics.sanity import complexity_rise, histogram_entropy
+
+    two_values = torch.zeros(4, 4)
+    two_values[:2] = 1.0  # half the pixels in the first bin, half in the last
+    spread = torch.arange(16.0).reshape(4, 4)  # 16 values in 16 bins
+    entropy = histogram_entropy(torch.stack([two_values, spread, torch.ones(4, 4)]), bins=16)
+    assert entropy.tolist() == pytest.approx([math.log(2), math.log(16), 0.0], abs=1e-6)
+    rise = complexity_rise(
+        torch.stack([two_values, torch.ones(4, 4)]), torch.stack([spread, spread]), bins=16
+    )
+    assert rise[0].item() == pytest.approx((math.log(16) - math.log(2)) / math.log(2), rel=1e-5)
+    assert math.isnan(rise[1].item())  # a constant trained map has no entropy to rise from
+
+
+@pytest.fixture
+def quantus_randomizing_like(monkeypatch):
+    """Quantus's model wrapper made to randomize as mmcam does: one step, to the fully randomized copy."""
+    quantus = pytest.importorskip("quantus", reason="the comparison needs the dev extra (quantus)")
+    from quantus.helpers.model.pytorch_model import PyTorchModel
+
+    def use(randomized):
+        monkeypatch.setattr(
+            PyTorchModel, "get_random_layer_generator", lambda self, order, seed: iter([("all", randomized)])
+        )
+        monkeypatch.setattr(PyTorchModel, "random_layer_generator_length", property(lambda self: 1))
+        return quantus
+
+    return use
+
+
+def test_efficient_mprt_equals_quantus(five_classes, quantus_randomizing_like):
+    """Quantus's EfficientMPRT (relative rise of the discrete entropy, 100 bins) on the same maps of the
+    trained and of the same fully randomized model."""
+    import numpy as np
+
+    import mmcam
+    from mmcam.metrics.sanity import complexity_rise, fully_randomized
+
+    model, image, _, _, _ = five_classes
+    images, labels = torch.stack([image, image.flip(-1)]), [1, 3]
+    randomized = fully_randomized(model, seed=5)
+    quantus = quantus_randomizing_like(randomized)
+
+    def explain(network, inputs, targets):
+        explainer = mmcam.Explainer(network, layer="layer3", method="layercam")
+        return explainer(torch.as_tensor(np.asarray(inputs)), [int(t) for t in targets]).maps[:, 0]
+
+    ours = complexity_rise(explain(model, images, labels), explain(randomized, images, labels))
+    theirs = quantus.EfficientMPRT(disable_warnings=True)(
+        model=model,
+        x_batch=images.numpy(),
+        y_batch=np.array(labels),
+        a_batch=None,
+        explain_func=lambda model, inputs, targets, **kwargs: explain(model, inputs, targets)[
+            :, None
+        ].numpy(),
+        device="cpu",
+    )
+    np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_smooth_mprt_equals_quantus_with_the_same_noise(five_classes, quantus_randomizing_like, monkeypatch):
+    """Quantus's SmoothMPRT (last layer's Spearman of maps averaged over noisy copies, the last copy clean)
+    handed mmcam's noise and fully randomized model; mmcam explains each model's copies in one call."""
+    import numpy as np
+
+    import mmcam
+    from mmcam.metrics.sanity import fully_randomized, noisy_copies, smoothed_correlation
+
+    model, image, _, _, _ = five_classes
+    images, labels, samples = torch.stack([image, image.flip(-1) * 2]), [1, 3], 4
+    randomized = fully_randomized(model, seed=5)
+    quantus = quantus_randomizing_like(randomized)
+    copies = [noisy_copies(x, samples, magnitude=0.1, seed=9) for x in images]
+
+    def explain(network, inputs, targets):
+        explainer = mmcam.Explainer(network, layer="layer3", method="layercam")
+        return explainer(torch.as_tensor(np.asarray(inputs)), targets).maps
+
+    ours = [
+        smoothed_correlation(lambda m, x, c=c: explain(m, x, c), model, randomized, copy).item()
+        for copy, c in zip(copies, labels)
+    ]
+    # Quantus draws copy n of the batch as x + randn * 0.1 (max - min): hand it mmcam's draws, in order.
+    spans = (images.amax(dim=(1, 2, 3)) - images.amin(dim=(1, 2, 3)))[:, None, None, None]
+    noise = [
+        ((torch.stack([c[n] for c in copies]) - images) / (0.1 * spans)).numpy() for n in range(samples - 1)
+    ]
+    draws = iter(range(10**6))
+    monkeypatch.setattr(np.random, "randn", lambda *shape: noise[next(draws) % (samples - 1)])
+    # SmoothMPRT explains the noisy copies with quantus.explain, whatever explain_func says: route it to mmcam.
+    monkeypatch.setattr(
+        quantus,
+        "explain",
+        lambda model, inputs, targets, **kwargs: explain(model, inputs, [int(t) for t in targets])[
+            :, :1
+        ].numpy(),
+    )
+    theirs = quantus.SmoothMPRT(nr_samples=samples, return_last_correlation=True, disable_warnings=True)(
+        model=model,
+        x_batch=images.numpy(),
+        y_batch=np.array(labels),
+        a_batch=None,
+        explain_func=quantus.explain,
+        device="cpu",
+    )
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_pointing_and_energy_equal_quantus_on_maps_with_one_peak():
+    """Quantus's PointingGame (is the map's maximum inside the mask?) and AttributionLocalisation (the share
+    of positive mass inside) on the same maps and masks; Quantus takes the first maximum, mmcam shares
+    ties, so the maps here have one maximum each."""
+    import numpy as np
+
+    quantus = pytest.importorskip("quantus", reason="the comparison needs the dev extra (quantus)")
+    maps = torch.rand(6, 1, 20, 20, generator=torch.Generator().manual_seed(3))
+    masks = torch.zeros(6, 1, 20, 20, dtype=torch.bool)
+    for k in range(6):
+        masks[k, 0, 2 * k : 2 * k + 9, 4:15] = True
+    x, y = np.zeros((6, 1, 20, 20), dtype=np.float32), np.zeros(6, dtype=int)
+    options = {"disable_warnings": True, "abs": False, "normalise": False}
+    hits = quantus.PointingGame(**options).evaluate_batch(
+        x_batch=x, y_batch=y, a_batch=maps.numpy(), s_batch=masks.numpy()
+    )
+    shares = quantus.AttributionLocalisation(**options).evaluate_batch(
+        x_batch=x, y_batch=y, a_batch=maps.numpy(), s_batch=masks.numpy()
+    )
+    np.testing.assert_array_equal(
+        peak_hit_shares(maps[:, 0], masks[:, 0]).numpy(), np.asarray(hits, dtype=float)
+    )
+    np.testing.assert_allclose(energy_inside(maps[:, 0], masks[:, 0]).numpy(), shares, rtol=1e-5)
+    assert 0 < sum(hits) < 6  # some peaks inside, some outside: both outcomes compared

@@ -26,7 +26,13 @@ from mmcam.metrics.faithfulness import (
 from mmcam.metrics.localization import localization_errors
 from mmcam.metrics.pointing import energy_inside, peak_hit_shares
 from mmcam.metrics.road import road
-from mmcam.metrics.sanity import cascading_randomization, parametrized_layers
+from mmcam.metrics.sanity import (
+    cascading_randomization,
+    complexity_rise,
+    noisy_copies,
+    parametrized_layers,
+    smoothed_correlation,
+)
 from mmcam.metrics.similarity import flat_ssim, random_other_classes
 from mmcam.metrics.unit_ablation import unit_ablation_drops
 from mmcam.targets import ClassAdvantage, ClassLogProb, ClassMargin, ClassScore, logits_of, per_row
@@ -47,6 +53,8 @@ METRICS = {
     "occlusion": Metric("occlusion rank corr.", "higher"),
     "discrimination": Metric("peak on another object", "lower"),
     "sanity": Metric("rank corr. after randomization", "lower"),
+    "sanity-smooth": Metric("rank corr. after randomization, noise-averaged maps", "lower"),
+    "sanity-efficient": Metric("rise in histogram entropy after randomization", "higher"),
     "drop": Metric("average drop in confidence", "lower"),
     "increase": Metric("increase in confidence", "higher"),
     "sparseness": Metric("sparseness (Gini)", "higher"),
@@ -63,6 +71,10 @@ MODEL_FREE = tuple(BASELINES)  # maps that do not depend on the model: no sanity
 # share of each input's value range, so that pixels in 0-255 and normalized images are moved alike.
 SENSITIVITY_RADIUS = 0.01
 INFIDELITY_SIGMA = 0.05
+# Smooth MPRT: maps averaged over this many copies of the input (the last one clean), with Gaussian noise of
+# this share of the input's value range (Quantus's default share; it averages 50 copies).
+SMOOTH_SAMPLES = 10
+SMOOTH_NOISE = 0.1
 
 
 @dataclass(frozen=True)
@@ -158,6 +170,10 @@ def score_item(
         values["complexity"] = complexity(maps)
     if "cited-units" in metrics or "random-units" in metrics:
         values["cited-units"], values["random-units"] = _unit_drops(task, item, method, explanation, settings)
+    if "sanity-smooth" in metrics:
+        values["sanity-smooth"] = _smooth_mprt(task, item, method, settings)
+    if "sanity-efficient" in metrics:
+        values["sanity-efficient"] = _efficient_mprt(task, item, method, maps, settings)
     if occlusion is not None:
         values["occlusion"] = occlusion_correlation(maps, occlusion, settings.patch, settings.stride)
     record = {"values": {name: value.cpu().tolist() for name, value in values.items()}}
@@ -193,8 +209,11 @@ def _span(image: Tensor) -> float:
     return span if span > 0 else 1.0
 
 
-def _maps_of_copies(task: Task, item: Item, method: str, images: Tensor) -> Tensor:
-    """(M, K, H, W) maps of the item's targets on M images in place of its own, in one call."""
+def _maps_of_copies(
+    task: Task, item: Item, method: str, images: Tensor, model: nn.Module | None = None
+) -> Tensor:
+    """(M, K, H, W) maps of the item's targets on M images in place of its own, in one call (on the task's
+    model, or ``model``)."""
     if method in BASELINES:
         maps = BASELINES[method](len(item.targets), tuple(images.shape[-2:]), device=images.device)
         return maps[None].expand(len(images), -1, -1, -1)
@@ -202,7 +221,30 @@ def _maps_of_copies(task: Task, item: Item, method: str, images: Tensor) -> Tens
         key: images if key == task.image_key else per_row(value, len(images))
         for key, value in item.inputs.items()
     }
-    return task.explainer(method)(inputs, item.targets).maps
+    return task.explainer(method, model)(inputs, item.targets).maps
+
+
+def _smooth_mprt(task: Task, item: Item, method: str, settings: Settings) -> Tensor:
+    """Smooth MPRT: Spearman(mean map over noisy copies on the model, the same on the fully randomized
+    model), the copies of each model explained in one call; NaN for a model-free baseline."""
+    if method in MODEL_FREE:
+        return torch.full((len(item.targets),), torch.nan)
+    copies = noisy_copies(item.inputs[task.image_key][0], SMOOTH_SAMPLES, SMOOTH_NOISE, settings.seed)
+    return smoothed_correlation(
+        lambda model, images: _maps_of_copies(task, item, method, images, model),
+        task.model,
+        task.randomized(settings.seed),
+        copies,
+    )
+
+
+def _efficient_mprt(task: Task, item: Item, method: str, maps: Tensor, settings: Settings) -> Tensor:
+    """Efficient MPRT: the rise of the maps' histogram entropy on the fully randomized model
+    (``metrics.sanity.complexity_rise``); NaN for a model-free baseline."""
+    if method in MODEL_FREE:
+        return torch.full((len(item.targets),), torch.nan)
+    randomized = method_maps(task, item, method, task.randomized(settings.seed)).float()
+    return complexity_rise(maps, randomized)
 
 
 def _unit_drops(

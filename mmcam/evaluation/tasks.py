@@ -57,6 +57,7 @@ class Task:
     subject: Callable[[str], Subject] | None = None  # a layer of the model, to name its units
     _explainers: dict[str, Explainer] = field(default_factory=dict, repr=False)
     _tables: dict[str, ConceptTable] = field(default_factory=dict, repr=False)
+    _randomized: dict[int, nn.Module] = field(default_factory=dict, repr=False)
 
     def concept_table(self, layer: str) -> ConceptTable | None:
         """The units of ``layer`` named on the shapes-world probe (cached on disk, as ``mmcam dissect``
@@ -69,6 +70,15 @@ class Task:
 
             self._tables[layer] = concept_table(self.subject(layer), progress=False)
         return self._tables[layer]
+
+    def randomized(self, seed: int) -> nn.Module:
+        """A copy of the model with every layer randomized (``metrics.sanity.fully_randomized``), made once
+        per seed for all items."""
+        if seed not in self._randomized:
+            from mmcam.metrics.sanity import fully_randomized
+
+            self._randomized[seed] = fully_randomized(self.model, seed)
+        return self._randomized[seed]
 
     def explainer(self, method: str, model: nn.Module | None = None) -> Explainer:
         """The explainer of ``method`` on the task's model (one per method, reused by every item), or on

@@ -1,11 +1,15 @@
-"""Sanity check by cascading model-parameter randomization (Adebayo et al., "Sanity checks for saliency
-maps", arXiv 1810.03292): randomize the layers from the top down, one more at each step; a map that
-explains the model must change, so its rank correlation with the trained model's map should fall."""
+"""Sanity checks by model-parameter randomization (MPRT; Adebayo et al., "Sanity checks for saliency maps",
+arXiv 1810.03292): randomize the layers from the top down, one more at each step; a map that explains the
+model must change, so its rank correlation with the trained model's map should fall. The smooth and
+efficient variants (Hedström et al., "Sanity checks revisited", arXiv 2401.06465) compare only with the
+fully randomized model: smooth MPRT on maps averaged over noisy copies of the input (which removes the
+gradient noise that alone can make maps differ), efficient MPRT by how much more complex (higher
+histogram entropy) the map becomes."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -43,20 +47,77 @@ def randomize_layer(layer: nn.Module, seed: int) -> None:
                 parameter.normal_(0, float(spread))
 
 
-def cascading_randomization(model: nn.Module, explain: Explain, seed: int = 0) -> list[tuple[str, Tensor]]:
-    """``explain(model) -> (N, H, W)`` maps; for each step t = 1..T, randomizing one more layer of a deep
-    copy of ``model`` from the top, -> [(layer randomized at step t, (N,) rho_t)] with
-
-        rho_t = Spearman(explain(model), explain(model with its top t layers randomized)).
-
-    ``model`` itself is never modified (only its copy is). Randomization is seeded per layer, so every
-    call (every shard, every process) randomizes identically.
-    """
-    reference = explain(model)
+def randomization_steps(model: nn.Module, seed: int = 0) -> Iterator[tuple[str, nn.Module]]:
+    """Randomize a deep copy of ``model`` one more layer at each step, top first (``parametrized_layers``),
+    seeded per layer (``seed + step``): -> (layer randomized at this step, the copy). Every call (every
+    shard, every process) randomizes identically; ``model`` itself is never modified."""
     randomized = copy.deepcopy(model)
     modules = dict(randomized.named_modules())
-    steps = []
     for step, name in enumerate(parametrized_layers(randomized)):
         randomize_layer(modules[name], seed + step)
-        steps.append((name, spearman(reference, explain(randomized))))
-    return steps
+        yield name, randomized
+
+
+def fully_randomized(model: nn.Module, seed: int = 0) -> nn.Module:
+    """A copy of ``model`` with every layer randomized: the last step of ``randomization_steps``."""
+    steps = list(randomization_steps(model, seed))
+    if not steps:
+        raise ValueError("the model has no parameters to randomize: a sanity check needs a trained model")
+    return steps[-1][1]
+
+
+def cascading_randomization(model: nn.Module, explain: Explain, seed: int = 0) -> list[tuple[str, Tensor]]:
+    """``explain(model) -> (N, H, W)`` maps; for each step t = 1..T of ``randomization_steps`` ->
+    [(layer randomized at step t, (N,) rho_t)] with
+
+        rho_t = Spearman(explain(model), explain(model with its top t layers randomized)).
+    """
+    reference = explain(model)
+    return [
+        (name, spearman(reference, explain(randomized)))
+        for name, randomized in randomization_steps(model, seed)
+    ]
+
+
+def noisy_copies(image: Tensor, samples: int, magnitude: float, seed: int = 0) -> Tensor:
+    """(C, H, W) image -> (samples, C, H, W): ``samples - 1`` copies with Gaussian noise of standard deviation
+    ``magnitude`` (max(x) - min(x)), then the image itself (smooth MPRT's samples; Quantus's default
+    magnitude is 0.1)."""
+    generator = torch.Generator(device=image.device).manual_seed(seed)
+    span = image.max() - image.min()
+    noise = torch.randn((samples - 1, *image.shape), generator=generator, device=image.device)
+    return torch.cat([image + magnitude * span * noise.to(image.dtype), image[None]])
+
+
+def smoothed_correlation(
+    explain: Callable[[nn.Module, Tensor], Tensor], model: nn.Module, randomized: nn.Module, copies: Tensor
+) -> Tensor:
+    """Smooth MPRT: ``explain(model, images) -> (M, K, H, W)`` maps of the K targets on M images;
+    -> (K,) rho = Spearman(mean_m explain(model, copies)_m, mean_m explain(randomized, copies)_m), the
+    ``copies`` (``noisy_copies``) of each model explained in one call."""
+    return spearman(
+        explain(model, copies).float().mean(dim=0), explain(randomized, copies).float().mean(dim=0)
+    )
+
+
+def histogram_entropy(maps: Tensor, bins: int = 100) -> Tensor:
+    """(K, H, W) maps -> (K,) discrete entropy of each map's values: H = -sum_b p_b ln p_b, with p_b the share
+    of the pixels in bin b of ``bins`` equal bins from the map's min to its max (Quantus's
+    ``discrete_entropy``); 0 for a constant map."""
+    entropies = []
+    for values in maps.flatten(1).double():
+        low, high = values.min(), values.max()
+        if low == high:
+            entropies.append(values.new_zeros(()))
+            continue
+        shares = torch.histc(values, bins, float(low), float(high)) / values.numel()
+        entropies.append(-torch.special.xlogy(shares, shares).sum())
+    return torch.stack(entropies).float()
+
+
+def complexity_rise(trained: Tensor, randomized: Tensor, bins: int = 100) -> Tensor:
+    """Efficient MPRT: the relative rise of the maps' histogram entropy when the model is fully randomized,
+    (H(randomized) - H(trained)) / H(trained), (K, H, W) maps -> (K,); higher says the map depended on
+    the trained parameters. NaN where the trained map is constant (H = 0)."""
+    before, after = histogram_entropy(trained, bins), histogram_entropy(randomized, bins)
+    return torch.where(before > 0, (after - before) / torch.where(before > 0, before, 1), torch.nan)
