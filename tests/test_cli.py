@@ -447,3 +447,27 @@ def test_against_similar_explains_each_class_against_its_nearest_classes(scene_f
     assert main(["classify", image, "--against-similar", "--class", plain[1]["label"], *options]) == 0
     (chosen,) = json.loads(capsys.readouterr().out)["targets"]
     assert chosen["label"] == plain[1]["label"]
+
+
+def test_fuse_layers_gives_the_fused_maps_of_each_layer(scene_folder, tmp_path, capsys):
+    """--fuse-layers explains at each layer and keeps the maximum of the upsampled maps, LayerCAM's
+    tanh-scaled: the saved raw maps equal mmcam.fuse_layers of the layers' own explanations."""
+    from safetensors.torch import load_file
+
+    import mmcam
+    from mmcam.images import load_image
+    from mmcam.loading import load_classifier
+
+    image, layers = str(scene_folder / "scene-0.png"), ["features.block4.relu", "features.block5.relu"]
+    options = ["--json", "--no-figures", "--save-maps", "-o", str(tmp_path), "--method", "layercam"]
+    assert main(["classify", image, "--fuse-layers", ",".join(layers), *options]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["layer"] == " + ".join(layers)
+    classifier = load_classifier("shapes")
+    pixels = classifier.preprocess([load_image(image)])
+    classes = [[classifier.class_index(t["label"]) for t in record["targets"]]]
+    each = [classifier.explainer(layer, "layercam")(pixels, classes) for layer in layers]
+    expected = mmcam.fuse_layers(each, gamma=2.0)
+    torch.testing.assert_close(load_file(record["maps_file"])["raw"], expected.raw, atol=1e-5, rtol=1e-4)
+    assert main(["classify", image, "--fuse-layers", ",".join(layers), "--layer", layers[0]]) == 2
+    assert "--fuse-layers names the layers itself" in capsys.readouterr().err

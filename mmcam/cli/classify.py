@@ -12,12 +12,15 @@ from mmcam.cli.common import (
     add_smoothing_options,
     check_top,
     chosen_method,
+    comma_separated,
     concept_table_of,
     for_each_input,
     output_folder,
     record_job,
     smoothing,
 )
+
+LAYERCAM_GAMMA = 2.0  # LayerCAM's tanh scale before fusing layers (Jiang et al., eq. 9; torch-cam's default)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -62,12 +65,41 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="explain each class against the 3 classes whose scores are nearest it (Finer-CAM): what tells "
         "them apart",
     )
+    parser.add_argument(
+        "--fuse-layers",
+        type=comma_separated,
+        default=None,
+        metavar="L,L,...",
+        help="explain at each of these layers and fuse the maps: their maximum at the finest grid "
+        "(torch-cam's fuse_cams; LayerCAM maps tanh-scaled first); instead of --layer",
+    )
     parser.add_argument("--frames", type=int, default=16, help="--video: frames sampled evenly (default 16)")
     add_concept_options(parser)
     add_explain_options(parser)
     add_smoothing_options(parser)
     add_batch_options(parser)
     parser.set_defaults(run=run)
+
+
+def layer_explainer(arguments: argparse.Namespace, classifier):
+    """The explainer of ``--layer``, or with ``--fuse-layers`` one per layer, their maps fused."""
+    from mmcam.engine.fusion import fused_explainer
+    from mmcam.engine.methods import get_method
+
+    if not arguments.fuse_layers:
+        return classifier.explainer(arguments.layer, arguments.method, **smoothing(arguments))
+    if arguments.layer or arguments.concepts:
+        raise ValueError(
+            "--fuse-layers names the layers itself and its fused maps have no channel weights: drop "
+            + ("--layer" if arguments.layer else "--concepts")
+        )
+    explainers = [
+        classifier.explainer(layer, arguments.method, **smoothing(arguments))
+        for layer in arguments.fuse_layers
+    ]
+    return fused_explainer(
+        explainers, LAYERCAM_GAMMA if get_method(arguments.method).name == "layercam" else None
+    )
 
 
 def run(arguments: argparse.Namespace) -> int:
@@ -88,7 +120,7 @@ def run(arguments: argparse.Namespace) -> int:
     classifier = load_classifier(arguments.model, arguments.trust_pickle)
     classifier.model.to(processes.device)
     arguments.method = chosen_method(arguments, classifier)
-    explainer = classifier.explainer(arguments.layer, arguments.method, **smoothing(arguments))
+    explainer = layer_explainer(arguments, classifier)
     table = concept_table_of(arguments, classifier.subject(arguments.layer))
     output = output_folder(arguments)
 

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
+def comma_separated(text: str) -> list[str]:
+    """An option's comma-separated names, blanks dropped: 'a, b,' -> ['a', 'b']."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def add_explain_options(
     parser: argparse.ArgumentParser, default_output: str = "mmcam-out", default_method: str | None = None
 ) -> None:

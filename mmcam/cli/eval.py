@@ -15,14 +15,10 @@ from mmcam.cli.choices import (
     SHAPES_SEED,
     TASKS,
 )
-from mmcam.cli.common import add_trust_pickle_option
+from mmcam.cli.common import add_trust_pickle_option, comma_separated
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "guided-gradcam", *BASELINES)
 ROLLOUT_METHODS = ("gradcam", "hirescam", "perturbation")  # --episodes: Grad-CAM, the RL default, Greydanus
-
-
-def names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -37,14 +33,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument(
         "--metric",
-        type=names,
+        type=comma_separated,
         default=list(METRICS),
         metavar="M,...",
         help=f"comma-separated, from: {', '.join(METRICS)} (default: all)",
     )
     parser.add_argument(
         "--methods",
-        type=names,
+        type=comma_separated,
         default=None,
         metavar="M,...",
         help=f"CAM methods and the baselines {', '.join(BASELINES)} (default: {','.join(DEFAULT_METHODS)}; "
@@ -66,7 +62,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--action-targets",
-        type=names,
+        type=comma_separated,
         default=["log-prob"],
         metavar="T,...",
         help=f"with --episodes: what the chosen action's map explains, from {', '.join(ACTION_TARGETS)} "
@@ -162,7 +158,7 @@ def run_rollouts(arguments: argparse.Namespace) -> int:
     if set(methods) & set(BASELINES):
         raise ValueError(f"--episodes explains with CAM methods; drop the baselines {', '.join(BASELINES)}")
     rows = evaluate_rollouts(
-        names(arguments.model or "strong,weak"),
+        comma_separated(arguments.model or "strong,weak"),
         methods,
         arguments.action_targets,
         arguments.episodes,

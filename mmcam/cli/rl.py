@@ -11,6 +11,7 @@ from mmcam.cli.common import (
     add_concepts,
     add_explain_options,
     chosen_method,
+    comma_separated,
     concept_table_of,
     output_folder,
 )
@@ -55,7 +56,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--compare",
-        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        type=comma_separated,
         default=[],
         metavar="M,...",
         help="also explain the chosen actions of the same episodes with these methods (e.g. perturbation, "

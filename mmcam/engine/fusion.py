@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -38,3 +38,13 @@ def fuse_layers(explanations: Sequence[Explanation], gamma: float | None = None)
         method=f"{first.method}, fused",
         weights=None,
     )
+
+
+def fused_explainer(explainers: Sequence[Callable[..., Explanation]], gamma: float | None = None) -> Callable:
+    """One explainer per layer -> a callable ``(inputs, targets) -> Explanation`` that explains with each
+    (one forward and backward per layer) and fuses their maps (``fuse_layers``)."""
+
+    def explain(inputs, targets) -> Explanation:
+        return fuse_layers([explainer(inputs, targets) for explainer in explainers], gamma)
+
+    return explain
