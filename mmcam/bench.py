@@ -1,4 +1,4 @@
-"""Speed of mmcam against pytorch-grad-cam and captum on the same model and inputs, in one run.
+"""Speed of mmcam against pytorch-grad-cam, captum and torch-cam on the same model and inputs, in one run.
 
 Each suite is a list of cases: (case, tool, function). Timings are medians of ``repeats``
 round-robin runs after one warm-up each. Peers explain K targets with K calls (their API has one
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 
@@ -67,7 +67,11 @@ def measure(
     ]
 
 
-PEERS = {"pytorch-grad-cam": "pytorch_grad_cam", "captum": "captum"}  # tool -> module it is imported as
+PEERS = {
+    "pytorch-grad-cam": "pytorch_grad_cam",
+    "captum": "captum",
+    "torch-cam": "torchcam",
+}  # tool -> module it is imported as
 
 
 def missing_peers() -> list[str]:
@@ -275,20 +279,41 @@ def ratio_table(timings: list[Timing]) -> list[dict]:
     return rows
 
 
-# The methods mmcam took from pytorch-grad-cam's list, each timed against pytorch-grad-cam's class.
+@dataclass(frozen=True)
+class PeerMethod:
+    """A method mmcam took from a peer: mmcam's ``method`` with Explainer ``options`` (pytorch-grad-cam takes
+    the same flags in its call), timed against ``peer``'s class ``name``."""
+
+    method: str
+    peer: str
+    name: str
+    options: tuple[tuple[str, bool], ...] = ()
+
+
+# Case label -> the method and its peer. The Score-CAM variants need 10 and 35 masked forwards per channel.
 PEER_METHODS = {
-    "gradcam-elementwise": "GradCAMElementWise",
-    "eigengradcam": "EigenGradCAM",
-    "fem": "FEM",
-    "kpcacam": "KPCA_CAM",
-    "ablationcam": "AblationCAM",
+    "gradcam-elementwise": PeerMethod("gradcam-elementwise", "pytorch-grad-cam", "GradCAMElementWise"),
+    "eigengradcam": PeerMethod("eigengradcam", "pytorch-grad-cam", "EigenGradCAM"),
+    "fem": PeerMethod("fem", "pytorch-grad-cam", "FEM"),
+    "kpcacam": PeerMethod("kpcacam", "pytorch-grad-cam", "KPCA_CAM"),
+    "ablationcam": PeerMethod("ablationcam", "pytorch-grad-cam", "AblationCAM"),
+    "gradcam, eigen_smooth": PeerMethod("gradcam", "pytorch-grad-cam", "GradCAM", (("eigen_smooth", True),)),
+    "gradcam, aug_smooth": PeerMethod("gradcam", "pytorch-grad-cam", "GradCAM", (("aug_smooth", True),)),
+    "iscam": PeerMethod("iscam", "torch-cam", "ISCAM"),
+    "sscam": PeerMethod("sscam", "torch-cam", "SSCAM"),
 }
 
 
-def methods_cases(device: torch.device, batch: int = 2, targets: int = 16, size: int = 64) -> list[Case]:
-    """``PEER_METHODS`` on resnet18 (random weights, seed 0) at layer4: 1 and ``targets`` classes per
-    image, mmcam in one call, pytorch-grad-cam with a call per class (its CAM object built and released
-    around each call, so its hooks do not run during the other tools' passes)."""
+def methods_cases(
+    device: torch.device,
+    batch: int = 2,
+    targets: int = 16,
+    size: int = 64,
+    labels: Sequence[str] = tuple(PEER_METHODS),
+) -> list[Case]:
+    """The ``PEER_METHODS`` of ``labels`` on resnet18 (random weights, seed 0) at layer4: 1 and ``targets`` classes per
+    image, mmcam in one call, each peer with a call per class (its CAM object built and released around
+    each call, so its hooks do not run during the other tools' passes)."""
     import torchvision
 
     torch.manual_seed(0)
@@ -301,29 +326,38 @@ def methods_cases(device: torch.device, batch: int = 2, targets: int = 16, size:
         with torch.no_grad():
             model(images)
 
-    def peer_call(name: str, column: list[int]):
+    def pytorch_grad_cam_call(peer: PeerMethod, column: list[int]):
         import pytorch_grad_cam
 
-        cam = getattr(pytorch_grad_cam, name)(model=model, target_layers=[model.layer4])
+        cam = getattr(pytorch_grad_cam, peer.name)(model=model, target_layers=[model.layer4])
         try:
-            return cam(images, targets=[_output_score(c) for c in column])
+            return cam(images, targets=[_output_score(c) for c in column], **dict(peer.options))
         finally:
             cam.activations_and_grads.release()
 
-    peer = "pytorch-grad-cam" not in missing_peers()
+    def torch_cam_call(peer: PeerMethod, column: list[int]):
+        import torchcam.methods
+
+        with getattr(torchcam.methods, peer.name)(model, "layer4", input_shape=(3, size, size)) as extractor:
+            return extractor(class_idx=column, scores=model(images), normalized=False)[0].detach()
+
+    calls = {"pytorch-grad-cam": pytorch_grad_cam_call, "torch-cam": torch_cam_call}
+    missing = missing_peers()
     cases: list[Case] = [("forward only", "torch", forward_only)]
-    for method, name in PEER_METHODS.items():
-        explainer = mmcam.Explainer(model, layer="layer4", method=method)
-        one, every = f"{method}, 1 target", f"{method}, {targets} targets"
+    for label in labels:
+        peer = PEER_METHODS[label]
+        explainer = mmcam.Explainer(model, layer="layer4", method=peer.method, **dict(peer.options))
+        one, every = f"{label}, 1 target", f"{label}, {targets} targets"
         cases.append((one, "mmcam", lambda e=explainer: e(images, first)))
         cases.append((every, "mmcam", lambda e=explainer: e(images, classes)))
-        if peer:
-            cases.append((one, "pytorch-grad-cam", lambda n=name: peer_call(n, first)))
+        if peer.peer not in missing:
+            call = partial(calls[peer.peer], peer)
+            cases.append((one, peer.peer, lambda c=call: c(first)))
             cases.append(
                 (
                     every,
-                    "pytorch-grad-cam, a call per target",
-                    lambda n=name: [peer_call(n, [row[k] for row in classes]) for k in range(targets)],
+                    f"{peer.peer}, a call per target",
+                    lambda c=call: [c([row[k] for row in classes]) for k in range(targets)],
                 )
             )
     return cases
