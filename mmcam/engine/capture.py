@@ -62,6 +62,21 @@ def channel_zeroing(
     return hook
 
 
+def batched_tokens(packed: Tensor, order: Tensor, layer: str) -> Tensor:
+    """A layer's packed tokens (N, C) read as a batch (B, L, C): token l of sample b is row ``order[b, l]``."""
+    if packed.ndim != 2 or packed.shape[0] != order.numel():
+        raise ValueError(
+            f"layer '{layer}' gives {tuple(packed.shape)}, not the {order.numel()} packed tokens (N, C) its layout "
+            "reads: pick a layer whose output is the packed patch tokens, such as a block of the vision tower"
+        )
+    return packed[order.to(packed.device)]
+
+
+def packed_tokens(batched: Tensor, order: Tensor) -> Tensor:
+    """The inverse of ``batched_tokens``: (B, L, C) back to (N, C) in the model's order."""
+    return batched.flatten(0, 1)[order.to(batched.device).flatten().argsort()]
+
+
 def graph_start(tensor: Tensor) -> Tensor:
     """A tensor equal to a layer's output from which the graph above the layer starts: a leaf that
     requires grad, or, when the output is already in a graph (a layer above another captured one), a
@@ -81,12 +96,14 @@ class LayerCapture:
     captured tensor. A layer whose input already carries a graph (a second captured layer above
     the first) is recorded as a copy joined to its graph, so gradients still flow through both. Only
     forward passes of the thread that entered the block are captured: another thread running the same
-    modules is left alone.
+    modules is left alone. A layer named in ``packed`` packs a batch's tokens into one sequence (N, C): it
+    is captured as (B, L, C) through its index (``batched_tokens``) and handed on packed again.
     """
 
-    def __init__(self, model: nn.Module, layers: list[str]):
+    def __init__(self, model: nn.Module, layers: list[str], packed: dict[str, Tensor] | None = None):
         modules = dict(model.named_modules())
         self._modules = {name: modules[name] for name in layers}
+        self._packed = packed or {}
         self._handles: list = []
         self._thread = threading.get_ident()
         self.activations: dict[str, Tensor] = {}
@@ -122,8 +139,9 @@ class LayerCapture:
                 raise ValueError(
                     f"layer '{name}' ran more than once in one forward pass; pick a layer that runs once"
                 )
-            start = graph_start(tensor)
+            order = self._packed.get(name)
+            start = graph_start(tensor if order is None else batched_tokens(tensor, order, name))
             self.activations[name] = start
-            return replace_first(output, start.clone())
+            return replace_first(output, start.clone() if order is None else packed_tokens(start, order))
 
         return hook

@@ -66,6 +66,8 @@ class CamContext:
         self.image = inputs[image_key]
         self.image_size = tuple(self.image.shape[2:])
         self.target_count = len(targets)
+        packed = layout.packed if isinstance(layout, Layout) else None
+        self._packed = {} if packed is None else {layer: packed}
         self._recorder = AttentionRecorder() if record_attention else None
         with self._recorder or nullcontext():
             self.scores, self._start, self._tokens, self._unreached = self._capture_pass(inputs)
@@ -104,7 +106,7 @@ class CamContext:
         """Scores, the captured layer's activation, the token layer's (None without one), and the
         targets whose score no gradient path joins to a captured layer."""
         layers = [self.layer] + ([self.token_layer] if self.token_layer else [])
-        with LayerCapture(self.model, layers) as capture:
+        with LayerCapture(self.model, layers, self._packed) as capture:
             output = self._run(inputs)
         for layer in layers:
             if layer not in capture.activations:
