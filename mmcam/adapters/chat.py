@@ -9,8 +9,8 @@ patches (``tokens.first_block_norm``).
 
 What differs between families (how images and prompts become the model's inputs, how its logits are
 read, the layer and its layout) is a ``ChatFamily``: ``Llava`` here (a fixed input resolution, LLaVA 1.5
-and its architecture). Models that tile the image (LLaVA-NeXT, Idefics3) or merge patches on the fly
-(Qwen2-VL) are not supported yet.
+and its architecture), ``qwen_vl.QwenVL`` (dynamic resolution, packed patch tokens). Models that tile
+the image (LLaVA-NeXT, Idefics3) are not supported yet.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from mmcam.adapters.captioning import CaptionModel, Tokenized, huggingface_tokenize
 from mmcam.adapters.hub import quiet_generation, unknown_words
+from mmcam.adapters.qwen_vl import QwenVL
 from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
 from mmcam.adapters.vqa import VQAModel, answer_token_ids, hf_question_tokens
 from mmcam.engine import Layout
@@ -86,7 +87,7 @@ class Llava:
         return "auto"
 
 
-FAMILIES = {"llava": Llava}  # by config.model_type
+FAMILIES = {"llava": Llava, "qwen2_vl": QwenVL, "qwen2_5_vl": QwenVL}  # by config.model_type
 CHAT_MODEL_TYPES = tuple(FAMILIES)
 
 
