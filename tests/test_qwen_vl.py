@@ -8,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mmcam.adapters.captioning import explain_caption, explain_captions
+from mmcam.adapters.captioning import explain_caption, explain_captions, word_targets
 from mmcam.adapters.chat import CAPTION_PROMPT, prompt_text
 from mmcam.adapters.vqa import explain_answers, explain_top_answers, hf_question_tokens
 from mmcam.cli import main
 from mmcam.loading import load_captioner, load_vqa
+from mmcam.targets import right_padded
 from mmcam.viz.overlay import peak_in_image
 from tests.hf_tiny import save_qwen_vl
 from tests.model_state import assert_unchanged, snapshot
@@ -173,7 +174,37 @@ def test_inputs_the_processor_already_expanded_or_not_made_by_the_adapter_are_re
     inputs = {"pixel_values": captioner.preprocess([picture]), "input_ids": expanded["input_ids"]}
     with pytest.raises(ValueError, match="the image token once"):
         captioner.explainer()(inputs, 0)
+    with pytest.raises(ValueError, match="packs the batch's tokens"):
+        explain_caption(
+            captioner, picture, "a red", explainer=captioner.explainer(method="attention-relevance")
+        )
     assert_unchanged(captioner.model, before)
+
+
+def test_units_of_the_packed_tokens_are_zeroed_in_every_image_of_a_batch(captioner):
+    """What a set of units carries (concept naming, Ablation-CAM): the scores with those channels of the
+    first block's norm zeroed in every image's tokens, the batch copied once per set."""
+    rng = np.random.default_rng(4)
+    images = [Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)) for _ in range(2)]
+    tokenized = [captioner.tokenize(caption) for caption in ("a red circle", "blue")]
+    inputs = {
+        "pixel_values": captioner.preprocess(images),
+        "input_ids": right_padded([t.ids for t in tokenized]),
+    }
+    targets = word_targets(tokenized)
+    scores, zeroed = captioner.explainer().zeroed_scores(inputs, targets, [[0], [3, 5]])
+    keep = torch.ones(32)
+    keep[[3, 5]] = 0
+    norm = captioner.model.get_submodule(captioner.layer)
+    handle = norm.register_forward_hook(lambda module, args, output: output * keep)
+    try:
+        with torch.no_grad():
+            output = captioner.forward(captioner.model, inputs)
+    finally:
+        handle.remove()
+    expected = torch.stack([target(output) for target in targets], dim=1)
+    torch.testing.assert_close(zeroed[:, 1], expected, rtol=1e-4, atol=1e-5)
+    assert zeroed.shape == (2, 2, len(targets)) and not torch.allclose(zeroed[:, 1], scores)
 
 
 def test_caption_and_vqa_commands_accept_qwen_models(qwen_dir, picture, tmp_path, capsys):

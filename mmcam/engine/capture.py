@@ -41,11 +41,10 @@ def replace_first(output: object, tensor: Tensor) -> object:
     return replaced
 
 
-def channel_zeroing(
-    sets: list[list[int]], batch: int, channels: int, axis: int, copy_output: bool
-) -> Callable:
-    """A forward hook that gives copy j of a batch of B (rows j B .. j B + B - 1) the layer's output with
-    the channels ``sets[j]`` (on ``axis``) set to zero; with ``copy_output`` the layer's output (B rows)
+def channel_zeroing(sets: list[list[int]], channels: int, axis: int, copy_output: bool) -> Callable:
+    """A forward hook that gives copy j of a batch the layer's output with the channels ``sets[j]`` (on
+    ``axis``) set to zero, copy j being rows j R .. j R + R - 1 of R = rows / copies (B samples, or the
+    packed tokens of B samples, which come sample after sample); with ``copy_output`` the layer's output
     is first repeated once per set, so the layers below ran on the batch alone."""
 
     def hook(_module, _inputs, output):
@@ -57,7 +56,8 @@ def channel_zeroing(
             keep[row, list(zeroed)] = 0
         shape = [1] * tensor.ndim
         shape[0], shape[axis] = tensor.shape[0], channels
-        return replace_first(output, tensor * keep.repeat_interleave(batch, dim=0).reshape(shape))
+        rows = tensor.shape[0] // len(sets)
+        return replace_first(output, tensor * keep.repeat_interleave(rows, dim=0).reshape(shape))
 
     return hook
 
