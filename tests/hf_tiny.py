@@ -176,3 +176,63 @@ def save_llava(folder: Path, image_size: int = 32, patch_size: int = 8) -> Path:
         num_additional_image_tokens=1,
     ).save_pretrained(folder)
     return folder
+
+
+QWEN_TOKENS = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
+QWEN_CHAT_TEMPLATE = CHAT_TEMPLATE.replace("<image>", "<|vision_start|><|image_pad|><|vision_end|>")
+
+
+def save_qwen_vl(folder: Path, version: str = "2", patch_size: int = 8) -> Path:
+    """A tiny Qwen2-VL (``version="2"``) or Qwen2.5-VL (``"2.5"``, windows of 2x2 merged tokens, full attention
+    in its second block) and its processor with a chat template; an image is stretched to sides that are
+    multiples of 2 * patch_size, between 32x32 and 128x128 pixels in area."""
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tokenizer = bert_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": QWEN_TOKENS})
+    ids = dict(
+        zip(("image", "video", "vision_start", "vision_end"), tokenizer.convert_tokens_to_ids(QWEN_TOKENS))
+    )
+    cuts = {"patch_size": patch_size, "spatial_merge_size": 2, "temporal_patch_size": 2}
+    text = {
+        **TEXT,
+        "vocab_size": len(tokenizer),
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 256,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        "pad_token_id": 0,
+        "bos_token_id": VOCAB.index("[DEC]"),
+        "eos_token_id": VOCAB.index("[SEP]"),
+    }
+    if version == "2":
+        vision = {**cuts, "depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 2, "mlp_ratio": 2}
+        config_class, model_class = Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    else:
+        windows = {"window_size": 4 * patch_size, "fullatt_block_indexes": [1]}
+        vision = {**cuts, **windows, "depth": 2, "hidden_size": 32, "out_hidden_size": 32, "num_heads": 2}
+        vision["intermediate_size"] = 64
+        config_class, model_class = Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    config = config_class(
+        vision_config=vision,
+        text_config=text,
+        **{f"{name}_token_id": token for name, token in ids.items()},
+    )
+    torch.manual_seed(0 if version == "2" else 4)  # seeds whose models reply with words, not special tokens
+    model_class(config).save_pretrained(folder)
+    processing = {"patch_size": patch_size, "merge_size": 2, "temporal_patch_size": 2}
+    size = {"shortest_edge": 32 * 32, "longest_edge": 128 * 128}
+    Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**processing, size=size),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(**processing),
+        chat_template=QWEN_CHAT_TEMPLATE,
+    ).save_pretrained(folder)
+    return folder

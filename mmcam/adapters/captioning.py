@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from mmcam.adapters.hub import load_local, quiet_generation, unknown_words
 from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
-from mmcam.engine import Explainer
+from mmcam.engine import Explainer, Layout
 from mmcam.engine.devices import on_model_device
 from mmcam.explanation import Explanation, select_targets, split_samples
 from mmcam.subject import Subject
@@ -57,14 +57,16 @@ class CaptionModel:
     layer: str = "auto"
     method: str = WORD_METHOD
     unknown_words: Callable[[str], list[str]] = field(default=lambda text: [])  # read as the unknown token
+    layout: Callable[[dict[str, Tensor]], str | Layout] = field(default=lambda inputs: "auto")
 
     def explainer(self, layer: str | None = None, method: str | None = None, **options) -> Explainer:
-        """An explainer of this captioner's layer and method (defaults: its own); ``options`` go to
-        ``Explainer``."""
+        """An explainer of this captioner's layer and method (defaults: its own), its layout following
+        each input (``layout(inputs)``); ``options`` go to ``Explainer``."""
         return Explainer(
             self.model,
             layer=layer or self.layer,
             method=method or self.method,
+            layout=self.layout,
             forward=self.forward,
             **options,
         )

@@ -1,19 +1,23 @@
-"""Image-text-to-text chat models (LLaVA): a caption or an answer is the model's reply to a chat prompt that
-holds the image, and each word of the reply is explained under teacher forcing, all from one forward.
+"""Image-text-to-text chat models (LLaVA, Qwen2-VL, Qwen2.5-VL): a caption or an answer is the model's
+reply to a chat prompt that holds the image, and each word of the reply is explained under teacher
+forcing, all from one forward.
 
 The prompt is the processor's chat template on one user turn, ``[image, text]``, with the generation
-prompt; the processor expands the image into its tokens. A reply's word scores are log-probabilities of
-its sub-word tokens given the prompt and the reply before them (``TokenLogProb``). The explained layer is
-in the vision tower, whose tokens are the image's patches (``tokens.first_block_norm``).
+prompt. A reply's word scores are log-probabilities of its sub-word tokens given the prompt and the reply
+before them (``TokenLogProb``). The explained layer is in the vision tower, whose tokens are the image's
+patches (``tokens.first_block_norm``).
 
-Models of a fixed input resolution are supported (LLaVA 1.5 and its architecture); models that tile the
-image (LLaVA-NeXT, Idefics3) or merge patches on the fly (Qwen2-VL) are not yet.
+What differs between families (how images and prompts become the model's inputs, how its logits are
+read, the layer and its layout) is a ``ChatFamily``: ``Llava`` here (a fixed input resolution, LLaVA 1.5
+and its architecture), ``qwen_vl.QwenVL`` (dynamic resolution, packed patch tokens). Models that tile
+the image (LLaVA-NeXT, Idefics3) are not supported yet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Protocol
 
 import torch
 from PIL import Image
@@ -21,14 +25,70 @@ from torch import Tensor, nn
 
 from mmcam.adapters.captioning import CaptionModel, Tokenized, huggingface_tokenize
 from mmcam.adapters.hub import quiet_generation, unknown_words
+from mmcam.adapters.qwen_vl import QwenVL
 from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
 from mmcam.adapters.vqa import VQAModel, answer_token_ids, hf_question_tokens
+from mmcam.engine import Layout
 from mmcam.targets import right_padded
 
-CHAT_MODEL_TYPES = ("llava",)  # config.model_type of the supported families
 CAPTION_PROMPT = "Describe the image."
 MAX_CAPTION_TOKENS = 30
 MAX_ANSWER_TOKENS = 10
+
+
+class ChatFamily(Protocol):
+    """The family-specific part of a chat model, built from the model and its processor.
+
+    ``pixels(images)``: the images as ``pixel_values`` (B, C, H, W), the image the maps are drawn on.
+    ``inputs(images, prompts)``: ``input_ids``, ``attention_mask`` and ``pixel_values`` of one chat prompt
+    (text, template applied) per image. ``arguments(inputs)``: the keyword arguments of the model and of
+    its ``generate`` for such inputs, also when replies follow the prompts. ``logits(logits, inputs)``: the
+    model's logits at the positions of ``inputs["input_ids"]``. ``layer``: the default layer, read as
+    ``layout(inputs)`` says.
+    """
+
+    layer: str
+
+    def pixels(self, images: Sequence[Image.Image]) -> Tensor: ...
+
+    def inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, Tensor]: ...
+
+    def arguments(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]: ...
+
+    def logits(self, logits: Tensor, inputs: dict[str, Tensor]) -> Tensor: ...
+
+    def layout(self, inputs: dict[str, Tensor]) -> str | Layout: ...
+
+
+class Llava:
+    """LLaVA 1.5: the processor resizes every image to one size and expands it into its tokens."""
+
+    KEYS = ("input_ids", "attention_mask", "pixel_values")
+
+    def __init__(self, model: nn.Module, processor):
+        self.processor = processor
+        tower = next(name for name, _ in model.named_modules() if name.endswith("vision_tower"))
+        self.layer = first_block_norm(model, tower) or "auto"
+
+    def pixels(self, images: Sequence[Image.Image]) -> Tensor:
+        return self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, Tensor]:
+        encoded = self.processor(images=list(images), text=list(prompts), return_tensors="pt", padding=True)
+        return {key: encoded[key] for key in self.KEYS}
+
+    def arguments(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {key: inputs[key] for key in self.KEYS if key in inputs}
+
+    def logits(self, logits: Tensor, inputs: dict[str, Tensor]) -> Tensor:
+        return logits
+
+    def layout(self, inputs: dict[str, Tensor]) -> str:
+        return "auto"
+
+
+FAMILIES = {"llava": Llava, "qwen2_vl": QwenVL, "qwen2_5_vl": QwenVL}  # by config.model_type
+CHAT_MODEL_TYPES = tuple(FAMILIES)
 
 
 def prompt_text(processor, text: str) -> str:
@@ -37,15 +97,9 @@ def prompt_text(processor, text: str) -> str:
     return processor.apply_chat_template(messages, add_generation_prompt=True)
 
 
-def chat_inputs(processor, images: Sequence[Image.Image], texts: Sequence[str]) -> dict[str, Tensor]:
+def chat_inputs(family: ChatFamily, processor, images: Sequence[Image.Image], texts: Sequence[str]):
     """The model inputs of one prompt per image: ``input_ids``, ``attention_mask``, ``pixel_values``."""
-    encoded = processor(
-        images=list(images),
-        text=[prompt_text(processor, t) for t in texts],
-        return_tensors="pt",
-        padding=True,
-    )
-    return {key: encoded[key] for key in ("input_ids", "attention_mask", "pixel_values")}
+    return family.inputs(images, [prompt_text(processor, text) for text in texts])
 
 
 def with_replies(inputs: dict[str, Tensor], replies: Sequence[Sequence[int]]) -> dict[str, Tensor]:
@@ -61,44 +115,37 @@ def with_replies(inputs: dict[str, Tensor], replies: Sequence[Sequence[int]]) ->
     }
 
 
-def _forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
-    mask = inputs.get("attention_mask")
-    return m(input_ids=inputs["input_ids"], attention_mask=mask, pixel_values=inputs["pixel_values"]).logits
+def _forward(family: ChatFamily, m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+    return family.logits(m(**family.arguments(inputs)).logits, inputs)
 
 
-def _replies(model: nn.Module, tokenizer, inputs: dict[str, Tensor], max_tokens: int) -> list[str]:
+def _replies(family: ChatFamily, model: nn.Module, tokenizer, inputs: dict[str, Tensor], max_tokens: int):
     """The model's greedy replies to ``inputs``, without the prompt."""
+    arguments = family.arguments(inputs)
     with quiet_generation():
-        ids = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
+        ids = model.generate(**arguments, max_new_tokens=max_tokens, do_sample=False)
     return [
         text.strip()
-        for text in tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        for text in tokenizer.batch_decode(
+            ids[:, arguments["input_ids"].shape[1] :], skip_special_tokens=True
+        )
     ]
 
 
-def _vision_layer(model: nn.Module) -> str:
-    return first_block_norm(model, _vision_tower(model)) or "auto"
-
-
-def _vision_tower(model: nn.Module) -> str:
-    """The name of the vision tower module (``model.vision_tower`` in transformers 5)."""
-    return next(name for name, _ in model.named_modules() if name.endswith("vision_tower"))
-
-
-def captioner(model: nn.Module, processor, name: str, prompt: str = CAPTION_PROMPT) -> CaptionModel:
-    """A chat model as a captioner: its reply to ``prompt`` is the caption."""
+def captioner(
+    model: nn.Module, processor, name: str, prompt: str = CAPTION_PROMPT, family: ChatFamily | None = None
+) -> CaptionModel:
+    """A chat model as a captioner: its reply to ``prompt`` is the caption. ``family`` defaults to LLaVA's."""
+    family = family or Llava(model, processor)
     tokenizer = processor.tokenizer
     blank = Image.new("RGB", (8, 8))
-    prompt_ids = chat_inputs(processor, [blank], [prompt])["input_ids"][0].tolist()
+    prompt_ids = chat_inputs(family, processor, [blank], [prompt])["input_ids"][0].tolist()
     words = huggingface_tokenize(tokenizer, prompt_ids[-1])
-
-    def preprocess(images: Sequence[Image.Image]) -> Tensor:
-        return processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
 
     def generate(pixels: Tensor) -> list[str]:
         ids = torch.tensor([prompt_ids] * len(pixels), device=pixels.device)
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels}
-        return _replies(model, tokenizer, inputs, MAX_CAPTION_TOKENS)
+        return _replies(family, model, tokenizer, inputs, MAX_CAPTION_TOKENS)
 
     def tokenize(caption: str) -> Tokenized:
         """The prompt, then the caption: word positions count from the prompt's start."""
@@ -113,22 +160,25 @@ def captioner(model: nn.Module, processor, name: str, prompt: str = CAPTION_PROM
     return CaptionModel(
         name,
         model.eval(),
-        preprocess,
+        family.pixels,
         generate,
         tokenize,
-        _forward,
-        _vision_layer(model),
+        partial(_forward, family),
+        family.layer,
         TOKEN_METHOD,
         partial(unknown_words, tokenizer),
+        family.layout,
     )
 
 
-def vqa_model(model: nn.Module, processor, name: str) -> VQAModel:
-    """A chat model answering questions: its reply to the question is the answer (generative VQA)."""
+def vqa_model(model: nn.Module, processor, name: str, family: ChatFamily | None = None) -> VQAModel:
+    """A chat model answering questions: its reply to the question is the answer (generative VQA).
+    ``family`` defaults to LLaVA's."""
+    family = family or Llava(model, processor)
     tokenizer = processor.tokenizer
 
     def prepare(images: Sequence[Image.Image], questions: Sequence[str]) -> dict[str, Tensor]:
-        return chat_inputs(processor, images, questions)
+        return chat_inputs(family, processor, images, questions)
 
     def answer_inputs(inputs: dict[str, Tensor], answers: Sequence[str]) -> tuple[dict, list[list[int]]]:
         replies = [answer_token_ids(tokenizer, answer) for answer in answers]
@@ -137,15 +187,20 @@ def vqa_model(model: nn.Module, processor, name: str) -> VQAModel:
         positions = [list(range(start, start + len(reply))) for reply in replies]
         return {**extended, "answer_ids": extended["input_ids"]}, positions
 
+    def question_tokens(inputs: dict[str, Tensor]) -> list[str | None]:
+        """The tokens of the sequence the language model reads (the image's tokens are None)."""
+        return hf_question_tokens(tokenizer, family.arguments(inputs))
+
     return VQAModel(
         name=name,
         model=model.eval(),
         prepare=prepare,
-        forward=_forward,
-        question_tokens=lambda inputs: hf_question_tokens(tokenizer, inputs),
-        layer=_vision_layer(model),
+        forward=partial(_forward, family),
+        question_tokens=question_tokens,
+        layer=family.layer,
         question_layer=next(n for n, m in model.named_modules() if m is model.get_input_embeddings()),
-        generate=lambda inputs: _replies(model, tokenizer, inputs, MAX_ANSWER_TOKENS),
+        layout=family.layout,
+        generate=lambda inputs: _replies(family, model, tokenizer, inputs, MAX_ANSWER_TOKENS),
         answer_inputs=answer_inputs,
         method=TOKEN_METHOD,
         unknown_words=partial(unknown_words, tokenizer),
@@ -176,6 +231,7 @@ def from_pretrained(path: str, task: str, trust_pickle: bool = False, prompt: st
         processor = load_local(AutoProcessor, path, weights=False)
     except OSError as error:
         raise ValueError(f"cannot load the chat model '{path}': {str(error).splitlines()[0]}") from error
+    family = FAMILIES[model.config.model_type](model, processor)
     if task == "caption":
-        return captioner(model, processor, f"hf:{path}", prompt)
-    return vqa_model(model, processor, f"hf:{path}")
+        return captioner(model, processor, f"hf:{path}", prompt, family)
+    return vqa_model(model, processor, f"hf:{path}", family)

@@ -21,10 +21,12 @@ TOKEN_METHOD = "normgrad"
 PRE_ATTENTION_NORMS = ("layernorm_before", "layer_norm1")
 
 
-def first_block_norm(model: nn.Module, tower: str = "") -> str | None:
-    """The pre-attention norm of the first transformer block under ``tower`` (a module name prefix), or
-    None if the model has none."""
+def first_block_norm(
+    model: nn.Module, tower: str = "", names: tuple[str, ...] = PRE_ATTENTION_NORMS
+) -> str | None:
+    """The pre-attention norm (a module named one of ``names``) of the first transformer block under
+    ``tower`` (a module name prefix), or None if the model has none."""
     for name, _ in model.named_modules():
-        if name.startswith(tower) and name.split(".")[-1] in PRE_ATTENTION_NORMS:
+        if name.startswith(tower) and name.split(".")[-1] in names:
             return name
     return None

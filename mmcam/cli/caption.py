@@ -39,7 +39,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default="shapes",
         metavar="SPEC",
         help="shapes (the bundled captioner, default) or hf:<id or local dir> of a BLIP, GIT or "
-        "VisionEncoderDecoder captioner or a chat model (LLaVA)",
+        "VisionEncoderDecoder captioner or a chat model (LLaVA, Qwen2-VL, Qwen2.5-VL)",
     )
     parser.add_argument(
         "--prompt",
@@ -105,6 +105,16 @@ def run(arguments: argparse.Namespace) -> int:
         return None
 
     def explain_batch(loaded: list) -> list:
+        """The inputs of each prepared size explained together (a chat model that keeps each image's aspect,
+        Qwen2-VL, prepares images of several sizes), in input order."""
+        jobs: list = [None] * len(loaded)
+        for shape in dict.fromkeys(item.inputs.shape for item in loaded):
+            same = [i for i, item in enumerate(loaded) if item.inputs.shape == shape]
+            for i, job in zip(same, explain_one_size([loaded[i] for i in same])):
+                jobs[i] = job
+        return jobs
+
+    def explain_one_size(loaded: list) -> list:
         """Caption the batch in one generation, then explain every word of every caption in one forward
         and one backward; an input whose caption has no word to explain fails alone."""
         pixels = torch.cat([item.inputs for item in loaded])

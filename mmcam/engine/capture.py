@@ -41,11 +41,10 @@ def replace_first(output: object, tensor: Tensor) -> object:
     return replaced
 
 
-def channel_zeroing(
-    sets: list[list[int]], batch: int, channels: int, axis: int, copy_output: bool
-) -> Callable:
-    """A forward hook that gives copy j of a batch of B (rows j B .. j B + B - 1) the layer's output with
-    the channels ``sets[j]`` (on ``axis``) set to zero; with ``copy_output`` the layer's output (B rows)
+def channel_zeroing(sets: list[list[int]], channels: int, axis: int, copy_output: bool) -> Callable:
+    """A forward hook that gives copy j of a batch the layer's output with the channels ``sets[j]`` (on
+    ``axis``) set to zero, copy j being rows j R .. j R + R - 1 of R = rows / copies (B samples, or the
+    packed tokens of B samples, which come sample after sample); with ``copy_output`` the layer's output
     is first repeated once per set, so the layers below ran on the batch alone."""
 
     def hook(_module, _inputs, output):
@@ -57,9 +56,25 @@ def channel_zeroing(
             keep[row, list(zeroed)] = 0
         shape = [1] * tensor.ndim
         shape[0], shape[axis] = tensor.shape[0], channels
-        return replace_first(output, tensor * keep.repeat_interleave(batch, dim=0).reshape(shape))
+        rows = tensor.shape[0] // len(sets)
+        return replace_first(output, tensor * keep.repeat_interleave(rows, dim=0).reshape(shape))
 
     return hook
+
+
+def batched_tokens(packed: Tensor, order: Tensor, layer: str) -> Tensor:
+    """A layer's packed tokens (N, C) read as a batch (B, L, C): token l of sample b is row ``order[b, l]``."""
+    if packed.ndim != 2 or packed.shape[0] != order.numel():
+        raise ValueError(
+            f"layer '{layer}' gives {tuple(packed.shape)}, not the {order.numel()} packed tokens (N, C) its layout "
+            "reads: pick a layer whose output is the packed patch tokens, such as a block of the vision tower"
+        )
+    return packed[order.to(packed.device)]
+
+
+def packed_tokens(batched: Tensor, order: Tensor) -> Tensor:
+    """The inverse of ``batched_tokens``: (B, L, C) back to (N, C) in the model's order."""
+    return batched.flatten(0, 1)[order.to(batched.device).flatten().argsort()]
 
 
 def graph_start(tensor: Tensor) -> Tensor:
@@ -81,12 +96,14 @@ class LayerCapture:
     captured tensor. A layer whose input already carries a graph (a second captured layer above
     the first) is recorded as a copy joined to its graph, so gradients still flow through both. Only
     forward passes of the thread that entered the block are captured: another thread running the same
-    modules is left alone.
+    modules is left alone. A layer named in ``packed`` packs a batch's tokens into one sequence (N, C): it
+    is captured as (B, L, C) through its index (``batched_tokens``) and handed on packed again.
     """
 
-    def __init__(self, model: nn.Module, layers: list[str]):
+    def __init__(self, model: nn.Module, layers: list[str], packed: dict[str, Tensor] | None = None):
         modules = dict(model.named_modules())
         self._modules = {name: modules[name] for name in layers}
+        self._packed = packed or {}
         self._handles: list = []
         self._thread = threading.get_ident()
         self.activations: dict[str, Tensor] = {}
@@ -122,8 +139,9 @@ class LayerCapture:
                 raise ValueError(
                     f"layer '{name}' ran more than once in one forward pass; pick a layer that runs once"
                 )
-            start = graph_start(tensor)
+            order = self._packed.get(name)
+            start = graph_start(tensor if order is None else batched_tokens(tensor, order, name))
             self.activations[name] = start
-            return replace_first(output, start.clone())
+            return replace_first(output, start.clone() if order is None else packed_tokens(start, order))
 
         return hook

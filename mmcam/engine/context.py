@@ -66,6 +66,8 @@ class CamContext:
         self.image = inputs[image_key]
         self.image_size = tuple(self.image.shape[2:])
         self.target_count = len(targets)
+        packed = layout.packed if isinstance(layout, Layout) else None
+        self._packed = {} if packed is None else {layer: packed}
         self._recorder = AttentionRecorder() if record_attention else None
         with self._recorder or nullcontext():
             self.scores, self._start, self._tokens, self._unreached = self._capture_pass(inputs)
@@ -104,7 +106,7 @@ class CamContext:
         """Scores, the captured layer's activation, the token layer's (None without one), and the
         targets whose score no gradient path joins to a captured layer."""
         layers = [self.layer] + ([self.token_layer] if self.token_layer else [])
-        with LayerCapture(self.model, layers) as capture:
+        with LayerCapture(self.model, layers, self._packed) as capture:
             output = self._run(inputs)
         for layer in layers:
             if layer not in capture.activations:
@@ -219,6 +221,12 @@ class CamContext:
                 f"attention relevance needs a transformer's token layer (B, L, C); layer '{self.layer}' is read "
                 f"as '{self.layout.kind}': pick a token layer, such as a block's pre-attention norm"
             )
+        if self._packed:
+            raise ValueError(
+                f"attention relevance needs each sample's attention over its tokens in the layer's order; layer "
+                f"'{self.layer}' packs the batch's tokens in an order of its own (a vision tower attending per "
+                "image or per window): use a gradient method such as normgrad"
+            )
         shape = (self._start.shape[0], self._start.shape[1], self._start.shape[1])
         run: list[Tensor] = []
         for probabilities in self._recorder.probabilities:
@@ -290,18 +298,18 @@ class CamContext:
         """Scores with channels of the layer's output set to zero: (B, S, K), one column per set of
         ``channel_sets`` (default: each channel alone, S = C), the model run on ``batch_size`` rows a
         forward (copies of the batch, each with another set zeroed). When the image is the model's only
-        input, the layers below the explained one run once per forward, on the batch itself, and the
-        layer's output is copied; otherwise the inputs are copied."""
+        input and the layer does not pack its tokens, the layers below the explained one run once per
+        forward, on the batch itself, and the layer's output is copied; otherwise the inputs are copied."""
         batch, channels = self.activations.shape[:2]
         sets = channel_sets if channel_sets is not None else [[c] for c in range(channels)]
         per_forward = max(1, batch_size // batch)
         module = self.model.get_submodule(self.layer)
-        copy_at_layer = set(self.inputs) == {self.image_key}
+        copy_at_layer = set(self.inputs) == {self.image_key} and not self._packed
         chunks = []
         with torch.no_grad():
             for begin in range(0, len(sets), per_forward):
                 chunk = sets[begin : begin + per_forward]
-                hook = channel_zeroing(chunk, batch, channels, self.layout.channel_axis(), copy_at_layer)
+                hook = channel_zeroing(chunk, channels, self.layout.channel_axis(), copy_at_layer)
                 handle = module.register_forward_hook(hook)
                 try:
                     copies = 1 if copy_at_layer else len(chunk)

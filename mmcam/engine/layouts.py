@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
@@ -22,12 +22,17 @@ class Layout:
     ``"tokens"``: (prefix + h*w, C), transformers: ``prefix`` leading tokens (CLS, distillation,
     registers) then a row-major patch grid of ``grid = (h, w)``, which need not be square. With
     ``features_first=True`` the sequence runs along the last axis instead: (C, prefix + h*w).
+    ``packed`` (tokens only): for a layer whose output packs the tokens of every sample into one sequence
+    (N, C) without a batch axis, in an order of the model's own (Qwen2-VL's vision tower), a (B, h*w)
+    index: the row of the layer's output that holds sample b's token of grid cell l (row-major). The
+    output is then read through it as (B, h*w, C) (``capture.LayerCapture``) and laid out as above.
     """
 
     kind: str
     prefix: int = 0
     grid: tuple[int, int] | None = None
     features_first: bool = False
+    packed: Tensor | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", _ALIASES.get(self.kind, self.kind))
@@ -35,6 +40,12 @@ class Layout:
             raise ValueError(f"unknown layout '{self.kind}'; use 'nchw', 'nhwc' or 'tokens'")
         if self.kind == "tokens" and self.grid is None:
             raise ValueError("a token layout needs its patch grid: Layout('tokens', prefix=1, grid=(h, w))")
+        if self.packed is not None and (
+            self.kind != "tokens" or self.prefix or tuple(self.packed.shape[1:]) != (math.prod(self.grid),)
+        ):
+            raise ValueError(
+                "a packed layout reads patch tokens only, one row per grid cell: packed (B, h*w)"
+            )
 
     def sample_rank(self, spatial: int) -> int:
         """The number of dimensions of one sample's activation for an input with ``spatial`` grid axes."""
