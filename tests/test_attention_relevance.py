@@ -1,4 +1,5 @@
-"""Attention relevance (Chefer et al.) against its formula, on both ways transformers compute attention."""
+"""Attention relevance (Chefer et al.) against its formula, on the ways transformers compute attention
+(Hugging Face eager and sdpa, nn.MultiheadAttention)."""
 
 import numpy as np
 import pytest
@@ -73,6 +74,46 @@ def test_explicit_attention_equals_scaled_dot_product_attention():
     k2, v2 = grouped
     expected = nn.functional.scaled_dot_product_attention(q, k2, v2, enable_gqa=True)
     torch.testing.assert_close(explicit_attention(q, k2, v2, enable_gqa=True)[0], expected)
+
+
+@pytest.mark.parametrize(
+    "module_options, call_options",
+    [
+        ({}, {"need_weights": True}),
+        ({"batch_first": True}, {"need_weights": False}),
+        ({"kdim": 6, "vdim": 5, "bias": False}, {"average_attn_weights": False}),
+    ],
+)
+def test_multihead_attention_under_the_recorder_gives_the_same_output_and_is_recorded(
+    module_options, call_options
+):
+    torch.manual_seed(3)
+    attention = nn.MultiheadAttention(8, 2, **module_options).eval()
+    generator = torch.Generator().manual_seed(4)
+    queries, keys, batch = 4, 6, 3
+    batch_first = module_options.get("batch_first", False)
+
+    def sequence(length, features):
+        shape = (batch, length, features) if batch_first else (length, batch, features)
+        return torch.randn(*shape, generator=generator)
+
+    query = sequence(queries, 8)
+    key, value = sequence(keys, module_options.get("kdim", 8)), sequence(keys, module_options.get("vdim", 8))
+    excluded = torch.rand(queries, keys, generator=generator) > 0.6
+    excluded[:, 0] = False
+    padding = torch.zeros(batch, keys, dtype=torch.bool)
+    padding[1, -2:] = True
+    additive = torch.randn(batch * 2, queries, keys, generator=generator)
+    for masks in ({}, {"attn_mask": excluded, "key_padding_mask": padding}, {"attn_mask": additive}):
+        expected = attention(query, key, value, **masks, **call_options)
+        with AttentionRecorder() as recorder:
+            got = attention(query, key, value, **masks, **call_options)
+        torch.testing.assert_close(got[0], expected[0])
+        if expected[1] is None:
+            assert got[1] is None
+        else:
+            torch.testing.assert_close(got[1], expected[1])
+        assert [tuple(p.shape) for p in recorder.probabilities] == [(batch, 2, queries, keys)]
 
 
 def test_recorder_sees_every_layer_and_changes_no_output():
