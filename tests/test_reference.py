@@ -336,3 +336,22 @@ def test_legrad_matches_torch_cam_on_the_last_block():
         expected.append(cam.detach())
     ours = mmcam.explain(model, images, [classes] * 2, layer="encoder.layers.-1.ln_1", method="legrad")
     torch.testing.assert_close(ours.raw, torch.stack(expected, dim=1), rtol=1e-4, atol=1e-6)
+
+
+def test_factorize_reconstructs_layer4_as_well_as_pytorch_grad_cam(scaled, batch):
+    """pytorch-grad-cam's Deep Feature Factorization runs scikit-learn's NMF (coordinate descent from another
+    random start), so the factors differ; the reconstruction error of the shifted activations is compared."""
+    from pytorch_grad_cam.feature_factorization.deep_feature_factorization import dff
+
+    from mmcam.concepts.dissect import layer_activations
+
+    ours = mmcam.factorize(scaled.net, batch, layer="layer4", concepts=4)
+    activations = layer_activations(scaled.net, "layer4", batch).numpy()
+    concepts, explanations = dff(activations.copy(), n_components=4)
+    channels = activations.transpose(1, 0, 2, 3).reshape(activations.shape[1], -1)  # (C, B h w)
+    offset = channels.min(axis=1, keepdims=True)
+    factors = explanations.transpose(1, 0, 2, 3).reshape(4, -1)  # (n, B h w)
+    theirs = np.linalg.norm(channels - offset - (concepts - offset) @ factors) / np.linalg.norm(
+        channels - offset
+    )
+    assert ours.error <= 1.05 * theirs
