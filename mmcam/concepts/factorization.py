@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from mmcam.concepts.dissect import layer_activations
+from mmcam.engine.devices import on_model_device
 from mmcam.engine.layers import resolve_layer
 from mmcam.engine.layouts import Layout
 from mmcam.engine.resize import normalize, upsample
@@ -71,6 +72,7 @@ class Factorization:
     raw:      (B, n, h, w) the factor W on the layer's grid.
     concepts: (n, C) the concept embeddings H_j + m in the layer's channel space.
     error:    the relative reconstruction error ||(A - m) - W H||_F / ||A - m||_F.
+    layer:    the factorized layer's name.
     labels:   with a classifier, per concept its ``top`` classes, best first; probabilities (n, top) their
               softmax probabilities over all classes. Empty and None without one.
     """
@@ -103,8 +105,8 @@ def factorize(
     ``classifier`` maps (n, C) embeddings to (n, classes) logits (a CNN's final linear layer, such as
     resnet's ``fc``); each concept is then labeled by its ``top`` classes, named from ``class_names``.
     ``forward(model, images)`` runs the model (default ``model(images)``); ``layout`` reads the layer's
-    output as the explainer's does. The model runs in eval mode without gradients and comes back as it
-    went in.
+    output as the explainer's does. The images go to the model's device (the results stay there); the
+    model runs in eval mode without gradients and comes back as it went in.
     """
     if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
         raise ValueError(
@@ -113,6 +115,7 @@ def factorize(
     if concepts < 1:
         raise ValueError(f"concepts must be at least 1, got {concepts}")
     name = resolve_layer(model, layer)
+    images = on_model_device(images, model)
     with explanation_mode(model):
         grid = layer_activations(model, name, images, forward, layout)  # (B, C, h, w)
         batch, channels, h, w = grid.shape
