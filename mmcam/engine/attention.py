@@ -68,7 +68,8 @@ def explicit_multi_head_attention(*args: Any, **kwargs: Any) -> tuple[Tensor, Te
     P = softmax(Q K^T / sqrt(d) + M), M the attention mask and key padding mask (True, or -inf, excludes a
     key); output = out_proj(P V with the heads joined); the weights are P, or its mean over heads with
     ``average_attn_weights``. None for what it does not cover (bias_k and bias_v, add_zero_attn, static
-    keys, unbatched inputs, active dropout): those calls run as they are, unseen.
+    keys, unbatched inputs, active dropout, ``is_causal`` without its mask): those calls run as they are,
+    unseen.
     """
     call = _MULTI_HEAD.bind(*args, **kwargs)
     call.apply_defaults()
@@ -81,6 +82,7 @@ def explicit_multi_head_attention(*args: Any, **kwargs: Any) -> tuple[Tensor, Te
         or a["static_v"] is not None
         or a["query"].ndim != 3
         or (a["training"] and a["dropout_p"] > 0)
+        or (a["is_causal"] and a["attn_mask"] is None)
     ):
         return None
     if a["use_separate_proj_weight"]:
