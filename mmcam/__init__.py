@@ -3,6 +3,7 @@
 import mmcam
 exp = mmcam.explain(model, images, targets, layer="auto", method="gradcam")
 exp.maps    # (B, K, H, W) in [0, 1]
+concepts = mmcam.factorize(model, images, layer="layer4", concepts=5)   # Deep Feature Factorization
 
 The names below load on first use (``import mmcam`` alone does not import torch), so the command line
 can start, print its help or say "interrupted" before the heavy imports.
@@ -18,6 +19,8 @@ _HOMES = {
     "LayerCapture": "mmcam.engine",
     "Layout": "mmcam.engine",
     "explain": "mmcam.engine",
+    "factorize": "mmcam.concepts.factorization",
+    "Factorization": "mmcam.concepts.factorization",
     "fuse_layers": "mmcam.engine.fusion",
     "Explanation": "mmcam.explanation",
     "ClassScore": "mmcam.targets",
@@ -30,12 +33,14 @@ __all__ = [
     "ClassScore",
     "Explainer",
     "Explanation",
+    "Factorization",
     "FunctionTarget",
     "LayerCapture",
     "Layout",
     "Negated",
     "Target",
     "explain",
+    "factorize",
     "fuse_layers",
 ]
 

@@ -1,4 +1,5 @@
-"""Attention relevance (Chefer et al.) against its formula, on both ways transformers compute attention."""
+"""The attention methods against their formulas (Chefer et al.'s relevance, LeGrad), on the ways transformers
+compute attention (Hugging Face eager and sdpa, nn.MultiheadAttention)."""
 
 import numpy as np
 import pytest
@@ -75,6 +76,46 @@ def test_explicit_attention_equals_scaled_dot_product_attention():
     torch.testing.assert_close(explicit_attention(q, k2, v2, enable_gqa=True)[0], expected)
 
 
+@pytest.mark.parametrize(
+    "module_options, call_options",
+    [
+        ({}, {"need_weights": True}),
+        ({"batch_first": True}, {"need_weights": False}),
+        ({"kdim": 6, "vdim": 5, "bias": False}, {"average_attn_weights": False}),
+    ],
+)
+def test_multihead_attention_under_the_recorder_gives_the_same_output_and_is_recorded(
+    module_options, call_options
+):
+    torch.manual_seed(3)
+    attention = nn.MultiheadAttention(8, 2, **module_options).eval()
+    generator = torch.Generator().manual_seed(4)
+    queries, keys, batch = 4, 6, 3
+    batch_first = module_options.get("batch_first", False)
+
+    def sequence(length, features):
+        shape = (batch, length, features) if batch_first else (length, batch, features)
+        return torch.randn(*shape, generator=generator)
+
+    query = sequence(queries, 8)
+    key, value = sequence(keys, module_options.get("kdim", 8)), sequence(keys, module_options.get("vdim", 8))
+    excluded = torch.rand(queries, keys, generator=generator) > 0.6
+    excluded[:, 0] = False
+    padding = torch.zeros(batch, keys, dtype=torch.bool)
+    padding[1, -2:] = True
+    additive = torch.randn(batch * 2, queries, keys, generator=generator)
+    for masks in ({}, {"attn_mask": excluded, "key_padding_mask": padding}, {"attn_mask": additive}):
+        expected = attention(query, key, value, **masks, **call_options)
+        with AttentionRecorder() as recorder:
+            got = attention(query, key, value, **masks, **call_options)
+        torch.testing.assert_close(got[0], expected[0])
+        if expected[1] is None:
+            assert got[1] is None
+        else:
+            torch.testing.assert_close(got[1], expected[1])
+        assert [tuple(p.shape) for p in recorder.probabilities] == [(batch, 2, queries, keys)]
+
+
 def test_recorder_sees_every_layer_and_changes_no_output():
     model = tiny_vit("sdpa")
     image = torch.randn(2, 3, 32, 32)
@@ -97,3 +138,60 @@ def test_relevance_above_the_last_attention_says_what_to_pick():
         mmcam.explain(
             model, torch.randn(1, 3, 32, 32), 0, layer="vit.layernorm", method="attention-relevance"
         )
+
+
+def legrad_by_hand(model, image, classes, first_block):
+    """LeGrad written out from the model's own attention outputs (eager, output_attentions): for the blocks
+    from ``first_block`` on, mean over heads and query rows of ReLU(dy/dP_b), mean over the blocks, on the
+    16 patch keys (key 0 is the class token)."""
+    maps = []
+    for k in classes:
+        output = model(image, output_attentions=True)
+        attentions = output.attentions[first_block:]
+        gradients = torch.autograd.grad(output.logits[0, k], attentions)
+        keys = np.mean([np.maximum(g[0].numpy(), 0).mean(axis=(0, 1)) for g in gradients], axis=0)
+        maps.append(keys[1:].reshape(4, 4))
+    return np.stack(maps)
+
+
+@pytest.mark.parametrize("first_block", [0, 1])
+def test_legrad_follows_the_formula_for_the_blocks_above_the_layer(first_block):
+    model = tiny_vit("sdpa")
+    image = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    classes = [0, 3]
+    layer = f"vit.layers.{first_block}.layernorm_before"
+    explanation = mmcam.explain(model, image, [classes], layer=layer, method="legrad")
+    expected = legrad_by_hand(tiny_vit("eager"), image, classes, first_block)
+    np.testing.assert_allclose(explanation.raw[0].numpy(), expected, rtol=1e-4, atol=1e-8)
+
+
+class PlantedAttention(nn.Module):
+    """One attention block over a [CLS] token and the 4x4 patch means of a 32x32 image, with uniform
+    attention (Q = K = 0 * tokens) and V the tokens: the [CLS] output is the mean of the tokens and class c reads
+    its channel c. dy_c/dP_h,0,j = V_j,c: the class is decided where its channel is high."""
+
+    def __init__(self):
+        super().__init__()
+        self.tokens = nn.Identity()
+
+    def forward(self, image):
+        patches = nn.functional.avg_pool2d(image, 8).flatten(2).transpose(1, 2)  # (B, 16, 3)
+        tokens = self.tokens(torch.cat([torch.zeros_like(patches[:, :1]), patches], dim=1))[:, None]
+        flat = 0 * tokens  # zero queries and keys that still depend on the tokens, as a real block's do
+        output = nn.functional.scaled_dot_product_attention(flat, flat, tokens)
+        return output[:, 0, 0]
+
+
+def test_legrad_points_at_the_patch_that_decides_the_class():
+    image = torch.zeros(1, 3, 32, 32)
+    image[0, 0, 8:16, 16:24] = 1  # patch (1, 2) holds class 0's channel
+    image[0, 2, 24:32, 0:8] = 1  # patch (3, 0) holds class 2's channel
+    explanation = mmcam.explain(PlantedAttention(), image, [[0, 2]], layer="tokens", method="legrad")
+    raw = explanation.raw[0]
+    assert [divmod(int(m.argmax()), 4) for m in raw] == [(1, 2), (3, 0)]
+    assert raw[0, 1, 2] == pytest.approx(1 / 17) and raw[0].sum() == pytest.approx(1 / 17)
+
+
+def test_legrad_on_a_cnn_layer_says_what_to_pick(cam_net, images):
+    with pytest.raises(ValueError, match="token layer"):
+        mmcam.explain(cam_net, images, 0, layer="features", method="legrad")

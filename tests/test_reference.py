@@ -312,3 +312,46 @@ def test_sscam_matches_torch_cam_with_the_same_noise():
         (expected,) = extractor(class_idx=classes, scores=scores, normalized=False)
     ours = mmcam.explain(model, images, classes, layer="conv", method="sscam")
     torch.testing.assert_close(ours.raw[:, 0], expected.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_legrad_matches_torch_cam_on_the_last_block():
+    """torch-cam's LeGrad differentiates each block's own score (the head applied to that block's tokens); for
+    the last block, read by the model's own head, that score is the model's and the maps are equal."""
+    torchcam = pytest.importorskip("torchcam.methods", reason="the comparison needs the dev extra (torchcam)")
+    torch.manual_seed(0)
+    model = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=3, num_heads=4, hidden_dim=32, mlp_dim=64, num_classes=5
+    ).eval()
+    nn.init.normal_(model.heads.head.weight)  # torchvision starts the head at zero: every gradient would be 0
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    classes = [1, 3]
+    expected = []
+    for c in classes:
+        with torchcam.LeGrad(
+            model,
+            [model.encoder.layers[-1]],
+            score_projection=lambda tokens: model.heads(model.encoder.ln(tokens)[:, 0]),
+        ) as extractor:
+            (cam,) = extractor(class_idx=c, scores=model(images), normalized=False)
+        expected.append(cam.detach())
+    ours = mmcam.explain(model, images, [classes] * 2, layer="encoder.layers.-1.ln_1", method="legrad")
+    torch.testing.assert_close(ours.raw, torch.stack(expected, dim=1), rtol=1e-4, atol=1e-6)
+
+
+def test_factorize_reconstructs_layer4_as_well_as_pytorch_grad_cam(scaled, batch):
+    """pytorch-grad-cam's Deep Feature Factorization runs scikit-learn's NMF (coordinate descent from another
+    random start), so the factors differ; the reconstruction error of the shifted activations is compared."""
+    from pytorch_grad_cam.feature_factorization.deep_feature_factorization import dff
+
+    from mmcam.concepts.dissect import layer_activations
+
+    ours = mmcam.factorize(scaled.net, batch, layer="layer4", concepts=4)
+    activations = layer_activations(scaled.net, "layer4", batch).numpy()
+    concepts, explanations = dff(activations.copy(), n_components=4)
+    channels = activations.transpose(1, 0, 2, 3).reshape(activations.shape[1], -1)  # (C, B h w)
+    offset = channels.min(axis=1, keepdims=True)
+    factors = explanations.transpose(1, 0, 2, 3).reshape(4, -1)  # (n, B h w)
+    theirs = np.linalg.norm(channels - offset - (concepts - offset) @ factors) / np.linalg.norm(
+        channels - offset
+    )
+    assert ours.error <= 1.05 * theirs

@@ -13,6 +13,7 @@ METHODS = (  # mmcam.engine.methods.METHODS, in its order
     "normgrad",
     "gradnorm",
     "attention-relevance",
+    "legrad",
     "eigencam",
     "eigengradcam",
     "kpcacam",

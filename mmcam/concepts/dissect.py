@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from mmcam.engine.capture import first_tensor
 from mmcam.engine.layers import resolve_layer
-from mmcam.engine.layouts import infer_layout
+from mmcam.engine.layouts import Layout, as_layout
 from mmcam.engine.resize import upsample
 from mmcam.subject import Forward
 
@@ -65,11 +65,14 @@ class ConceptTable:
         return cls(data["model"], data["layer"], data["concepts"], [UnitName(**u) for u in data["units"]])
 
 
-def layer_activations(model: nn.Module, layer: str, inputs: Any, forward: Forward | None = None) -> Tensor:
+def layer_activations(
+    model: nn.Module, layer: str, inputs: Any, forward: Forward | None = None, layout: str | Layout = "auto"
+) -> Tensor:
     """The layer's output as a (B, C, h, w) grid, without gradients.
 
     ``inputs`` is what ``forward(model, inputs)`` takes (default ``model(inputs)``): an image batch, or a
-    dict holding ``pixel_values`` and the text inputs of a vision-language model.
+    dict holding ``pixel_values`` and the text inputs of a vision-language model. ``layout`` as the
+    explainer's (``engine.layouts.as_layout``).
     """
     captured = {}
     module = model.get_submodule(resolve_layer(model, layer))
@@ -81,9 +84,11 @@ def layer_activations(model: nn.Module, layer: str, inputs: Any, forward: Forwar
             (forward or (lambda m, x: m(x)))(model, inputs)
     finally:
         handle.remove()
+    if "a" not in captured:
+        raise ValueError(f"layer '{layer}' did not run in the forward pass; pick one that does")
     images = inputs["pixel_values"] if isinstance(inputs, dict) else inputs
     activation = captured["a"]
-    return infer_layout(activation, tuple(images.shape[-2:])).to_grid(activation).float()
+    return as_layout(layout, activation, tuple(images.shape[-2:]), layer).to_grid(activation).float()
 
 
 def dissect(

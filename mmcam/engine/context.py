@@ -240,7 +240,8 @@ class CamContext:
             raise ValueError(
                 f"no self-attention over the {shape[1]} tokens of layer '{self.layer}' ran after it: pick a layer "
                 "below a transformer block (its pre-attention norm); attention computed by flash-attention "
-                "kernels or nn.MultiheadAttention cannot be seen (load the model with attn_implementation='eager')"
+                "kernels, or by nn.MultiheadAttention with bias_k, add_zero_attn or unbatched inputs, cannot be seen "
+                "(load the model with attn_implementation='eager')"
             )
         return run
 

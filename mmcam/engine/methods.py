@@ -225,6 +225,30 @@ class AttentionRelevance:
         return CamResult(ctx.layout.to_grid(tokens[..., None], leading=2)[:, :, 0])
 
 
+class LeGrad:
+    """LeGrad (Bousselham et al., arXiv 2404.03214): the gradient of the target with respect to the
+    attention maps, kept where positive, as the map; on a token layer.
+
+    For the self-attention layers b = 1..n that run on the layer's L tokens above it, with probabilities
+    P_b (B, H, L, L) and gradients G_kb = dy_k/dP_b:
+      E_kb,j = 1/(H L) sum_h sum_i ReLU(G_kb,hij)   (averaged over heads h and query rows i);
+      L_kj = 1/n sum_b E_kb,j, laid out on the patch grid (the prefix keys, such as [CLS], dropped).
+    The blocks are those above the layer (the layer below block m explains blocks m..n). y_k is the
+    model's own score for every block, so all K targets come from the one backward; the paper and
+    torch-cam differentiate instead, for each block b, a score s_b computed from that block's output tokens
+    (the head applied to them), which takes one backward per block and the model's head. Both agree for
+    one block below the head (``tests/test_reference.py``). Non-negative; no channel weights.
+    """
+
+    name = "legrad"
+    reads_attention = True
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        _, gradients = ctx.attention_gradients
+        tokens = sum(torch.relu(g).mean(dim=(2, 3)) for g in gradients) / len(gradients)  # (B, K, L)
+        return CamResult(ctx.layout.to_grid(tokens[..., None], leading=2)[:, :, 0])
+
+
 def first_component(x: Tensor, reference: Tensor) -> Tensor:
     """The projection of each sample's cells on the first principal component of its channels.
 
@@ -562,6 +586,7 @@ METHODS = {
         NormGrad,
         GradNorm,
         AttentionRelevance,
+        LeGrad,
         EigenCAM,
         EigenGradCAM,
         KPCACAM,
