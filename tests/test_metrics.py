@@ -385,15 +385,15 @@ def test_histogram_entropy_and_complexity_rise_by_their_formulas():
 
 @pytest.fixture
 def quantus_randomizing_like(monkeypatch):
-    """Quantus's model wrapper made to randomize as mmcam does: one step, to the fully randomized copy."""
+    """Quantus's model wrapper made to randomize as mmcam does."""
     quantus = pytest.importorskip("quantus", reason="the comparison needs the dev extra (quantus)")
     from quantus.helpers.model.pytorch_model import PyTorchModel
 
-    def use(randomized):
-        monkeypatch.setattr(
-            PyTorchModel, "get_random_layer_generator", lambda self, order, seed: iter([("all", randomized)])
-        )
-        monkeypatch.setattr(PyTorchModel, "random_layer_generator_length", property(lambda self: 1))
+    def use(steps):
+        """``steps``: a fully randomized copy, or mmcam's cascading steps [(layer, copy at that step)]."""
+        steps = steps if isinstance(steps, list) else [("all", steps)]
+        monkeypatch.setattr(PyTorchModel, "get_random_layer_generator", lambda self, order, seed: iter(steps))
+        monkeypatch.setattr(PyTorchModel, "random_layer_generator_length", property(lambda self: len(steps)))
         return quantus
 
     return use
@@ -502,3 +502,41 @@ def test_pointing_and_energy_equal_quantus_on_maps_with_one_peak():
     )
     np.testing.assert_allclose(energy_inside(maps[:, 0], masks[:, 0]).numpy(), shares, rtol=1e-5)
     assert 0 < sum(hits) < 6  # some peaks inside, some outside: both outcomes compared
+
+
+def test_cascading_randomization_equals_quantus_mprt_on_the_same_steps(
+    five_classes, quantus_randomizing_like
+):
+    """Quantus's MPRT (Spearman of the maps at every cascading step) handed mmcam's randomization steps, each
+    a copy (Quantus randomizes one copy in place, one module at a time with one seed)."""
+    import copy
+
+    import numpy as np
+
+    import mmcam
+    from mmcam.metrics.sanity import randomization_steps
+
+    model, image, _, _, _ = five_classes
+    images, labels = torch.stack([image, image.flip(-1)]), [1, 3]
+
+    def explain(network, inputs=images, targets=labels):
+        explainer = mmcam.Explainer(network, layer="layer3", method="layercam")
+        return explainer(torch.as_tensor(np.asarray(inputs)), [int(t) for t in targets]).maps[:, 0]
+
+    steps = [(name, copy.deepcopy(step)) for name, step in randomization_steps(model, seed=5)][:4]
+    quantus = quantus_randomizing_like(steps)
+    theirs = quantus.MPRT(disable_warnings=True)(
+        model=model,
+        x_batch=images.numpy(),
+        y_batch=np.array(labels),
+        a_batch=None,
+        explain_func=lambda model, inputs, targets, **kwargs: explain(model, inputs, targets)[
+            :, None
+        ].numpy(),
+        device="cpu",
+    )
+    reference = explain(model)
+    for name, step in steps:
+        np.testing.assert_allclose(
+            spearman(reference, explain(step)).numpy(), theirs[name], rtol=1e-4, atol=1e-5
+        )
