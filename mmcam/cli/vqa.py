@@ -55,7 +55,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default="shapes",
         metavar="SPEC",
         help="shapes (the bundled VQA model, default) or hf:<id or local dir> of a ViLT or BLIP VQA model or a "
-        "chat model (LLaVA)",
+        "chat model (LLaVA, PaliGemma)",
     )
     add_concept_options(parser)
     add_explain_options(parser)
