@@ -10,7 +10,9 @@ given the prompt and the reply before them (``TokenLogProb``). The explained lay
 whose tokens are the image's patches (``tokens.first_block_norm``).
 
 Models of a fixed input resolution are supported (LLaVA 1.5, PaliGemma and their architectures); models
-that tile the image (LLaVA-NeXT, Idefics3) or merge patches on the fly (Qwen2-VL) are not yet.
+that tile the image (LLaVA-NeXT, Idefics3) or merge patches on the fly (Qwen2-VL) are not yet: their
+vision tower's rows are tiles or packed patches, not samples, which the engine does not read yet
+(LLaVA-NeXT's tiles are put back on the image by ``adapters.llava_next``).
 """
 
 from __future__ import annotations
