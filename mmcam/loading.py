@@ -40,13 +40,15 @@ def load_classifier(spec: str, trust_pickle: bool = False) -> ImageClassifier:
 
 def load_captioner(spec: str, trust_pickle: bool = False, prompt: str | None = None) -> CaptionModel:
     """``shapes`` (the bundled captioner), or ``hf:ID_OR_PATH`` / a local directory holding a BLIP, GIT or
-    VisionEncoderDecoder captioner or a chat model (LLaVA, Qwen2-VL, Qwen2.5-VL; its reply to ``prompt`` is
-    the caption) and its processor (local directory or local Hugging Face cache)."""
+    VisionEncoderDecoder captioner or a chat model (LLaVA, PaliGemma, Qwen2-VL, Qwen2.5-VL; its reply to
+    ``prompt`` is the caption) and its processor (local directory or local Hugging Face cache)."""
     path = spec.removeprefix("hf:")
     if _is_pretrained(spec) and chat.model_type(path) in chat.CHAT_MODEL_TYPES:
         return chat.from_pretrained(path, "caption", trust_pickle, prompt or chat.CAPTION_PROMPT)
     if prompt is not None:
-        raise ValueError(f"--prompt is for chat models (LLaVA, Qwen2-VL); {spec} writes captions without one")
+        raise ValueError(
+            f"--prompt is for chat models (LLaVA, PaliGemma, Qwen2-VL, Qwen2.5-VL); {spec} writes captions without one"
+        )
     if spec == BUNDLED:
         return bundled_captioner()
     if not _is_pretrained(spec):
@@ -56,7 +58,8 @@ def load_captioner(spec: str, trust_pickle: bool = False, prompt: str | None = N
 
 def load_vqa(spec: str, trust_pickle: bool = False) -> VQAModel:
     """``shapes`` (the bundled VQA model), or ``hf:ID_OR_PATH`` / a local directory with a ViLT or BLIP VQA
-    model or a chat model (LLaVA, Qwen2-VL, Qwen2.5-VL: its reply to the question is the answer)."""
+    model or a chat model (LLaVA, PaliGemma, Qwen2-VL, Qwen2.5-VL: its reply to the question is the
+    answer)."""
     if spec == BUNDLED:
         return bundled_vqa()
     if not _is_pretrained(spec):

@@ -236,3 +236,105 @@ def save_qwen_vl(folder: Path, version: str = "2", patch_size: int = 8) -> Path:
         chat_template=QWEN_CHAT_TEMPLATE,
     ).save_pretrained(folder)
     return folder
+
+
+def plain_tokenizer():
+    """The BERT vocabulary's word pieces with no special tokens added around a text, as Gemma's tokenizer
+    in PaliGemma's processor (which adds its BOS itself)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordPiece({word: i for i, word in enumerate(VOCAB)}, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="[DEC]", eos_token="[SEP]", pad_token="[PAD]", unk_token="[UNK]"
+    )
+
+
+def save_paligemma(folder: Path) -> Path:
+    """A tiny PaliGemma (SigLIP vision tower, linear projector, Gemma language model) and its processor;
+    a 32 px image becomes 4x4 tokens. The processor adds its image token and PaliGemma's 1152 location and
+    segmentation tokens to the vocabulary; their rows of the output layer are zero, so that the random
+    model writes words. The output layer is not tied to the input embeddings (as it is in PaliGemma): a
+    random model with tied ones writes its last prompt token again and again."""
+    from transformers import (
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessor,
+    )
+
+    images = SiglipImageProcessor(size={"height": 32, "width": 32}, image_seq_length=16)
+    processor = PaliGemmaProcessor(image_processor=images, tokenizer=plain_tokenizer())
+    tokenizer = processor.tokenizer
+    text = {
+        **TEXT,
+        "model_type": "gemma",
+        "vocab_size": len(tokenizer),
+        "num_key_value_heads": 1,
+        "head_dim": 16,
+        "tie_word_embeddings": False,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    config = PaliGemmaConfig(
+        vision_config={**VISION, "model_type": "siglip_vision_model"},
+        text_config=text,
+        image_token_index=processor.image_token_id,
+        projection_dim=32,
+        hidden_size=32,
+        vocab_size=len(tokenizer),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = PaliGemmaForConditionalGeneration(config)
+    with torch.no_grad():
+        model.lm_head.weight[len(VOCAB) + 1 :] = 0  # after the words and the image token
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+TILE_PINPOINTS = [[32, 64], [64, 32], [64, 64]]  # canvases of 1x2, 2x1 and 2x2 tiles of 32 px
+
+
+def save_llava_next(folder: Path) -> Path:
+    """A tiny LLaVA-NeXT (CLIP vision tower, projector, Llama language model) and its processor with a chat
+    template: an image becomes a base tile and the tiles of a canvas from ``TILE_PINPOINTS``, each tile
+    4x4 tokens."""
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextImageProcessor,
+        LlavaNextProcessor,
+    )
+
+    tokenizer = bert_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    text = {**TEXT, "vocab_size": len(tokenizer), "num_key_value_heads": 2, "max_position_embeddings": 256}
+    config = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(**VISION),
+        text_config=LlamaConfig(**text, pad_token_id=0),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=TILE_PINPOINTS,
+        vision_feature_layer=-1,
+    )
+    torch.manual_seed(0)
+    LlavaNextForConditionalGeneration(config).save_pretrained(folder)
+    images = LlavaNextImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=TILE_PINPOINTS
+    )
+    LlavaNextProcessor(
+        image_processor=images,
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        chat_template=CHAT_TEMPLATE,
+        num_additional_image_tokens=1,
+    ).save_pretrained(folder)
+    return folder

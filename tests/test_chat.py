@@ -1,4 +1,5 @@
-"""Chat models (LLaVA) as captioners and VQA models, built from a tiny config saved to disk (offline)."""
+"""Chat models (LLaVA, PaliGemma) as captioners and VQA models, built from a tiny config saved to disk
+(offline); every test runs for every family."""
 
 import json
 
@@ -8,23 +9,30 @@ import torch
 from PIL import Image
 
 from mmcam.adapters.captioning import explain_caption
+from mmcam.adapters.chat import CAPTION_PROMPT
 from mmcam.adapters.vqa import explain_answers
 from mmcam.cli import main
 from mmcam.loading import load_captioner, load_vqa
-from tests.hf_tiny import save_llava
+from tests.hf_tiny import save_llava, save_paligemma
 from tests.model_state import assert_unchanged, snapshot
 
 GRID = 4  # a 32 px image in 8 px patches
+FAMILIES = {"llava": save_llava, "paligemma": save_paligemma}
+# the first layer after the vision tower that reads the image's patch tokens (LLaVA's drops the CLS token)
+PROJECTOR_INPUT = {
+    "llava": "model.multi_modal_projector.linear_1",
+    "paligemma": "model.multi_modal_projector.linear",
+}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def chat_dir(request, tmp_path_factory):
+    return FAMILIES[request.param](tmp_path_factory.mktemp(request.param))
 
 
 @pytest.fixture(scope="module")
-def llava_dir(tmp_path_factory):
-    return save_llava(tmp_path_factory.mktemp("llava"))
-
-
-@pytest.fixture(scope="module")
-def captioner(llava_dir):
-    return warmed(load_captioner(str(llava_dir)))
+def captioner(chat_dir):
+    return warmed(load_captioner(str(chat_dir)))
 
 
 def warmed(adapter):
@@ -71,6 +79,54 @@ def test_every_word_of_a_reply_from_one_forward_with_its_token_log_probabilities
     assert result.explanation.raw.shape == (1, 4, GRID, GRID)
 
 
+def forced_generation_log_probs(model, inputs: dict, reply: list[int]) -> torch.Tensor:
+    """The log-probabilities ``generate`` gives the tokens of ``reply`` when made to write them, one token
+    at a time on its cache (how the model reads its own reply)."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    prompt_length = inputs["input_ids"].shape[1]
+
+    class Force(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            forced = torch.full_like(scores, -torch.inf)
+            forced[:, reply[input_ids.shape[1] - prompt_length]] = 0
+            return forced
+
+    with torch.no_grad():
+        out = model.generate(
+            **inputs,
+            max_new_tokens=len(reply),
+            do_sample=False,
+            logits_processor=LogitsProcessorList([Force()]),
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    logits = torch.stack(out.logits, dim=1)[0].float()
+    return logits.log_softmax(-1)[torch.arange(len(reply)), reply]
+
+
+def test_teacher_forced_replies_are_read_as_generation_reads_them(chat_dir, captioner, picture):
+    """A reply's token log-probabilities under teacher forcing, as captioner and as VQA answer, equal those
+    of generation writing it (PaliGemma: the reply is marked as its causal suffix, not its prefix)."""
+    vqa = warmed(load_vqa(str(chat_dir)))
+    inputs = vqa.prepare([picture], [CAPTION_PROMPT])
+    tokenized = captioner.tokenize("a red circles")
+    start = tokenized.positions[0][0]
+    assert tokenized.ids[:start] == inputs["input_ids"][0].tolist()  # the captioner's prompt
+    reply = tokenized.ids[start:]
+    expected = forced_generation_log_probs(vqa.model, inputs, reply)
+    pixels = captioner.preprocess([picture])
+    extended, positions = vqa.answer_inputs(inputs, ["a red circles"])
+    with torch.no_grad():
+        caption = captioner.forward(
+            captioner.model, {"pixel_values": pixels, "input_ids": torch.tensor([tokenized.ids])}
+        )
+        answer = vqa.forward(vqa.model, extended)
+    for logits, read in [(caption, range(start, len(tokenized.ids))), (answer, positions[0])]:
+        log_probs = logits[0].float().log_softmax(-1)[[p - 1 for p in read], reply]
+        torch.testing.assert_close(log_probs, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_the_map_lands_on_the_patch_whose_token_alone_reaches_the_language_model(captioner, picture):
     """Planted evidence: the projector passes one image token (row 1, column 2) and zeroes the others, so
     only that patch's token decides the reply's scores; at the projector's first layer, which reads the
@@ -83,7 +139,7 @@ def test_the_map_lands_on_the_patch_whose_token_alone_reaches_the_language_model
     projector = captioner.model.model.multi_modal_projector
     handle = projector.register_forward_hook(lambda module, args, output: output * keep)
     try:
-        layer = "model.multi_modal_projector.linear_1"
+        layer = PROJECTOR_INPUT[captioner.model.config.model_type]
         explainer = captioner.explainer(
             layer=layer, method="normgrad"
         )  # per cell: Grad-CAM's pooled weights would spread
@@ -97,8 +153,8 @@ def test_the_map_lands_on_the_patch_whose_token_alone_reaches_the_language_model
     assert all(row * 8 <= y < (row + 1) * 8 and column * 8 <= x < (column + 1) * 8 for y, x in peaks)
 
 
-def test_answers_given_and_why_not_come_with_the_question_word_weights(llava_dir, picture):
-    vqa = warmed(load_vqa(str(llava_dir)))
+def test_answers_given_and_why_not_come_with_the_question_word_weights(chat_dir, picture):
+    vqa = warmed(load_vqa(str(chat_dir)))
     before = snapshot(vqa.model)
     result = explain_answers(vqa, picture, "what color is the circle?", answers=["red"], why_not=["blue"])
     assert_unchanged(vqa.model, before)
@@ -112,15 +168,19 @@ def test_answers_given_and_why_not_come_with_the_question_word_weights(llava_dir
         explain_answers(vqa, picture, "what color is the circle?", top=2)
 
 
-def test_a_batch_of_images_gives_what_each_image_gives_alone(llava_dir, captioner):
+def test_a_batch_of_images_gives_what_each_image_gives_alone(chat_dir, captioner, monkeypatch):
     """Captions and answers of several images generated at once, every word of every reply explained in
-    one forward (replies of different lengths padded on the right)."""
+    one forward (replies of different lengths padded on the right). Captions of at most 16 tokens keep it
+    fast: each word is a target, and PaliGemma's vocabulary holds 1152 location and segmentation tokens."""
+    from mmcam.adapters import chat
     from mmcam.adapters.captioning import explain_captions
     from mmcam.adapters.vqa import explain_top_answers
 
+    monkeypatch.setattr(chat, "MAX_CAPTION_TOKENS", 16)
+
     rng = np.random.default_rng(3)
     images = [Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)) for _ in range(3)]
-    vqa = warmed(load_vqa(str(llava_dir)))
+    vqa = warmed(load_vqa(str(chat_dir)))
     pairs = [
         (explain_captions(captioner, captioner.preprocess(images)), lambda i: explain_caption(captioner, i)),
         (explain_top_answers(vqa, images, "what is it?"), lambda i: explain_answers(vqa, i, "what is it?")),
@@ -137,10 +197,10 @@ def test_a_batch_of_images_gives_what_each_image_gives_alone(llava_dir, captione
             torch.testing.assert_close(got.explanation.raw, alone.explanation.raw, rtol=1e-3, atol=1e-5)
 
 
-def test_caption_and_vqa_commands_accept_a_chat_model(llava_dir, picture, tmp_path, capsys):
+def test_caption_and_vqa_commands_accept_a_chat_model(chat_dir, picture, tmp_path, capsys):
     image = tmp_path / "picture.png"
     picture.save(image)
-    common = [str(image), "--model", str(llava_dir), "--json", "--no-figures"]
+    common = [str(image), "--model", str(chat_dir), "--json", "--no-figures"]
     assert (
         main(
             [

@@ -9,7 +9,9 @@ import torch
 from PIL import Image
 
 from mmcam.adapters.captioning import explain_caption, explain_captions, word_targets
-from mmcam.adapters.chat import CAPTION_PROMPT, prompt_text
+from mmcam.adapters.chat import CAPTION_PROMPT
+from mmcam.adapters.chat_family import chat_template_prompt
+from mmcam.adapters.qwen_vl import QwenVL
 from mmcam.adapters.vqa import explain_answers, explain_top_answers, hf_question_tokens
 from mmcam.cli import main
 from mmcam.loading import load_captioner, load_vqa
@@ -52,7 +54,9 @@ def processor_log_probs(qwen_dir, image, prompt: str, reply: str) -> list[float]
 
     processor = AutoProcessor.from_pretrained(qwen_dir, local_files_only=True)
     model = AutoModelForImageTextToText.from_pretrained(qwen_dir, local_files_only=True)
-    inputs = dict(processor(images=[image], text=[prompt_text(processor, prompt)], return_tensors="pt"))
+    inputs = dict(
+        processor(images=[image], text=[chat_template_prompt(processor, prompt)], return_tensors="pt")
+    )
     reply_ids = processor.tokenizer(reply, add_special_tokens=False)["input_ids"]
     start = inputs["input_ids"].shape[1]
     inputs["input_ids"] = torch.cat([inputs["input_ids"], torch.tensor([reply_ids])], dim=1)
@@ -158,18 +162,22 @@ def test_answers_given_and_why_not_weigh_every_token_the_language_model_reads(qw
     explanation = result.explanation
     assert explanation.labels[0][1:] == ["red", "not blue"]
     processor = AutoProcessor.from_pretrained(qwen_dir, local_files_only=True)
-    read = processor(images=[picture], text=[prompt_text(processor, question)], return_tensors="pt")
+    read = processor(images=[picture], text=[chat_template_prompt(processor, question)], return_tensors="pt")
     assert result.tokens == hf_question_tokens(processor.tokenizer, read)
     assert explanation.token_weights.shape == (1, 3, len(result.tokens))
     assert [token for token in result.tokens if token is not None][-6:] == [*question[:-1].split(), "?"]
 
 
-def test_inputs_the_processor_already_expanded_or_not_made_by_the_adapter_are_refused(captioner, picture):
+def test_inputs_the_processor_already_expanded_or_not_made_by_the_adapter_are_refused(
+    qwen_dir, captioner, picture
+):
+    from transformers import AutoProcessor
+
     before = snapshot(captioner.model)
     ids = torch.tensor([captioner.tokenize("a red").ids])
     with pytest.raises(ValueError, match="sides multiples of 16"):
         explain_captions(captioner, torch.zeros(1, 3, 50, 50), ["a red"])
-    family = captioner.forward.args[0]
+    family = QwenVL(captioner.model, AutoProcessor.from_pretrained(qwen_dir, local_files_only=True))
     expanded = family.arguments({"pixel_values": captioner.preprocess([picture]), "input_ids": ids})
     inputs = {"pixel_values": captioner.preprocess([picture]), "input_ids": expanded["input_ids"]}
     with pytest.raises(ValueError, match="the image token once"):

@@ -1,105 +1,53 @@
-"""Image-text-to-text chat models (LLaVA, Qwen2-VL, Qwen2.5-VL): a caption or an answer is the model's
-reply to a chat prompt that holds the image, and each word of the reply is explained under teacher
+"""Image-text-to-text chat models (LLaVA 1.5, PaliGemma, Qwen2-VL, Qwen2.5-VL): a caption or an answer
+is the model's reply to a request about the image, and each word of the reply is explained under teacher
 forcing, all from one forward.
 
-The prompt is the processor's chat template on one user turn, ``[image, text]``, with the generation
-prompt. A reply's word scores are log-probabilities of its sub-word tokens given the prompt and the reply
-before them (``TokenLogProb``). The explained layer is in the vision tower, whose tokens are the image's
-patches (``tokens.first_block_norm``).
+The prompt is the family's text for one request about one image: the processor's chat template on one
+user turn, ``[image, text]``, with the generation prompt (LLaVA, Qwen2-VL), or PaliGemma's image token and
+the request (it has no chat template). A reply's word scores are log-probabilities of its sub-word tokens
+given the prompt and the reply before them (``TokenLogProb``). The explained layer is in the vision
+tower, whose tokens are the image's patches (``tokens.first_block_norm``).
 
-What differs between families (how images and prompts become the model's inputs, how its logits are
-read, the layer and its layout) is a ``ChatFamily``: ``Llava`` here (a fixed input resolution, LLaVA 1.5
-and its architecture), ``qwen_vl.QwenVL`` (dynamic resolution, packed patch tokens). Models that tile
-the image (LLaVA-NeXT, Idefics3) are not supported yet.
+What differs between families (the prompt, how images and prompts become the model's inputs, how replies
+are marked, how its logits are read, the layer and its layout) is a ``chat_family.ChatFamily``:
+``llava.Llava`` (a fixed input resolution, LLaVA 1.5 and its architecture), ``paligemma.PaliGemma`` (its
+prompt without a chat template, its reply marked as the causal suffix), ``qwen_vl.QwenVL`` (dynamic
+resolution, packed patch tokens). Models that tile the image (LLaVA-NeXT, Idefics3) are not served yet:
+their vision tower's rows are tiles, not samples; LLaVA-NeXT's tile geometry, and one map of an image
+from the maps of its tiles, are in ``adapters.llava_next``, not yet wired to loading.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Protocol
 
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
 from mmcam.adapters.captioning import CaptionModel, Tokenized, huggingface_tokenize
+from mmcam.adapters.chat_family import ChatFamily
 from mmcam.adapters.hub import quiet_generation, unknown_words
+from mmcam.adapters.llava import Llava
+from mmcam.adapters.paligemma import PaliGemma
 from mmcam.adapters.qwen_vl import QwenVL
-from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
+from mmcam.adapters.tokens import TOKEN_METHOD
 from mmcam.adapters.vqa import VQAModel, answer_token_ids, hf_question_tokens
-from mmcam.engine import Layout
 from mmcam.targets import right_padded
 
 CAPTION_PROMPT = "Describe the image."
 MAX_CAPTION_TOKENS = 30
 MAX_ANSWER_TOKENS = 10
 
-
-class ChatFamily(Protocol):
-    """The family-specific part of a chat model, built from the model and its processor.
-
-    ``pixels(images)``: the images as ``pixel_values`` (B, C, H, W), the image the maps are drawn on.
-    ``inputs(images, prompts)``: ``input_ids``, ``attention_mask`` and ``pixel_values`` of one chat prompt
-    (text, template applied) per image. ``arguments(inputs)``: the keyword arguments of the model and of
-    its ``generate`` for such inputs, also when replies follow the prompts. ``logits(logits, inputs)``: the
-    model's logits at the positions of ``inputs["input_ids"]``. ``layer``: the default layer, read as
-    ``layout(inputs)`` says.
-    """
-
-    layer: str
-
-    def pixels(self, images: Sequence[Image.Image]) -> Tensor: ...
-
-    def inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, Tensor]: ...
-
-    def arguments(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]: ...
-
-    def logits(self, logits: Tensor, inputs: dict[str, Tensor]) -> Tensor: ...
-
-    def layout(self, inputs: dict[str, Tensor]) -> str | Layout: ...
-
-
-class Llava:
-    """LLaVA 1.5: the processor resizes every image to one size and expands it into its tokens."""
-
-    KEYS = ("input_ids", "attention_mask", "pixel_values")
-
-    def __init__(self, model: nn.Module, processor):
-        self.processor = processor
-        tower = next(name for name, _ in model.named_modules() if name.endswith("vision_tower"))
-        self.layer = first_block_norm(model, tower) or "auto"
-
-    def pixels(self, images: Sequence[Image.Image]) -> Tensor:
-        return self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
-
-    def inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, Tensor]:
-        encoded = self.processor(images=list(images), text=list(prompts), return_tensors="pt", padding=True)
-        return {key: encoded[key] for key in self.KEYS}
-
-    def arguments(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {key: inputs[key] for key in self.KEYS if key in inputs}
-
-    def logits(self, logits: Tensor, inputs: dict[str, Tensor]) -> Tensor:
-        return logits
-
-    def layout(self, inputs: dict[str, Tensor]) -> str:
-        return "auto"
-
-
-FAMILIES = {"llava": Llava, "qwen2_vl": QwenVL, "qwen2_5_vl": QwenVL}  # by config.model_type
+# the family of each config.model_type
+FAMILIES = {"llava": Llava, "paligemma": PaliGemma, "qwen2_vl": QwenVL, "qwen2_5_vl": QwenVL}
 CHAT_MODEL_TYPES = tuple(FAMILIES)
 
 
-def prompt_text(processor, text: str) -> str:
-    """The chat prompt of one user turn holding the image and ``text``, ready for the reply."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True)
-
-
-def chat_inputs(family: ChatFamily, processor, images: Sequence[Image.Image], texts: Sequence[str]):
-    """The model inputs of one prompt per image: ``input_ids``, ``attention_mask``, ``pixel_values``."""
-    return family.inputs(images, [prompt_text(processor, text) for text in texts])
+def chat_inputs(family: ChatFamily, images: Sequence[Image.Image], texts: Sequence[str]) -> dict[str, Tensor]:
+    """The model inputs of one request per image (``ChatFamily.inputs``)."""
+    return family.inputs(images, [family.prompt(text) for text in texts])
 
 
 def with_replies(inputs: dict[str, Tensor], replies: Sequence[Sequence[int]]) -> dict[str, Tensor]:
@@ -135,17 +83,24 @@ def _replies(family: ChatFamily, model: nn.Module, tokenizer, inputs: dict[str, 
 def captioner(
     model: nn.Module, processor, name: str, prompt: str = CAPTION_PROMPT, family: ChatFamily | None = None
 ) -> CaptionModel:
-    """A chat model as a captioner: its reply to ``prompt`` is the caption. ``family`` defaults to LLaVA's."""
+    """A chat model as a captioner: its reply to ``prompt`` is the caption. Every image has the same
+    prompt, so a caption's ids are the prompt's, then the caption's; the prompt's other inputs
+    (PaliGemma's token types) go with every forward. ``family`` defaults to LLaVA's."""
     family = family or Llava(model, processor)
     tokenizer = processor.tokenizer
-    blank = Image.new("RGB", (8, 8))
-    prompt_ids = chat_inputs(family, processor, [blank], [prompt])["input_ids"][0].tolist()
+    request = chat_inputs(family, [Image.new("RGB", (8, 8))], [prompt])
+    del request["pixel_values"]
+    prompt_ids = request["input_ids"][0].tolist()
+    others = {key: value for key, value in request.items() if key not in ("input_ids", "attention_mask")}
     words = huggingface_tokenize(tokenizer, prompt_ids[-1])
 
+    def repeated(inputs: dict[str, Tensor], pixels: Tensor) -> dict[str, Tensor]:
+        """``inputs`` of the one prompt, for every image of ``pixels``, with the images."""
+        rows = {key: value.to(pixels.device).expand(len(pixels), -1) for key, value in inputs.items()}
+        return {**rows, "pixel_values": pixels}
+
     def generate(pixels: Tensor) -> list[str]:
-        ids = torch.tensor([prompt_ids] * len(pixels), device=pixels.device)
-        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels}
-        return _replies(family, model, tokenizer, inputs, MAX_CAPTION_TOKENS)
+        return _replies(family, model, tokenizer, repeated(request, pixels), MAX_CAPTION_TOKENS)
 
     def tokenize(caption: str) -> Tokenized:
         """The prompt, then the caption: word positions count from the prompt's start."""
@@ -157,13 +112,17 @@ def captioner(
             [[p + shift for p in group] for group in reply.positions],
         )
 
+    def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+        """The captioner's inputs (images, prompt and caption ids) with the prompt's other inputs."""
+        return _forward(family, m, {**repeated(others, inputs["pixel_values"]), **inputs})
+
     return CaptionModel(
         name,
         model.eval(),
         family.pixels,
         generate,
         tokenize,
-        partial(_forward, family),
+        forward,
         family.layer,
         TOKEN_METHOD,
         partial(unknown_words, tokenizer),
@@ -178,7 +137,7 @@ def vqa_model(model: nn.Module, processor, name: str, family: ChatFamily | None 
     tokenizer = processor.tokenizer
 
     def prepare(images: Sequence[Image.Image], questions: Sequence[str]) -> dict[str, Tensor]:
-        return chat_inputs(family, processor, images, questions)
+        return chat_inputs(family, images, questions)
 
     def answer_inputs(inputs: dict[str, Tensor], answers: Sequence[str]) -> tuple[dict, list[list[int]]]:
         replies = [answer_token_ids(tokenizer, answer) for answer in answers]

@@ -1,4 +1,4 @@
-"""Qwen2-VL and Qwen2.5-VL as chat models (``chat.ChatFamily``): dynamic resolution, packed patch tokens,
+"""Qwen2-VL and Qwen2.5-VL as chat models (``chat_family.ChatFamily``): dynamic resolution, packed patch tokens,
 an m x m token merge.
 
 What the model does (transformers 5, ``models/qwen2_vl`` and ``models/qwen2_5_vl``):
@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from mmcam.adapters.chat_family import chat_template_prompt
 from mmcam.adapters.tokens import first_block_norm
 from mmcam.engine import Layout
 
@@ -63,7 +64,7 @@ def unpatchify(
 
 
 class QwenVL:
-    """The ``chat.ChatFamily`` of Qwen2-VL and Qwen2.5-VL (``ForConditionalGeneration`` and its processor)."""
+    """The ``chat_family.ChatFamily`` of Qwen2-VL and Qwen2.5-VL (``ForConditionalGeneration`` and its processor)."""
 
     def __init__(self, model: nn.Module, processor):
         vision = model.config.vision_config
@@ -84,6 +85,9 @@ class QwenVL:
         self.window = vision.window_size if model.config.model_type == "qwen2_5_vl" else None
         tower = next(name for name, _ in model.named_modules() if name.split(".")[-1] == "visual")
         self.layer = first_block_norm(model, tower, (PRE_ATTENTION_NORM,)) or "auto"
+
+    def prompt(self, text: str) -> str:
+        return chat_template_prompt(self.processor, text)
 
     def grid(self, pixels: Tensor) -> tuple[int, int]:
         """The patch grid (h, w) of ``pixel_values`` (B, C, H, W), whose sides must be multiples of P m."""
