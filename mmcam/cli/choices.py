@@ -37,6 +37,8 @@ METRICS = (  # the keys of mmcam.evaluation.scoring.METRICS
     "occlusion",
     "discrimination",
     "sanity",
+    "sanity-smooth",
+    "sanity-efficient",
     "drop",
     "increase",
     "sparseness",
