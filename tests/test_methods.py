@@ -18,7 +18,10 @@ def ctx():
     generator = torch.Generator().manual_seed(0)
     activations = torch.relu(torch.randn(B, C, H, W, generator=generator))
     gradients = torch.randn(B, K, C, H, W, generator=generator)
-    return SimpleNamespace(activations=activations, gradients=gradients, target_count=K, image_size=(H, W))
+    curvature = torch.randn(B, K, C, H, W, generator=generator)
+    return SimpleNamespace(
+        activations=activations, gradients=gradients, curvature=curvature, target_count=K, image_size=(H, W)
+    )
 
 
 def _relu(x):
@@ -34,11 +37,13 @@ def _weighted(weights, a):
     return out
 
 
-def _expected(method, a, g):
-    """One sample, one target: a (C, H, W), g (C, H, W) as numpy."""
+def _expected(method, a, g, hvp):
+    """One sample, one target: a (C, H, W), g (C, H, W), hvp = H A (C, H, W) as numpy."""
     if method in ("gradcam", "counterfactual"):
         sign = 1 if method == "gradcam" else -1
         return _weighted([sign * g[c].sum() / (H * W) for c in range(C)], a)
+    if method == "shapleycam":
+        return _weighted([(g[c] - 0.5 * hvp[c]).sum() / (H * W) for c in range(C)], a)
     if method == "gradcam++":
         weights = []
         for c in range(C):
@@ -71,6 +76,7 @@ def _expected(method, a, g):
         "gradcam",
         "counterfactual",
         "gradcam++",
+        "shapleycam",
         "xgradcam",
         "hirescam",
         "layercam",
@@ -85,7 +91,10 @@ def test_formula(ctx, method):
     for b in range(B):
         for k in range(K):
             expected = _expected(
-                method, ctx.activations[b].double().numpy(), ctx.gradients[b, k].double().numpy()
+                method,
+                ctx.activations[b].double().numpy(),
+                ctx.gradients[b, k].double().numpy(),
+                ctx.curvature[b, k].double().numpy(),
             )
             np.testing.assert_allclose(raw[b, k].numpy(), expected, rtol=1e-4, atol=1e-6)
 
@@ -222,7 +231,7 @@ def test_method_names_are_forgiving_and_unknown_ones_list_the_valid():
     assert get_method("grad_cam").name == "gradcam"
     with pytest.raises(ValueError, match="gradcam, counterfactual"):
         get_method("gradcam+++")
-    assert len(METHODS) == 23
+    assert len(METHODS) == 24
 
 
 def test_gradcam_equals_cam_up_to_positive_scale(cam_net, images):
@@ -322,3 +331,78 @@ def test_perturbation_is_half_the_squared_score_change_under_a_blurred_disc():
     explanation = mmcam.explain(model, planted, [[1]], layer="conv", method="perturbation")
     row, column = divmod(int(explanation.raw[0, 0].argmax()), 28)
     assert 5 <= row <= 7 and 18 <= column <= 20
+
+
+def test_curvature_is_the_hessian_of_each_target_times_the_activation(cam_net, images):
+    """H_k A of K log-probability targets, from one batched double backward (in chunks of 2), equals
+    torch's Hessian-vector product of each target alone, the head above the layer a function of A."""
+    from mmcam.engine.context import CamContext
+    from mmcam.engine.precision import Precision
+    from mmcam.targets import ClassLogProb
+
+    classes, images = (0, 2, 3), images[..., :8, :8]  # few cells: the mean above them keeps H A large
+    ctx = CamContext(
+        cam_net,
+        lambda model, inputs: model(inputs["pixel_values"]),
+        {"pixel_values": images},
+        "pixel_values",
+        "features",
+        "auto",
+        [ClassLogProb(c) for c in classes],
+        2,
+        Precision.current("cpu"),
+        second_order=True,
+    )
+    activations = cam_net.features(images).detach()
+
+    def log_probabilities(a):
+        return cam_net.fc(cam_net.pool(a).flatten(1)).log_softmax(dim=1)
+
+    for k, c in enumerate(classes):
+        _, expected = torch.autograd.functional.hvp(
+            lambda a, c=c: log_probabilities(a)[:, c].sum(), activations, activations
+        )
+        torch.testing.assert_close(ctx.curvature[:, k], expected, rtol=1e-4, atol=1e-7)
+    assert ctx.curvature.abs().amax() > 0.01 * ctx.gradients.abs().amax()  # not negligible next to G
+
+
+def test_shapleycam_is_gradcam_for_logits_above_a_linear_head_only(cam_net, images):
+    """Above a linear head a logit has no curvature; a log-probability has."""
+    from mmcam.targets import ClassLogProb
+
+    for targets, same in (([[0, 2]] * 2, True), ([ClassLogProb(0), ClassLogProb(2)], False)):
+        shapley, gradcam = (
+            mmcam.explain(cam_net, images, targets, layer="features", method=method).raw
+            for method in ("shapleycam", "gradcam")
+        )
+        assert torch.allclose(shapley, gradcam, rtol=1e-4, atol=1e-6) == same
+
+
+class FusedAttention(nn.Module):
+    """conv -> tokens -> torch's scaled-dot-product attention, on contiguous CPU tensors its flash kernel,
+    which has no second derivative."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 4, stride=4)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        tokens = self.conv(x).flatten(2).transpose(1, 2)[:, None].contiguous()  # (B, heads, L, D)
+        attended = nn.functional.scaled_dot_product_attention(tokens, tokens, tokens)
+        return self.fc(attended.mean(dim=(1, 2)))
+
+
+def test_shapleycam_names_an_operation_without_a_second_derivative():
+    from mmcam.targets import ClassLogProb
+
+    with pytest.raises(
+        ValueError, match="above layer 'conv' has no second derivative .* attn_implementation='eager'"
+    ):
+        mmcam.explain(
+            FusedAttention().eval(),
+            torch.rand(2, 3, 16, 16),
+            ClassLogProb(0),
+            layer="conv",
+            method="shapleycam",
+        )

@@ -90,6 +90,32 @@ def test_matches_pytorch_grad_cam(scaled, batch, method):
         assert np.abs(got - expected).max() < 1e-4
 
 
+@pytest.mark.parametrize("kind", ["logit", "log-probability"])
+def test_shapleycam_matches_pytorch_grad_cam(scaled, batch, kind):
+    """ShapleyCAM with the target pytorch-grad-cam is given, on the resnet18 without the x1000 (whose
+    softmax is one-hot). Above resnet's linear head a logit has no curvature, and the map is Grad-CAM's; a
+    log-probability's is not. pytorch-grad-cam scales a map twice (the layer's, then the layers' mean),
+    each time adding 1e-7 to its max: the same is done to mmcam's raw map."""
+    from mmcam.targets import ClassLogProb
+
+    classes, model = [3, 7], scaled.net
+    if kind == "logit":
+        ours_target, theirs = classes, [ClassifierOutputTarget(c) for c in classes]
+    else:
+        ours_target, theirs = ClassLogProb(classes), [lambda o, c=c: o.log_softmax(-1)[c] for c in classes]
+    reference = pytorch_grad_cam.ShapleyCAM(model=model, target_layers=[model.layer4])
+    reference.get_target_width_height = lambda _: (5, 5)
+    expected = reference(batch, targets=theirs)
+    reference.activations_and_grads.release()
+
+    def scaled_twice(method):
+        raw = mmcam.explain(model, batch, ours_target, layer="layer4", method=method).raw
+        return _minmax(_minmax(raw[:, 0].numpy()))
+
+    assert np.abs(scaled_twice("shapleycam") - expected).max() < 1e-4
+    assert (np.abs(scaled_twice("gradcam") - expected).max() < 1e-4) == (kind == "logit")
+
+
 def test_gradcam_matches_captum(resnet18, images):
     classes = [1, 8]
     expected = captum_attr.LayerGradCam(resnet18, resnet18.layer4).attribute(

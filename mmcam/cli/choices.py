@@ -6,6 +6,7 @@ METHODS = (  # mmcam.engine.methods.METHODS, in its order
     "counterfactual",
     "gradcam++",
     "smooth-gradcam++",
+    "shapleycam",
     "xgradcam",
     "hirescam",
     "layercam",

@@ -117,6 +117,25 @@ class SmoothGradCAMPlusPlus:
         return CamResult(weighted_activations(weights, ctx.activations), weights)
 
 
+class ShapleyCAM:
+    """ShapleyCAM (Cai et al., arXiv 2501.06261): Grad-CAM with the channel weights corrected by the
+    target's curvature, the second-order term of a Taylor approximation of each channel's Shapley value.
+
+    w_kc = 1/(hw) sum_ij (G_kcij - 1/2 (H_k A)_cij);   L_k = ReLU(sum_c w_kc A_c)
+    H_k A: the Hessian of y_k with respect to A times A (``CamContext.curvature``), from a second
+    vectorized backward for all K targets. It vanishes, and ShapleyCAM is Grad-CAM, where y_k is linear
+    in A above the layer (a ReLU network's logit); the paper explains probabilities (softmax outputs).
+    """
+
+    name = "shapleycam"
+    second_order = True
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        corrected = ctx.gradients - 0.5 * ctx.curvature
+        weights = corrected.mean(dim=grid_axes(corrected, 3))
+        return CamResult(weighted_activations(weights, ctx.activations), weights)
+
+
 class XGradCAM:
     """XGrad-CAM (Fu et al., arXiv 2008.02312): activation-normalized gradient weights.
 
@@ -555,6 +574,7 @@ METHODS = {
         CounterfactualCAM,
         GradCAMPlusPlus,
         SmoothGradCAMPlusPlus,
+        ShapleyCAM,
         XGradCAM,
         HiResCAM,
         LayerCAM,
@@ -588,6 +608,7 @@ CHANNEL_WEIGHT_METHODS = (
     "counterfactual",
     "gradcam++",
     "smooth-gradcam++",
+    "shapleycam",
     "xgradcam",
     "scorecam",
     "iscam",
