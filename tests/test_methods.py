@@ -231,7 +231,7 @@ def test_method_names_are_forgiving_and_unknown_ones_list_the_valid():
     assert get_method("grad_cam").name == "gradcam"
     with pytest.raises(ValueError, match="gradcam, counterfactual"):
         get_method("gradcam+++")
-    assert len(METHODS) == 24
+    assert len(METHODS) == 25
 
 
 def test_gradcam_equals_cam_up_to_positive_scale(cam_net, images):
@@ -376,6 +376,110 @@ def test_shapleycam_is_gradcam_for_logits_above_a_linear_head_only(cam_net, imag
             for method in ("shapleycam", "gradcam")
         )
         assert torch.allclose(shapley, gradcam, rtol=1e-4, atol=1e-6) == same
+
+
+class BiasNet(nn.Module):
+    """conv -> batch norm (seeded statistics) -> in-place ReLU -> strided conv -> ReLU -> mean -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(4, 5, 3, stride=2, padding=1)
+        self.fc = nn.Linear(5, 3)
+        with torch.no_grad():
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-0.5, 0.5)
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 1.5)
+            self.bn.bias[0] = 0  # its effective bias is not: a channel that beta alone would drop
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv2(self.relu(self.bn(self.conv1(x))))).mean(dim=(2, 3)))
+
+
+def _psi(part, size):
+    """FullGrad's post-processing, written out: each channel of |part| (C, h, w) min-max scaled on its own
+    grid, upsampled to ``size`` (bilinear, half-pixel centres), and the channels summed."""
+    import torch.nn.functional as F
+
+    total = torch.zeros(size, dtype=torch.float64)
+    for channel in part.abs().double():
+        span = channel.max() - channel.min()
+        scaled = (channel - channel.min()) / span if span > 0 else torch.zeros_like(channel)
+        total += F.interpolate(scaled[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    return total
+
+
+def test_fullgrad_sums_the_scaled_input_and_bias_gradients():
+    """L_k = psi(x dy_k/dx) + sum_l psi(b_l dy_k/dz_l) over conv1, the batch norm (its effective bias
+    beta - mu gamma / sqrt(var + eps)) and conv2 (a 4x5 grid, upsampled to the 8x10 input), each target
+    differentiated on its own."""
+    net = BiasNet().eval()
+    images = torch.rand(2, 3, 8, 10, generator=torch.Generator().manual_seed(4))
+    classes = (0, 2)
+    explanation = mmcam.explain(net, images, [list(classes)] * 2, layer="conv2", method="fullgrad")
+    bn = net.bn
+    biases = [
+        net.conv1.bias,
+        bn.bias - bn.running_mean * bn.weight / (bn.running_var + bn.eps).sqrt(),
+        net.conv2.bias,
+    ]
+    for b in range(2):
+        x = images[b].clone().requires_grad_(True)
+        z1 = net.conv1(x[None])
+        z2 = net.bn(z1)
+        z3 = net.conv2(torch.relu(z2))
+        y = net.fc(torch.relu(z3).mean(dim=(2, 3)))[0]
+        for k, c in enumerate(classes):
+            gx, *gz = torch.autograd.grad(y[c], [x, z1, z2, z3], retain_graph=True)
+            expected = _psi(x * gx, (8, 10))
+            for bias, g in zip(biases, gz):
+                expected += _psi(bias[:, None, None] * g[0], (8, 10))
+            torch.testing.assert_close(explanation.raw[b, k].double(), expected, rtol=1e-4, atol=1e-5)
+
+
+class Binarized(nn.Module):
+    """A model that thresholds its input: no gradient reaches the image."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = BiasNet()
+
+    def forward(self, x):
+        return self.net((x > 0.5).to(x.dtype))
+
+
+def test_fullgrad_errors_say_what_to_do_and_leave_the_model_as_it_was():
+    from tests.model_state import assert_unchanged, snapshot
+
+    calls = []
+
+    def fails_on_fullgrads_forward(output):  # the first forward captures the layer, the second is FullGrad's
+        calls.append(output)
+        if len(calls) == 2:
+            raise RuntimeError("induced failure")
+        return output[:, 0]
+
+    no_bias = nn.Sequential(
+        nn.Conv2d(3, 16, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 6 * 8, 2)
+    )
+    cases = [
+        (no_bias, "0", 0, ValueError, "has no Conv2d or BatchNorm2d with a bias: use another method"),
+        (Binarized(), "net.conv2", 0, ValueError, "no gradient path joins them"),
+        (BiasNet(), "conv2", fails_on_fullgrads_forward, RuntimeError, "induced failure"),
+    ]
+    images = torch.rand(2, 3, 8, 10)
+    for model, layer, target, error, message in cases:
+        model.train()
+        next(model.parameters()).requires_grad_(False)
+        before = snapshot(model)
+        with pytest.raises(error, match=message):
+            mmcam.explain(model, images, target, layer=layer, method="fullgrad")
+        assert_unchanged(model, before)
+    assert len(calls) == 2
 
 
 class FusedAttention(nn.Module):

@@ -23,7 +23,7 @@ def mixed_state_model(resnet18):
 
 
 @pytest.mark.parametrize(
-    "method", ["gradcam", "scorecam", "guided-gradcam", "smooth-gradcam++", "shapleycam"]
+    "method", ["gradcam", "scorecam", "guided-gradcam", "smooth-gradcam++", "shapleycam", "fullgrad"]
 )
 def test_unchanged_after_success(mixed_state_model, method):
     before = snapshot(mixed_state_model)

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mmcam.engine.attention import AttentionRecorder
+from mmcam.engine.biases import bias_outputs, channel_biases
 from mmcam.engine.capture import LayerCapture, channel_zeroing
 from mmcam.engine.gradients import mixes_samples, target_gradients
 from mmcam.engine.guided import guided_relus
@@ -342,6 +343,31 @@ class CamContext:
                     handle.remove()
                 chunks.append(scores.reshape(len(chunk), batch, -1))
         return torch.cat(chunks).transpose(0, 1).float()
+
+    @cached_property
+    def full_gradients(self) -> tuple[Tensor, list[Tensor]]:
+        """FullGrad's parts, from one more forward and one vectorized backward: the input-gradient
+        x * dy_k/dx (B, K, C_in, *grid) and, for every run of a convolution or batch norm with a bias b
+        (``biases.channel_biases``), the bias-gradient b * dy_k/dz at its output z (B, K, C, *its grid);
+        float32."""
+        biases = channel_biases(self.model, len(self.image_size))
+        image = self.image.detach().clone().requires_grad_(True)
+        with bias_outputs(biases) as outputs:
+            scores = self.score(self._run({**self.inputs, self.image_key: image}))
+        if not scores.requires_grad:
+            raise ValueError(
+                f"FullGrad differentiates the targets with respect to the image '{self.image_key}', and no "
+                "gradient path joins them (the model detaches or quantizes its input): use a layer method, "
+                "such as gradcam"
+            )
+        starts = [image] + [output for _, output in outputs]
+        gradients = target_gradients(scores, starts, self.chunk_size)
+        self._require_finite(gradients[0], "gradients at the input")
+        shape = [-1] + [1] * len(self.image_size)  # a bias per channel, broadcast over the grid
+        return gradients[0].float() * image.detach().float()[:, None], [
+            bias.float().reshape(shape) * gradient.float()
+            for (bias, _), gradient in zip(outputs, gradients[1:])
+        ]
 
     @cached_property
     def guided_input_gradients(self) -> Tensor:

@@ -551,6 +551,36 @@ class GuidedBackprop:
         return CamResult(ctx.guided_input_gradients.norm(dim=2))
 
 
+def _scaled_channels(parts: Tensor, axes: int) -> Tensor:
+    """FullGrad's post-processing: |m| min-max scaled per channel map, then summed over the channels,
+    (B, K, C, *grid) -> (B, K, *grid)."""
+    return normalize(parts.abs(), axes).sum(dim=2)
+
+
+class FullGrad:
+    """FullGrad (Srinivas & Fleuret, arXiv 1905.00780): the input-gradient and every bias-gradient, each
+    made a map at input resolution and summed; the layer is not used.
+
+    L_k = psi(x * dy_k/dx) + sum_l up(psi(b_l * dy_k/dz_l)),  psi(m) = sum_c normalize(|m_c|)
+    z_l the output of each convolution and batch norm l with a bias b_l per channel (a batch norm's
+    effective bias beta - mu gamma / sqrt(var + eps)), ``up`` the explainer's upsampling to the input.
+    Each channel is min-max scaled on its own, as pytorch-grad-cam does, so a bias's size drops out (only
+    whether it is 0 counts); the paper's code scales a layer's channels together. ``up`` is linear, so the
+    channels are summed before it, not after. Two forwards (the explainer's and FullGrad's own, from the
+    image) and one vectorized backward to the image for all K targets.
+    """
+
+    name = "fullgrad"
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        input_part, bias_parts = ctx.full_gradients
+        axes = len(ctx.image_size)
+        total = _scaled_channels(input_part, axes)
+        for part in bias_parts:
+            total = total + upsample(_scaled_channels(part, axes), ctx.image_size, ctx.upsampling)
+        return CamResult(total)
+
+
 class GuidedGradCAM:
     """Guided Grad-CAM (the Grad-CAM paper): guided backprop times the upsampled Grad-CAM map.
 
@@ -594,6 +624,7 @@ METHODS = {
         Perturbation,
         GuidedBackprop,
         GuidedGradCAM,
+        FullGrad,
     )
 }
 
