@@ -282,6 +282,8 @@ PEER_METHODS = {
     "fem": "FEM",
     "kpcacam": "KPCA_CAM",
     "ablationcam": "AblationCAM",
+    "shapleycam": "ShapleyCAM",
+    "fullgrad": "FullGrad",
 }
 
 
@@ -304,7 +306,9 @@ def methods_cases(device: torch.device, batch: int = 2, targets: int = 16, size:
     def peer_call(name: str, column: list[int]):
         import pytorch_grad_cam
 
-        cam = getattr(pytorch_grad_cam, name)(model=model, target_layers=[model.layer4])
+        # pytorch-grad-cam's FullGrad takes every bias layer itself and warns when given a layer
+        layers = [] if name == "FullGrad" else [model.layer4]
+        cam = getattr(pytorch_grad_cam, name)(model=model, target_layers=layers)
         try:
             return cam(images, targets=[_output_score(c) for c in column])
         finally:
