@@ -301,6 +301,8 @@ PEER_METHODS = {
     "gradcam, aug_smooth": PeerMethod("gradcam", "pytorch-grad-cam", "GradCAM", (("aug_smooth", True),)),
     "iscam": PeerMethod("iscam", "torch-cam", "ISCAM"),
     "sscam": PeerMethod("sscam", "torch-cam", "SSCAM"),
+    "shapleycam": PeerMethod("shapleycam", "pytorch-grad-cam", "ShapleyCAM"),
+    "fullgrad": PeerMethod("fullgrad", "pytorch-grad-cam", "FullGrad"),
 }
 
 
@@ -329,7 +331,9 @@ def methods_cases(
     def pytorch_grad_cam_call(peer: PeerMethod, column: list[int]):
         import pytorch_grad_cam
 
-        cam = getattr(pytorch_grad_cam, peer.name)(model=model, target_layers=[model.layer4])
+        # pytorch-grad-cam's FullGrad takes every bias layer itself and warns when given a layer
+        layers = [] if peer.name == "FullGrad" else [model.layer4]
+        cam = getattr(pytorch_grad_cam, peer.name)(model=model, target_layers=layers)
         try:
             return cam(images, targets=[_output_score(c) for c in column], **dict(peer.options))
         finally:

@@ -18,7 +18,10 @@ def ctx():
     generator = torch.Generator().manual_seed(0)
     activations = torch.relu(torch.randn(B, C, H, W, generator=generator))
     gradients = torch.randn(B, K, C, H, W, generator=generator)
-    return SimpleNamespace(activations=activations, gradients=gradients, target_count=K, image_size=(H, W))
+    curvature = torch.randn(B, K, C, H, W, generator=generator)
+    return SimpleNamespace(
+        activations=activations, gradients=gradients, curvature=curvature, target_count=K, image_size=(H, W)
+    )
 
 
 def _relu(x):
@@ -34,11 +37,13 @@ def _weighted(weights, a):
     return out
 
 
-def _expected(method, a, g):
-    """One sample, one target: a (C, H, W), g (C, H, W) as numpy."""
+def _expected(method, a, g, hvp):
+    """One sample, one target: a (C, H, W), g (C, H, W), hvp = H A (C, H, W) as numpy."""
     if method in ("gradcam", "counterfactual"):
         sign = 1 if method == "gradcam" else -1
         return _weighted([sign * g[c].sum() / (H * W) for c in range(C)], a)
+    if method == "shapleycam":
+        return _weighted([(g[c] - 0.5 * hvp[c]).sum() / (H * W) for c in range(C)], a)
     if method == "gradcam++":
         weights = []
         for c in range(C):
@@ -71,6 +76,7 @@ def _expected(method, a, g):
         "gradcam",
         "counterfactual",
         "gradcam++",
+        "shapleycam",
         "xgradcam",
         "hirescam",
         "layercam",
@@ -85,7 +91,10 @@ def test_formula(ctx, method):
     for b in range(B):
         for k in range(K):
             expected = _expected(
-                method, ctx.activations[b].double().numpy(), ctx.gradients[b, k].double().numpy()
+                method,
+                ctx.activations[b].double().numpy(),
+                ctx.gradients[b, k].double().numpy(),
+                ctx.curvature[b, k].double().numpy(),
             )
             np.testing.assert_allclose(raw[b, k].numpy(), expected, rtol=1e-4, atol=1e-6)
 
@@ -222,7 +231,7 @@ def test_method_names_are_forgiving_and_unknown_ones_list_the_valid():
     assert get_method("grad_cam").name == "gradcam"
     with pytest.raises(ValueError, match="gradcam, counterfactual"):
         get_method("gradcam+++")
-    assert len(METHODS) == 24
+    assert len(METHODS) == 26
 
 
 def test_gradcam_equals_cam_up_to_positive_scale(cam_net, images):
@@ -322,3 +331,182 @@ def test_perturbation_is_half_the_squared_score_change_under_a_blurred_disc():
     explanation = mmcam.explain(model, planted, [[1]], layer="conv", method="perturbation")
     row, column = divmod(int(explanation.raw[0, 0].argmax()), 28)
     assert 5 <= row <= 7 and 18 <= column <= 20
+
+
+def test_curvature_is_the_hessian_of_each_target_times_the_activation(cam_net, images):
+    """H_k A of K log-probability targets, from one batched double backward (in chunks of 2), equals
+    torch's Hessian-vector product of each target alone, the head above the layer a function of A."""
+    from mmcam.engine.context import CamContext
+    from mmcam.engine.precision import Precision
+    from mmcam.targets import ClassLogProb
+
+    classes, images = (0, 2, 3), images[..., :8, :8]  # few cells: the mean above them keeps H A large
+    ctx = CamContext(
+        cam_net,
+        lambda model, inputs: model(inputs["pixel_values"]),
+        {"pixel_values": images},
+        "pixel_values",
+        "features",
+        "auto",
+        [ClassLogProb(c) for c in classes],
+        2,
+        Precision.current("cpu"),
+        second_order=True,
+    )
+    activations = cam_net.features(images).detach()
+
+    def log_probabilities(a):
+        return cam_net.fc(cam_net.pool(a).flatten(1)).log_softmax(dim=1)
+
+    for k, c in enumerate(classes):
+        _, expected = torch.autograd.functional.hvp(
+            lambda a, c=c: log_probabilities(a)[:, c].sum(), activations, activations
+        )
+        torch.testing.assert_close(ctx.curvature[:, k], expected, rtol=1e-4, atol=1e-7)
+    assert ctx.curvature.abs().amax() > 0.01 * ctx.gradients.abs().amax()  # not negligible next to G
+
+
+def test_shapleycam_is_gradcam_for_logits_above_a_linear_head_only(cam_net, images):
+    """Above a linear head a logit has no curvature; a log-probability has."""
+    from mmcam.targets import ClassLogProb
+
+    for targets, same in (([[0, 2]] * 2, True), ([ClassLogProb(0), ClassLogProb(2)], False)):
+        shapley, gradcam = (
+            mmcam.explain(cam_net, images, targets, layer="features", method=method).raw
+            for method in ("shapleycam", "gradcam")
+        )
+        assert torch.allclose(shapley, gradcam, rtol=1e-4, atol=1e-6) == same
+
+
+class BiasNet(nn.Module):
+    """conv -> batch norm (seeded statistics) -> in-place ReLU -> strided conv -> ReLU -> mean -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(4, 5, 3, stride=2, padding=1)
+        self.fc = nn.Linear(5, 3)
+        with torch.no_grad():
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-0.5, 0.5)
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 1.5)
+            self.bn.bias[0] = 0  # its effective bias is not: a channel that beta alone would drop
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv2(self.relu(self.bn(self.conv1(x))))).mean(dim=(2, 3)))
+
+
+def _psi(part, size):
+    """FullGrad's post-processing, written out: each channel of |part| (C, h, w) min-max scaled on its own
+    grid, upsampled to ``size`` (bilinear, half-pixel centres), and the channels summed."""
+    import torch.nn.functional as F
+
+    total = torch.zeros(size, dtype=torch.float64)
+    for channel in part.abs().double():
+        span = channel.max() - channel.min()
+        scaled = (channel - channel.min()) / span if span > 0 else torch.zeros_like(channel)
+        total += F.interpolate(scaled[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    return total
+
+
+def test_fullgrad_sums_the_scaled_input_and_bias_gradients():
+    """L_k = psi(x dy_k/dx) + sum_l psi(b_l dy_k/dz_l) over conv1, the batch norm (its effective bias
+    beta - mu gamma / sqrt(var + eps)) and conv2 (a 4x5 grid, upsampled to the 8x10 input), each target
+    differentiated on its own."""
+    net = BiasNet().eval()
+    images = torch.rand(2, 3, 8, 10, generator=torch.Generator().manual_seed(4))
+    classes = (0, 2)
+    explanation = mmcam.explain(net, images, [list(classes)] * 2, layer="conv2", method="fullgrad")
+    bn = net.bn
+    biases = [
+        net.conv1.bias,
+        bn.bias - bn.running_mean * bn.weight / (bn.running_var + bn.eps).sqrt(),
+        net.conv2.bias,
+    ]
+    for b in range(2):
+        x = images[b].clone().requires_grad_(True)
+        z1 = net.conv1(x[None])
+        z2 = net.bn(z1)
+        z3 = net.conv2(torch.relu(z2))
+        y = net.fc(torch.relu(z3).mean(dim=(2, 3)))[0]
+        for k, c in enumerate(classes):
+            gx, *gz = torch.autograd.grad(y[c], [x, z1, z2, z3], retain_graph=True)
+            expected = _psi(x * gx, (8, 10))
+            for bias, g in zip(biases, gz):
+                expected += _psi(bias[:, None, None] * g[0], (8, 10))
+            torch.testing.assert_close(explanation.raw[b, k].double(), expected, rtol=1e-4, atol=1e-5)
+
+
+class Binarized(nn.Module):
+    """A model that thresholds its input: no gradient reaches the image."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = BiasNet()
+
+    def forward(self, x):
+        return self.net((x > 0.5).to(x.dtype))
+
+
+def test_fullgrad_errors_say_what_to_do_and_leave_the_model_as_it_was():
+    from tests.model_state import assert_unchanged, snapshot
+
+    calls = []
+
+    def fails_on_fullgrads_forward(output):  # the first forward captures the layer, the second is FullGrad's
+        calls.append(output)
+        if len(calls) == 2:
+            raise RuntimeError("induced failure")
+        return output[:, 0]
+
+    no_bias = nn.Sequential(
+        nn.Conv2d(3, 16, 3, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 6 * 8, 2)
+    )
+    cases = [
+        (no_bias, "0", 0, ValueError, "has no Conv2d or BatchNorm2d with a bias: use another method"),
+        (Binarized(), "net.conv2", 0, ValueError, "no gradient path joins them"),
+        (BiasNet(), "conv2", fails_on_fullgrads_forward, RuntimeError, "induced failure"),
+    ]
+    images = torch.rand(2, 3, 8, 10)
+    for model, layer, target, error, message in cases:
+        model.train()
+        next(model.parameters()).requires_grad_(False)
+        before = snapshot(model)
+        with pytest.raises(error, match=message):
+            mmcam.explain(model, images, target, layer=layer, method="fullgrad")
+        assert_unchanged(model, before)
+    assert len(calls) == 2
+
+
+class FusedAttention(nn.Module):
+    """conv -> tokens -> torch's scaled-dot-product attention, on contiguous CPU tensors its flash kernel,
+    which has no second derivative."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 4, stride=4)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        tokens = self.conv(x).flatten(2).transpose(1, 2)[:, None].contiguous()  # (B, heads, L, D)
+        attended = nn.functional.scaled_dot_product_attention(tokens, tokens, tokens)
+        return self.fc(attended.mean(dim=(1, 2)))
+
+
+def test_shapleycam_names_an_operation_without_a_second_derivative():
+    from mmcam.targets import ClassLogProb
+
+    with pytest.raises(
+        ValueError, match="above layer 'conv' has no second derivative .* attn_implementation='eager'"
+    ):
+        mmcam.explain(
+            FusedAttention().eval(),
+            torch.rand(2, 3, 16, 16),
+            ClassLogProb(0),
+            layer="conv",
+            method="shapleycam",
+        )

@@ -1,5 +1,6 @@
 """mmcam's maps against pytorch-grad-cam and captum on a seeded torchvision resnet18."""
 
+import copy
 import typing
 
 import numpy as np
@@ -88,6 +89,63 @@ def test_matches_pytorch_grad_cam(scaled, batch, method):
             assert min(np.abs(got[b] - e).max() for e in either) < 1e-4
     else:
         assert np.abs(got - expected).max() < 1e-4
+
+
+@pytest.fixture(scope="module")
+def biased(scaled):
+    """The scaled resnet18 with seeded batch-norm statistics and affine parameters: torchvision starts every
+    batch norm as the identity (mean 0, variance 1, gamma 1, beta 0), whose effective bias is 0, and
+    FullGrad would see the input-gradient alone."""
+    model = copy.deepcopy(scaled)
+    generator = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                shape = module.running_mean.shape
+                module.running_mean.copy_(torch.randn(shape, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(shape, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(shape, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(shape, generator=generator) * 0.1)
+    return model
+
+
+def test_fullgrad_matches_pytorch_grad_cam(biased, batch):
+    """FullGrad at the input's resolution (pytorch-grad-cam ignores the layer and takes every Conv2d and
+    BatchNorm2d with a bias). pytorch-grad-cam adds 1e-7 to each channel map's max when it scales it, which
+    the x1000 logits make negligible (3e-6 here; 2e-3 without them)."""
+    classes, batch = [3, 7], batch[..., :96, :96]
+    reference = pytorch_grad_cam.FullGrad(model=biased, target_layers=[])
+    expected = reference(batch, targets=[ClassifierOutputTarget(c) for c in classes])
+    reference.activations_and_grads.release()
+    ours = mmcam.explain(biased, batch, classes, layer="net.layer4", method="fullgrad")
+    assert ours.maps.shape == (2, 1, 96, 96)
+    assert np.abs(ours.maps[:, 0].numpy() - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("kind", ["logit", "log-probability"])
+def test_shapleycam_matches_pytorch_grad_cam(scaled, batch, kind):
+    """ShapleyCAM with the target pytorch-grad-cam is given, on the resnet18 without the x1000 (whose
+    softmax is one-hot). Above resnet's linear head a logit has no curvature, and the map is Grad-CAM's; a
+    log-probability's is not. pytorch-grad-cam scales a map twice (the layer's, then the layers' mean),
+    each time adding 1e-7 to its max: the same is done to mmcam's raw map."""
+    from mmcam.targets import ClassLogProb
+
+    classes, model = [3, 7], scaled.net
+    if kind == "logit":
+        ours_target, theirs = classes, [ClassifierOutputTarget(c) for c in classes]
+    else:
+        ours_target, theirs = ClassLogProb(classes), [lambda o, c=c: o.log_softmax(-1)[c] for c in classes]
+    reference = pytorch_grad_cam.ShapleyCAM(model=model, target_layers=[model.layer4])
+    reference.get_target_width_height = lambda _: (5, 5)
+    expected = reference(batch, targets=theirs)
+    reference.activations_and_grads.release()
+
+    def scaled_twice(method):
+        raw = mmcam.explain(model, batch, ours_target, layer="layer4", method=method).raw
+        return _minmax(_minmax(raw[:, 0].numpy()))
+
+    assert np.abs(scaled_twice("shapleycam") - expected).max() < 1e-4
+    assert (np.abs(scaled_twice("gradcam") - expected).max() < 1e-4) == (kind == "logit")
 
 
 def test_gradcam_matches_captum(resnet18, images):

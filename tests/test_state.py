@@ -22,7 +22,9 @@ def mixed_state_model(resnet18):
         p.requires_grad_(True)
 
 
-@pytest.mark.parametrize("method", ["gradcam", "scorecam", "guided-gradcam", "smooth-gradcam++"])
+@pytest.mark.parametrize(
+    "method", ["gradcam", "scorecam", "guided-gradcam", "smooth-gradcam++", "shapleycam", "fullgrad"]
+)
 def test_unchanged_after_success(mixed_state_model, method):
     before = snapshot(mixed_state_model)
     mmcam.explain(mixed_state_model, torch.randn(1, 3, 32, 32), [2], method=method)

@@ -6,6 +6,7 @@ METHODS = (  # mmcam.engine.methods.METHODS, in its order
     "counterfactual",
     "gradcam++",
     "smooth-gradcam++",
+    "shapleycam",
     "xgradcam",
     "hirescam",
     "layercam",
@@ -26,6 +27,7 @@ METHODS = (  # mmcam.engine.methods.METHODS, in its order
     "perturbation",
     "guided-backprop",
     "guided-gradcam",
+    "fullgrad",
 )
 WORD_CHOICES = ("all", "content")  # mmcam.adapters.captioning.WORD_CHOICES
 METRICS = (  # the keys of mmcam.evaluation.scoring.METRICS

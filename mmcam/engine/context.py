@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from mmcam.engine.attention import AttentionRecorder
+from mmcam.engine.biases import bias_outputs, channel_biases
 from mmcam.engine.capture import LayerCapture, channel_zeroing
 from mmcam.engine.gradients import mixes_samples, target_gradients
 from mmcam.engine.guided import guided_relus
@@ -34,7 +35,8 @@ class CamContext:
     ``gradients`` costs one vectorized backward through the layers above the captured one;
     ``noisy_gradient_moments``, ``masked_scores`` and ``guided_input_gradients`` run extra
     forward passes, only for the methods that use them. With ``record_attention`` the first forward also
-    records the attention probabilities (``attention_gradients``). The image is (B, C, H, W), or
+    records the attention probabilities (``attention_gradients``); with ``second_order`` the backward keeps
+    its graph, so ``curvature`` can differentiate the gradients once more. The image is (B, C, H, W), or
     (B, C, T, H, W) for video; ``image_size`` is its grid, (H, W) or (T, H, W).
     """
 
@@ -52,6 +54,7 @@ class CamContext:
         token_layer: str | None = None,
         upsampling: str = "bilinear",
         record_attention: bool = False,
+        second_order: bool = False,
     ):
         self.model = model
         self.forward = forward
@@ -68,6 +71,7 @@ class CamContext:
         self.target_count = len(targets)
         packed = layout.packed if isinstance(layout, Layout) else None
         self._packed = {} if packed is None else {layer: packed}
+        self.second_order = second_order
         self._recorder = AttentionRecorder() if record_attention else None
         with self._recorder or nullcontext():
             self.scores, self._start, self._tokens, self._unreached = self._capture_pass(inputs)
@@ -159,12 +163,12 @@ class CamContext:
                 )
         return known[key]
 
-    def _gradients(self, scores: Tensor, starts: list[Tensor]) -> list[Tensor]:
+    def _gradients(self, scores: Tensor, starts: list[Tensor], create_graph: bool = False) -> list[Tensor]:
         """Gradients at ``starts`` (first the layer), checked to be finite, from one vectorized backward."""
         self._require_reached()
         try:
             per_sample = self._samples_mix(scores, starts[0])
-            gradients = target_gradients(scores, starts, self.chunk_size, per_sample)
+            gradients = target_gradients(scores, starts, self.chunk_size, per_sample, create_graph)
         except RuntimeError as error:
             if "checkpoint" not in str(error).lower() or ".grad()" not in str(error):
                 raise
@@ -196,14 +200,42 @@ class CamContext:
     @cached_property
     def _clean_gradients(self) -> list[Tensor]:
         """Gradients at the layer, the token layer (if any) and the recorded attention probabilities (if
-        recorded), from one vectorized backward."""
+        recorded), from one vectorized backward (differentiable with ``second_order``)."""
         starts = [self._start] + ([self._tokens] if self._tokens is not None else []) + self._attentions
-        return self._gradients(self.scores, starts)
+        return self._gradients(self.scores, starts, create_graph=self.second_order)
 
     @cached_property
     def gradients(self) -> Tensor:
         """G = d y_k / d A on the clean input: (B, K, C, *grid), float32."""
-        return self.layout.to_grid(self._clean_gradients[0], leading=2).float()
+        return self.layout.to_grid(self._clean_gradients[0].detach(), leading=2).float()
+
+    @cached_property
+    def curvature(self) -> Tensor:
+        """H_k A, the Hessian of each target with respect to the activation times the activation itself:
+        d (G_k . A) / dA with the A of the product held fixed, (B, K, C, *grid), float32, from a second
+        vectorized backward through the first one's graph (kept only with ``second_order``). Zero when G
+        does not depend on A (targets linear in A above the layer, such as a ReLU network's logits)."""
+        if not self.second_order:
+            raise ValueError(
+                "curvature differentiates the gradients' graph: build the context with second_order=True"
+            )
+        products = (self._clean_gradients[0] * self._start.detach()[:, None]).flatten(2).sum(dim=2)  # (B, K)
+        if not products.requires_grad:
+            return torch.zeros_like(self.gradients)
+        try:
+            hvp = target_gradients(
+                products, self._start, self.chunk_size, self._samples_mix(self.scores, self._start)
+            )
+        except RuntimeError as error:
+            if "derivative for" not in str(error) and "differentiate twice" not in str(error):
+                raise
+            raise ValueError(
+                f"an operation above layer '{self.layer}' has no second derivative ({str(error).splitlines()[0]}): "
+                "for a fused attention kernel, load the model with attn_implementation='eager'; otherwise use a "
+                "first-order method, such as gradcam"
+            ) from error
+        self._require_finite(hvp, "second derivatives at layer '" + self.layer + "'")
+        return self.layout.to_grid(hvp, leading=2).float()
 
     @cached_property
     def token_weights(self) -> Tensor:
@@ -320,6 +352,31 @@ class CamContext:
                     handle.remove()
                 chunks.append(scores.reshape(len(chunk), batch, -1))
         return torch.cat(chunks).transpose(0, 1).float()
+
+    @cached_property
+    def full_gradients(self) -> tuple[Tensor, list[Tensor]]:
+        """FullGrad's parts, from one more forward and one vectorized backward: the input-gradient
+        x * dy_k/dx (B, K, C_in, *grid) and, for every run of a convolution or batch norm with a bias b
+        (``biases.channel_biases``), the bias-gradient b * dy_k/dz at its output z (B, K, C, *its grid);
+        float32."""
+        biases = channel_biases(self.model, len(self.image_size))
+        image = self.image.detach().clone().requires_grad_(True)
+        with bias_outputs(biases) as outputs:
+            scores = self.score(self._run({**self.inputs, self.image_key: image}))
+        if not scores.requires_grad:
+            raise ValueError(
+                f"FullGrad differentiates the targets with respect to the image '{self.image_key}', and no "
+                "gradient path joins them (the model detaches or quantizes its input): use a layer method, "
+                "such as gradcam"
+            )
+        starts = [image] + [output for _, output in outputs]
+        gradients = target_gradients(scores, starts, self.chunk_size)
+        self._require_finite(gradients[0], "gradients at the input")
+        shape = [-1] + [1] * len(self.image_size)  # a bias per channel, broadcast over the grid
+        return gradients[0].float() * image.detach().float()[:, None], [
+            bias.float().reshape(shape) * gradient.float()
+            for (bias, _), gradient in zip(outputs, gradients[1:])
+        ]
 
     @cached_property
     def guided_input_gradients(self) -> Tensor:

@@ -194,6 +194,7 @@ class Explainer:
                 self.token_layer,
                 self.upsampling,
                 record_attention=getattr(self.method, "reads_attention", False),
+                second_order=getattr(self.method, "second_order", False),
             )
             return use(context)
 

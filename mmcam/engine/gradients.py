@@ -16,7 +16,11 @@ def _seeds(scores: Tensor, per_sample: bool) -> Tensor:
 
 
 def target_gradients(
-    scores: Tensor, starts: Tensor | list[Tensor], chunk_size: int = 32, per_sample: bool = False
+    scores: Tensor,
+    starts: Tensor | list[Tensor],
+    chunk_size: int = 32,
+    per_sample: bool = False,
+    create_graph: bool = False,
 ) -> Tensor | list[Tensor]:
     """d scores[:, k] / d start for every k: (B, K) scores, start (B, ...) -> (B, K, ...).
 
@@ -29,6 +33,7 @@ def target_gradients(
     ``chunk_size`` seeds to bound the memory of the batched backward. With ``per_sample`` (for
     models whose samples mix after the layer) every (sample, target) pair gets its own seed and
     sample b keeps only the gradient at its own activation: d y_bk / d A_b, the others held fixed.
+    With ``create_graph`` the gradients keep their graph (and the forward's), to be differentiated again.
     """
     tensors = starts if isinstance(starts, list) else [starts]
     seeds = _seeds(scores, per_sample)
@@ -36,7 +41,12 @@ def target_gradients(
     chunks = []
     for begin in range(0, count, chunk_size):
         end = min(begin + chunk_size, count)
-        options = {"retain_graph": end < count, "allow_unused": True, "materialize_grads": True}
+        options = {
+            "retain_graph": create_graph or end < count,
+            "create_graph": create_graph,
+            "allow_unused": True,
+            "materialize_grads": True,
+        }
         if end - begin == 1:
             gradients = [g[None] for g in torch.autograd.grad(scores, tensors, seeds[begin], **options)]
         else:

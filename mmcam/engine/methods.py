@@ -117,6 +117,25 @@ class SmoothGradCAMPlusPlus:
         return CamResult(weighted_activations(weights, ctx.activations), weights)
 
 
+class ShapleyCAM:
+    """ShapleyCAM (Cai et al., arXiv 2501.06261): Grad-CAM with the channel weights corrected by the
+    target's curvature, the second-order term of a Taylor approximation of each channel's Shapley value.
+
+    w_kc = 1/(hw) sum_ij (G_kcij - 1/2 (H_k A)_cij);   L_k = ReLU(sum_c w_kc A_c)
+    H_k A: the Hessian of y_k with respect to A times A (``CamContext.curvature``), from a second
+    vectorized backward for all K targets. It vanishes, and ShapleyCAM is Grad-CAM, where y_k is linear
+    in A above the layer (a ReLU network's logit); the paper explains probabilities (softmax outputs).
+    """
+
+    name = "shapleycam"
+    second_order = True
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        corrected = ctx.gradients - 0.5 * ctx.curvature
+        weights = corrected.mean(dim=grid_axes(corrected, 3))
+        return CamResult(weighted_activations(weights, ctx.activations), weights)
+
+
 class XGradCAM:
     """XGrad-CAM (Fu et al., arXiv 2008.02312): activation-normalized gradient weights.
 
@@ -556,6 +575,36 @@ class GuidedBackprop:
         return CamResult(ctx.guided_input_gradients.norm(dim=2))
 
 
+def _scaled_channels(parts: Tensor, axes: int) -> Tensor:
+    """FullGrad's post-processing: |m| min-max scaled per channel map, then summed over the channels,
+    (B, K, C, *grid) -> (B, K, *grid)."""
+    return normalize(parts.abs(), axes).sum(dim=2)
+
+
+class FullGrad:
+    """FullGrad (Srinivas & Fleuret, arXiv 1905.00780): the input-gradient and every bias-gradient, each
+    made a map at input resolution and summed; the layer is not used.
+
+    L_k = psi(x * dy_k/dx) + sum_l up(psi(b_l * dy_k/dz_l)),  psi(m) = sum_c normalize(|m_c|)
+    z_l the output of each convolution and batch norm l with a bias b_l per channel (a batch norm's
+    effective bias beta - mu gamma / sqrt(var + eps)), ``up`` the explainer's upsampling to the input.
+    Each channel is min-max scaled on its own, as pytorch-grad-cam does, so a bias's size drops out (only
+    whether it is 0 counts); the paper's code scales a layer's channels together. ``up`` is linear, so the
+    channels are summed before it, not after. Two forwards (the explainer's and FullGrad's own, from the
+    image) and one vectorized backward to the image for all K targets.
+    """
+
+    name = "fullgrad"
+
+    def __call__(self, ctx: CamContext) -> CamResult:
+        input_part, bias_parts = ctx.full_gradients
+        axes = len(ctx.image_size)
+        total = _scaled_channels(input_part, axes)
+        for part in bias_parts:
+            total = total + upsample(_scaled_channels(part, axes), ctx.image_size, ctx.upsampling)
+        return CamResult(total)
+
+
 class GuidedGradCAM:
     """Guided Grad-CAM (the Grad-CAM paper): guided backprop times the upsampled Grad-CAM map.
 
@@ -579,6 +628,7 @@ METHODS = {
         CounterfactualCAM,
         GradCAMPlusPlus,
         SmoothGradCAMPlusPlus,
+        ShapleyCAM,
         XGradCAM,
         HiResCAM,
         LayerCAM,
@@ -599,6 +649,7 @@ METHODS = {
         Perturbation,
         GuidedBackprop,
         GuidedGradCAM,
+        FullGrad,
     )
 }
 
@@ -613,6 +664,7 @@ CHANNEL_WEIGHT_METHODS = (
     "counterfactual",
     "gradcam++",
     "smooth-gradcam++",
+    "shapleycam",
     "xgradcam",
     "scorecam",
     "iscam",
