@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 import mmcam
+from mmcam.engine.methods import METHODS
 
 Case = tuple[str, str, Callable[[], object]]
 
@@ -282,15 +283,18 @@ def ratio_table(timings: list[Timing]) -> list[dict]:
 @dataclass(frozen=True)
 class PeerMethod:
     """A method mmcam took from a peer: mmcam's ``method`` with Explainer ``options`` (pytorch-grad-cam takes
-    the same flags in its call), timed against ``peer``'s class ``name``."""
+    the same flags in its call), timed against ``peer``'s class ``name``; ``samples``: the Score-CAM variants'
+    copies of each mask, the same in both tools."""
 
     method: str
     peer: str
     name: str
     options: tuple[tuple[str, bool], ...] = ()
+    samples: int | None = None
 
 
-# Case label -> the method and its peer. The Score-CAM variants need 10 and 35 masked forwards per channel.
+# Case label -> the method and its peer. IS-CAM and SS-CAM run 1 copy of each mask here, not their 10 and
+# 35: at 512 channels their defaults make one call a minute and more on a CPU, for both tools alike.
 PEER_METHODS = {
     "gradcam-elementwise": PeerMethod("gradcam-elementwise", "pytorch-grad-cam", "GradCAMElementWise"),
     "eigengradcam": PeerMethod("eigengradcam", "pytorch-grad-cam", "EigenGradCAM"),
@@ -299,8 +303,8 @@ PEER_METHODS = {
     "ablationcam": PeerMethod("ablationcam", "pytorch-grad-cam", "AblationCAM"),
     "gradcam, eigen_smooth": PeerMethod("gradcam", "pytorch-grad-cam", "GradCAM", (("eigen_smooth", True),)),
     "gradcam, aug_smooth": PeerMethod("gradcam", "pytorch-grad-cam", "GradCAM", (("aug_smooth", True),)),
-    "iscam": PeerMethod("iscam", "torch-cam", "ISCAM"),
-    "sscam": PeerMethod("sscam", "torch-cam", "SSCAM"),
+    "iscam, 1 sample": PeerMethod("iscam", "torch-cam", "ISCAM", samples=1),
+    "sscam, 1 sample": PeerMethod("sscam", "torch-cam", "SSCAM", samples=1),
     "shapleycam": PeerMethod("shapleycam", "pytorch-grad-cam", "ShapleyCAM"),
     "fullgrad": PeerMethod("fullgrad", "pytorch-grad-cam", "FullGrad"),
 }
@@ -342,7 +346,8 @@ def methods_cases(
     def torch_cam_call(peer: PeerMethod, column: list[int]):
         import torchcam.methods
 
-        with getattr(torchcam.methods, peer.name)(model, "layer4", input_shape=(3, size, size)) as extractor:
+        cam = getattr(torchcam.methods, peer.name)
+        with cam(model, "layer4", num_samples=peer.samples, input_shape=(3, size, size)) as extractor:
             return extractor(class_idx=column, scores=model(images), normalized=False)[0].detach()
 
     calls = {"pytorch-grad-cam": pytorch_grad_cam_call, "torch-cam": torch_cam_call}
@@ -350,7 +355,8 @@ def methods_cases(
     cases: list[Case] = [("forward only", "torch", forward_only)]
     for label in labels:
         peer = PEER_METHODS[label]
-        explainer = mmcam.Explainer(model, layer="layer4", method=peer.method, **dict(peer.options))
+        method = METHODS[peer.method](samples=peer.samples) if peer.samples else peer.method
+        explainer = mmcam.Explainer(model, layer="layer4", method=method, **dict(peer.options))
         one, every = f"{label}, 1 target", f"{label}, {targets} targets"
         cases.append((one, "mmcam", lambda e=explainer: e(images, first)))
         cases.append((every, "mmcam", lambda e=explainer: e(images, classes)))

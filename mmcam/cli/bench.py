@@ -20,8 +20,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "caption: the bundled captioner on a 12-word caption: one word, all words in one call, a call per word. "
         "vqa: the bundled VQA model: one answer, every answer in one call, a call per answer. "
         "methods: the methods taken from pytorch-grad-cam (gradcam-elementwise, eigengradcam, fem, "
-        "kpcacam, ablationcam, shapleycam, fullgrad) on resnet18 at 64 px, 2 images, 1 and --targets classes, "
-        "against pytorch-grad-cam. "
+        "kpcacam, ablationcam, shapleycam, fullgrad, the eigen_smooth and aug_smooth options) and torch-cam "
+        "(iscam, sscam, with 1 copy per mask) on resnet18 at 64 px, 2 images, 1 and --targets classes, "
+        "against those peers. "
         "folder: images per second over a folder of 500 JPEGs (resnet18, random weights): mmcam classify "
         "with and without figures, a loop over pytorch-grad-cam, and the model's forward alone. "
         "Prints mmcam's speed-up over each peer, measured in the same run.",
