@@ -24,3 +24,17 @@ def assert_unchanged(model, before):
     assert all(g is None for g in after["grads"])
     for key, value in before["values"].items():
         assert torch.equal(after["values"][key], value), key
+
+
+def counted_forwards(model, call):
+    """``call()``'s result and how many forward passes of ``model`` it ran; the model must come back
+    unchanged."""
+    before = snapshot(model)
+    calls = []
+    handle = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        result = call()
+    finally:
+        handle.remove()
+    assert_unchanged(model, before)
+    return result, len(calls)

@@ -14,7 +14,7 @@ from mmcam.adapters.vqa import explain_answers
 from mmcam.cli import main
 from mmcam.loading import load_captioner, load_vqa
 from tests.hf_tiny import save_llava, save_paligemma
-from tests.model_state import assert_unchanged, snapshot
+from tests.model_state import assert_unchanged, counted_forwards, snapshot
 
 GRID = 4  # a 32 px image in 8 px patches
 FAMILIES = {"llava": save_llava, "paligemma": save_paligemma}
@@ -57,15 +57,11 @@ def picture():
 
 
 def test_every_word_of_a_reply_from_one_forward_with_its_token_log_probabilities(captioner, picture):
-    calls = []
-    before = snapshot(captioner.model)
-    handle = captioner.model.register_forward_pre_hook(lambda module, args: calls.append(1))
-    try:
-        result = explain_caption(captioner, picture, caption="a red circles", whole_caption=True)
-    finally:
-        handle.remove()
-    assert_unchanged(captioner.model, before)
-    assert len(calls) == 1
+    result, forwards = counted_forwards(
+        captioner.model,
+        lambda: explain_caption(captioner, picture, caption="a red circles", whole_caption=True),
+    )
+    assert forwards == 1
     assert result.words == ["a", "red", "circles"]
     tokenized = captioner.tokenize("a red circles")
     start = tokenized.positions[0][0]  # the reply follows the prompt, which holds the image's tokens

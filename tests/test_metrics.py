@@ -399,12 +399,37 @@ def quantus_randomizing_like(monkeypatch):
     return use
 
 
+def layercam_maps(network, inputs, targets):
+    """(N, H, W) LayerCAM maps at layer3 of one target per input, from numpy or torch inputs."""
+    import numpy as np
+
+    import mmcam
+
+    explainer = mmcam.Explainer(network, layer="layer3", method="layercam")
+    return explainer(torch.as_tensor(np.asarray(inputs)), [int(t) for t in targets]).maps[:, 0]
+
+
+def quantus_randomization_scores(metric, model, images, labels):
+    """A Quantus randomization metric's scores, explaining with ``layercam_maps``."""
+    import numpy as np
+
+    return metric(
+        model=model,
+        x_batch=images.numpy(),
+        y_batch=np.array(labels),
+        a_batch=None,
+        explain_func=lambda model, inputs, targets, **kwargs: layercam_maps(model, inputs, targets)[
+            :, None
+        ].numpy(),
+        device="cpu",
+    )
+
+
 def test_efficient_mprt_equals_quantus(five_classes, quantus_randomizing_like):
     """Quantus's EfficientMPRT (relative rise of the discrete entropy, 100 bins) on the same maps of the
     trained and of the same fully randomized model."""
     import numpy as np
 
-    import mmcam
     from mmcam.metrics.sanity import complexity_rise, fully_randomized
 
     model, image, _, _, _ = five_classes
@@ -412,21 +437,8 @@ def test_efficient_mprt_equals_quantus(five_classes, quantus_randomizing_like):
     randomized = fully_randomized(model, seed=5)
     quantus = quantus_randomizing_like(randomized)
 
-    def explain(network, inputs, targets):
-        explainer = mmcam.Explainer(network, layer="layer3", method="layercam")
-        return explainer(torch.as_tensor(np.asarray(inputs)), [int(t) for t in targets]).maps[:, 0]
-
-    ours = complexity_rise(explain(model, images, labels), explain(randomized, images, labels))
-    theirs = quantus.EfficientMPRT(disable_warnings=True)(
-        model=model,
-        x_batch=images.numpy(),
-        y_batch=np.array(labels),
-        a_batch=None,
-        explain_func=lambda model, inputs, targets, **kwargs: explain(model, inputs, targets)[
-            :, None
-        ].numpy(),
-        device="cpu",
-    )
+    ours = complexity_rise(layercam_maps(model, images, labels), layercam_maps(randomized, images, labels))
+    theirs = quantus_randomization_scores(quantus.EfficientMPRT(disable_warnings=True), model, images, labels)
     np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-4, atol=1e-6)
 
 
@@ -513,30 +525,17 @@ def test_cascading_randomization_equals_quantus_mprt_on_the_same_steps(
 
     import numpy as np
 
-    import mmcam
     from mmcam.metrics.sanity import randomization_steps
 
     model, image, _, _, _ = five_classes
     images, labels = torch.stack([image, image.flip(-1)]), [1, 3]
 
-    def explain(network, inputs=images, targets=labels):
-        explainer = mmcam.Explainer(network, layer="layer3", method="layercam")
-        return explainer(torch.as_tensor(np.asarray(inputs)), [int(t) for t in targets]).maps[:, 0]
+    def explain(network):
+        return layercam_maps(network, images, labels)
 
     steps = [(name, copy.deepcopy(step)) for name, step in randomization_steps(model, seed=5)][:4]
     quantus = quantus_randomizing_like(steps)
-    theirs = quantus.MPRT(disable_warnings=True)(
-        model=model,
-        x_batch=images.numpy(),
-        y_batch=np.array(labels),
-        a_batch=None,
-        explain_func=lambda model, inputs, targets, **kwargs: explain(model, inputs, targets)[
-            :, None
-        ].numpy(),
-        device="cpu",
-    )
-    reference = explain(model)
-    for name, step in steps:
-        np.testing.assert_allclose(
-            spearman(reference, explain(step)).numpy(), theirs[name], rtol=1e-4, atol=1e-5
-        )
+    theirs = quantus_randomization_scores(quantus.MPRT(disable_warnings=True), model, images, labels)
+    ours = dict(cascading_randomization(model, explain, seed=5))
+    for name, _ in steps:
+        np.testing.assert_allclose(ours[name].numpy(), theirs[name], rtol=1e-4, atol=1e-5)

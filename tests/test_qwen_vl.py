@@ -18,7 +18,7 @@ from mmcam.loading import load_captioner, load_vqa
 from mmcam.targets import right_padded
 from mmcam.viz.overlay import peak_in_image
 from tests.hf_tiny import save_qwen_vl
-from tests.model_state import assert_unchanged, snapshot
+from tests.model_state import assert_unchanged, counted_forwards, snapshot
 from tests.test_chat import warmed
 
 PATCH = 8
@@ -72,15 +72,11 @@ def test_every_word_of_a_reply_from_one_forward_with_the_processors_token_log_pr
 ):
     """The words' scores equal the log-probabilities of the model run on its processor's inputs: the image
     stretched and cut into patches as the processor does, its token expanded as the processor does."""
-    calls = []
-    before = snapshot(captioner.model)
-    handle = captioner.model.register_forward_pre_hook(lambda module, args: calls.append(1))
-    try:
-        result = explain_caption(captioner, picture, caption="a red circles", whole_caption=True)
-    finally:
-        handle.remove()
-    assert_unchanged(captioner.model, before)
-    assert len(calls) == 1
+    result, forwards = counted_forwards(
+        captioner.model,
+        lambda: explain_caption(captioner, picture, caption="a red circles", whole_caption=True),
+    )
+    assert forwards == 1
     assert result.words == ["a", "red", "circles"]
     per_token = processor_log_probs(qwen_dir, picture, CAPTION_PROMPT, "a red circles")  # circle ##s
     expected = [per_token[0], per_token[1], sum(per_token[2:]), sum(per_token)]
