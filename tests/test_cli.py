@@ -51,7 +51,7 @@ def test_the_names_the_command_line_offers_are_those_of_the_registries():
     from mmcam.adapters import captioning
     from mmcam.adapters.rl import rollouts
     from mmcam.cli import choices
-    from mmcam.engine import methods
+    from mmcam.engine import fusion, methods
     from mmcam.evaluation import data, runner, scoring, tasks
     from mmcam.metrics import baselines, faithfulness
 
@@ -65,6 +65,7 @@ def test_the_names_the_command_line_offers_are_those_of_the_registries():
     assert choices.ACTION_TARGETS == tuple(rollouts.ACTION_TARGETS)
     assert choices.SHAPES_SEED == data.SHAPES_SEED
     assert choices.DEFAULT_SCENES == runner.DEFAULT_SCENES
+    assert choices.FUSIONS == fusion.FUSIONS
 
 
 def test_classify_json_schema_and_files(image_path, tmp_path, capsys):
@@ -468,6 +469,11 @@ def test_fuse_layers_gives_the_fused_maps_of_each_layer(scene_folder, tmp_path, 
     classes = [[classifier.class_index(t["label"]) for t in record["targets"]]]
     each = [classifier.explainer(layer, "layercam")(pixels, classes) for layer in layers]
     expected = mmcam.fuse_layers(each, gamma=2.0)
+    torch.testing.assert_close(load_file(record["maps_file"])["raw"], expected.raw, atol=1e-5, rtol=1e-4)
+    product = ["--fuse-by", "product", "--overwrite"]
+    assert main(["classify", image, "--fuse-layers", ",".join(layers), *product, *options]) == 0
+    record = json.loads(capsys.readouterr().out)
+    expected = mmcam.fuse_layers(each, rule="product")
     torch.testing.assert_close(load_file(record["maps_file"])["raw"], expected.raw, atol=1e-5, rtol=1e-4)
     assert main(["classify", image, "--fuse-layers", ",".join(layers), "--layer", layers[0]]) == 2
     assert "--fuse-layers names the layers itself" in capsys.readouterr().err

@@ -198,6 +198,22 @@ def test_fuse_layers_takes_the_maximum_of_the_upsampled_maps(cam_net, images):
     assert fused.maps.shape == coarse.maps.shape and float(fused.maps.max()) == 1.0
 
 
+def test_fuse_layers_by_product_is_refinecam(cam_net, images):
+    """RefineCAM: each layer's map min-max scaled, upsampled to the finest grid and multiplied; equal to
+    torch-cam's RefineCAM.fuse_cams on the same maps (before its final scaling)."""
+    torchcam = pytest.importorskip("torchcam.methods", reason="the comparison needs the dev extra (torchcam)")
+    coarse = mmcam.explain(cam_net, images, 1, layer="features", method="layercam")
+    coarser = replace(
+        coarse, raw=torch.nn.functional.avg_pool2d(coarse.raw[:, 0], 2)[:, None], layer="pooled"
+    )
+    fused = mmcam.fuse_layers([coarse, coarser], rule="product")
+    expected = torchcam.RefineCAM.fuse_cams([coarse.raw[:, 0], coarser.raw[:, 0]], normalized=False)
+    torch.testing.assert_close(fused.raw[:, 0], expected, rtol=0, atol=5e-4)  # torch-cam adds 1e-8 to the max
+    assert fused.method == "layercam, fused (product)"
+    with pytest.raises(ValueError, match="unknown fusion rule 'sum'; choose one of: maximum, product"):
+        mmcam.fuse_layers([coarse, coarser], rule="sum")
+
+
 def test_similar_class_contrast_weighs_the_nearest_classes_by_probability():
     from mmcam.targets import SimilarClassContrast
 

@@ -288,7 +288,7 @@ def test_infidelity_against_captum_with_the_same_noise(five_classes):
 
 
 def test_road_against_pytorch_grad_cam_without_noise(five_classes):
-    """ROAD combined equals pytorch-grad-cam's (its noisy linear imputer with the noise set to 0, so that
+    """ROAD's most- and least-relevant-first averages and their combination equal pytorch-grad-cam's (its noisy linear imputer with the noise set to 0, so that
     both fill the same pixels with the same values); each filled pixel is its neighbours' weighted mean."""
     import numpy as np
 
@@ -310,10 +310,12 @@ def test_road_against_pytorch_grad_cam_without_noise(five_classes):
         for removal in removals
         for p in percentiles
     }
-    theirs = np.mean(
-        [(changes[(removals[1], p)] - changes[(removals[0], p)]) / 2 for p in percentiles], axis=0
+    most_first, least_first = (
+        np.mean([changes[(removal, p)] for p in percentiles], axis=0) for removal in removals
     )
-    np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ours.most_first.numpy(), most_first, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ours.least_first.numpy(), least_first, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ours.combined.numpy(), (least_first - most_first) / 2, rtol=1e-4, atol=1e-6)
     keep = torch.ones(48, 48, dtype=torch.bool)
     keep[10:14, 20:25] = False
     filled = linear_imputation(image, keep, noise=0.0)

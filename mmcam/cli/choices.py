@@ -47,6 +47,8 @@ METRICS = (  # the keys of mmcam.evaluation.scoring.METRICS
     "complexity",
     "random-logit",
     "road",
+    "road-morf",
+    "road-lerf",
     "sensitivity",
     "infidelity",
     "cited-units",
@@ -59,3 +61,4 @@ ACTION_TARGETS = ("logit", "log-prob", "advantage", "margin")  # mmcam.adapters.
 SUITES = ("classify", "caption", "vqa", "methods")  # the keys of mmcam.bench.SUITES
 SHAPES_SEED = 30_000  # mmcam.evaluation.data.SHAPES_SEED
 DEFAULT_SCENES = 500  # mmcam.evaluation.runner.DEFAULT_SCENES
+FUSIONS = ("maximum", "product")  # mmcam.engine.fusion.FUSIONS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mmcam.cli.choices import FUSIONS
 from mmcam.cli.common import (
     add_batch_options,
     add_concept_options,
@@ -70,8 +71,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         type=comma_separated,
         default=None,
         metavar="L,L,...",
-        help="explain at each of these layers and fuse the maps: their maximum at the finest grid "
-        "(torch-cam's fuse_cams; LayerCAM maps tanh-scaled first); instead of --layer",
+        help="explain at each of these layers and fuse the maps at the finest grid (see --fuse-by); "
+        "instead of --layer",
+    )
+    parser.add_argument(
+        "--fuse-by",
+        choices=FUSIONS,
+        default="maximum",
+        help="--fuse-layers: the maximum of the maps (torch-cam's fuse_cams; LayerCAM maps tanh-scaled "
+        "first; default) or the product of the min-max scaled maps (RefineCAM)",
     )
     parser.add_argument("--frames", type=int, default=16, help="--video: frames sampled evenly (default 16)")
     add_concept_options(parser)
@@ -97,9 +105,8 @@ def layer_explainer(arguments: argparse.Namespace, classifier):
         classifier.explainer(layer, arguments.method, **smoothing(arguments))
         for layer in arguments.fuse_layers
     ]
-    return fused_explainer(
-        explainers, LAYERCAM_GAMMA if get_method(arguments.method).name == "layercam" else None
-    )
+    gamma = LAYERCAM_GAMMA if get_method(arguments.method).name == "layercam" else None
+    return fused_explainer(explainers, gamma, arguments.fuse_by)
 
 
 def run(arguments: argparse.Namespace) -> int:

@@ -61,6 +61,8 @@ METRICS = {
     "complexity": Metric("complexity (entropy)", "lower"),
     "random-logit": Metric("SSIM with a random other class's map", "lower"),
     "road": Metric("ROAD (LeRF - MoRF) / 2", "higher"),
+    "road-morf": Metric("ROAD MoRF: score change, most relevant removed", "lower"),
+    "road-lerf": Metric("ROAD LeRF: score change, least relevant removed", "higher"),
     "sensitivity": Metric("max-sensitivity", "lower"),
     "infidelity": Metric("infidelity", "lower"),
     "cited-units": Metric("score drop, cited units zeroed", "higher"),
@@ -158,8 +160,13 @@ def score_item(
         )
     if "random-logit" in metrics:
         values["random-logit"] = _random_logit(task, item, method, maps, settings)
-    if "road" in metrics:
-        values["road"] = road(task.scorer(item), image, maps, seed=settings.seed)
+    if {"road", "road-morf", "road-lerf"} & set(metrics):
+        scores = road(task.scorer(item), image, maps, seed=settings.seed)
+        values["road"], values["road-morf"], values["road-lerf"] = (
+            scores.combined,
+            scores.most_first,
+            scores.least_first,
+        )
     if "infidelity" in metrics:
         values["infidelity"] = infidelity(
             task.scorer(item), image, maps, sigma=INFIDELITY_SIGMA * _span(image), seed=settings.seed

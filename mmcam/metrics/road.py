@@ -1,10 +1,12 @@
 """ROAD, RemOve And Debias (Rong et al., arXiv 2202.00449): remove the pixels a map ranks most (or least)
 relevant, fill them by noisy linear imputation, which leaves no trace of the removal's shape for the model
-to read, and watch the target's score. As pytorch-grad-cam computes it (``ROADCombined``)."""
+to read, and watch the target's score. As pytorch-grad-cam computes it (``ROADMostRelevantFirstAverage``,
+``ROADLeastRelevantFirstAverage``, ``ROADCombined``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -74,6 +76,20 @@ def linear_imputation(image: Tensor, keep: Tensor, noise: float = 0.01, seed: in
     return result.reshape(image.shape)
 
 
+@dataclass(frozen=True)
+class RoadScores:
+    """Per target (K,): the mean change of the target's score when the most relevant pixels are filled
+    (``most_first``, MoRF: lower is better), when the least relevant are (``least_first``, LeRF: higher is
+    better), and ``combined`` = (LeRF - MoRF) / 2 (higher is better)."""
+
+    most_first: Tensor
+    least_first: Tensor
+
+    @property
+    def combined(self) -> Tensor:
+        return (self.least_first - self.most_first) / 2
+
+
 def road(
     scorer: Callable[[Tensor], Tensor],
     image: Tensor,
@@ -81,22 +97,23 @@ def road(
     percentiles: Sequence[float] = PERCENTILES,
     noise: float = 0.01,
     seed: int = 0,
-) -> Tensor:
-    """ROAD combined, (C, H, W) image and (K, H, W) maps in [0, 1] -> (K,), higher is better:
+) -> RoadScores:
+    """ROAD, (C, H, W) image and (K, H, W) maps in [0, 1]:
 
-    ROAD_k = 1/P sum_p (y_k(LeRF_p) - y_k(MoRF_p)) / 2,
+    MoRF_k = 1/P sum_p (y_k(MoRF_p) - y_k(x)),   LeRF_k = 1/P sum_p (y_k(LeRF_p) - y_k(x)),
 
-    MoRF_p: the pixels where L_k >= its p-th percentile filled (``linear_imputation``); LeRF_p: those where
-    1 - L_k >= the p-th percentile of 1 - L_k. All 2 P K filled images are scored in one batch.
+    MoRF_p: the image with the pixels where L_k >= its p-th percentile filled (``linear_imputation``);
+    LeRF_p: with those where 1 - L_k >= the p-th percentile of 1 - L_k. The image and all 2 P K filled
+    images are scored in one batch.
     """
-    copies = []
+    copies = [image]
     for k in range(maps.shape[0]):
         for ranking in (maps[k], 1 - maps[k]):  # most relevant first, least relevant first
             for p in percentiles:
                 keep = ranking < torch.quantile(ranking.flatten().double(), p / 100).to(ranking.dtype)
                 copies.append(linear_imputation(image, keep, noise, seed))
-    scores = scorer(torch.stack(copies)).float()  # (K * 2 * P, K)
-    count = len(percentiles)
-    per_target = scores.reshape(maps.shape[0], 2, count, -1)
-    own = torch.stack([per_target[k, :, :, k] for k in range(maps.shape[0])])  # (K, 2, P)
-    return ((own[:, 1] - own[:, 0]) / 2).mean(dim=1)
+    scores = scorer(torch.stack(copies)).float()  # (1 + K * 2 * P, K)
+    clean, filled = scores[0], scores[1:].reshape(maps.shape[0], 2, len(percentiles), -1)
+    own = torch.stack([filled[k, :, :, k] for k in range(maps.shape[0])])  # (K, 2, P)
+    changes = (own - clean[:, None, None]).mean(dim=2)
+    return RoadScores(changes[:, 0], changes[:, 1])
