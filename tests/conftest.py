@@ -1,9 +1,18 @@
 """Shared fixtures: small seeded models, no network."""
 
+import os
+
 import pytest
 import torch
 import torchvision
 from torch import nn
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The xdist workers (-n auto: one per core) already fill the cores; torch's default of a thread per core
+    # in every worker oversubscribes them, which made a 24 s test take 248 s in the suite. One thread per
+    # worker, also for the processes a test starts (notebook kernels, torchrun, the command line).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 class ConvPoolLinear(nn.Module):
