@@ -177,10 +177,8 @@ def score_item(
         values["complexity"] = complexity(maps)
     if "cited-units" in metrics or "random-units" in metrics:
         values["cited-units"], values["random-units"] = _unit_drops(task, item, method, explanation, settings)
-    if "sanity-smooth" in metrics:
-        values["sanity-smooth"] = _smooth_mprt(task, item, method, settings)
-    if "sanity-efficient" in metrics:
-        values["sanity-efficient"] = _efficient_mprt(task, item, method, maps, settings)
+    if {"sanity-smooth", "sanity-efficient"} & set(metrics):
+        values.update(_against_randomized(task, item, method, maps, metrics, settings))
     if occlusion is not None:
         values["occlusion"] = occlusion_correlation(maps, occlusion, settings.patch, settings.stride)
     record = {"values": {name: value.cpu().tolist() for name, value in values.items()}}
@@ -231,27 +229,27 @@ def _maps_of_copies(
     return task.explainer(method, model)(inputs, item.targets).maps
 
 
-def _smooth_mprt(task: Task, item: Item, method: str, settings: Settings) -> Tensor:
-    """Smooth MPRT: Spearman(mean map over noisy copies on the model, the same on the fully randomized
-    model), the copies of each model explained in one call; NaN for a model-free baseline."""
+def _against_randomized(
+    task: Task, item: Item, method: str, maps: Tensor, metrics: list[str], settings: Settings
+) -> dict[str, Tensor]:
+    """Smooth MPRT (``sanity-smooth``) and efficient MPRT (``sanity-efficient``) against the fully randomized
+    model; NaN for a model-free baseline. The randomized model explains the noisy copies, whose last is the
+    input itself, in one call, and efficient MPRT reads that last map: the randomized model runs once."""
+    wanted = [name for name in ("sanity-smooth", "sanity-efficient") if name in metrics]
     if method in MODEL_FREE:
-        return torch.full((len(item.targets),), torch.nan)
-    copies = noisy_copies(item.inputs[task.image_key][0], SMOOTH_SAMPLES, SMOOTH_NOISE, settings.seed)
-    return smoothed_correlation(
-        lambda model, images: _maps_of_copies(task, item, method, images, model),
-        task.model,
-        task.randomized(settings.seed),
-        copies,
-    )
-
-
-def _efficient_mprt(task: Task, item: Item, method: str, maps: Tensor, settings: Settings) -> Tensor:
-    """Efficient MPRT: the rise of the maps' histogram entropy on the fully randomized model
-    (``metrics.sanity.complexity_rise``); NaN for a model-free baseline."""
-    if method in MODEL_FREE:
-        return torch.full((len(item.targets),), torch.nan)
-    randomized = method_maps(task, item, method, task.randomized(settings.seed)).float()
-    return complexity_rise(maps, randomized)
+        return {name: torch.full((len(item.targets),), torch.nan) for name in wanted}
+    image = item.inputs[task.image_key][0]
+    smooth = "sanity-smooth" in metrics
+    copies = noisy_copies(image, SMOOTH_SAMPLES, SMOOTH_NOISE, settings.seed) if smooth else image[None]
+    randomized = _maps_of_copies(task, item, method, copies, task.randomized(settings.seed)).float()
+    values = {}
+    if smooth:
+        values["sanity-smooth"] = smoothed_correlation(
+            _maps_of_copies(task, item, method, copies), randomized
+        )
+    if "sanity-efficient" in metrics:
+        values["sanity-efficient"] = complexity_rise(maps, randomized[-1])
+    return values
 
 
 def _unit_drops(

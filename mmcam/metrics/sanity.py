@@ -89,15 +89,10 @@ def noisy_copies(image: Tensor, samples: int, magnitude: float, seed: int = 0) -
     return torch.cat([image + magnitude * span * noise.to(image.dtype), image[None]])
 
 
-def smoothed_correlation(
-    explain: Callable[[nn.Module, Tensor], Tensor], model: nn.Module, randomized: nn.Module, copies: Tensor
-) -> Tensor:
-    """Smooth MPRT: ``explain(model, images) -> (M, K, H, W)`` maps of the K targets on M images;
-    -> (K,) rho = Spearman(mean_m explain(model, copies)_m, mean_m explain(randomized, copies)_m), the
-    ``copies`` (``noisy_copies``) of each model explained in one call."""
-    return spearman(
-        explain(model, copies).float().mean(dim=0), explain(randomized, copies).float().mean(dim=0)
-    )
+def smoothed_correlation(trained: Tensor, randomized: Tensor) -> Tensor:
+    """Smooth MPRT: the maps of K targets on the M ``noisy_copies`` of an input, (M, K, H, W), from the model
+    and from its fully randomized copy -> (K,) rho = Spearman(mean_m trained_m, mean_m randomized_m)."""
+    return spearman(trained.float().mean(dim=0), randomized.float().mean(dim=0))
 
 
 def histogram_entropy(maps: Tensor, bins: int = 100) -> Tensor:
