@@ -16,10 +16,12 @@ class Explanation:
     maps:    (B, K, H, W) in [0, 1] (in [-1, 1], scaled by max |L|, for signed maps), at input
              resolution, on the input's device; (B, K, T, H, W) for video inputs.
     raw:     (B, K, h, w) unnormalized maps at the method's resolution (the layer's grid; the
-             input's for the pixel-level guided methods); (B, K, t, h, w) for video.
+             input's for the pixel-level guided methods, and for a layer of tiles, whose maps are
+             stitched on the image); (B, K, t, h, w) for video.
     scores:  (B, K) the explained scalars.
     labels:  B lists of K names; indices: the output index each target read (class, answer, word).
-    weights: (B, K, C) per-channel importance where the method has it (Grad-CAM's alpha), else None.
+    weights: (B, K, C) per-channel importance where the method has it (Grad-CAM's alpha; per tile, so
+             None, on a layer of tiles), else None.
     token_weights: (B, K, L) gradient x input per token of a token layer (question words), if one was given.
     kinds:   K names of what each score is ("logit", "log-probability", "logit difference", ...), if known.
     """

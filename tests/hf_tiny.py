@@ -301,10 +301,11 @@ def save_paligemma(folder: Path) -> Path:
 TILE_PINPOINTS = [[32, 64], [64, 32], [64, 64]]  # canvases of 1x2, 2x1 and 2x2 tiles of 32 px
 
 
-def save_llava_next(folder: Path) -> Path:
-    """A tiny LLaVA-NeXT (CLIP vision tower, projector, Llama language model) and its processor with a chat
-    template: an image becomes a base tile and the tiles of a canvas from ``TILE_PINPOINTS``, each tile
-    4x4 tokens."""
+def save_llava_next(folder: Path, version: str = "next") -> Path:
+    """A tiny LLaVA-NeXT (``version`` "next": CLIP vision tower, projector, Llama language model) or
+    LLaVA-OneVision ("onevision": a SigLIP tower, without a CLS token) and its processor with a chat
+    template: an image becomes a base tile and the tiles of a canvas from ``TILE_PINPOINTS``, each tile 4x4
+    tokens."""
     from transformers import (
         CLIPVisionConfig,
         LlamaConfig,
@@ -312,29 +313,59 @@ def save_llava_next(folder: Path) -> Path:
         LlavaNextForConditionalGeneration,
         LlavaNextImageProcessor,
         LlavaNextProcessor,
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+        SiglipVisionConfig,
     )
 
     tokenizer = bert_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    text = {**TEXT, "vocab_size": len(tokenizer), "num_key_value_heads": 2, "max_position_embeddings": 256}
-    config = LlavaNextConfig(
-        vision_config=CLIPVisionConfig(**VISION),
-        text_config=LlamaConfig(**text, pad_token_id=0),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_grid_pinpoints=TILE_PINPOINTS,
-        vision_feature_layer=-1,
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>", "<video>"]})
+    text = LlamaConfig(
+        **{**TEXT, "vocab_size": len(tokenizer)},
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
     )
+    common = {
+        "text_config": text,
+        "image_token_index": tokenizer.convert_tokens_to_ids("<image>"),
+        "image_grid_pinpoints": TILE_PINPOINTS,
+        "vision_feature_layer": -1,
+    }
     torch.manual_seed(0)
-    LlavaNextForConditionalGeneration(config).save_pretrained(folder)
-    images = LlavaNextImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=TILE_PINPOINTS
-    )
-    LlavaNextProcessor(
-        image_processor=images,
-        tokenizer=tokenizer,
-        patch_size=8,
-        vision_feature_select_strategy="default",
-        chat_template=CHAT_TEMPLATE,
-        num_additional_image_tokens=1,
-    ).save_pretrained(folder)
+    if version == "next":
+        config = LlavaNextConfig(vision_config=CLIPVisionConfig(**VISION), **common)
+        LlavaNextForConditionalGeneration(config).save_pretrained(folder)
+        images = LlavaNextImageProcessor(
+            size={"shortest_edge": 32},
+            crop_size={"height": 32, "width": 32},
+            image_grid_pinpoints=TILE_PINPOINTS,
+        )
+        processor = LlavaNextProcessor(
+            image_processor=images,
+            tokenizer=tokenizer,
+            patch_size=8,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+            chat_template=CHAT_TEMPLATE,
+        )
+    else:
+        vision = SiglipVisionConfig(**VISION)
+        config = LlavaOnevisionConfig(vision_config=vision, vision_feature_select_strategy="full", **common)
+        LlavaOnevisionForConditionalGeneration(config).save_pretrained(folder)
+        images = LlavaOnevisionImageProcessor(
+            size={"height": 32, "width": 32}, image_grid_pinpoints=TILE_PINPOINTS
+        )
+        processor = LlavaOnevisionProcessor(
+            image_processor=images,
+            tokenizer=tokenizer,
+            video_processor=LlavaOnevisionVideoProcessor(size={"height": 32, "width": 32}),
+            num_image_tokens=16,
+            vision_feature_select_strategy="full",
+            chat_template=CHAT_TEMPLATE,
+        )
+    processor.save_pretrained(folder)
     return folder

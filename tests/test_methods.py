@@ -20,7 +20,12 @@ def ctx():
     gradients = torch.randn(B, K, C, H, W, generator=generator)
     curvature = torch.randn(B, K, C, H, W, generator=generator)
     return SimpleNamespace(
-        activations=activations, gradients=gradients, curvature=curvature, target_count=K, image_size=(H, W)
+        activations=activations,
+        gradients=gradients,
+        curvature=curvature,
+        target_count=K,
+        image_size=(H, W),
+        refuse_tiles=lambda what: None,  # a layer of images, not of tiles
     )
 
 

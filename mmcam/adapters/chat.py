@@ -12,9 +12,8 @@ What differs between families (the prompt, how images and prompts become the mod
 are marked, how its logits are read, the layer and its layout) is a ``chat_family.ChatFamily``:
 ``llava.Llava`` (a fixed input resolution, LLaVA 1.5 and its architecture), ``paligemma.PaliGemma`` (its
 prompt without a chat template, its reply marked as the causal suffix), ``qwen_vl.QwenVL`` (dynamic
-resolution, packed patch tokens). Models that tile the image (LLaVA-NeXT, Idefics3) are not served yet:
-their vision tower's rows are tiles, not samples; LLaVA-NeXT's tile geometry, and one map of an image
-from the maps of its tiles, are in ``adapters.llava_next``, not yet wired to loading.
+resolution, packed patch tokens), ``llava_next.LlavaNext`` (LLaVA-NeXT and LLaVA-OneVision: any-resolution
+tiles, whose maps are stitched onto the image).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from mmcam.adapters.captioning import CaptionModel, Tokenized, huggingface_token
 from mmcam.adapters.chat_family import ChatFamily
 from mmcam.adapters.hub import quiet_generation, unknown_words
 from mmcam.adapters.llava import Llava
+from mmcam.adapters.llava_next import LlavaNext
 from mmcam.adapters.paligemma import PaliGemma
 from mmcam.adapters.qwen_vl import QwenVL
 from mmcam.adapters.tokens import TOKEN_METHOD
@@ -41,7 +41,14 @@ MAX_CAPTION_TOKENS = 30
 MAX_ANSWER_TOKENS = 10
 
 # the family of each config.model_type
-FAMILIES = {"llava": Llava, "paligemma": PaliGemma, "qwen2_vl": QwenVL, "qwen2_5_vl": QwenVL}
+FAMILIES = {
+    "llava": Llava,
+    "llava_next": LlavaNext,
+    "llava_onevision": LlavaNext,
+    "paligemma": PaliGemma,
+    "qwen2_vl": QwenVL,
+    "qwen2_5_vl": QwenVL,
+}
 CHAT_MODEL_TYPES = tuple(FAMILIES)
 
 

@@ -1,32 +1,48 @@
-"""LLaVA-NeXT's any-resolution images: where each tile's token grid lies in the original image, and one
-map of the image from the maps of its tiles.
+"""LLaVA-NeXT and LLaVA-OneVision as chat models (``chat_family.ChatFamily``): any-resolution images, read
+by the vision tower as tiles, whose maps are stitched back onto the image.
 
-The image processor (``LlavaNextImageProcessor``) makes of an image of H x W pixels, in this order:
+The image processor (``LlavaNextImageProcessor``; OneVision's cuts the same way) makes of an image of
+H x W pixels, in this order:
 
 - the base tile: the whole image resized to the vision tower's input, its aspect ratio not kept;
 - the tiles of a canvas: the resolution of ``image_grid_pinpoints`` that fits the image best
   (``select_best_resolution``), on which the image, resized to keep its aspect ratio
   (``get_patch_output_size``), lies centred between padding (the odd pixel of padding at the bottom and
-  right); the canvas is cut row-major into square tiles of ``crop_size`` pixels.
+  right); the canvas is cut row-major into square tiles of the tower's input size.
 
-The vision tower reads every tile, the base tile first, as one h x w grid of patch tokens (all tiles of
-all images in one batch). The language model reads the base tile's tokens, then the canvas tokens with
-the padding's rows or columns left out (``unpad_image``) and one newline token closing each row.
+The vision tower reads every tile as one h x w grid of patch tokens (after a CLS token in CLIP), the
+tiles of all images in one batch, each image's base tile first. The language model reads the base tile's
+tokens, then the canvas tokens with the padding's rows or columns left out and one newline token closing
+each row; the processor expands the prompt's image token to as many tokens.
 
-A map of the image, from the maps of its tiles on their token grids, is the sum of two maps on the
-image's pixels: the base tile's grid stretched over the whole image, and the tiles' grids stitched on the
-canvas with the padding cut off. Both measure how strongly a score depends on the tokens over a pixel,
-seen at two resolutions; the sum keeps what either sees.
+mmcam's inputs for these models: ``pixel_values`` is the image itself (B, C, H, W), in [0, 1], which is
+what the maps are drawn on; the forward hands it to the model's own image processor, which tiles it
+(``arguments``), so perturbation methods and augmentations act on the image. ``input_ids`` hold one image
+token per prompt, expanded to the image's tokens in the forward (``image_tokens``). The default layer is the
+tower's first block's pre-attention norm, whose rows are tiles (``engine.tiles.Tiles``): each tile gets a
+map, and an image's map is the sum of its base tile's map stretched over the image and its canvas tiles'
+maps laid where they came from, the padding cut off: how strongly a score depends on the tokens over a
+pixel, seen at two resolutions.
+
+A batch has one image size: the images of one call are resized to the first one's (an image alone is
+processed as the processor does, up to the rounding of its pixels to bytes, which the forward skips).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from torch import Tensor
+import torch
+from PIL import Image
+from torch import Tensor, nn
 
-from mmcam.engine.resize import upsample
+from mmcam.adapters.chat_family import chat_template_prompt
+from mmcam.adapters.image_tokens import OneImageToken
+from mmcam.adapters.tokens import first_block_norm
+from mmcam.engine import Layout
+from mmcam.engine.tiles import Tiles
 
 
 @dataclass(frozen=True)
@@ -61,19 +77,109 @@ def tiling(image_size: tuple[int, int], pinpoints: list[list[int]], tile: int) -
     return Tiling(tuple(image_size), canvas, resized, offset, tile, (canvas[0] // tile, canvas[1] // tile))
 
 
-def image_map(tile_maps: Tensor, layout: Tiling, mode: str = "bilinear") -> Tensor:
-    """One map on the image's pixels, (..., H, W), from the maps of its tiles on their token grids,
-    (count, ..., h, w) with the base tile first: the base tile's map stretched over the image plus the
-    canvas tiles' maps stitched row-major, upsampled to the canvas's pixels (``mode``) and cut to the
-    image's place on it, then resized to the image."""
-    if tile_maps.shape[0] != layout.count:
-        raise ValueError(f"{tile_maps.shape[0]} tile maps for an image of {layout.count} tiles")
-    rows, columns = layout.tiles
-    h, w = tile_maps.shape[-2:]
-    inner = tile_maps.shape[1:-2]
-    grids = tile_maps[1:].reshape(rows, columns, -1, h, w).permute(2, 0, 3, 1, 4)
-    canvas = upsample(grids.reshape(-1, rows * h, columns * w), layout.canvas, mode)
-    (top, left), (height, width) = layout.offset, layout.resized
-    tiles = upsample(canvas[:, top : top + height, left : left + width], layout.image, mode)
-    base = upsample(tile_maps[0].reshape(-1, h, w), layout.image, mode)
-    return (base + tiles).reshape(*inner, *layout.image)
+def tile_boxes(layout: Tiling) -> list[tuple[float, float, float, float]]:
+    """Where each tile of an image lies on it, base tile first: (top, left, bottom, right) in the image's
+    pixels; a canvas tile reaches past the image where it holds padding."""
+    (height, width), (top, left), (resized_h, resized_w) = layout.image, layout.offset, layout.resized
+    scale_y, scale_x, side = height / resized_h, width / resized_w, layout.tile
+    canvas = [
+        (
+            (r * side - top) * scale_y,
+            (c * side - left) * scale_x,
+            ((r + 1) * side - top) * scale_y,
+            ((c + 1) * side - left) * scale_x,
+        )
+        for r in range(layout.tiles[0])
+        for c in range(layout.tiles[1])
+    ]
+    return [(0.0, 0.0, float(height), float(width)), *canvas]
+
+
+def tile_side(image_processor) -> int:
+    """The side of a tile, as the image processor cuts them (its crop size, or its size)."""
+    for size in (image_processor.crop_size, image_processor.size):
+        if size and size.get("height"):
+            return size["height"]
+    return image_processor.size["shortest_edge"]
+
+
+class LlavaNext(OneImageToken):
+    """The ``chat_family.ChatFamily`` of LLaVA-NeXT and LLaVA-OneVision (``ForConditionalGeneration`` and its
+    processor)."""
+
+    def __init__(self, model: nn.Module, processor):
+        self.processor = processor
+        self.image_token = model.config.image_token_id
+        images = processor.image_processor
+        self.pinpoints, self.tile = images.image_grid_pinpoints, tile_side(images)
+        tower_name = next(name for name, _ in model.named_modules() if name.endswith("vision_tower"))
+        tower = model.get_submodule(tower_name)
+        embeddings = next(
+            m for m in tower.modules() if hasattr(m, "num_positions") and hasattr(m, "num_patches")
+        )
+        self.prefix = embeddings.num_positions - embeddings.num_patches  # CLIP's CLS token
+        self.patch = model.config.vision_config.patch_size
+        self.layer = first_block_norm(model, tower_name) or "auto"
+
+    def prompt(self, text: str) -> str:
+        return chat_template_prompt(self.processor, text)
+
+    def pixels(self, images: Sequence[Image.Image]) -> Tensor:
+        """The images in [0, 1] (B, C, H, W), all at the first one's size."""
+        size = images[0].size
+        return (
+            torch.stack(
+                [
+                    torch.from_numpy(
+                        np.asarray(image.convert("RGB").resize(size, Image.Resampling.BICUBIC)).copy()
+                    )
+                    for image in images
+                ]
+            )
+            .permute(0, 3, 1, 2)
+            .float()
+            .div(255)
+        )
+
+    def image_token_count(self, pixels: Tensor) -> int:
+        """How many tokens the processor expands the image token of an image of ``pixels``' size into."""
+        height, width = pixels.shape[-2:]
+        described = {
+            "image_sizes": [[height, width]],
+            "pixel_values": [[torch.empty(0, self.tile, self.tile)]],
+            "batch_num_images": [1],
+        }
+        return self.processor.replace_image_token(described, 0).count(self.processor.image_token)
+
+    def arguments(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The model's inputs: the images tiled by the model's image processor (``pixel_values`` (B, tiles,
+        C, h, w) and ``image_sizes``), and each row's image token expanded into the image's tokens."""
+        pixels = inputs["pixel_values"]
+        if pixels.ndim != 4:
+            raise ValueError(
+                f"LLaVA-NeXT's pixel_values are images (B, C, H, W) in [0, 1], got {tuple(pixels.shape)}: make "
+                "them with the adapter's preprocess (or prepare)"
+            )
+        tiled = self.processor.image_processor(images=list(pixels), do_rescale=False, return_tensors="pt")
+        ids, mask = self.expanded_ids(inputs)
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "pixel_values": tiled["pixel_values"].to(pixels),
+            "image_sizes": tiled["image_sizes"].to(ids.device),
+        }
+
+    def layout(self, inputs: dict[str, Tensor]) -> Layout:
+        """Each tile's token grid, its rows the tiles of every image in turn (``tile_boxes``)."""
+        pixels = inputs["pixel_values"]
+        boxes = tile_boxes(tiling(tuple(pixels.shape[-2:]), self.pinpoints, self.tile))
+        side = self.tile // self.patch
+        return Layout(
+            "tokens",
+            prefix=self.prefix,
+            grid=(side, side),
+            tiles=Tiles(
+                torch.arange(len(pixels)).repeat_interleave(len(boxes)),
+                torch.tensor(boxes * len(pixels)),
+            ),
+        )

@@ -36,6 +36,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from mmcam.adapters.chat_family import chat_template_prompt
+from mmcam.adapters.image_tokens import OneImageToken
 from mmcam.adapters.tokens import first_block_norm
 from mmcam.engine import Layout
 
@@ -63,7 +64,7 @@ def unpatchify(
     return x.reshape(batch, -1, rows * patch, columns * patch)
 
 
-class QwenVL:
+class QwenVL(OneImageToken):
     """The ``chat_family.ChatFamily`` of Qwen2-VL and Qwen2.5-VL (``ForConditionalGeneration`` and its processor)."""
 
     def __init__(self, model: nn.Module, processor):
@@ -115,55 +116,24 @@ class QwenVL:
         patches = encoded["pixel_values"]
         return unpatchify(patches, len(images), (rows, columns), self.patch, self.merge, self.temporal)
 
-    def inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, Tensor]:
-        """Prompts with one image token each (the template's), not yet expanded to the image's tokens."""
-        encoded = self.processor.tokenizer(list(prompts), return_tensors="pt", padding=True)
-        return {
-            "input_ids": encoded["input_ids"],
-            "attention_mask": encoded["attention_mask"],
-            "pixel_values": self.pixels(images),
-        }
-
-    def _image_positions(self, ids: Tensor) -> Tensor:
-        """(B,) the position of each row's image token."""
-        found = ids == self.image_token
-        if not (found.sum(dim=1) == 1).all():
-            raise ValueError(
-                "each prompt must hold the image token once (one image per prompt, as the chat template puts "
-                "it): mmcam expands it to the image's tokens itself; pass prompts that the processor has not expanded"
-            )
-        return found.int().argmax(dim=1)
-
-    def _image_tokens(self, inputs: dict[str, Tensor]) -> int:
-        rows, columns = self.grid(inputs["pixel_values"])
+    def image_token_count(self, pixels: Tensor) -> int:
+        """One token per merged m x m patches."""
+        rows, columns = self.grid(pixels)
         return rows * columns // self.merge**2
 
     def arguments(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The model's inputs: each row's image token repeated once per merged token (position e of the
-        expanded row reads position e - clamp(e - p, 0, n - 1) of the row, p its image token, n the
-        image's tokens), the image as flat patches, its grid and the token types (1: image)."""
-        pixels, ids = inputs["pixel_values"], inputs["input_ids"]
+        """The model's inputs: each row's image token repeated once per merged token
+        (``image_tokens.expanded``), the image as flat patches, its grid and the token types (1: image)."""
+        pixels = inputs["pixel_values"]
         rows, columns = self.grid(pixels)
-        count = self._image_tokens(inputs)
-        expanded = torch.arange(ids.shape[1] + count - 1, device=ids.device)[None]
-        source = expanded - (expanded - self._image_positions(ids)[:, None]).clamp(0, count - 1)
-        mask = inputs.get("attention_mask")
-        ids = ids.gather(1, source)
+        ids, mask = self.expanded_ids(inputs)
         return {
             "input_ids": ids,
-            "attention_mask": torch.ones_like(ids) if mask is None else mask.gather(1, source),
+            "attention_mask": mask,
             "pixel_values": patchify(pixels, self.patch, self.merge, self.temporal),
             "image_grid_thw": torch.tensor([[1, rows, columns]] * len(pixels), device=ids.device),
             "mm_token_type_ids": (ids == self.image_token).long(),
         }
-
-    def logits(self, logits: Tensor, inputs: dict[str, Tensor]) -> Tensor:
-        """The expanded rows' logits at the compact positions: position q reads q + (n - 1) from the image
-        token on (the image token's own are its last copy's, which the text after it follows)."""
-        ids = inputs["input_ids"]
-        positions = torch.arange(ids.shape[1], device=ids.device)[None]
-        shift = (self._image_tokens(inputs) - 1) * (positions >= self._image_positions(ids)[:, None])
-        return logits.gather(1, (positions + shift)[..., None].expand(-1, -1, logits.shape[-1]))
 
     def token_cells(self, rows: int, columns: int) -> Tensor:
         """(h w,) the grid cell (row-major index) of each of one image's tokens at the tower's blocks, in the

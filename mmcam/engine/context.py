@@ -71,11 +71,14 @@ class CamContext:
         self.target_count = len(targets)
         packed = layout.packed if isinstance(layout, Layout) else None
         self._packed = {} if packed is None else {layer: packed}
+        self.tiles = layout.tiles if isinstance(layout, Layout) else None
         self.second_order = second_order
         self._recorder = AttentionRecorder() if record_attention else None
         with self._recorder or nullcontext():
             self.scores, self._start, self._tokens, self._unreached = self._capture_pass(inputs)
         self.layout = as_layout(layout, self._start, self.image_size, layer)
+        if self.tiles is not None:
+            self.tiles.check(self._start.shape[0], self.image.shape[0], layer)
         self.activations = self.layout.to_grid(self._start.detach()).float()
 
     def _columns(self, output: Any) -> list[Tensor]:
@@ -154,13 +157,18 @@ class CamContext:
         known = _mixing.setdefault(self.model, {})
         key = (self.layer, shapes)
         if key not in known:
-            known[key] = mixes_samples(scores, start)
-            if known[key]:
+            known[key] = mixes_samples(scores, start, None if self.tiles is None else self.tiles.owners)
+            if known[key] and self.tiles is None:
                 warn_user(
                     f"the scores of one sample depend on other samples after layer '{self.layer}' (batch "
                     "statistics, such as a BatchNorm kept in train mode): maps are computed per sample with "
                     "the others held fixed, at B times the backward cost; explain one sample per call to avoid it"
                 )
+        if known[key] and self.tiles is not None:
+            raise ValueError(
+                f"the scores of one image depend on other images after layer '{self.layer}' (batch statistics, "
+                "such as a BatchNorm kept in train mode): explain one image per call"
+            )
         return known[key]
 
     def _gradients(self, scores: Tensor, starts: list[Tensor], create_graph: bool = False) -> list[Tensor]:
@@ -179,6 +187,14 @@ class CamContext:
             ) from error
         self._require_finite(gradients[0], "gradients at layer '" + self.layer + "'")
         return gradients
+
+    def refuse_tiles(self, what: str) -> None:
+        """Raise on a tiled layer (``Layout.tiles``) for what needs one row per image (``what`` names it)."""
+        if self.tiles is not None:
+            raise ValueError(
+                f"{what}, but layer '{self.layer}' gives a row per tile of an image (a model "
+                "that cuts its images into tiles): use a gradient method, such as normgrad, gradcam or hirescam"
+            )
 
     def _require_finite(self, values: Tensor, what: str) -> None:
         """Raise, naming the targets whose (B, K, ...) ``values`` hold inf or NaN.
@@ -314,6 +330,7 @@ class CamContext:
     def masked_scores(self, masks: Tensor, batch_size: int, fill: Tensor | None = None) -> Tensor:
         """Scores of the image under each mask: (B, M, *grid) masks -> (B, M, K), ``batch_size`` rows a
         forward. The masked image is x * m, or x * m + f * (1 - m) with ``fill`` f (B, C, *grid)."""
+        self.refuse_tiles("this method masks the images with its maps")
         batch, count = masks.shape[:2]
         per_forward = max(1, batch_size // batch)
         chunks = []
@@ -359,6 +376,7 @@ class CamContext:
         x * dy_k/dx (B, K, C_in, *grid) and, for every run of a convolution or batch norm with a bias b
         (``biases.channel_biases``), the bias-gradient b * dy_k/dz at its output z (B, K, C, *its grid);
         float32."""
+        self.refuse_tiles("FullGrad adds maps on the images' pixels")
         biases = channel_biases(self.model, len(self.image_size))
         image = self.image.detach().clone().requires_grad_(True)
         with bias_outputs(biases) as outputs:
@@ -381,6 +399,7 @@ class CamContext:
     @cached_property
     def guided_input_gradients(self) -> Tensor:
         """Guided-backpropagation gradients of each target w.r.t. the image: (B, K, C_in, *grid)."""
+        self.refuse_tiles("guided methods draw on the images' pixels")
         image = self.image.detach().clone().requires_grad_(True)
         with guided_relus(self.model):
             output = self._run({**self.inputs, self.image_key: image})

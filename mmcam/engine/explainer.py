@@ -128,10 +128,13 @@ class Explainer:
             if self.eigen_smooth:
                 result = eigen_smoothed(result, context.activations)
             token_weights = context.token_weights.detach() if self.token_layer else None
-            return context.layer, result, context.scores.detach().float(), token_weights
+            return context.layer, result, context.scores.detach().float(), token_weights, context.tiles
 
-        layer, result, scores, token_weights = self._in_context(inputs, target_list, explain)
+        layer, result, scores, token_weights, tiles = self._in_context(inputs, target_list, explain)
         raw = (result.signed if self.signed else result.raw).detach().float()
+        weights = None if result.weights is None else result.weights.detach()
+        if tiles is not None:  # one map per tile: each image's map is stitched from its tiles', on its pixels
+            raw, weights = tiles.stitch(raw, batch, size, self.upsampling), None
         return Explanation(
             maps=normalize(upsample(raw, size, self.upsampling), len(size), self.signed),
             raw=raw,
@@ -140,7 +143,7 @@ class Explainer:
             indices=[[t.index(b) for t in target_list] for b in range(batch)],
             layer=layer,
             method=self.method.name,
-            weights=None if result.weights is None else result.weights.detach(),
+            weights=weights,
             token_weights=token_weights,
             kinds=[target.kind for target in target_list],
         )

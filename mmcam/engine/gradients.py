@@ -22,7 +22,8 @@ def target_gradients(
     per_sample: bool = False,
     create_graph: bool = False,
 ) -> Tensor | list[Tensor]:
-    """d scores[:, k] / d start for every k: (B, K) scores, start (B, ...) -> (B, K, ...).
+    """d scores[:, k] / d start for every k: (B, K) scores, start (B, ...) -> (B, K, ...); for a start whose
+    N rows are tiles of the samples, (N, ...) -> (N, K, ...) (not with ``per_sample``).
 
     ``starts`` may be a list of tensors: their gradients come from the same backward, as a list.
     A start a score does not reach gets zeros.
@@ -64,9 +65,11 @@ def target_gradients(
     return joined if isinstance(starts, list) else joined[0]
 
 
-def mixes_samples(scores: Tensor, start: Tensor) -> bool:
-    """Whether sample 0's scores depend on the other samples' activations (batch statistics after the layer)."""
+def mixes_samples(scores: Tensor, start: Tensor, owners: Tensor | None = None) -> bool:
+    """Whether sample 0's scores depend on the other samples' activations (batch statistics after the
+    layer); with ``owners`` (N,), the rows of ``start`` are tiles and the others' are those not owned by 0."""
     if scores.shape[0] < 2 or not scores.requires_grad:
         return False
     (gradient,) = torch.autograd.grad(scores[0].sum(), start, retain_graph=True, allow_unused=True)
-    return gradient is not None and bool(gradient[1:].abs().amax() > 0)
+    others = gradient[1:] if owners is None or gradient is None else gradient[owners.to(gradient.device) != 0]
+    return gradient is not None and bool(others.abs().amax() > 0)

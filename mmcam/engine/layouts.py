@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from mmcam.engine.tiles import Tiles
 from mmcam.engine.warn import warn_user
 
 MAX_PREFIX_TOKENS = 16
@@ -26,6 +27,8 @@ class Layout:
     (N, C) without a batch axis, in an order of the model's own (Qwen2-VL's vision tower), a (B, h*w)
     index: the row of the layer's output that holds sample b's token of grid cell l (row-major). The
     output is then read through it as (B, h*w, C) (``capture.LayerCapture``) and laid out as above.
+    ``tiles``: for a layer whose rows are tiles of the images (N rows for B images, ``tiles.Tiles``): each
+    row is laid out as above and gets a map of its own, and each image's map is stitched from its tiles'.
     """
 
     kind: str
@@ -33,6 +36,7 @@ class Layout:
     grid: tuple[int, int] | None = None
     features_first: bool = False
     packed: Tensor | None = field(default=None, compare=False, repr=False)
+    tiles: Tiles | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", _ALIASES.get(self.kind, self.kind))
@@ -46,6 +50,8 @@ class Layout:
             raise ValueError(
                 "a packed layout reads patch tokens only, one row per grid cell: packed (B, h*w)"
             )
+        if self.packed is not None and self.tiles is not None:
+            raise ValueError("a layout reads either packed tokens or tiles, not both")
 
     def sample_rank(self, spatial: int) -> int:
         """The number of dimensions of one sample's activation for an input with ``spatial`` grid axes."""

@@ -1,0 +1,42 @@
+"""Checks shared by the chat families whose prompts hold one image token that mmcam expands itself
+(Qwen2-VL, LLaVA-NeXT, LLaVA-OneVision)."""
+
+import torch
+
+from mmcam.adapters.chat_family import chat_template_prompt
+
+
+def processor_log_probs(
+    model_dir, image, prompt: str, reply: str, model_inputs: tuple[str, ...]
+) -> list[float]:
+    """The reply's token log-probabilities from the model run on its processor's own inputs (the image
+    processed and its token expanded by the processor), the reply's ids appended to the prompt's; the
+    processor's ``model_inputs`` are passed, the token types (1: image) made for the longer sequence."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True)
+    inputs = dict(
+        processor(images=[image], text=[chat_template_prompt(processor, prompt)], return_tensors="pt")
+    )
+    reply_ids = processor.tokenizer(reply, add_special_tokens=False)["input_ids"]
+    start = inputs["input_ids"].shape[1]
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], torch.tensor([reply_ids])], dim=1)
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    inputs["mm_token_type_ids"] = (inputs["input_ids"] == model.config.image_token_id).long()
+    with torch.no_grad():
+        log_probs = model(**{key: inputs[key] for key in model_inputs}).logits.log_softmax(-1)[0]
+    return [float(log_probs[start + i - 1, token]) for i, token in enumerate(reply_ids)]
+
+
+def assert_batch_matches_alone(pairs) -> None:
+    """For each (results of a batch, calls explaining each image alone): the same labels, scores and maps;
+    an image a random model replies nothing to (a ValueError) is skipped."""
+    for together, alone_calls in pairs:
+        for got, explain_alone in zip(together, alone_calls):
+            if isinstance(got, ValueError):
+                continue
+            alone = explain_alone()
+            assert got.explanation.labels == alone.explanation.labels
+            torch.testing.assert_close(got.explanation.scores, alone.explanation.scores, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(got.explanation.raw, alone.explanation.raw, rtol=1e-3, atol=1e-5)
