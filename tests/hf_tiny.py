@@ -238,9 +238,10 @@ def save_qwen_vl(folder: Path, version: str = "2", patch_size: int = 8) -> Path:
     return folder
 
 
-def plain_tokenizer():
+def plain_tokenizer(named_tokens: dict[str, str] | None = None):
     """The BERT vocabulary's word pieces with no special tokens added around a text, as Gemma's tokenizer
-    in PaliGemma's processor (which adds its BOS itself)."""
+    in PaliGemma's processor (which adds its BOS itself); ``named_tokens`` adds special tokens the
+    tokenizer names (Gemma 3's ``boi_token``, ...)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -249,7 +250,12 @@ def plain_tokenizer():
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     backend.decoder = decoders.WordPiece()
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="[DEC]", eos_token="[SEP]", pad_token="[PAD]", unk_token="[UNK]"
+        tokenizer_object=backend,
+        bos_token="[DEC]",
+        eos_token="[SEP]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        extra_special_tokens=named_tokens,
     )
 
 
@@ -295,6 +301,58 @@ def save_paligemma(folder: Path) -> Path:
         model.lm_head.weight[len(VOCAB) + 1 :] = 0  # after the words and the image token
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
+    return folder
+
+
+GEMMA3_TOKENS = {
+    "boi_token": "<start_of_image>",
+    "eoi_token": "<end_of_image>",
+    "image_token": "<image_soft_token>",
+}
+
+
+def save_gemma3(folder: Path) -> Path:
+    """A tiny Gemma 3 (SigLIP vision tower, projector, Gemma 3 language model) and its processor with a chat
+    template; a 32 px image becomes 4x4 patches and as many soft tokens (the projector pools 1x1)."""
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessor,
+        Gemma3Processor,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+
+    tokenizer = plain_tokenizer(GEMMA3_TOKENS)
+    text = Gemma3TextConfig(
+        **{**TEXT, "vocab_size": len(tokenizer)},
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=256,
+        sliding_window=64,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    config = Gemma3Config(
+        text_config=text,
+        vision_config=SiglipVisionConfig(**VISION),
+        mm_tokens_per_image=16,
+        image_token_index=tokenizer.image_token_id,
+        boi_token_index=tokenizer.boi_token_id,
+        eoi_token_index=tokenizer.eoi_token_id,
+    )
+    torch.manual_seed(0)
+    model = Gemma3ForConditionalGeneration(config)
+    with torch.no_grad():  # Gemma 3 starts its projection at zero: the image would not reach the text
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(std=0.2)
+    model.save_pretrained(folder)
+    Gemma3Processor(
+        image_processor=Gemma3ImageProcessor(size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE.replace("<image>", GEMMA3_TOKENS["boi_token"]),
+        image_seq_length=16,
+    ).save_pretrained(folder)
     return folder
 
 

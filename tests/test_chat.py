@@ -1,4 +1,4 @@
-"""Chat models (LLaVA, PaliGemma) as captioners and VQA models, built from a tiny config saved to disk
+"""Chat models of a fixed resolution (LLaVA, PaliGemma, Gemma 3) as captioners and VQA models, built from a tiny config saved to disk
 (offline); every test runs for every family."""
 
 import json
@@ -13,15 +13,16 @@ from mmcam.adapters.chat import CAPTION_PROMPT
 from mmcam.adapters.vqa import explain_answers
 from mmcam.cli import main
 from mmcam.loading import load_captioner, load_vqa
-from tests.hf_tiny import save_llava, save_paligemma
+from tests.hf_tiny import save_gemma3, save_llava, save_paligemma
 from tests.model_state import assert_unchanged, counted_forwards, snapshot
 
 GRID = 4  # a 32 px image in 8 px patches
-FAMILIES = {"llava": save_llava, "paligemma": save_paligemma}
+FAMILIES = {"llava": save_llava, "paligemma": save_paligemma, "gemma3": save_gemma3}
 # the first layer after the vision tower that reads the image's patch tokens (LLaVA's drops the CLS token)
 PROJECTOR_INPUT = {
     "llava": "model.multi_modal_projector.linear_1",
     "paligemma": "model.multi_modal_projector.linear",
+    "gemma3": "model.multi_modal_projector.mm_soft_emb_norm",
 }
 
 

@@ -1,6 +1,6 @@
-"""Image-text-to-text chat models (LLaVA 1.5, PaliGemma, Qwen2-VL, Qwen2.5-VL): a caption or an answer
-is the model's reply to a request about the image, and each word of the reply is explained under teacher
-forcing, all from one forward.
+"""Image-text-to-text chat models (LLaVA 1.5, LLaVA-NeXT, LLaVA-OneVision, PaliGemma, Gemma 3, Qwen2-VL,
+Qwen2.5-VL): a caption or an answer is the model's reply to a request about the image, and each word of
+the reply is explained under teacher forcing, all from one forward.
 
 The prompt is the family's text for one request about one image: the processor's chat template on one
 user turn, ``[image, text]``, with the generation prompt (LLaVA, Qwen2-VL), or PaliGemma's image token and
@@ -11,7 +11,8 @@ tower, whose tokens are the image's patches (``tokens.first_block_norm``).
 What differs between families (the prompt, how images and prompts become the model's inputs, how replies
 are marked, how its logits are read, the layer and its layout) is a ``chat_family.ChatFamily``:
 ``llava.Llava`` (a fixed input resolution, LLaVA 1.5 and its architecture), ``paligemma.PaliGemma`` (its
-prompt without a chat template, its reply marked as the causal suffix), ``qwen_vl.QwenVL`` (dynamic
+prompt without a chat template, its reply marked as the causal suffix), ``gemma3.Gemma3`` (its image's
+tokens marked as such), ``qwen_vl.QwenVL`` (dynamic
 resolution, packed patch tokens), ``llava_next.LlavaNext`` (LLaVA-NeXT and LLaVA-OneVision: any-resolution
 tiles, whose maps are stitched onto the image).
 """
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 
 from mmcam.adapters.captioning import CaptionModel, Tokenized, huggingface_tokenize
 from mmcam.adapters.chat_family import ChatFamily
+from mmcam.adapters.gemma3 import Gemma3
 from mmcam.adapters.hub import quiet_generation, unknown_words
 from mmcam.adapters.llava import Llava
 from mmcam.adapters.llava_next import LlavaNext
@@ -46,6 +48,7 @@ FAMILIES = {
     "llava_next": LlavaNext,
     "llava_onevision": LlavaNext,
     "paligemma": PaliGemma,
+    "gemma3": Gemma3,
     "qwen2_vl": QwenVL,
     "qwen2_5_vl": QwenVL,
 }

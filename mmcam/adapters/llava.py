@@ -1,10 +1,13 @@
 """LLaVA 1.5 as a chat model (``chat_family.ChatFamily``): a fixed input resolution, the image expanded
-into its tokens by the processor, the prompt the processor's chat template."""
+into its tokens by the processor, the prompt the processor's chat template. Families of the same shape
+whose inputs also mark token types (PaliGemma, Gemma 3) set ``REPLY_TOKEN_TYPE``: the prompt's
+``token_type_ids`` are continued with it over the reply."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from PIL import Image
 from torch import Tensor, nn
 
@@ -16,6 +19,7 @@ class Llava:
     """LLaVA 1.5: the processor resizes every image to one size and expands it into its tokens."""
 
     KEYS = ("input_ids", "attention_mask", "pixel_values")  # the processor's outputs the model reads
+    REPLY_TOKEN_TYPE: int | None = None  # the token type of a reply's tokens, where inputs mark token types
 
     def __init__(self, model: nn.Module, processor):
         self.processor = processor
@@ -28,12 +32,24 @@ class Llava:
     def pixels(self, images: Sequence[Image.Image]) -> Tensor:
         return self.processor.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
 
-    def inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, Tensor]:
+    def inputs(self, images: Sequence, prompts: Sequence[str]) -> dict[str, Tensor]:
         encoded = self.processor(images=list(images), text=list(prompts), return_tensors="pt", padding=True)
         return {key: encoded[key] for key in self.KEYS}
 
     def arguments(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {key: inputs[key] for key in self.KEYS if key in inputs}
+        """The inputs the model reads; with ``REPLY_TOKEN_TYPE``, the prompt's ``token_type_ids`` continued
+        with it over the ``input_ids`` after the prompt."""
+        arguments = {key: inputs[key] for key in self.KEYS if key in inputs}
+        if self.REPLY_TOKEN_TYPE is None:
+            return arguments
+        types, ids = inputs.get("token_type_ids"), inputs["input_ids"]
+        if types is None or types.shape[0] != ids.shape[0] or types.shape[1] > ids.shape[1]:
+            raise ValueError(
+                f"{type(self).__name__}'s inputs hold the prompts' token_type_ids (B, prompt length) before the "
+                "replies' input_ids: make them with the adapter's prepare"
+            )
+        reply = types.new_full((len(ids), ids.shape[1] - types.shape[1]), self.REPLY_TOKEN_TYPE)
+        return {**arguments, "token_type_ids": torch.cat([types, reply], dim=1)}
 
     def logits(self, logits: Tensor, inputs: dict[str, Tensor]) -> Tensor:
         return logits
