@@ -7,17 +7,20 @@ from mmcam.adapters.chat_family import chat_template_prompt
 
 
 def processor_log_probs(
-    model_dir, image, prompt: str, reply: str, model_inputs: tuple[str, ...]
+    model_dir, image, prompt: str, reply: str, model_inputs: tuple[str, ...], **options
 ) -> list[float]:
     """The reply's token log-probabilities from the model run on its processor's own inputs (the image
     processed and its token expanded by the processor), the reply's ids appended to the prompt's; the
-    processor's ``model_inputs`` are passed, the token types (1: image) made for the longer sequence."""
+    processor's ``model_inputs`` are passed, the token types (1: image) made for the longer sequence;
+    ``options`` go to the processor."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, local_files_only=True)
     inputs = dict(
-        processor(images=[image], text=[chat_template_prompt(processor, prompt)], return_tensors="pt")
+        processor(
+            images=[image], text=[chat_template_prompt(processor, prompt)], return_tensors="pt", **options
+        )
     )
     reply_ids = processor.tokenizer(reply, add_special_tokens=False)["input_ids"]
     start = inputs["input_ids"].shape[1]

@@ -427,3 +427,66 @@ def save_llava_next(folder: Path, version: str = "next") -> Path:
         )
     processor.save_pretrained(folder)
     return folder
+
+
+SPLIT_TOKENS = [
+    "<fake_token_around_image>",
+    "<image>",
+    "<end_of_utterance>",
+    "<global-img>",
+    *[f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)],
+]
+
+
+def save_idefics3(folder: Path, version: str = "idefics3") -> Path:
+    """A tiny Idefics3 (``version`` "idefics3") or SmolVLM ("smolvlm": SigLIP-style vision tower, pixel
+    shuffle connector, Llama language model) and its processor with a chat template: an image is resized
+    to a longest edge of 64 px and split into tiles of 32 px, plus the whole image as one more tile; each
+    tile is 4x4 patches, 2x2 tokens after the pixel shuffle."""
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+        LlamaConfig,
+        SmolVLMConfig,
+        SmolVLMForConditionalGeneration,
+        SmolVLMImageProcessor,
+        SmolVLMProcessor,
+        SmolVLMVideoProcessor,
+    )
+
+    tokenizer = bert_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": SPLIT_TOKENS})
+    text = LlamaConfig(
+        **{**TEXT, "vocab_size": len(tokenizer)},
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=VOCAB.index("[DEC]"),
+        eos_token_id=VOCAB.index("[SEP]"),
+    )
+    vision = {**VISION, "model_type": f"{version}_vision"}
+    sizes = {"size": {"longest_edge": 64}, "max_image_size": {"longest_edge": 32}}
+    common = {"tokenizer": tokenizer, "image_seq_len": 4, "chat_template": CHAT_TEMPLATE}
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    torch.manual_seed(0)
+    if version == "idefics3":
+        config = Idefics3Config(
+            vision_config=vision, text_config=text, scale_factor=2, image_token_id=image_token
+        )
+        model = Idefics3ForConditionalGeneration(config)
+        processor = Idefics3Processor(image_processor=Idefics3ImageProcessor(**sizes), **common)
+    else:
+        config = SmolVLMConfig(
+            vision_config=vision, text_config=text, scale_factor=2, image_token_id=image_token
+        )
+        model = SmolVLMForConditionalGeneration(config)
+        processor = SmolVLMProcessor(
+            image_processor=SmolVLMImageProcessor(**sizes), video_processor=SmolVLMVideoProcessor(), **common
+        )
+    with torch.no_grad():  # the image's and the chat's special tokens: the random model writes words
+        model.lm_head.weight[len(VOCAB) :] = 0
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

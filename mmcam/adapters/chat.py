@@ -1,20 +1,20 @@
 """Image-text-to-text chat models (LLaVA 1.5, LLaVA-NeXT, LLaVA-OneVision, PaliGemma, Gemma 3, Qwen2-VL,
-Qwen2.5-VL): a caption or an answer is the model's reply to a request about the image, and each word of
-the reply is explained under teacher forcing, all from one forward.
+Qwen2.5-VL, Idefics3, SmolVLM): a caption or an answer is the model's reply to a request about the image,
+and each word of the reply is explained under teacher forcing, all from one forward.
 
 The prompt is the family's text for one request about one image: the processor's chat template on one
-user turn, ``[image, text]``, with the generation prompt (LLaVA, Qwen2-VL), or PaliGemma's image token and
-the request (it has no chat template). A reply's word scores are log-probabilities of its sub-word tokens
-given the prompt and the reply before them (``TokenLogProb``). The explained layer is in the vision
-tower, whose tokens are the image's patches (``tokens.first_block_norm``).
+user turn, ``[image, text]``, with the generation prompt, or PaliGemma's image token and the request (it
+has no chat template). A reply's word scores are log-probabilities of its sub-word tokens given the
+prompt and the reply before them (``TokenLogProb``). The explained layer is in the vision tower, whose
+tokens are the image's patches (``tokens.first_block_norm``).
 
 What differs between families (the prompt, how images and prompts become the model's inputs, how replies
 are marked, how its logits are read, the layer and its layout) is a ``chat_family.ChatFamily``:
 ``llava.Llava`` (a fixed input resolution, LLaVA 1.5 and its architecture), ``paligemma.PaliGemma`` (its
 prompt without a chat template, its reply marked as the causal suffix), ``gemma3.Gemma3`` (its image's
-tokens marked as such), ``qwen_vl.QwenVL`` (dynamic
-resolution, packed patch tokens), ``llava_next.LlavaNext`` (LLaVA-NeXT and LLaVA-OneVision: any-resolution
-tiles, whose maps are stitched onto the image).
+tokens marked as such), ``qwen_vl.QwenVL`` (dynamic resolution, packed patch tokens),
+``llava_next.LlavaNext`` (LLaVA-NeXT and LLaVA-OneVision: any-resolution tiles, whose maps are stitched
+onto the image), ``idefics3.Idefics3`` (Idefics3 and SmolVLM: split images, stitched the same way).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from mmcam.adapters.captioning import CaptionModel, Tokenized, huggingface_token
 from mmcam.adapters.chat_family import ChatFamily
 from mmcam.adapters.gemma3 import Gemma3
 from mmcam.adapters.hub import quiet_generation, unknown_words
+from mmcam.adapters.idefics3 import Idefics3
 from mmcam.adapters.llava import Llava
 from mmcam.adapters.llava_next import LlavaNext
 from mmcam.adapters.paligemma import PaliGemma
@@ -49,6 +50,8 @@ FAMILIES = {
     "llava_onevision": LlavaNext,
     "paligemma": PaliGemma,
     "gemma3": Gemma3,
+    "idefics3": Idefics3,
+    "smolvlm": Idefics3,
     "qwen2_vl": QwenVL,
     "qwen2_5_vl": QwenVL,
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -53,10 +54,17 @@ def compact_logits(logits: Tensor, ids: Tensor, image_token: int, count: int) ->
     return logits.gather(1, (positions + shift)[..., None].expand(-1, -1, logits.shape[-1]))
 
 
+def unit_pixels(images: Sequence[Image.Image]) -> Tensor:
+    """RGB images as (B, 3, H, W) in [0, 1], all at the first one's size (the others resized, bicubic)."""
+    size = images[0].size
+    arrays = [np.asarray(image.convert("RGB").resize(size, Image.Resampling.BICUBIC)) for image in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(255)
+
+
 class OneImageToken:
     """The ``inputs`` and ``logits`` of a ``chat_family.ChatFamily`` whose prompts hold one image token,
     expanded in its ``arguments``. A subclass has ``processor``, ``image_token`` (its id), ``pixels(images)``
-    and ``image_token_count(pixels)``, the tokens the image of ``pixel_values`` expands into."""
+    and ``image_token_ids(pixels)``, the tokens (n,) the image of ``pixel_values`` expands into."""
 
     def inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, Tensor]:
         """Prompts with one image token each (the template's), not yet expanded to the image's tokens."""
@@ -68,12 +76,12 @@ class OneImageToken:
         }
 
     def expanded_ids(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """``input_ids`` and attention mask with each row's image token repeated once per image token
+        """``input_ids`` and attention mask with each row's image token replaced by the image's tokens
         (``expanded``)."""
-        tokens = torch.full((self.image_token_count(inputs["pixel_values"]),), self.image_token)
+        tokens = self.image_token_ids(inputs["pixel_values"])
         return expanded(inputs["input_ids"], inputs.get("attention_mask"), self.image_token, tokens)
 
     def logits(self, logits: Tensor, inputs: dict[str, Tensor]) -> Tensor:
         """The expanded rows' logits at the compact positions (``compact_logits``)."""
-        count = self.image_token_count(inputs["pixel_values"])
+        count = len(self.image_token_ids(inputs["pixel_values"]))
         return compact_logits(logits, inputs["input_ids"], self.image_token, count)

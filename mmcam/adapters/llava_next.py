@@ -30,19 +30,13 @@ processed as the processor does, up to the rounding of its pixels to bytes, whic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
-from mmcam.adapters.chat_family import chat_template_prompt
-from mmcam.adapters.image_tokens import OneImageToken
-from mmcam.adapters.tokens import first_block_norm
-from mmcam.engine import Layout
-from mmcam.engine.tiles import Tiles
+from mmcam.adapters.tiled import TiledChat
 
 
 @dataclass(frozen=True)
@@ -103,83 +97,33 @@ def tile_side(image_processor) -> int:
     return image_processor.size["shortest_edge"]
 
 
-class LlavaNext(OneImageToken):
+class LlavaNext(TiledChat):
     """The ``chat_family.ChatFamily`` of LLaVA-NeXT and LLaVA-OneVision (``ForConditionalGeneration`` and its
     processor)."""
 
     def __init__(self, model: nn.Module, processor):
-        self.processor = processor
-        self.image_token = model.config.image_token_id
         images = processor.image_processor
-        self.pinpoints, self.tile = images.image_grid_pinpoints, tile_side(images)
-        tower_name = next(name for name, _ in model.named_modules() if name.endswith("vision_tower"))
-        tower = model.get_submodule(tower_name)
-        embeddings = next(
-            m for m in tower.modules() if hasattr(m, "num_positions") and hasattr(m, "num_patches")
-        )
-        self.prefix = embeddings.num_positions - embeddings.num_patches  # CLIP's CLS token
-        self.patch = model.config.vision_config.patch_size
-        self.layer = first_block_norm(model, tower_name) or "auto"
+        super().__init__(model, processor, tile_side(images))
+        self.pinpoints = images.image_grid_pinpoints
 
-    def prompt(self, text: str) -> str:
-        return chat_template_prompt(self.processor, text)
-
-    def pixels(self, images: Sequence[Image.Image]) -> Tensor:
-        """The images in [0, 1] (B, C, H, W), all at the first one's size."""
-        size = images[0].size
-        return (
-            torch.stack(
-                [
-                    torch.from_numpy(
-                        np.asarray(image.convert("RGB").resize(size, Image.Resampling.BICUBIC)).copy()
-                    )
-                    for image in images
-                ]
-            )
-            .permute(0, 3, 1, 2)
-            .float()
-            .div(255)
-        )
-
-    def image_token_count(self, pixels: Tensor) -> int:
-        """How many tokens the processor expands the image token of an image of ``pixels``' size into."""
+    def image_token_ids(self, pixels: Tensor) -> Tensor:
+        """The image token as many times as the processor expands it for an image of ``pixels``' size."""
         height, width = pixels.shape[-2:]
         described = {
             "image_sizes": [[height, width]],
             "pixel_values": [[torch.empty(0, self.tile, self.tile)]],
             "batch_num_images": [1],
         }
-        return self.processor.replace_image_token(described, 0).count(self.processor.image_token)
+        count = self.processor.replace_image_token(described, 0).count(self.processor.image_token)
+        return torch.full((count,), self.image_token)
 
-    def arguments(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The model's inputs: the images tiled by the model's image processor (``pixel_values`` (B, tiles,
-        C, h, w) and ``image_sizes``), and each row's image token expanded into the image's tokens."""
-        pixels = inputs["pixel_values"]
-        if pixels.ndim != 4:
-            raise ValueError(
-                f"LLaVA-NeXT's pixel_values are images (B, C, H, W) in [0, 1], got {tuple(pixels.shape)}: make "
-                "them with the adapter's preprocess (or prepare)"
-            )
+    def image_inputs(self, pixels: Tensor) -> dict[str, Tensor]:
+        """The tiles (B, tiles, C, h, w) and the images' sizes, from the model's image processor."""
         tiled = self.processor.image_processor(images=list(pixels), do_rescale=False, return_tensors="pt")
-        ids, mask = self.expanded_ids(inputs)
         return {
-            "input_ids": ids,
-            "attention_mask": mask,
             "pixel_values": tiled["pixel_values"].to(pixels),
-            "image_sizes": tiled["image_sizes"].to(ids.device),
+            "image_sizes": tiled["image_sizes"].to(pixels.device),
         }
 
-    def layout(self, inputs: dict[str, Tensor]) -> Layout:
-        """Each tile's token grid, its rows the tiles of every image in turn (``tile_boxes``)."""
-        pixels = inputs["pixel_values"]
-        boxes = tile_boxes(tiling(tuple(pixels.shape[-2:]), self.pinpoints, self.tile))
-        side = self.tile // self.patch
-        return Layout(
-            "tokens",
-            prefix=self.prefix,
-            grid=(side, side),
-            tiles=Tiles(
-                torch.arange(len(pixels)).repeat_interleave(len(boxes)),
-                torch.tensor(boxes * len(pixels)),
-            ),
-        )
+    def boxes(self, size: tuple[int, int]) -> list[tuple[float, float, float, float]]:
+        return tile_boxes(tiling(size, self.pinpoints, self.tile))

@@ -116,10 +116,10 @@ class QwenVL(OneImageToken):
         patches = encoded["pixel_values"]
         return unpatchify(patches, len(images), (rows, columns), self.patch, self.merge, self.temporal)
 
-    def image_token_count(self, pixels: Tensor) -> int:
-        """One token per merged m x m patches."""
+    def image_token_ids(self, pixels: Tensor) -> Tensor:
+        """The image token once per merged m x m patches."""
         rows, columns = self.grid(pixels)
-        return rows * columns // self.merge**2
+        return torch.full((rows * columns // self.merge**2,), self.image_token)
 
     def arguments(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """The model's inputs: each row's image token repeated once per merged token

@@ -1,6 +1,7 @@
-"""LLaVA-NeXT and LLaVA-OneVision: their tiles put back where they came from in the image
-(``adapters.llava_next``, ``engine.tiles``), checked against what the processor itself makes of an image,
-and the models explained as captioners and VQA models, built from tiny configs saved to disk (offline)."""
+"""Chat models that read an image as tiles (LLaVA-NeXT, LLaVA-OneVision, Idefics3, SmolVLM): the tiles put
+back where they came from in the image (``adapters.llava_next``, ``adapters.idefics3``, ``engine.tiles``),
+checked against what the processors themselves make of an image, and the models explained as captioners
+and VQA models, built from tiny configs saved to disk (offline)."""
 
 import json
 from functools import partial
@@ -13,13 +14,15 @@ from PIL import Image
 from mmcam.adapters.captioning import explain_caption, explain_captions
 from mmcam.adapters.chat import CAPTION_PROMPT
 from mmcam.adapters.chat_family import chat_template_prompt
+from mmcam.adapters.idefics3 import split_boxes
+from mmcam.adapters.image_tokens import unit_pixels
 from mmcam.adapters.llava_next import tile_boxes, tiling
 from mmcam.adapters.vqa import explain_answers, explain_top_answers, hf_question_tokens
 from mmcam.cli import main
 from mmcam.engine.tiles import Tiles
 from mmcam.loading import load_captioner, load_vqa
 from tests.chat_checks import assert_batch_matches_alone, processor_log_probs
-from tests.hf_tiny import TILE_PINPOINTS, save_llava_next
+from tests.hf_tiny import TILE_PINPOINTS, save_idefics3, save_llava_next
 from tests.model_state import assert_unchanged, counted_forwards, snapshot
 from tests.test_chat import warmed
 
@@ -27,7 +30,19 @@ CELL = 8  # pixels of a tile per token (4x4 tokens a tile)
 TOP, BOTTOM, LEFT, RIGHT = 12, 24, 28, 42  # a white block in a black image, 24 x 56 pixels
 # a wide image: a canvas of 1 x 2 tiles (32 x 64), the image resized to 28 x 64 between 2 px of padding
 SIZE = (24, 56)
-MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_sizes")
+# family: (builder, the processor's outputs the model reads, the module that hands the image's tokens to the
+# language model, its tokens per tile)
+FAMILIES = {
+    "next": (partial(save_llava_next, version="next"), ("image_sizes",), "model.multi_modal_projector", 16),
+    "onevision": (
+        partial(save_llava_next, version="onevision"),
+        ("image_sizes",),
+        "model.multi_modal_projector",
+        16,
+    ),
+    "idefics3": (partial(save_idefics3, version="idefics3"), ("pixel_attention_mask",), "model.connector", 4),
+    "smolvlm": (partial(save_idefics3, version="smolvlm"), ("pixel_attention_mask",), "model.connector", 4),
+}
 
 
 def cell_brightness(pixels: torch.Tensor) -> torch.Tensor:
@@ -35,17 +50,21 @@ def cell_brightness(pixels: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.avg_pool2d(pixels.mean(dim=1, keepdim=True), CELL)[:, 0]
 
 
+def white_block() -> Image.Image:
+    image = np.zeros((*SIZE, 3), dtype=np.uint8)
+    image[TOP:BOTTOM, LEFT:RIGHT] = 255
+    return Image.fromarray(image)
+
+
 @pytest.fixture(scope="module")
 def tiles():
     """The processor's tiles of an image whose only content is a white block, and the image's tiling."""
     from transformers import LlavaNextImageProcessor
 
-    image = np.zeros((*SIZE, 3), dtype=np.uint8)
-    image[TOP:BOTTOM, LEFT:RIGHT] = 255
     processor = LlavaNextImageProcessor(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=TILE_PINPOINTS
     )
-    pixels = processor(images=[Image.fromarray(image)], return_tensors="pt")["pixel_values"][0]
+    pixels = processor(images=[white_block()], return_tensors="pt")["pixel_values"][0]
     return cell_brightness(pixels), tiling(SIZE, TILE_PINPOINTS, 32)
 
 
@@ -80,6 +99,29 @@ def test_maps_of_the_tiles_land_where_their_pixels_came_from(tiles, kept, mode):
     assert outside.max() < drawn.max() / 2
 
 
+def test_split_images_land_where_the_processor_cut_them():
+    """Idefics3's split of the 24 x 56 image (resized to 64 px wide: 1 x 2 tiles of 32 px, then the global
+    image): each tile's map is the brightness of its own cells; stitched on the image, the maps peak in the
+    white block and stay below half their peak outside it."""
+    from transformers import Idefics3ImageProcessor
+
+    processor = Idefics3ImageProcessor(size={"longest_edge": 64}, max_image_size={"longest_edge": 32})
+    processed = processor(images=[[white_block()]], return_tensors="pt", return_row_col_info=True)
+    assert (processed["rows"], processed["cols"]) == ([[1]], [[2]])
+    assert processor.get_number_of_image_patches(*SIZE) == (3, 1, 2)
+    brightness = cell_brightness(processed["pixel_values"][0])
+    boxes = torch.tensor(split_boxes(SIZE, 1, 2))
+    assert boxes.tolist() == [[0, 0, 24, 28], [0, 28, 24, 56], [0, 0, 24, 56]]
+    drawn = Tiles(torch.zeros(3, dtype=torch.long), boxes).stitch(
+        (brightness - brightness.amin())[:, None], 1, SIZE
+    )
+    y, x = divmod(int(drawn[0, 0].argmax()), SIZE[1])
+    assert TOP <= y < BOTTOM and LEFT <= x < RIGHT
+    outside = drawn[0, 0].clone()
+    outside[TOP:BOTTOM, LEFT:RIGHT] = 0
+    assert outside.max() < drawn.max() / 2
+
+
 def test_a_tile_over_the_whole_image_is_upsampled_as_a_map_is():
     from mmcam.engine.resize import upsample
 
@@ -91,9 +133,9 @@ def test_a_tile_over_the_whole_image_is_upsampled_as_a_map_is():
         Tiles(torch.tensor([0, 1]), torch.zeros(3, 4))
 
 
-@pytest.fixture(scope="module", params=["next", "onevision"])
+@pytest.fixture(scope="module", params=list(FAMILIES))
 def model_dir(request, tmp_path_factory):
-    return save_llava_next(tmp_path_factory.mktemp(f"llava-{request.param}"), request.param)
+    return FAMILIES[request.param][0](tmp_path_factory.mktemp(request.param))
 
 
 @pytest.fixture(scope="module")
@@ -111,49 +153,70 @@ def picture():
     return Image.fromarray((np.random.default_rng(0).random((*SIZE, 3)) * 255).astype(np.uint8))
 
 
+def family(model) -> tuple:
+    return FAMILIES[
+        {"llava_next": "next", "llava_onevision": "onevision"}.get(
+            model.config.model_type, model.config.model_type
+        )
+    ]
+
+
 def test_every_word_of_a_reply_from_one_forward_with_the_processors_token_log_probabilities(
-    model_dir, captioner
+    model_dir, captioner, picture
 ):
-    """The words' scores equal the log-probabilities of the model run on its processor's inputs. A 32 x 32
-    image is tiled without resizing (a base tile of 32 px, a 32 x 64 canvas with 16 px of padding each
-    side), so the pixels mmcam hands the processor are the processor's own, to the last bit."""
-    square = Image.fromarray((np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8))
+    """The words' scores equal the log-probabilities of the model run on its processor's inputs for the
+    same pixels: the image tiled and its token expanded by the processor. (mmcam hands the processor the
+    image in [0, 1], which it resizes without rounding to bytes first.)"""
     result, forwards = counted_forwards(
         captioner.model,
-        lambda: explain_caption(captioner, square, caption="a red circles", whole_caption=True),
+        lambda: explain_caption(captioner, picture, caption="a red circles", whole_caption=True),
     )
     assert forwards == 1
     assert result.words == ["a", "red", "circles"]
-    per_token = processor_log_probs(model_dir, square, CAPTION_PROMPT, "a red circles", MODEL_INPUTS)
+    inputs = ("input_ids", "attention_mask", "pixel_values", *family(captioner.model)[1])
+    image = unit_pixels([picture])[0]
+    per_token = processor_log_probs(
+        model_dir, image, CAPTION_PROMPT, "a red circles", inputs, do_rescale=False
+    )  # circle ##s
     expected = [per_token[0], per_token[1], sum(per_token[2:]), sum(per_token)]
     torch.testing.assert_close(result.explanation.scores[0], torch.tensor(expected), rtol=1e-4, atol=1e-4)
-    assert result.explanation.raw.shape == (1, 4, 32, 32)  # stitched on the image's pixels
-    assert result.explanation.layer == "model.vision_tower.encoder.layers.0.layer_norm1"
+    assert result.explanation.raw.shape == (1, 4, *SIZE)  # stitched on the image's pixels
+    assert result.explanation.layer.endswith("encoder.layers.0.layer_norm1")
     assert result.explanation.weights is None  # channel weights are the tiles', not the image's
 
 
-@pytest.mark.parametrize(
-    ("tile", "cell", "rows", "columns"),
-    [
-        (0, (2, 1), (12, 18), (14, 28)),  # the base tile: cells of 6 x 14 image pixels
-        (2, (1, 2), (6 * 24 / 28, 14 * 24 / 28), (42, 49)),  # the right canvas tile, below 2 px of padding
+# (tile, its token, the token's rows and columns on the 24 x 56 image) per way of tiling
+PLANTED = {
+    "model.multi_modal_projector": [
+        (0, 2 * 4 + 1, (12, 18), (14, 28)),  # the base tile: 4 x 4 tokens of 6 x 14 image pixels
+        (2, 1 * 4 + 2, (6 * 24 / 28, 14 * 24 / 28), (42, 49)),  # the right canvas tile, below 2 px of padding
     ],
-)
+    "model.connector": [
+        (1, 1 * 2 + 0, (12, 24), (28, 42)),  # the right tile: 2 x 2 tokens of 2 x 2 patches
+        (2, 0 * 2 + 1, (0, 12), (28, 56)),  # the global image
+    ],
+}
+
+
+@pytest.mark.parametrize("planted", [0, 1])
 def test_the_map_lands_on_the_pixels_of_the_one_tile_token_that_reaches_the_language_model(
-    captioner, picture, tile, cell, rows, columns
+    captioner, picture, planted
 ):
-    """Planted evidence: the projector passes one token of one tile and zeroes the others, so only that
-    token decides the reply's scores. At the last block's norm before its MLP, above which each token stays
-    in its place, the map of every word is zero outside that token's cell and, stitched on the 24 x 56
-    image, peaks on the image pixels that the processor put in that cell: the tile order, each tile's box
-    and the padding are read right. (Not the block's output: the model reads it from the hidden states
-    that a hook of transformers 5 records, registered before mmcam's.)"""
-    keep = torch.zeros(3, 16, 1)  # (tiles, tokens after the CLS, 1)
-    keep[tile, cell[0] * 4 + cell[1]] = 1
-    projector = captioner.model.model.multi_modal_projector
-    handle = projector.register_forward_hook(lambda module, args, output: output * keep)
+    """Planted evidence: the module that hands the image's tokens to the language model passes one token
+    of one tile and zeroes the others, so only that token decides the reply's scores. At the last block's
+    norm before its MLP, above which each patch stays in its place, the map of every word is zero outside
+    that token's patches and positive on them, stitched on the 24 x 56 image where the processor took them
+    from: the tile order, each tile's box and the padding are read right. (Not the block's output: the
+    model reads it from the hidden states that a hook of transformers 5 records, before mmcam's.)"""
+    _, _, module, tokens = family(captioner.model)
+    tile, token, rows, columns = PLANTED[module][planted]
+    keep = torch.zeros(3, tokens, 1)
+    keep[tile, token] = 1
+    handle = captioner.model.get_submodule(module).register_forward_hook(
+        lambda m, args, output: output * keep
+    )
     try:
-        last_norm = "model.vision_tower.encoder.layers.1.layer_norm2"
+        last_norm = captioner.layer.replace("layers.0.layer_norm1", "layers.1.layer_norm2")
         explainer = captioner.explainer(layer=last_norm, method="normgrad", upsampling="nearest")
         result = explain_caption(captioner, picture, caption="a red circle", explainer=explainer)
     finally:
@@ -163,7 +226,7 @@ def test_the_map_lands_on_the_pixels_of_the_one_tile_token_that_reaches_the_lang
         (centres_x >= columns[0]) & (centres_x < columns[1])
     )[None, :]
     for word_map in result.explanation.raw[0]:
-        assert word_map.max() > 0 and (word_map[~in_cell] == 0).all()
+        assert (word_map[in_cell] > 0).all() and (word_map[~in_cell] == 0).all()
 
 
 def test_a_batch_of_images_gives_what_each_image_gives_alone(captioner, vqa):
@@ -222,7 +285,7 @@ def test_caption_and_vqa_commands_accept_tiling_models(model_dir, picture, tmp_p
     caption = ["caption", str(image), *common, "--prompt", "what is it?", "--caption", "a red"]
     assert main([*caption, "-o", str(tmp_path / "c")]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["words"] == ["a", "red"] and record["layer"].startswith("model.vision_tower")
+    assert record["words"] == ["a", "red"] and record["layer"].endswith("encoder.layers.0.layer_norm1")
     question = ["-q", "what color is the circle?", "--answer", "red", "--why-not", "blue"]
     assert main(["vqa", str(image), *common, *question, "-o", str(tmp_path / "v")]) == 0
     record = json.loads(capsys.readouterr().out)
