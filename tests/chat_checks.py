@@ -3,6 +3,7 @@
 
 import torch
 
+from mmcam.adapters.captioning import explain_caption
 from mmcam.adapters.chat_family import chat_template_prompt
 
 
@@ -43,3 +44,14 @@ def assert_batch_matches_alone(pairs) -> None:
             assert got.explanation.labels == alone.explanation.labels
             torch.testing.assert_close(got.explanation.scores, alone.explanation.scores, rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(got.explanation.raw, alone.explanation.raw, rtol=1e-3, atol=1e-5)
+
+
+def caption_maps_while(captioner, picture, module: str, hook, layer: str, **options):
+    """The NormGrad explanation of the caption "a red circle" at ``layer`` while the forward hook ``hook``
+    runs on ``module`` (one that plants evidence: it passes one image token on and zeroes the others)."""
+    handle = captioner.model.get_submodule(module).register_forward_hook(hook)
+    try:
+        explainer = captioner.explainer(layer=layer, method="normgrad", **options)
+        return explain_caption(captioner, picture, caption="a red circle", explainer=explainer).explanation
+    finally:
+        handle.remove()

@@ -13,6 +13,7 @@ from mmcam.adapters.chat import CAPTION_PROMPT
 from mmcam.adapters.vqa import explain_answers
 from mmcam.cli import main
 from mmcam.loading import load_captioner, load_vqa
+from tests.chat_checks import caption_maps_while
 from tests.hf_tiny import save_gemma3, save_llava, save_paligemma
 from tests.model_state import assert_unchanged, counted_forwards, snapshot
 
@@ -34,6 +35,16 @@ def chat_dir(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def captioner(chat_dir):
     return warmed(load_captioner(str(chat_dir)))
+
+
+PROJECTOR = "model.multi_modal_projector"
+
+
+def one_token(row: int, column: int):
+    """A forward hook for the projector that passes the image token of (row, column) on, zeroing the others."""
+    keep = torch.zeros(1, GRID * GRID, 1)
+    keep[0, row * GRID + column] = 1
+    return lambda module, args, output: output * keep
 
 
 def warmed(adapter):
@@ -131,23 +142,29 @@ def test_the_map_lands_on_the_patch_whose_token_alone_reaches_the_language_model
     (Not the tower's last block: LLaVA reads that block's output from the hidden states a hook of
     transformers 5 records, registered before mmcam's, so the captured copy would not flow on.)"""
     row, column = 1, 2
-    keep = torch.zeros(1, GRID * GRID, 1)
-    keep[0, row * GRID + column] = 1
-    projector = captioner.model.model.multi_modal_projector
-    handle = projector.register_forward_hook(lambda module, args, output: output * keep)
-    try:
-        layer = PROJECTOR_INPUT[captioner.model.config.model_type]
-        explainer = captioner.explainer(
-            layer=layer, method="normgrad"
-        )  # per cell: Grad-CAM's pooled weights would spread
-        result = explain_caption(captioner, picture, caption="a red circle", explainer=explainer)
-    finally:
-        handle.remove()
-    raw = result.explanation.raw[0].abs()  # (words, 4, 4)
+    layer = PROJECTOR_INPUT[captioner.model.config.model_type]
+    explanation = caption_maps_while(captioner, picture, PROJECTOR, one_token(row, column), layer)
+    raw = explanation.raw[0].abs()  # (words, 4, 4)
     assert (raw.flatten(1).argmax(dim=1) == row * GRID + column).all()
-    maps = result.explanation.maps[0]  # upsampled to 32x32: the peak lies in that 8 px cell
+    maps = explanation.maps[0]  # upsampled to 32x32: the peak lies in that 8 px cell
     peaks = [divmod(int(m.flatten().argmax()), m.shape[-1]) for m in maps]
     assert all(row * 8 <= y < (row + 1) * 8 and column * 8 <= x < (column + 1) * 8 for y, x in peaks)
+
+
+def test_a_layer_of_the_language_model_is_read_at_the_image_tokens(captioner, picture):
+    """The option of explaining the language model's hidden states at the image's tokens: with the
+    projector passing one image token (row 1, column 2) and zeroing the others, the first block's input
+    norm holds zeros at every other image position, so every word's NormGrad map is positive in that
+    token's cell and zero elsewhere: the image tokens are picked from the sequence and laid out row-major."""
+    row, column = 1, 2
+    layer = "model.language_model.layers.0.input_layernorm"
+    raw = caption_maps_while(captioner, picture, PROJECTOR, one_token(row, column), layer).raw[
+        0
+    ]  # (words, 4, 4)
+    assert raw.shape[-2:] == (GRID, GRID)
+    cell = torch.zeros(GRID, GRID, dtype=torch.bool)
+    cell[row, column] = True
+    assert (raw[:, cell] > 0).all() and (raw[:, ~cell] == 0).all()
 
 
 def test_answers_given_and_why_not_come_with_the_question_word_weights(chat_dir, picture):

@@ -17,7 +17,7 @@ from mmcam.cli import main
 from mmcam.loading import load_captioner, load_vqa
 from mmcam.targets import right_padded
 from mmcam.viz.overlay import peak_in_image
-from tests.chat_checks import assert_batch_matches_alone, processor_log_probs
+from tests.chat_checks import assert_batch_matches_alone, caption_maps_while, processor_log_probs
 from tests.hf_tiny import save_qwen_vl
 from tests.model_state import assert_unchanged, counted_forwards, snapshot
 from tests.test_chat import warmed
@@ -26,6 +26,21 @@ PATCH = 8
 SIZE = (60, 100)  # (H, W): the processor stretches it to 64 x 96 pixels, 8 x 12 patches, 4 x 6 merged tokens
 GRID = (8, 12)
 MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
+
+
+TOWER = "model.visual"
+
+
+def one_token(row: int, column: int):
+    """A forward hook for the vision tower that hands the language model the merged token of (row, column)
+    of the 4 x 6 merged grid, zeroing the others."""
+    keep = torch.zeros(4 * 6, 1)
+    keep[row * 6 + column] = 1
+
+    def hook(module, args, output):
+        output.pooler_output = output.pooler_output * keep
+
+    return hook
 
 
 @pytest.fixture(scope="module", params=["2", "2.5"])
@@ -76,27 +91,28 @@ def test_the_map_lands_on_the_patches_whose_merged_token_alone_reaches_the_langu
     60 x 100 image it peaks on their pixels (rows 2-3, columns 4-5 of 8 px patches, stretched by 60/64 and
     100/96): the merge windows, the attention windows and the resize are read right."""
     row, column = 1, 2
-    keep = torch.zeros(4 * 6, 1)
-    keep[row * 6 + column] = 1
-
-    def one_token(module, args, output):
-        output.pooler_output = output.pooler_output * keep
-
-    handle = captioner.model.model.visual.register_forward_hook(one_token)
-    try:
-        explainer = captioner.explainer(layer="model.visual.merger.ln_q", method="normgrad")
-        result = explain_caption(captioner, picture, caption="a red circle", explainer=explainer)
-    finally:
-        handle.remove()
-    raw = result.explanation.raw[0]  # (words, 8, 12)
+    result = caption_maps_while(captioner, picture, TOWER, one_token(row, column), "model.visual.merger.ln_q")
+    raw = result.raw[0]  # (words, 8, 12)
     block = torch.zeros(GRID, dtype=torch.bool)
     block[2 * row : 2 * row + 2, 2 * column : 2 * column + 2] = True
     assert (raw[:, ~block] == 0).all() and (raw[:, block] > 0).all()
     height, width = SIZE
-    for word_map in result.explanation.maps[0]:
+    for word_map in result.maps[0]:
         x, y = peak_in_image(word_map, SIZE)
         assert 2 * row * PATCH * height / 64 <= y < (2 * row + 2) * PATCH * height / 64
         assert 2 * column * PATCH * width / 96 <= x < (2 * column + 2) * PATCH * width / 96
+
+
+def test_a_layer_of_the_language_model_is_read_at_the_merged_image_tokens(captioner, picture):
+    """The language model's hidden states at the image's merged tokens: with the vision tower handing on
+    one merged token (row 1, column 2 of 4 x 6), the first block's input norm is zero at the image's other
+    positions, so every word's map is positive in that merged cell alone."""
+    row, column = 1, 2
+    layer = "model.language_model.layers.0.input_layernorm"
+    raw = caption_maps_while(captioner, picture, TOWER, one_token(row, column), layer).raw[0]
+    cell = torch.zeros(4, 6, dtype=torch.bool)
+    cell[row, column] = True
+    assert raw.shape[-2:] == (4, 6) and (raw[:, cell] > 0).all() and (raw[:, ~cell] == 0).all()
 
 
 def test_a_batch_of_images_gives_what_each_image_gives_alone(captioner, vqa):

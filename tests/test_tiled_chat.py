@@ -21,7 +21,7 @@ from mmcam.adapters.vqa import explain_answers, explain_top_answers, hf_question
 from mmcam.cli import main
 from mmcam.engine.tiles import Tiles
 from mmcam.loading import load_captioner, load_vqa
-from tests.chat_checks import assert_batch_matches_alone, processor_log_probs
+from tests.chat_checks import assert_batch_matches_alone, caption_maps_while, processor_log_probs
 from tests.hf_tiny import TILE_PINPOINTS, save_idefics3, save_llava_next
 from tests.model_state import assert_unchanged, counted_forwards, snapshot
 from tests.test_chat import warmed
@@ -212,20 +212,14 @@ def test_the_map_lands_on_the_pixels_of_the_one_tile_token_that_reaches_the_lang
     tile, token, rows, columns = PLANTED[module][planted]
     keep = torch.zeros(3, tokens, 1)
     keep[tile, token] = 1
-    handle = captioner.model.get_submodule(module).register_forward_hook(
-        lambda m, args, output: output * keep
-    )
-    try:
-        last_norm = captioner.layer.replace("layers.0.layer_norm1", "layers.1.layer_norm2")
-        explainer = captioner.explainer(layer=last_norm, method="normgrad", upsampling="nearest")
-        result = explain_caption(captioner, picture, caption="a red circle", explainer=explainer)
-    finally:
-        handle.remove()
+    last_norm = captioner.layer.replace("layers.0.layer_norm1", "layers.1.layer_norm2")
+    hook = lambda m, args, output: output * keep
+    explanation = caption_maps_while(captioner, picture, module, hook, last_norm, upsampling="nearest")
     centres_y, centres_x = torch.arange(SIZE[0]) + 0.5, torch.arange(SIZE[1]) + 0.5  # pixel centres
     in_cell = ((centres_y >= rows[0]) & (centres_y < rows[1]))[:, None] & (
         (centres_x >= columns[0]) & (centres_x < columns[1])
     )[None, :]
-    for word_map in result.explanation.raw[0]:
+    for word_map in explanation.raw[0]:
         assert (word_map[in_cell] > 0).all() and (word_map[~in_cell] == 0).all()
 
 
@@ -273,6 +267,15 @@ def test_methods_that_perturb_the_image_with_their_maps_are_refused_on_tiles(cap
     for method in ("scorecam", "ablationcam", "guided-gradcam", "fullgrad"):
         with pytest.raises(ValueError, match="a row per tile of an image"):
             explain_caption(captioner, picture, "a red", explainer=captioner.explainer(method=method))
+    language = (
+        captioner.layer.split(".")[0]
+        + "."
+        + ("text_model" if "vision_model" in captioner.layer else "language_model")
+    )
+    with pytest.raises(ValueError, match="tokens form no one grid"):
+        explain_caption(
+            captioner, picture, "a red", explainer=captioner.explainer(layer=f"{language}.layers.0")
+        )
     assert_unchanged(captioner.model, before)
     flipped = explain_caption(captioner, picture, "a red", explainer=captioner.explainer(aug_smooth=True))
     assert flipped.explanation.maps.shape == (1, 2, *SIZE)  # augmentations act on the image, then tiled

@@ -58,15 +58,18 @@ class CaptionModel:
     method: str = WORD_METHOD
     unknown_words: Callable[[str], list[str]] = field(default=lambda text: [])  # read as the unknown token
     layout: Callable[[dict[str, Tensor]], str | Layout] = field(default=lambda inputs: "auto")
+    layouts: Callable[[str], Callable[[dict[str, Tensor]], str | Layout]] | None = None  # another layer's
 
     def explainer(self, layer: str | None = None, method: str | None = None, **options) -> Explainer:
         """An explainer of this captioner's layer and method (defaults: its own), its layout following
-        each input (``layout(inputs)``); ``options`` go to ``Explainer``."""
+        each input (``layout(inputs)``, or ``layouts(layer)(inputs)`` where layers differ in layout);
+        ``options`` go to ``Explainer``."""
+        layer = layer or self.layer
         return Explainer(
             self.model,
-            layer=layer or self.layer,
+            layer=layer,
             method=method or self.method,
-            layout=self.layout,
+            layout=self.layout if self.layouts is None else self.layouts(layer),
             forward=self.forward,
             **options,
         )

@@ -27,7 +27,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from mmcam.adapters.captioning import CaptionModel, Tokenized, huggingface_tokenize
-from mmcam.adapters.chat_family import ChatFamily
+from mmcam.adapters.chat_family import ChatFamily, layouts
 from mmcam.adapters.gemma3 import Gemma3
 from mmcam.adapters.hub import quiet_generation, unknown_words
 from mmcam.adapters.idefics3 import Idefics3
@@ -140,6 +140,7 @@ def captioner(
         TOKEN_METHOD,
         partial(unknown_words, tokenizer),
         family.layout,
+        layouts(family, model),
     )
 
 
@@ -176,6 +177,7 @@ def vqa_model(model: nn.Module, processor, name: str, family: ChatFamily | None 
         answer_inputs=answer_inputs,
         method=TOKEN_METHOD,
         unknown_words=partial(unknown_words, tokenizer),
+        layouts=layouts(family, model),
     )
 
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mmcam.adapters.chat_family import chat_template_prompt
+from mmcam.adapters.chat_family import chat_template_prompt, image_grid_positions, square_grid
 from mmcam.adapters.tokens import first_block_norm
 
 
@@ -23,6 +23,7 @@ class Llava:
 
     def __init__(self, model: nn.Module, processor):
         self.processor = processor
+        self.image_token = model.config.image_token_id
         tower = next(name for name, _ in model.named_modules() if name.endswith("vision_tower"))
         self.layer = first_block_norm(model, tower) or "auto"
 
@@ -56,3 +57,10 @@ class Llava:
 
     def layout(self, inputs: dict[str, Tensor]) -> str:
         return "auto"
+
+    def language_tokens(self, inputs: dict[str, Tensor]) -> tuple[Tensor, tuple[int, int]]:
+        """The image's tokens, which the processor put in ``input_ids``: the tower's patch grid (after a
+        projector's pooling), square, row-major."""
+        ids = inputs["input_ids"]
+        grid = square_grid(int((ids[0] == self.image_token).sum()))
+        return image_grid_positions(ids, self.image_token, grid), grid

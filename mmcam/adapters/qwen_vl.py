@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mmcam.adapters.chat_family import chat_template_prompt
+from mmcam.adapters.chat_family import chat_template_prompt, image_grid_positions
 from mmcam.adapters.image_tokens import OneImageToken
 from mmcam.adapters.tokens import first_block_norm
 from mmcam.engine import Layout
@@ -134,6 +134,12 @@ class QwenVL(OneImageToken):
             "image_grid_thw": torch.tensor([[1, rows, columns]] * len(pixels), device=ids.device),
             "mm_token_type_ids": (ids == self.image_token).long(),
         }
+
+    def language_tokens(self, inputs: dict[str, Tensor]) -> tuple[Tensor, tuple[int, int]]:
+        """The image's merged tokens in the expanded sequence: the patch grid merged m x m, row-major."""
+        rows, columns = self.grid(inputs["pixel_values"])
+        grid = (rows // self.merge, columns // self.merge)
+        return image_grid_positions(self.expanded_ids(inputs)[0], self.image_token, grid), grid
 
     def token_cells(self, rows: int, columns: int) -> Tensor:
         """(h w,) the grid cell (row-major index) of each of one image's tokens at the tower's blocks, in the

@@ -61,6 +61,12 @@ class TiledChat(OneImageToken):
         ids, mask = self.expanded_ids(inputs)
         return {"input_ids": ids, "attention_mask": mask, **self.image_inputs(pixels)}
 
+    def language_tokens(self, inputs: dict[str, Tensor]) -> tuple[Tensor, tuple[int, int]]:
+        raise ValueError(
+            f"{type(self).__name__} reads an image as tiles, whose tokens form no one grid in the language model: "
+            "explain a layer of the vision tower (the default)"
+        )
+
     def layout(self, inputs: dict[str, Tensor]) -> Layout:
         """Each tile's patch grid, the rows the tiles of every image in turn (``boxes``)."""
         pixels = inputs["pixel_values"]

@@ -67,15 +67,17 @@ class VQAModel:
     ) = None
     method: str = "gradcam"
     unknown_words: Callable[[str], list[str]] = field(default=lambda text: [])
+    layouts: Callable[[str], Callable[[dict[str, Tensor]], str | Layout]] | None = None  # another layer's
 
     def explainer(self, layer: str | None = None, method: str | None = None, **options) -> Explainer:
-        """One explainer for every question: the layout follows each input (``layout(inputs)``);
-        ``options`` go to ``Explainer``."""
+        """One explainer for every question: the layout follows each input (``layout(inputs)``, or
+        ``layouts(layer)(inputs)`` where layers differ in layout); ``options`` go to ``Explainer``."""
+        layer = layer or self.layer
         return Explainer(
             self.model,
-            layer=layer or self.layer,
+            layer=layer,
             method=method or self.method,
-            layout=self.layout,
+            layout=self.layout if self.layouts is None else self.layouts(layer),
             forward=self.forward,
             class_names=self.answers,
             token_layer=self.question_layer,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -62,19 +63,55 @@ def channel_zeroing(sets: list[list[int]], channels: int, axis: int, copy_output
     return hook
 
 
-def batched_tokens(packed: Tensor, order: Tensor, layer: str) -> Tensor:
-    """A layer's packed tokens (N, C) read as a batch (B, L, C): token l of sample b is row ``order[b, l]``."""
-    if packed.ndim != 2 or packed.shape[0] != order.numel():
-        raise ValueError(
-            f"layer '{layer}' gives {tuple(packed.shape)}, not the {order.numel()} packed tokens (N, C) its layout "
-            "reads: pick a layer whose output is the packed patch tokens, such as a block of the vision tower"
-        )
-    return packed[order.to(packed.device)]
+@dataclass(frozen=True)
+class PackedTokens:
+    """A layer that packs the tokens of every sample into one sequence (N, C), without a batch axis, in an
+    order of the model's own (Qwen2-VL's vision tower): token l of sample b is row ``order[b, l]``."""
+
+    order: Tensor
+
+    def read(self, output: Tensor, layer: str) -> Tensor:
+        """The packed tokens (N, C) as a batch (B, L, C)."""
+        if output.ndim != 2 or output.shape[0] != self.order.numel():
+            raise ValueError(
+                f"layer '{layer}' gives {tuple(output.shape)}, not the {self.order.numel()} packed tokens (N, C) "
+                "its layout reads: pick a layer whose output is the packed patch tokens, such as a block of the "
+                "vision tower"
+            )
+        return output[self.order.to(output.device)]
+
+    def write(self, batched: Tensor, output: Tensor) -> Tensor:
+        """The inverse of ``read``: (B, L, C) back to (N, C) in the model's order."""
+        return batched.flatten(0, 1)[self.order.to(batched.device).flatten().argsort()]
 
 
-def packed_tokens(batched: Tensor, order: Tensor) -> Tensor:
-    """The inverse of ``batched_tokens``: (B, L, C) back to (N, C) in the model's order."""
-    return batched.flatten(0, 1)[order.to(batched.device).flatten().argsort()]
+@dataclass(frozen=True)
+class SelectedTokens:
+    """A layer whose sequences (B, S, C) hold other tokens besides the grid's (a language model's hidden
+    states: the image's tokens among the text's): token l of sample b is at position ``positions[b, l]``."""
+
+    positions: Tensor
+
+    def _index(self, output: Tensor) -> Tensor:
+        return self.positions.to(output.device)[..., None].expand(-1, -1, output.shape[-1])
+
+    def read(self, output: Tensor, layer: str) -> Tensor:
+        """The grid's tokens (B, L, C) of the sequences."""
+        rows, length = self.positions.shape[0], int(self.positions.max()) + 1
+        if output.ndim != 3 or output.shape[0] != rows or output.shape[1] < length:
+            raise ValueError(
+                f"layer '{layer}' gives {tuple(output.shape)}, not the {rows} sequences (B, S, C) of at least "
+                f"{length} tokens its layout reads: pick a block of the language model"
+            )
+        return output.gather(1, self._index(output))
+
+    def write(self, tokens: Tensor, output: Tensor) -> Tensor:
+        """The sequences with the grid's tokens from ``tokens``; the other tokens keep their values, as
+        constants (the graph starts at the grid's tokens)."""
+        return output.detach().scatter(1, self._index(output), tokens)
+
+
+TokenReader = PackedTokens | SelectedTokens
 
 
 def graph_start(tensor: Tensor) -> Tensor:
@@ -96,14 +133,14 @@ class LayerCapture:
     captured tensor. A layer whose input already carries a graph (a second captured layer above
     the first) is recorded as a copy joined to its graph, so gradients still flow through both. Only
     forward passes of the thread that entered the block are captured: another thread running the same
-    modules is left alone. A layer named in ``packed`` packs a batch's tokens into one sequence (N, C): it
-    is captured as (B, L, C) through its index (``batched_tokens``) and handed on packed again.
+    modules is left alone. A layer named in ``readers`` is captured as the (B, L, C) grid tokens its reader
+    reads (``PackedTokens``, ``SelectedTokens``), and handed on as its reader writes them back.
     """
 
-    def __init__(self, model: nn.Module, layers: list[str], packed: dict[str, Tensor] | None = None):
+    def __init__(self, model: nn.Module, layers: list[str], readers: dict[str, TokenReader] | None = None):
         modules = dict(model.named_modules())
         self._modules = {name: modules[name] for name in layers}
-        self._packed = packed or {}
+        self._readers = readers or {}
         self._handles: list = []
         self._thread = threading.get_ident()
         self.activations: dict[str, Tensor] = {}
@@ -139,9 +176,9 @@ class LayerCapture:
                 raise ValueError(
                     f"layer '{name}' ran more than once in one forward pass; pick a layer that runs once"
                 )
-            order = self._packed.get(name)
-            start = graph_start(tensor if order is None else batched_tokens(tensor, order, name))
+            reader = self._readers.get(name)
+            start = graph_start(tensor if reader is None else reader.read(tensor, name))
             self.activations[name] = start
-            return replace_first(output, start.clone() if order is None else packed_tokens(start, order))
+            return replace_first(output, start.clone() if reader is None else reader.write(start, tensor))
 
         return hook

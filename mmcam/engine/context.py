@@ -69,8 +69,8 @@ class CamContext:
         self.image = inputs[image_key]
         self.image_size = tuple(self.image.shape[2:])
         self.target_count = len(targets)
-        packed = layout.packed if isinstance(layout, Layout) else None
-        self._packed = {} if packed is None else {layer: packed}
+        reader = layout.token_reader() if isinstance(layout, Layout) else None
+        self._readers = {} if reader is None else {layer: reader}
         self.tiles = layout.tiles if isinstance(layout, Layout) else None
         self.second_order = second_order
         self._recorder = AttentionRecorder() if record_attention else None
@@ -113,7 +113,7 @@ class CamContext:
         """Scores, the captured layer's activation, the token layer's (None without one), and the
         targets whose score no gradient path joins to a captured layer."""
         layers = [self.layer] + ([self.token_layer] if self.token_layer else [])
-        with LayerCapture(self.model, layers, self._packed) as capture:
+        with LayerCapture(self.model, layers, self._readers) as capture:
             output = self._run(inputs)
         for layer in layers:
             if layer not in capture.activations:
@@ -269,11 +269,12 @@ class CamContext:
                 f"attention relevance needs a transformer's token layer (B, L, C); layer '{self.layer}' is read "
                 f"as '{self.layout.kind}': pick a token layer, such as a block's pre-attention norm"
             )
-        if self._packed:
+        if self._readers:
             raise ValueError(
                 f"attention relevance needs each sample's attention over its tokens in the layer's order; layer "
                 f"'{self.layer}' packs the batch's tokens in an order of its own (a vision tower attending per "
-                "image or per window): use a gradient method such as normgrad"
+                "image or per window) or holds other tokens besides the image's: use a gradient method such as "
+                "normgrad"
             )
         shape = (self._start.shape[0], self._start.shape[1], self._start.shape[1])
         run: list[Tensor] = []
@@ -354,7 +355,7 @@ class CamContext:
         sets = channel_sets if channel_sets is not None else [[c] for c in range(channels)]
         per_forward = max(1, batch_size // batch)
         module = self.model.get_submodule(self.layer)
-        copy_at_layer = set(self.inputs) == {self.image_key} and not self._packed
+        copy_at_layer = set(self.inputs) == {self.image_key} and not self._readers
         chunks = []
         with torch.no_grad():
             for begin in range(0, len(sets), per_forward):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from mmcam.engine.capture import PackedTokens, SelectedTokens, TokenReader
 from mmcam.engine.tiles import Tiles
 from mmcam.engine.warn import warn_user
 
@@ -26,7 +27,10 @@ class Layout:
     ``packed`` (tokens only): for a layer whose output packs the tokens of every sample into one sequence
     (N, C) without a batch axis, in an order of the model's own (Qwen2-VL's vision tower), a (B, h*w)
     index: the row of the layer's output that holds sample b's token of grid cell l (row-major). The
-    output is then read through it as (B, h*w, C) (``capture.LayerCapture``) and laid out as above.
+    output is then read through it as (B, h*w, C) (``capture.PackedTokens``) and laid out as above.
+    ``selected`` (tokens only): for a layer whose sequences (B, S, C) hold other tokens besides the grid's
+    (a language model's hidden states), a (B, h*w) index: the position of sample b's token of grid cell l
+    (``capture.SelectedTokens``).
     ``tiles``: for a layer whose rows are tiles of the images (N rows for B images, ``tiles.Tiles``): each
     row is laid out as above and gets a map of its own, and each image's map is stitched from its tiles'.
     """
@@ -36,6 +40,7 @@ class Layout:
     grid: tuple[int, int] | None = None
     features_first: bool = False
     packed: Tensor | None = field(default=None, compare=False, repr=False)
+    selected: Tensor | None = field(default=None, compare=False, repr=False)
     tiles: Tiles | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -44,14 +49,24 @@ class Layout:
             raise ValueError(f"unknown layout '{self.kind}'; use 'nchw', 'nhwc' or 'tokens'")
         if self.kind == "tokens" and self.grid is None:
             raise ValueError("a token layout needs its patch grid: Layout('tokens', prefix=1, grid=(h, w))")
-        if self.packed is not None and (
-            self.kind != "tokens" or self.prefix or tuple(self.packed.shape[1:]) != (math.prod(self.grid),)
-        ):
-            raise ValueError(
-                "a packed layout reads patch tokens only, one row per grid cell: packed (B, h*w)"
-            )
-        if self.packed is not None and self.tiles is not None:
-            raise ValueError("a layout reads either packed tokens or tiles, not both")
+        for name in ("packed", "selected"):
+            index = getattr(self, name)
+            if index is not None and (
+                self.kind != "tokens" or self.prefix or tuple(index.shape[1:]) != (math.prod(self.grid),)
+            ):
+                raise ValueError(
+                    f"a {name} layout reads patch tokens only, one per grid cell: {name} (B, h*w)"
+                )
+        if sum(part is not None for part in (self.packed, self.selected, self.tiles)) > 1:
+            raise ValueError("a layout reads packed tokens, selected tokens or tiles, only one of them")
+
+    def token_reader(self) -> TokenReader | None:
+        """How the layer's output is read as (B, h*w, C) grid tokens, when it is not laid out by sample."""
+        if self.packed is not None:
+            return PackedTokens(self.packed)
+        if self.selected is not None:
+            return SelectedTokens(self.selected)
+        return None
 
     def sample_rank(self, spatial: int) -> int:
         """The number of dimensions of one sample's activation for an input with ``spatial`` grid axes."""
