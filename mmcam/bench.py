@@ -263,6 +263,70 @@ def vqa_cases(device: torch.device, seed: int = 40_000) -> list[Case]:
     )
 
 
+def chat_cases(device: torch.device, model: str, words: int = 30, seed: int = 40_000) -> list[Case]:
+    """A chat model (``model``: a local checkpoint directory) explaining a ``words``-word reply about a shapes
+    scene, with Grad-CAM at its default layer: forward only over prompt and reply, one word, all words in one
+    call, one call per word (mmcam), and pytorch-grad-cam driven through a wrapper (the prompt and the reply
+    fixed, the layer's tokens reshaped to their grid), one call per word."""
+    from PIL import Image
+
+    from mmcam.adapters.captioning import word_targets
+    from mmcam.loading import load_captioner
+    from mmcam.zoo import make_scenes
+
+    captioner = load_captioner(model)
+    captioner.model.to(device)
+    scenes = make_scenes(8, seed=seed)
+    reply = " ".join(" ".join(scene.caption.text for scene in scenes).split()[:words])
+    tokenized = captioner.tokenize(reply)
+    ids = torch.tensor([tokenized.ids], device=device)
+    pixels = captioner.preprocess([Image.fromarray(scenes[0].image)]).to(device)
+    inputs = {"pixel_values": pixels, "input_ids": ids}
+    explainer = captioner.explainer(method="gradcam")  # the peer's method: the same work is timed
+    targets = word_targets(tokenized)
+
+    def forward_only() -> None:
+        with torch.no_grad():
+            captioner.forward(captioner.model, inputs)
+
+    ends = [group[-1] for group in tokenized.positions]  # a word's last token: the peer's one target per word
+
+    def peer_targets(k: int) -> dict:
+        return {"pytorch-grad-cam": [_output_score((ends[k] - 1, tokenized.ids[ends[k]]))]}
+
+    return [("forward only", "torch", forward_only)] + _all_targets_cases(
+        "word",
+        partial(explainer, inputs),
+        targets,
+        _peer_token_gradcam(captioner, inputs),
+        peer_targets,
+        pixels,
+    )
+
+
+def _peer_token_gradcam(captioner, inputs: dict[str, torch.Tensor]) -> dict[str, Callable]:
+    """pytorch-grad-cam on a chat captioner's layer, as ``f(images, targets)``: the model wrapped with its text
+    inputs fixed, the layer's tokens reshaped to their grid as mmcam reads them (none if not installed)."""
+    try:
+        from pytorch_grad_cam import GradCAM
+    except ImportError:
+        return {}
+    from mmcam.engine.capture import LayerCapture
+    from mmcam.engine.layouts import as_layout
+
+    pixels = inputs["pixel_values"]
+    with LayerCapture(captioner.model, [captioner.layer]) as capture:
+        captioner.forward(captioner.model, inputs)
+    layout = as_layout(
+        captioner.layout(inputs), capture.activations[captioner.layer], tuple(pixels.shape[2:])
+    )
+    text = {"input_ids": inputs["input_ids"]}
+    wrapped = _FixedText(captioner.model, captioner.forward, text, log_softmax=True).eval()
+    layer = captioner.model.get_submodule(captioner.layer)
+    cam = GradCAM(model=wrapped, target_layers=[layer], reshape_transform=layout.to_grid)
+    return {"pytorch-grad-cam": lambda x, targets: cam(x, targets=targets["pytorch-grad-cam"])}
+
+
 def ratio_table(timings: list[Timing]) -> list[dict]:
     """Each timing with mmcam's speed-up over it (same suite and case) and its share of the suite's
     forward-only throughput."""
@@ -378,4 +442,5 @@ SUITES = {
     "caption": caption_cases,
     "vqa": vqa_cases,
     "methods": methods_cases,
+    "chat": chat_cases,
 }

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmcam import bench
-from mmcam.bench import Timing, caption_cases, classification_cases, ratio_table, vqa_cases
+from mmcam.bench import Timing, caption_cases, chat_cases, classification_cases, ratio_table, vqa_cases
 
 CPU = torch.device("cpu")
 
@@ -110,3 +110,27 @@ def test_the_methods_suite_times_the_same_maps_as_the_peers():
         if peer.method != "eigengradcam" and not peer.options:  # a component's sign; smoothing: see above
             low, high = ours.amin(), ours.amax()
             torch.testing.assert_close((ours - low) / (1e-7 + high - low), theirs, atol=5e-2, rtol=0)
+
+
+def test_chat_cases_time_the_same_maps_for_every_tool(tmp_path):
+    """A tiny LLaVA explaining a 30-word reply: all words in one call give the maps of a call per word and
+    of pytorch-grad-cam driven through the wrapper (its reshape of the tower's tokens to their grid)."""
+    import numpy as np
+
+    from tests.hf_tiny import save_llava
+
+    outputs = _outputs(chat_cases(CPU, str(save_llava(tmp_path / "llava"))))
+    every = outputs[("all 30 words", "mmcam")]
+    calls = outputs[("all 30 words", "mmcam, a call per word")]
+    torch.testing.assert_close(every.raw, torch.cat([c.raw for c in calls], dim=1), atol=1e-5, rtol=1e-4)
+    theirs = torch.as_tensor(
+        np.stack([maps[0] for maps in outputs[("all 30 words", "pytorch-grad-cam, a call per word")]])
+    )
+    torch.testing.assert_close(every.maps[0], theirs, atol=1e-3, rtol=1e-3)
+
+
+def test_the_chat_suite_asks_for_its_model(capsys):
+    from mmcam.cli import main
+
+    assert main(["bench", "--task", "chat"]) == 2
+    assert "needs a chat model: --model DIR" in capsys.readouterr().err

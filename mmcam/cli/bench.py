@@ -23,6 +23,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "kpcacam, ablationcam, shapleycam, fullgrad, the eigen_smooth and aug_smooth options) and torch-cam "
         "(iscam, sscam, with 1 copy per mask) on resnet18 at 64 px, 2 images, 1 and --targets classes, "
         "against those peers. "
+        "chat: a chat model (--model DIR, a local checkpoint) on a 30-word reply: one word, all words in one "
+        "call, a call per word, and pytorch-grad-cam through a wrapper, a call per word; on CUDA the MB column "
+        "is the peak memory of each case. "
         "folder: images per second over a folder of 500 JPEGs (resnet18, random weights): mmcam classify "
         "with and without figures, a loop over pytorch-grad-cam, and the model's forward alone. "
         "Prints mmcam's speed-up over each peer, measured in the same run.",
@@ -38,6 +41,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--targets", type=int, default=16, help="classify and methods: targets per image (default 16)"
     )
     parser.add_argument("--size", type=int, default=224, help="classify: image side in pixels (default 224)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        metavar="DIR",
+        help="chat: the chat model's checkpoint directory (required for chat)",
+    )
     parser.add_argument("--images", type=int, default=500, help="folder: images in the folder (default 500)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is kept (default 5)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -110,6 +119,7 @@ def run(arguments: argparse.Namespace) -> int:
 
     from mmcam.bench import (
         caption_cases,
+        chat_cases,
         classification_cases,
         measure,
         methods_cases,
@@ -126,6 +136,12 @@ def run(arguments: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     suites = [*SUITES, FOLDER] if arguments.task == "all" else [arguments.task]
+    if "chat" in suites and arguments.model is None:
+        if arguments.task == "chat":
+            print("mmcam bench: the chat suite needs a chat model: --model DIR", file=sys.stderr)
+            return 2
+        print("mmcam bench: no --model, the chat suite is skipped", file=sys.stderr)
+        suites.remove("chat")
     timings = []
     if "classify" in suites:
         cases = classification_cases(device, arguments.batch, arguments.targets, arguments.size)
@@ -136,6 +152,8 @@ def run(arguments: argparse.Namespace) -> int:
     if "methods" in suites:
         cases = methods_cases(device, targets=arguments.targets)
         timings += measure("methods", cases, 2, device, arguments.repeats)
+    if "chat" in suites:
+        timings += measure("chat", chat_cases(device, arguments.model), 1, device, arguments.repeats)
     if FOLDER in suites:
         cases = folder_cases(device, arguments.images, arguments.batch)
         timings += measure("folder", cases, arguments.images, device, min(arguments.repeats, 2))
