@@ -55,3 +55,30 @@ def caption_maps_while(captioner, picture, module: str, hook, layer: str, **opti
         return explain_caption(captioner, picture, caption="a red circle", explainer=explainer).explanation
     finally:
         handle.remove()
+
+
+def assert_contrast_is_the_difference_of_two_replies(vqa, picture) -> None:
+    """ "Red rather than blue": the two replies are rows of one batch, copies of the image and question, so
+    the contrast is differentiated at their shared activation: with Grad-CAM's map before its ReLU (linear
+    in the gradient) it equals the map of the predicted reply minus that of "blue", and "not blue" is minus
+    "blue"'s. The explainer runs one forward for all targets, after the reply's generation."""
+    from mmcam.adapters.vqa import explain_answers
+    from tests.model_state import counted_forwards
+
+    explainer = vqa.explainer(method="gradcam", signed=True)
+    question = "what color is the circle?"
+    result, forwards = counted_forwards(
+        vqa.model,
+        lambda: explain_answers(
+            vqa, picture, question, answers=["red"], why_not=["blue"], explainer=explainer
+        ),
+    )
+    raw = result.explanation.raw[0]  # predicted, red, not blue, predicted rather than blue
+    blue = explain_answers(vqa, picture, question, answers=["blue"], explainer=explainer).explanation.raw[
+        0, -1
+    ]
+    torch.testing.assert_close(raw[2], -blue, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(raw[3], raw[0] - blue, atol=1e-5, rtol=1e-4)
+    assert raw[3].abs().max() > 0
+    _, generating = counted_forwards(vqa.model, lambda: vqa.generate(vqa.prepare([picture], [question])))
+    assert forwards == generating + 1

@@ -13,7 +13,7 @@ from mmcam.adapters.chat import CAPTION_PROMPT
 from mmcam.adapters.vqa import explain_answers
 from mmcam.cli import main
 from mmcam.loading import load_captioner, load_vqa
-from tests.chat_checks import caption_maps_while
+from tests.chat_checks import assert_contrast_is_the_difference_of_two_replies, caption_maps_while
 from tests.hf_tiny import save_gemma3, save_llava, save_paligemma
 from tests.model_state import assert_unchanged, counted_forwards, snapshot
 
@@ -173,13 +173,22 @@ def test_answers_given_and_why_not_come_with_the_question_word_weights(chat_dir,
     result = explain_answers(vqa, picture, "what color is the circle?", answers=["red"], why_not=["blue"])
     assert_unchanged(vqa.model, before)
     explanation = result.explanation
-    assert explanation.labels[0] == [result.answer, "red", "not blue"]
-    assert explanation.kinds == ["log-probability", "log-probability", "minus the log-probability"]
-    assert explanation.token_weights.shape == (1, 3, len(result.tokens))
+    assert explanation.labels[0] == [result.answer, "red", "not blue", f"{result.answer} rather than blue"]
+    assert explanation.kinds == [
+        "log-probability",
+        "log-probability",
+        "minus the log-probability",
+        "log-probability difference",
+    ]
+    assert explanation.token_weights.shape == (1, 4, len(result.tokens))
     words = [token for token in result.tokens if token is not None]
     assert words[-6:-1] == ["what", "color", "is", "the", "circle"]  # the image's tokens are not words
     with pytest.raises(ValueError, match="--top needs a classifier-style VQA model"):
         explain_answers(vqa, picture, "what color is the circle?", top=2)
+
+
+def test_a_contrast_of_two_replies_is_the_difference_of_their_maps_from_one_pass(chat_dir, picture):
+    assert_contrast_is_the_difference_of_two_replies(warmed(load_vqa(str(chat_dir))), picture)
 
 
 def test_a_batch_of_images_gives_what_each_image_gives_alone(chat_dir, captioner, monkeypatch):

@@ -25,7 +25,7 @@ def ctx():
         curvature=curvature,
         target_count=K,
         image_size=(H, W),
-        refuse_tiles=lambda what: None,  # a layer of images, not of tiles
+        refuse_rows=lambda what: None,  # a row per image
     )
 
 

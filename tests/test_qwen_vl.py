@@ -17,7 +17,12 @@ from mmcam.cli import main
 from mmcam.loading import load_captioner, load_vqa
 from mmcam.targets import right_padded
 from mmcam.viz.overlay import peak_in_image
-from tests.chat_checks import assert_batch_matches_alone, caption_maps_while, processor_log_probs
+from tests.chat_checks import (
+    assert_batch_matches_alone,
+    assert_contrast_is_the_difference_of_two_replies,
+    caption_maps_while,
+    processor_log_probs,
+)
 from tests.hf_tiny import save_qwen_vl
 from tests.model_state import assert_unchanged, counted_forwards, snapshot
 from tests.test_chat import warmed
@@ -152,12 +157,17 @@ def test_answers_given_and_why_not_weigh_every_token_the_language_model_reads(qw
     result = explain_answers(vqa, picture, question, answers=["red"], why_not=["blue"])
     assert_unchanged(vqa.model, before)
     explanation = result.explanation
-    assert explanation.labels[0][1:] == ["red", "not blue"]
+    assert explanation.labels[0][1:] == ["red", "not blue", f"{result.answer} rather than blue"]
     processor = AutoProcessor.from_pretrained(qwen_dir, local_files_only=True)
     read = processor(images=[picture], text=[chat_template_prompt(processor, question)], return_tensors="pt")
     assert result.tokens == hf_question_tokens(processor.tokenizer, read)
-    assert explanation.token_weights.shape == (1, 3, len(result.tokens))
+    assert explanation.token_weights.shape == (1, 4, len(result.tokens))
     assert [token for token in result.tokens if token is not None][-6:] == [*question[:-1].split(), "?"]
+
+
+def test_a_contrast_of_two_replies_is_the_difference_of_their_maps_from_one_pass(vqa, picture):
+    """As for LLaVA, with the copies' packed tokens read per copy."""
+    assert_contrast_is_the_difference_of_two_replies(vqa, picture)
 
 
 def test_inputs_the_processor_already_expanded_or_not_made_by_the_adapter_are_refused(
@@ -220,4 +230,4 @@ def test_caption_and_vqa_commands_accept_qwen_models(qwen_dir, picture, tmp_path
     question = ["-q", "what color is the circle?", "--answer", "red", "--why-not", "blue"]
     assert main(["vqa", str(image), *common, *question, "-o", str(tmp_path / "v")]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert [t["label"] for t in record["targets"]][1:] == ["red", "not blue"]
+    assert [t["label"] for t in record["targets"]][1:3] == ["red", "not blue"]

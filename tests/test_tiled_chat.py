@@ -21,7 +21,12 @@ from mmcam.adapters.vqa import explain_answers, explain_top_answers, hf_question
 from mmcam.cli import main
 from mmcam.engine.tiles import Tiles
 from mmcam.loading import load_captioner, load_vqa
-from tests.chat_checks import assert_batch_matches_alone, caption_maps_while, processor_log_probs
+from tests.chat_checks import (
+    assert_batch_matches_alone,
+    assert_contrast_is_the_difference_of_two_replies,
+    caption_maps_while,
+    processor_log_probs,
+)
 from tests.hf_tiny import TILE_PINPOINTS, save_idefics3, save_llava_next
 from tests.model_state import assert_unchanged, counted_forwards, snapshot
 from tests.test_chat import warmed
@@ -255,11 +260,16 @@ def test_answers_given_and_why_not_weigh_every_token_the_language_model_reads(mo
     before = snapshot(vqa.model)
     result = explain_answers(vqa, picture, question, answers=["red"], why_not=["blue"])
     assert_unchanged(vqa.model, before)
-    assert result.explanation.labels[0][1:] == ["red", "not blue"]
+    assert result.explanation.labels[0][1:] == ["red", "not blue", f"{result.answer} rather than blue"]
     processor = AutoProcessor.from_pretrained(model_dir, local_files_only=True)
     read = processor(images=[picture], text=[chat_template_prompt(processor, question)], return_tensors="pt")
     assert result.tokens == hf_question_tokens(processor.tokenizer, read)
-    assert result.explanation.token_weights.shape == (1, 3, len(result.tokens))
+    assert result.explanation.token_weights.shape == (1, 4, len(result.tokens))
+
+
+def test_a_contrast_of_two_replies_is_the_difference_of_their_maps_from_one_pass(vqa, picture):
+    """As for the fixed-resolution families, with the copies' tiles summed tile by tile."""
+    assert_contrast_is_the_difference_of_two_replies(vqa, picture)
 
 
 def test_methods_that_perturb_the_image_with_their_maps_are_refused_on_tiles(captioner, picture):
@@ -292,4 +302,4 @@ def test_caption_and_vqa_commands_accept_tiling_models(model_dir, picture, tmp_p
     question = ["-q", "what color is the circle?", "--answer", "red", "--why-not", "blue"]
     assert main(["vqa", str(image), *common, *question, "-o", str(tmp_path / "v")]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert [t["label"] for t in record["targets"]][1:] == ["red", "not blue"]
+    assert [t["label"] for t in record["targets"]][1:3] == ["red", "not blue"]

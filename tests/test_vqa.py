@@ -67,7 +67,7 @@ def test_blip_answer_is_its_teacher_forced_log_probability(blip, picture):
     result = explain_answers(blip, picture, QUESTION, answers=["red"], why_not=["blue"])
     assert_unchanged(blip.model, before)
     explanation = result.explanation
-    assert explanation.labels[0][1:] == ["red", "not blue"]
+    assert explanation.labels[0][1:] == ["red", "not blue", f"{result.answer} rather than blue"]
     inputs = blip.prepare([picture], [QUESTION])
     extended, positions = blip.answer_inputs(inputs, ["red"])
     with torch.no_grad():
@@ -76,7 +76,7 @@ def test_blip_answer_is_its_teacher_forced_log_probability(blip, picture):
     expected = sum(float(log_probs[p - 1, ids[p]]) for p in positions[0])
     assert abs(float(explanation.scores[0, 1]) - expected) < 1e-4
     assert (explanation.maps.flatten(2).std(dim=-1) > 0.05).all()
-    assert explanation.token_weights.shape[:2] == (1, 3)
+    assert explanation.token_weights.shape[:2] == (1, 4)
 
 
 def test_generative_models_have_no_top_k(blip, picture):

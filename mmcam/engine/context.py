@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from mmcam.engine.attention import AttentionRecorder
 from mmcam.engine.biases import bias_outputs, channel_biases
 from mmcam.engine.capture import LayerCapture, channel_zeroing
+from mmcam.engine.copies import RowGroups, summed
 from mmcam.engine.gradients import mixes_samples, target_gradients
 from mmcam.engine.guided import guided_relus
 from mmcam.engine.layouts import Layout, as_layout
@@ -55,6 +56,7 @@ class CamContext:
         upsampling: str = "bilinear",
         record_attention: bool = False,
         second_order: bool = False,
+        copies: Tensor | None = None,
     ):
         self.model = model
         self.forward = forward
@@ -79,7 +81,25 @@ class CamContext:
         self.layout = as_layout(layout, self._start, self.image_size, layer)
         if self.tiles is not None:
             self.tiles.check(self._start.shape[0], self.image.shape[0], layer)
-        self.activations = self.layout.to_grid(self._start.detach()).float()
+        self._copies = copies
+        self._rows = None if copies is None else RowGroups(copies, self.tiles)
+        if self._rows is not None:
+            self.scores = summed(self.scores, copies, self._rows.count)
+            self.tiles = self._rows.tiles
+        self.activations = self._representatives(self.layout.to_grid(self._start.detach()).float())
+
+    @property
+    def samples(self) -> int:
+        """The number of samples: the batch's rows, or the samples they copy."""
+        return self.image.shape[0] if self._rows is None else self._rows.count
+
+    def _representatives(self, values: Tensor) -> Tensor:
+        """The layer's rows (N, ...), one per group of copies."""
+        return values if self._rows is None else self._rows.representatives(values)
+
+    def _merged(self, values: Tensor) -> Tensor:
+        """The layer's rows (N, ...) summed per group of copies."""
+        return values if self._rows is None else self._rows.merged(values)
 
     def _columns(self, output: Any) -> list[Tensor]:
         columns = []
@@ -149,6 +169,12 @@ class CamContext:
                 "computed from (or layer='auto')"
             )
 
+    def _row_samples(self) -> Tensor | None:
+        """The sample of each row of the layer, where rows are not samples (None where they are)."""
+        if self._rows is not None:
+            return self._rows.samples
+        return None if self.tiles is None else self.tiles.owners
+
     def _samples_mix(self, scores: Tensor, start: Tensor) -> bool:
         """Whether samples mix after the layer; checked once per model, layer and input shapes (on a batch of two or more)."""
         if scores.shape[0] < 2:
@@ -157,14 +183,14 @@ class CamContext:
         known = _mixing.setdefault(self.model, {})
         key = (self.layer, shapes)
         if key not in known:
-            known[key] = mixes_samples(scores, start, None if self.tiles is None else self.tiles.owners)
-            if known[key] and self.tiles is None:
+            known[key] = mixes_samples(scores, start, self._row_samples())
+            if known[key] and self._row_samples() is None:
                 warn_user(
                     f"the scores of one sample depend on other samples after layer '{self.layer}' (batch "
                     "statistics, such as a BatchNorm kept in train mode): maps are computed per sample with "
                     "the others held fixed, at B times the backward cost; explain one sample per call to avoid it"
                 )
-        if known[key] and self.tiles is not None:
+        if known[key] and self._row_samples() is not None:
             raise ValueError(
                 f"the scores of one image depend on other images after layer '{self.layer}' (batch statistics, "
                 "such as a BatchNorm kept in train mode): explain one image per call"
@@ -188,12 +214,14 @@ class CamContext:
         self._require_finite(gradients[0], "gradients at layer '" + self.layer + "'")
         return gradients
 
-    def refuse_tiles(self, what: str) -> None:
-        """Raise on a tiled layer (``Layout.tiles``) for what needs one row per image (``what`` names it)."""
-        if self.tiles is not None:
+    def refuse_rows(self, what: str, tiles_too: bool = True) -> None:
+        """Raise, for what needs one row per image (``what`` names it), where the batch's rows are copies of
+        fewer samples (``copies``) or, with ``tiles_too``, the layer's rows tiles of the images."""
+        if (tiles_too and self.tiles is not None) or self._rows is not None:
             raise ValueError(
-                f"{what}, but layer '{self.layer}' gives a row per tile of an image (a model "
-                "that cuts its images into tiles): use a gradient method, such as normgrad, gradcam or hirescam"
+                f"{what}, but the rows of layer '{self.layer}' are not the images (a row per tile of an image, "
+                "or copies of one sample: a row per answer): use a gradient method, such as normgrad, gradcam "
+                "or hirescam"
             )
 
     def _require_finite(self, values: Tensor, what: str) -> None:
@@ -222,8 +250,8 @@ class CamContext:
 
     @cached_property
     def gradients(self) -> Tensor:
-        """G = d y_k / d A on the clean input: (B, K, C, *grid), float32."""
-        return self.layout.to_grid(self._clean_gradients[0].detach(), leading=2).float()
+        """G = d y_k / d A on the clean input: (B, K, C, *grid), float32 (summed over copies)."""
+        return self._merged(self.layout.to_grid(self._clean_gradients[0].detach(), leading=2).float())
 
     @cached_property
     def curvature(self) -> Tensor:
@@ -235,6 +263,7 @@ class CamContext:
             raise ValueError(
                 "curvature differentiates the gradients' graph: build the context with second_order=True"
             )
+        self.refuse_rows("ShapleyCAM differentiates each row's gradients again", tiles_too=False)
         products = (self._clean_gradients[0] * self._start.detach()[:, None]).flatten(2).sum(dim=2)  # (B, K)
         if not products.requires_grad:
             return torch.zeros_like(self.gradients)
@@ -258,7 +287,8 @@ class CamContext:
         """Gradient x input at the token layer, summed over features: (B, K, L) (e.g. question words)."""
         if self._tokens is None:
             raise ValueError("no token layer was given to weigh tokens")
-        return (self._clean_gradients[1].float() * self._tokens.detach().float()[:, None]).sum(dim=-1)
+        weights = (self._clean_gradients[1].float() * self._tokens.detach().float()[:, None]).sum(dim=-1)
+        return weights if self._copies is None else summed(weights, self._copies, self.samples)
 
     def _attention_run(self) -> list[Tensor]:
         """The self-attention probabilities (B, H, L, L) over the layer's L tokens that depend on the layer:
@@ -269,6 +299,7 @@ class CamContext:
                 f"attention relevance needs a transformer's token layer (B, L, C); layer '{self.layer}' is read "
                 f"as '{self.layout.kind}': pick a token layer, such as a block's pre-attention norm"
             )
+        self.refuse_rows("attention relevance reads each row's attention", tiles_too=False)
         if self._readers:
             raise ValueError(
                 f"attention relevance needs each sample's attention over its tokens in the layer's order; layer "
@@ -316,6 +347,7 @@ class CamContext:
         The noise std is ``sigma`` times each image's value range; the generator is seeded, so
         the result is reproducible.
         """
+        self.refuse_rows("noise would differ between the copies of a sample", tiles_too=False)
         generator = torch.Generator(device=self.image.device).manual_seed(0)
         flat = self.image.flatten(1)
         span = (flat.amax(dim=1) - flat.amin(dim=1)).reshape(-1, *[1] * (self.image.ndim - 1))
@@ -331,7 +363,7 @@ class CamContext:
     def masked_scores(self, masks: Tensor, batch_size: int, fill: Tensor | None = None) -> Tensor:
         """Scores of the image under each mask: (B, M, *grid) masks -> (B, M, K), ``batch_size`` rows a
         forward. The masked image is x * m, or x * m + f * (1 - m) with ``fill`` f (B, C, *grid)."""
-        self.refuse_tiles("this method masks the images with its maps")
+        self.refuse_rows("this method masks the images with its maps")
         batch, count = masks.shape[:2]
         per_forward = max(1, batch_size // batch)
         chunks = []
@@ -351,6 +383,7 @@ class CamContext:
         forward (copies of the batch, each with another set zeroed). When the image is the model's only
         input and the layer does not pack its tokens, the layers below the explained one run once per
         forward, on the batch itself, and the layer's output is copied; otherwise the inputs are copied."""
+        self.refuse_rows("units are zeroed in each image's rows", tiles_too=False)
         batch, channels = self.activations.shape[:2]
         sets = channel_sets if channel_sets is not None else [[c] for c in range(channels)]
         per_forward = max(1, batch_size // batch)
@@ -377,7 +410,7 @@ class CamContext:
         x * dy_k/dx (B, K, C_in, *grid) and, for every run of a convolution or batch norm with a bias b
         (``biases.channel_biases``), the bias-gradient b * dy_k/dz at its output z (B, K, C, *its grid);
         float32."""
-        self.refuse_tiles("FullGrad adds maps on the images' pixels")
+        self.refuse_rows("FullGrad adds maps on the images' pixels")
         biases = channel_biases(self.model, len(self.image_size))
         image = self.image.detach().clone().requires_grad_(True)
         with bias_outputs(biases) as outputs:
@@ -400,7 +433,7 @@ class CamContext:
     @cached_property
     def guided_input_gradients(self) -> Tensor:
         """Guided-backpropagation gradients of each target w.r.t. the image: (B, K, C_in, *grid)."""
-        self.refuse_tiles("guided methods draw on the images' pixels")
+        self.refuse_rows("guided methods draw on the images' pixels")
         image = self.image.detach().clone().requires_grad_(True)
         with guided_relus(self.model):
             output = self._run({**self.inputs, self.image_key: image})

@@ -95,15 +95,22 @@ class Explainer:
         self.layer = None if isinstance(layer, str) and layer == "auto" else resolve_layer(model, layer)
         self.token_layer = None if token_layer is None else resolve_layer(model, token_layer)
 
-    def __call__(self, inputs: Tensor | dict[str, Tensor], targets: Any) -> Explanation:
-        """Explain ``targets`` (see ``mmcam.targets.as_targets``) on a batch of ``inputs``."""
+    def __call__(
+        self, inputs: Tensor | dict[str, Tensor], targets: Any, copies: Tensor | None = None
+    ) -> Explanation:
+        """Explain ``targets`` (see ``mmcam.targets.as_targets``) on a batch of ``inputs``. With ``copies``
+        (R,), the batch's R rows are copies of fewer samples, row r one of sample ``copies[r]`` (the same
+        image and question, a row per answer: ``engine.copies``); a target scores a sample as the sum over
+        its rows, and the explanation has a row per sample."""
         inputs = self._as_inputs(inputs)
         target_list = as_targets(targets, inputs[self.image_key].shape[0], self.class_names)
         if not self.aug_smooth:
-            return self._explain(inputs, target_list)
-        return self._augmentation_smoothed(inputs, target_list)
+            return self._explain(inputs, target_list, copies)
+        return self._augmentation_smoothed(inputs, target_list, copies)
 
-    def _augmentation_smoothed(self, inputs: dict[str, Tensor], targets: list[Target]) -> Explanation:
+    def _augmentation_smoothed(
+        self, inputs: dict[str, Tensor], targets: list[Target], copies: Tensor | None
+    ) -> Explanation:
         """``aug_smooth``: the mean of the maps of the image as it is, scaled by 0.9 and 1.1, and each of
         the three flipped left to right (the flipped maps flipped back): pytorch-grad-cam's test-time
         augmentation. Scores, labels and weights are the image's own (explained first, so a ``TopClass``
@@ -111,7 +118,9 @@ class Explainer:
         parts = []
         for flip, factor in AUGMENTATIONS:
             image = inputs[self.image_key] * factor
-            part = self._explain({**inputs, self.image_key: image.flip(-1) if flip else image}, targets)
+            part = self._explain(
+                {**inputs, self.image_key: image.flip(-1) if flip else image}, targets, copies
+            )
             parts.append(replace(part, maps=part.maps.flip(-1), raw=part.raw.flip(-1)) if flip else part)
         return replace(
             parts[0],
@@ -119,18 +128,22 @@ class Explainer:
             raw=torch.stack([part.raw for part in parts]).mean(dim=0),
         )
 
-    def _explain(self, inputs: dict[str, Tensor], target_list: list[Target]) -> Explanation:
-        image = inputs[self.image_key]
-        batch, size = image.shape[0], tuple(image.shape[2:])
+    def _explain(
+        self, inputs: dict[str, Tensor], target_list: list[Target], copies: Tensor | None
+    ) -> Explanation:
+        size = tuple(inputs[self.image_key].shape[2:])
 
         def explain(context: CamContext):
             result = self.method(context)
             if self.eigen_smooth:
                 result = eigen_smoothed(result, context.activations)
             token_weights = context.token_weights.detach() if self.token_layer else None
-            return context.layer, result, context.scores.detach().float(), token_weights, context.tiles
+            scores = context.scores.detach().float()
+            return context.layer, result, scores, token_weights, context.tiles, context.samples
 
-        layer, result, scores, token_weights, tiles = self._in_context(inputs, target_list, explain)
+        layer, result, scores, token_weights, tiles, batch = self._in_context(
+            inputs, target_list, explain, copies
+        )
         raw = (result.signed if self.signed else result.raw).detach().float()
         weights = None if result.weights is None else result.weights.detach()
         if tiles is not None:  # one map per tile: each image's map is stitched from its tiles', on its pixels
@@ -169,10 +182,14 @@ class Explainer:
         )
 
     def _in_context(
-        self, inputs: dict[str, Tensor], target_list: list[Target], use: Callable[[CamContext], Any]
+        self,
+        inputs: dict[str, Tensor],
+        target_list: list[Target],
+        use: Callable[[CamContext], Any],
+        copies: Tensor | None = None,
     ):
         """``use(context)`` on the batch's ``CamContext`` (the layer captured on one forward), with the model in
-        explanation mode and autograd on."""
+        explanation mode and autograd on; ``copies`` as in ``__call__``."""
         image = inputs[self.image_key]
         if torch.is_inference_mode_enabled():
             raise RuntimeError("mmcam needs autograd: call it outside torch.inference_mode()")
@@ -198,6 +215,7 @@ class Explainer:
                 self.upsampling,
                 record_attention=getattr(self.method, "reads_attention", False),
                 second_order=getattr(self.method, "second_order", False),
+                copies=copies,
             )
             return use(context)
 

@@ -508,7 +508,7 @@ class AblationCAM:
         self.batch_size = batch_size
 
     def __call__(self, ctx: CamContext) -> CamResult:
-        ctx.refuse_tiles("Ablation-CAM weighs the channels by each image's scores")
+        ctx.refuse_rows("Ablation-CAM weighs the channels by each image's scores")
         ablated = ctx.ablated_scores(self.batch_size).transpose(1, 2)  # (B, K, C)
         clean = ctx.scores.detach().float()[..., None]
         weights = _safe_divide(clean - ablated, clean.expand_as(ablated))
