@@ -191,6 +191,18 @@ def test_a_contrast_of_two_replies_is_the_difference_of_their_maps_from_one_pass
     assert_contrast_is_the_difference_of_two_replies(warmed(load_vqa(str(chat_dir))), picture)
 
 
+def test_bfloat16_autocast_gives_the_full_precision_maps(captioner, picture):
+    """Under the caller's bf16 autocast (the forward runs in bf16, the map arithmetic in float32) the words'
+    scores and maps stay those of full precision."""
+    full = explain_caption(captioner, picture, caption="a red circle").explanation
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = explain_caption(captioner, picture, caption="a red circle").explanation
+    assert half.maps.dtype == torch.float32
+    torch.testing.assert_close(half.scores, full.scores, atol=0.05, rtol=0.02)
+    for ours, reference in zip(half.maps[0], full.maps[0]):
+        assert torch.corrcoef(torch.stack([ours.flatten(), reference.flatten()]))[0, 1] > 0.98
+
+
 def test_a_batch_of_images_gives_what_each_image_gives_alone(chat_dir, captioner, monkeypatch):
     """Captions and answers of several images generated at once, every word of every reply explained in
     one forward (replies of different lengths padded on the right). Captions of at most 16 tokens keep it
