@@ -41,6 +41,14 @@ CONVOLUTIONAL = ("resnet18-shapes", "convnext-shapes")
 TENSOR_LAYER = {"convnext-shapes": "convnext.encoder.stages.3"}
 CAPTIONERS = ["ved-caption-shapes", "blip-caption-shapes", "git-caption-shapes"]
 VQA = ["vilt-vqa-shapes", "blip-vqa-shapes"]
+CHAT = ["llava-shapes"]  # a chat model, explained both as a captioner and as a VQA model
+# (fixture, task) pairs; a chat model's ids name the task
+CASES = [
+    *(pytest.param(name, "classify", id=name) for name in CLASSIFIERS),
+    *(pytest.param(name, "caption", id=name) for name in CAPTIONERS),
+    *(pytest.param(name, "vqa", id=name) for name in VQA),
+    *(pytest.param(name, task, id=f"{name}-{task}") for name in CHAT for task in ("caption", "vqa")),
+]
 GROWN = 4  # px the object's box is grown by
 LONE_SCENES, LONE_HITS = 12, 8  # measured with the defaults: 8-12 of 12 per family (README)
 
@@ -63,17 +71,17 @@ def on_object(map_: torch.Tensor, box: torch.Tensor) -> bool:
     return float(peak_hit_shares(map_[None], box, tolerance=GROWN)[0]) >= 0.5
 
 
-def lone_object_map(name: str):
+def lone_object_map(name: str, task: str):
     """For a fixture: a function from a one-object scene to the default map of its planted target: the
     object's class (classifiers), the whole generated caption (every word of it depends on the one object),
     the answer to "what color is the <shape>?"."""
-    if name in CLASSIFIERS:
+    if task == "classify":
         classifier = load_classifier(spec(name))
         explainer = classifier.explainer()
         return lambda scene: explainer(
             classifier.preprocess([Image.fromarray(scene.image)]), [[scene.objects[0].class_index]]
         ).maps[0, 0]
-    if name in CAPTIONERS:
+    if task == "caption":
         captioner = load_captioner(spec(name))
         explainer = captioner.explainer()
         return lambda scene: explain_caption(
@@ -86,12 +94,12 @@ def lone_object_map(name: str):
     ).explanation.maps[0, 0]
 
 
-@pytest.mark.parametrize("name", [*CLASSIFIERS, *CAPTIONERS, *VQA])
-def test_default_maps_peak_on_a_lone_object(name):
+@pytest.mark.parametrize(("name", "task"), CASES)
+def test_default_maps_peak_on_a_lone_object(name, task):
     """Planted evidence: one object on an empty background decides every score. At least ``LONE_HITS``
     of the maps peak on it; a peak drawn at random lands on a grown box about 1 time in 10 (small objects
     cover 4-6% of the image, large ones 10-12%)."""
-    explain = lone_object_map(name)
+    explain = lone_object_map(name, task)
     hits = [on_object(explain(scene), box) for scene, box in lone_objects()]
     assert sum(hits) >= LONE_HITS, f"{name}: {sum(hits)} of {len(hits)} maps peak on the lone object"
 
@@ -118,12 +126,12 @@ def last_block(model: torch.nn.Module) -> str:
     return [n for n, _ in model.named_modules() if n.split(".")[-1] in PRE_ATTENTION_NORMS][-1]
 
 
-def reference_case(name: str):
+def reference_case(name: str, task: str):
     """(wrapped model, layer, reshape transform or None, pytorch-grad-cam target, our raw map) for one
     image of 3 objects, Grad-CAM at the CNN's default layer and the transformers' last block."""
     scene = make_scenes(1, 52_000, n_objects=3)[0]
     image = Image.fromarray(scene.image)
-    if name in CLASSIFIERS:
+    if task == "classify":
         classifier = load_classifier(spec(name))
         pixels = classifier.preprocess([image])
         target = scene.objects[0].class_index
@@ -133,7 +141,7 @@ def reference_case(name: str):
         model = classifier.model
         score = ClassifierOutputTarget(target)
         reshape = None if name in CONVOLUTIONAL else tokens_to_grid(1)
-    elif name in CAPTIONERS:
+    elif task == "caption":
         captioner = load_captioner(spec(name))
         pixels = captioner.preprocess([image])
         result = explain_caption(
@@ -181,12 +189,12 @@ def reference_case(name: str):
     return Scored(model, forward, inputs), pixels, layer, reshape, score, ours.raw[0, :1]
 
 
-@pytest.mark.parametrize("name", [*CLASSIFIERS, *CAPTIONERS, *VQA])
-def test_gradcam_equals_pytorch_grad_cam_on_each_fixture(name):
+@pytest.mark.parametrize(("name", "task"), CASES)
+def test_gradcam_equals_pytorch_grad_cam_on_each_fixture(name, task):
     """The same layer (with pytorch-grad-cam's reshape transform for tokens), the same target: equal to 1e-4
     after pytorch-grad-cam's min-max scaling ((L - min) / (1e-7 + max), applied twice), on the layer's grid."""
     pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam", reason="needs the dev extra (grad-cam)")
-    wrapped, pixels, layer, reshape, score, ours = reference_case(name)
+    wrapped, pixels, layer, reshape, score, ours = reference_case(name, task)
     reference = pytorch_grad_cam.GradCAM(model=wrapped, target_layers=[layer], reshape_transform=reshape)
     reference.get_target_width_height = lambda _: tuple(ours.shape[-2:])[::-1]
     expected = reference(pixels, targets=[score])
