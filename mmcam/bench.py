@@ -306,7 +306,8 @@ def chat_cases(device: torch.device, model: str, words: int = 30, seed: int = 40
 
 def _peer_token_gradcam(captioner, inputs: dict[str, torch.Tensor]) -> dict[str, Callable]:
     """pytorch-grad-cam on a chat captioner's layer, as ``f(images, targets)``: the model wrapped with its text
-    inputs fixed, the layer's tokens reshaped to their grid as mmcam reads them (none if not installed)."""
+    inputs fixed, the layer's tokens reshaped to their grid as mmcam reads them (the image's tokens picked
+    from a language model's sequence), none if it is not installed."""
     try:
         from pytorch_grad_cam import GradCAM
     except ImportError:
@@ -320,10 +321,15 @@ def _peer_token_gradcam(captioner, inputs: dict[str, torch.Tensor]) -> dict[str,
     layout = as_layout(
         captioner.layout(inputs), capture.activations[captioner.layer], tuple(pixels.shape[2:])
     )
+    reader = layout.token_reader()  # the image's tokens of a language model's sequence, or of a packed tower
+
+    def grid(output: torch.Tensor) -> torch.Tensor:
+        return layout.to_grid(output if reader is None else reader.read(output, captioner.layer))
+
     text = {"input_ids": inputs["input_ids"]}
     wrapped = _FixedText(captioner.model, captioner.forward, text, log_softmax=True).eval()
     layer = captioner.model.get_submodule(captioner.layer)
-    cam = GradCAM(model=wrapped, target_layers=[layer], reshape_transform=layout.to_grid)
+    cam = GradCAM(model=wrapped, target_layers=[layer], reshape_transform=grid)
     return {"pytorch-grad-cam": lambda x, targets: cam(x, targets=targets["pytorch-grad-cam"])}
 
 

@@ -165,6 +165,11 @@ def test_a_layer_of_the_language_model_is_read_at_the_image_tokens(captioner, pi
     cell = torch.zeros(GRID, GRID, dtype=torch.bool)
     cell[row, column] = True
     assert (raw[:, cell] > 0).all() and (raw[:, ~cell] == 0).all()
+    last = f"model.language_model.layers.{len(captioner.model.model.language_model.layers) - 1}"
+    with pytest.raises(
+        ValueError, match="does not depend on the image's tokens"
+    ):  # they reach no reply token
+        explain_caption(captioner, picture, caption="a red", explainer=captioner.explainer(layer=last))
 
 
 def test_answers_given_and_why_not_come_with_the_question_word_weights(chat_dir, picture):
@@ -252,7 +257,8 @@ def test_caption_and_vqa_commands_accept_a_chat_model(chat_dir, picture, tmp_pat
         == 0
     )
     record = json.loads(capsys.readouterr().out)
-    assert record["words"] == ["a", "red", "circle"] and record["layer"].startswith("model.vision_tower")
+    default = "model.language_model" if chat_dir.name.startswith("llava") else "model.vision_tower"
+    assert record["words"] == ["a", "red", "circle"] and record["layer"].startswith(default)
     assert (
         main(
             ["vqa", *common, "-q", "what color is the circle?", "--answer", "red", "-o", str(tmp_path / "v")]

@@ -139,7 +139,7 @@ def captioner(
         family.layer,
         TOKEN_METHOD,
         partial(unknown_words, tokenizer),
-        family.layout,
+        layouts(family, model)(family.layer),
         layouts(family, model),
     )
 
@@ -172,7 +172,7 @@ def vqa_model(model: nn.Module, processor, name: str, family: ChatFamily | None 
         question_tokens=question_tokens,
         layer=family.layer,
         question_layer=next(n for n, m in model.named_modules() if m is model.get_input_embeddings()),
-        layout=family.layout,
+        layout=layouts(family, model)(family.layer),
         generate=lambda inputs: _replies(family, model, tokenizer, inputs, MAX_ANSWER_TOKENS),
         answer_inputs=answer_inputs,
         method=TOKEN_METHOD,

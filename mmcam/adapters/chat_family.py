@@ -73,13 +73,24 @@ def language_layout(family: ChatFamily, inputs: dict[str, Tensor]) -> Layout:
     return Layout("tokens", grid=grid, selected=positions)
 
 
+def language_model_name(model: nn.Module) -> str:
+    """The module name of a chat model's language model (its decoder)."""
+    decoder = model.get_decoder()
+    return next(name for name, module in model.named_modules() if module is decoder)
+
+
+def first_input_norm(model: nn.Module) -> str | None:
+    """The language model's first block's input norm (``layers.0.input_layernorm``), None if it has none."""
+    name = f"{language_model_name(model)}.layers.0.input_layernorm"
+    return name if name in dict(model.named_modules()) else None
+
+
 def layouts(
     family: ChatFamily, model: nn.Module
 ) -> Callable[[str], Callable[[dict[str, Tensor]], Layout | str]]:
     """The layout of each layer: the language model's image tokens for a layer of the language model
     (``language_layout``), the family's own (its vision tower's) for the others."""
-    decoder = model.get_decoder()
-    language = next(name for name, module in model.named_modules() if module is decoder)
+    language = language_model_name(model)
 
     def layout_of(layer: str) -> Callable[[dict[str, Tensor]], Layout | str]:
         if layer.startswith(language + "."):

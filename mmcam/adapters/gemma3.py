@@ -22,6 +22,7 @@ class Gemma3(Llava):
     """Gemma 3: inputs carry the prompt's ``token_type_ids``; a reply's tokens are text (0)."""
 
     KEYS = (*Llava.KEYS, "token_type_ids")
+    LANGUAGE_DEFAULT = False
     REPLY_TOKEN_TYPE = 0
 
     def inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> dict[str, Tensor]:

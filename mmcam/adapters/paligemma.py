@@ -19,6 +19,7 @@ class PaliGemma(Llava):
     marked 1 (the suffix)."""
 
     KEYS = (*Llava.KEYS, "token_type_ids")
+    LANGUAGE_DEFAULT = False
     REPLY_TOKEN_TYPE = 1
 
     def prompt(self, text: str) -> str:

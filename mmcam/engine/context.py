@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from mmcam.engine.attention import AttentionRecorder
 from mmcam.engine.biases import bias_outputs, channel_biases
-from mmcam.engine.capture import LayerCapture, channel_zeroing
+from mmcam.engine.capture import LayerCapture, SelectedTokens, channel_zeroing
 from mmcam.engine.copies import RowGroups, summed
 from mmcam.engine.gradients import mixes_samples, target_gradients
 from mmcam.engine.guided import guided_relus
@@ -250,8 +250,19 @@ class CamContext:
 
     @cached_property
     def gradients(self) -> Tensor:
-        """G = d y_k / d A on the clean input: (B, K, C, *grid), float32 (summed over copies)."""
-        return self._merged(self.layout.to_grid(self._clean_gradients[0].detach(), leading=2).float())
+        """G = d y_k / d A on the clean input: (B, K, C, *grid), float32 (summed over copies). At tokens
+        selected from a longer sequence, a target whose gradient is zero at all of them raises."""
+        gradients = self._merged(self.layout.to_grid(self._clean_gradients[0].detach(), leading=2).float())
+        if isinstance(self._readers.get(self.layer), SelectedTokens):
+            reached = gradients.transpose(0, 1).flatten(1).abs().amax(dim=1) > 0
+            if not reached.all():
+                target = self.targets[int((~reached).nonzero()[0])]
+                raise ValueError(
+                    f"target {target.label(0)!r} does not depend on the image's tokens at layer '{self.layer}' "
+                    "(a causal language model's last block: its image positions reach no later token): "
+                    "explain an earlier block"
+                )
+        return gradients
 
     @cached_property
     def curvature(self) -> Tensor:
