@@ -61,7 +61,8 @@ def assert_contrast_is_the_difference_of_two_replies(vqa, picture) -> None:
     """ "Red rather than blue": the two replies are rows of one batch, copies of the image and question, so
     the contrast is differentiated at their shared activation: with Grad-CAM's map before its ReLU (linear
     in the gradient) it equals the map of the predicted reply minus that of "blue", and "not blue" is minus
-    "blue"'s. The explainer runs one forward for all targets, after the reply's generation."""
+    "blue"'s. After the reply's generation, the explainer runs one forward per answer and one for the
+    contrast's pair."""
     from mmcam.adapters.vqa import explain_answers
     from tests.model_state import counted_forwards
 
@@ -81,4 +82,4 @@ def assert_contrast_is_the_difference_of_two_replies(vqa, picture) -> None:
     torch.testing.assert_close(raw[3], raw[0] - blue, atol=1e-5, rtol=1e-4)
     assert raw[3].abs().max() > 0
     _, generating = counted_forwards(vqa.model, lambda: vqa.generate(vqa.prepare([picture], [question])))
-    assert forwards == generating + 1
+    assert forwards == generating + 3  # the predicted reply, "red", and the pair of the contrast

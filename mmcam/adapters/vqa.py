@@ -3,8 +3,8 @@
 Classifier-style models (answer logits over a vocabulary, such as ViLT) explain
 the predicted answer, named answers and the top-k together, from one forward and one backward; "why
 not X" adds the negated score of X and the contrast (predicted minus X). Generative models (BLIP, chat
-models) explain an answer's log-probability under teacher forcing, and the same contrasts; their answers,
-of any lengths, each get a row of one batch, copies of the image and question, so all come from one pass. Every target also
+models) explain an answer's log-probability under teacher forcing, one answer per pass, and the same
+contrasts: the two replies of a contrast are rows of one batch, copies of the image and question. Every target also
 weighs the question's words: gradient x input on the question's word embeddings, from the same backward.
 """
 
@@ -23,7 +23,7 @@ from mmcam.adapters.hub import load_local, quiet_generation, unknown_words
 from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
 from mmcam.engine import Explainer, Layout
 from mmcam.engine.devices import on_model_device
-from mmcam.explanation import Explanation, split_samples
+from mmcam.explanation import Explanation, join_targets, split_samples
 from mmcam.subject import Subject
 from mmcam.targets import (
     ClassScore,
@@ -207,11 +207,11 @@ def explain_top_answers(
 def _explain_generated(
     vqa: VQAModel, explainer: Explainer, inputs, question, tokens, answers, top, why_not
 ) -> VQAExplanation:
-    """Generative VQA: each answer's teacher-forced log-probability, and for each X in ``why_not`` its
-    negation and the contrast predicted - X. Every answer gets a row of its own, a copy of the image and
-    question (``Explainer(..., copies=...)``), so all answers, and the contrasts between them, come from one
-    forward and one backward. Question token weights are kept for the question's tokens (a chat model reads
-    the answer in the same sequence)."""
+    """Generative VQA: each answer's teacher-forced log-probability, one pass per answer; for each X in
+    ``why_not``, one pass for its negation and the contrast predicted - X, the two replies rows of one batch,
+    copies of the image and question (``Explainer(..., copies=...)``), so that the contrast is differentiated
+    at the activation they share. Question token weights are kept for the question's tokens (a chat model
+    reads the answer in the same sequence)."""
     if top > 1:
         raise ValueError(f"{vqa.name} generates its answer: --top needs a classifier-style VQA model")
     with torch.no_grad():
@@ -222,23 +222,34 @@ def _explain_generated(
         raise ValueError(
             f"'{predicted}' is the predicted answer: --why-not asks why the model did not answer something else"
         )
-    replies = list(dict.fromkeys([predicted, *answers, *why_not]))
-    rows = {key: value.expand(len(replies), *value.shape[1:]) for key, value in inputs.items()}
-    extended, positions = vqa.answer_inputs(rows, replies)
 
-    def score(answer: str) -> Target:
-        """The answer's log-probability, read in its own row (the other rows score 0)."""
-        row = replies.index(answer)
-        read = [positions[row] if r == row else [] for r in range(len(replies))]
-        return TokenLogProb(extended["answer_ids"], read, answer)
+    def explained(replies: list[str], targets_of: Callable) -> Explanation:
+        """One pass over ``replies`` (a row each) for the targets ``targets_of(score)`` builds, ``score(a)``
+        being reply a's log-probability read in its own row (the other rows score 0)."""
+        rows = {key: value.expand(len(replies), *value.shape[1:]) for key, value in inputs.items()}
+        extended, positions = vqa.answer_inputs(rows, replies)
 
-    targets = [score(answer) for answer in dict.fromkeys([predicted, *answers])]
-    for other in dict.fromkeys(why_not):
-        targets += [Negated(score(other)), Difference(score(predicted), score(other))]
-    copies = torch.zeros(len(replies), dtype=torch.long) if len(replies) > 1 else None
-    explained = explainer(extended, targets, copies=copies)
-    explanation = replace(explained, token_weights=explained.token_weights[..., : len(tokens)])
-    return VQAExplanation(question, tokens, predicted, explanation.cpu())
+        def score(answer: str) -> Target:
+            row = replies.index(answer)
+            read = [positions[row] if r == row else [] for r in range(len(replies))]
+            return TokenLogProb(extended["answer_ids"], read, answer)
+
+        copies = torch.zeros(len(replies), dtype=torch.long) if len(replies) > 1 else None
+        part = explainer(extended, targets_of(score), copies=copies)
+        return replace(part, token_weights=part.token_weights[..., : len(tokens)])
+
+    parts = [
+        explained([answer], lambda score, a=answer: [score(a)])
+        for answer in dict.fromkeys([predicted, *answers])
+    ]
+    parts += [
+        explained(
+            [predicted, other],
+            lambda score, x=other: [Negated(score(x)), Difference(score(predicted), score(x))],
+        )
+        for other in dict.fromkeys(why_not)
+    ]
+    return VQAExplanation(question, tokens, predicted, join_targets(parts).cpu())
 
 
 def answer_token_ids(tokenizer, answer: str) -> list[int]:
