@@ -469,3 +469,18 @@ def test_top_class_targets_choose_their_classes_in_the_pass_that_explains_them()
         torch.testing.assert_close(got.raw, expected.raw)
     with pytest.raises(ValueError, match="the class ranked 6 was asked for, but the model has 5 outputs"):
         mmcam.explain(model, images, [TopClass(5)])
+
+
+def test_samples_do_not_mix_where_the_scores_do_not_reach_the_layer():
+    """A start the scores do not depend on (no gradient at all) mixes nothing, whether its rows are samples
+    or tiles of them; rows of another sample that the scores of sample 0 reach do."""
+    from mmcam.engine.gradients import mixes_samples
+
+    start = torch.ones(4, 3, requires_grad=True)
+    unrelated = torch.ones(2, 1, requires_grad=True) * torch.tensor([[1.0], [2.0]])
+    assert not mixes_samples(unrelated, start)
+    assert not mixes_samples(unrelated, start, torch.tensor([0, 0, 1, 1]))
+    mixed = torch.stack([start.sum(dim=1)[:2].sum() + start[2].sum(), start[2:].sum()])[:, None]
+    assert mixes_samples(mixed, start, torch.tensor([0, 0, 1, 1]))
+    own = torch.stack([start[:2].sum(), start[2:].sum()])[:, None]
+    assert not mixes_samples(own, start, torch.tensor([0, 0, 1, 1]))

@@ -5,8 +5,9 @@ and each word of the reply is explained under teacher forcing, all from one forw
 The prompt is the family's text for one request about one image: the processor's chat template on one
 user turn, ``[image, text]``, with the generation prompt, or PaliGemma's image token and the request (it
 has no chat template). A reply's word scores are log-probabilities of its sub-word tokens given the
-prompt and the reply before them (``TokenLogProb``). The explained layer is in the vision tower, whose
-tokens are the image's patches (``tokens.first_block_norm``).
+prompt and the reply before them (``TokenLogProb``). The explained layer is the family's (``layer``): the
+vision tower's first block, whose tokens are the image's patches, or for LLaVA the language model's first
+input norm read at the image's tokens; any layer's layout comes from ``chat_family.layouts``.
 
 What differs between families (the prompt, how images and prompts become the model's inputs, how replies
 are marked, how its logits are read, the layer and its layout) is a ``chat_family.ChatFamily``:
@@ -100,6 +101,7 @@ def captioner(
     prompt, so a caption's ids are the prompt's, then the caption's; the prompt's other inputs
     (PaliGemma's token types) go with every forward. ``family`` defaults to LLaVA's."""
     family = family or Llava(model, processor)
+    layout_of = layouts(family, model)
     tokenizer = processor.tokenizer
     request = chat_inputs(family, [Image.new("RGB", (8, 8))], [prompt])
     del request["pixel_values"]
@@ -139,8 +141,8 @@ def captioner(
         family.layer,
         TOKEN_METHOD,
         partial(unknown_words, tokenizer),
-        layouts(family, model)(family.layer),
-        layouts(family, model),
+        layout_of(family.layer),
+        layout_of,
     )
 
 
@@ -148,6 +150,7 @@ def vqa_model(model: nn.Module, processor, name: str, family: ChatFamily | None 
     """A chat model answering questions: its reply to the question is the answer (generative VQA).
     ``family`` defaults to LLaVA's."""
     family = family or Llava(model, processor)
+    layout_of = layouts(family, model)
     tokenizer = processor.tokenizer
 
     def prepare(images: Sequence[Image.Image], questions: Sequence[str]) -> dict[str, Tensor]:
@@ -172,12 +175,12 @@ def vqa_model(model: nn.Module, processor, name: str, family: ChatFamily | None 
         question_tokens=question_tokens,
         layer=family.layer,
         question_layer=next(n for n, m in model.named_modules() if m is model.get_input_embeddings()),
-        layout=layouts(family, model)(family.layer),
+        layout=layout_of(family.layer),
         generate=lambda inputs: _replies(family, model, tokenizer, inputs, MAX_ANSWER_TOKENS),
         answer_inputs=answer_inputs,
         method=TOKEN_METHOD,
         unknown_words=partial(unknown_words, tokenizer),
-        layouts=layouts(family, model),
+        layouts=layout_of,
     )
 
 

@@ -1,7 +1,7 @@
 """What a chat model family says (``ChatFamily``), and the chat-template prompt most families share.
 
 ``adapters.chat`` turns any family into a captioner or a VQA model; each family lives in its own module
-(``llava``, ``paligemma``, ``qwen_vl``).
+(``llava``, ``paligemma``, ``gemma3``, ``qwen_vl``, ``llava_next``, ``idefics3``).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default="shapes",
         metavar="SPEC",
         help="shapes (the bundled captioner, default) or hf:<id or local dir> of a BLIP, GIT or "
-        "VisionEncoderDecoder captioner or a chat model (LLaVA, PaliGemma, Qwen2-VL, Qwen2.5-VL)",
+        "VisionEncoderDecoder captioner or a chat model (LLaVA, LLaVA-NeXT, LLaVA-OneVision, PaliGemma, Gemma 3, Qwen2-VL, Qwen2.5-VL, Idefics3, SmolVLM)",
     )
     parser.add_argument(
         "--prompt",

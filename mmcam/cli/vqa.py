@@ -55,7 +55,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default="shapes",
         metavar="SPEC",
         help="shapes (the bundled VQA model, default) or hf:<id or local dir> of a ViLT or BLIP VQA model or a "
-        "chat model (LLaVA, PaliGemma, Qwen2-VL, Qwen2.5-VL)",
+        "chat model (LLaVA, LLaVA-NeXT, LLaVA-OneVision, PaliGemma, Gemma 3, Qwen2-VL, Qwen2.5-VL, Idefics3, SmolVLM)",
     )
     add_concept_options(parser)
     add_explain_options(parser)

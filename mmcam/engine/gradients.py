@@ -71,5 +71,7 @@ def mixes_samples(scores: Tensor, start: Tensor, owners: Tensor | None = None) -
     if scores.shape[0] < 2 or not scores.requires_grad:
         return False
     (gradient,) = torch.autograd.grad(scores[0].sum(), start, retain_graph=True, allow_unused=True)
-    others = gradient[1:] if owners is None or gradient is None else gradient[owners.to(gradient.device) != 0]
-    return gradient is not None and bool(others.abs().amax() > 0)
+    if gradient is None:
+        return False
+    others = gradient[1:] if owners is None else gradient[owners.to(gradient.device) != 0]
+    return bool(others.abs().amax() > 0)
