@@ -122,8 +122,12 @@ def tokens_to_grid(prefix: int, side: int = 8):
 
 
 def last_block(model: torch.nn.Module) -> str:
-    """The last pre-attention norm: Grad-CAM's maps at the first block can be all zero after its ReLU."""
-    return [n for n, _ in model.named_modules() if n.split(".")[-1] in PRE_ATTENTION_NORMS][-1]
+    """The last pre-attention norm the output reads (Grad-CAM's maps at the first block can be all zero after
+    its ReLU). A LLaVA reads its tower's hidden states at ``vision_feature_layer``: -2 leaves the last block
+    out."""
+    norms = [n for n, _ in model.named_modules() if n.split(".")[-1] in PRE_ATTENTION_NORMS]
+    read = getattr(model.config, "vision_feature_layer", -1)
+    return norms[read]
 
 
 def reference_case(name: str, task: str):
