@@ -85,7 +85,7 @@ def test_every_word_of_a_reply_from_one_forward_with_the_processors_token_log_pr
     expected = [per_token[0], per_token[1], sum(per_token[2:]), sum(per_token)]
     torch.testing.assert_close(result.explanation.scores[0], torch.tensor(expected), rtol=1e-4, atol=1e-4)
     assert result.explanation.raw.shape == (1, 4, *GRID)
-    assert result.explanation.layer == "model.visual.blocks.0.norm1"
+    assert result.explanation.layer == "model.visual.blocks.1.norm1"
 
 
 def test_the_map_lands_on_the_patches_whose_merged_token_alone_reaches_the_language_model(captioner, picture):
@@ -226,7 +226,7 @@ def test_caption_and_vqa_commands_accept_qwen_models(qwen_dir, picture, tmp_path
     assert main([*caption, "-o", str(tmp_path / "c")]) == 0  # two sizes in one batch
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [record["words"] for record in records] == [["a", "red"]] * 2
-    assert records[0]["layer"] == "model.visual.blocks.0.norm1"
+    assert records[0]["layer"] == "model.visual.blocks.1.norm1"
     question = ["-q", "what color is the circle?", "--answer", "red", "--why-not", "blue"]
     assert main(["vqa", str(image), *common, *question, "-o", str(tmp_path / "v")]) == 0
     record = json.loads(capsys.readouterr().out)

@@ -186,7 +186,7 @@ def test_every_word_of_a_reply_from_one_forward_with_the_processors_token_log_pr
     expected = [per_token[0], per_token[1], sum(per_token[2:]), sum(per_token)]
     torch.testing.assert_close(result.explanation.scores[0], torch.tensor(expected), rtol=1e-4, atol=1e-4)
     assert result.explanation.raw.shape == (1, 4, *SIZE)  # stitched on the image's pixels
-    assert result.explanation.layer.endswith("encoder.layers.0.layer_norm1")
+    assert result.explanation.layer.endswith("encoder.layers.1.layer_norm1")
     assert result.explanation.weights is None  # channel weights are the tiles', not the image's
 
 
@@ -217,7 +217,7 @@ def test_the_map_lands_on_the_pixels_of_the_one_tile_token_that_reaches_the_lang
     tile, token, rows, columns = PLANTED[module][planted]
     keep = torch.zeros(3, tokens, 1)
     keep[tile, token] = 1
-    last_norm = captioner.layer.replace("layers.0.layer_norm1", "layers.1.layer_norm2")
+    last_norm = captioner.layer.rsplit(".", 2)[0] + ".1.layer_norm2"
     hook = lambda m, args, output: output * keep
     explanation = caption_maps_while(captioner, picture, module, hook, last_norm, upsampling="nearest")
     centres_y, centres_x = torch.arange(SIZE[0]) + 0.5, torch.arange(SIZE[1]) + 0.5  # pixel centres
@@ -298,7 +298,7 @@ def test_caption_and_vqa_commands_accept_tiling_models(model_dir, picture, tmp_p
     caption = ["caption", str(image), *common, "--prompt", "what is it?", "--caption", "a red"]
     assert main([*caption, "-o", str(tmp_path / "c")]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["words"] == ["a", "red"] and record["layer"].endswith("encoder.layers.0.layer_norm1")
+    assert record["words"] == ["a", "red"] and record["layer"].endswith("encoder.layers.1.layer_norm1")
     question = ["-q", "what color is the circle?", "--answer", "red", "--why-not", "blue"]
     assert main(["vqa", str(image), *common, *question, "-o", str(tmp_path / "v")]) == 0
     record = json.loads(capsys.readouterr().out)

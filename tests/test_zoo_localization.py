@@ -7,9 +7,17 @@ import json
 from pathlib import Path
 
 from mmcam.cli import main
-from mmcam.evaluation.pointing import caption_pointing, classifier_pointing, rate, vqa_pointing
+from mmcam.evaluation.pointing import caption_pointing, classifier_pointing, grid_ceiling, rate, vqa_pointing
 from mmcam.loading import load_captioner, load_classifier, load_vqa
 from mmcam.zoo import make_scenes
+
+
+def test_a_perfect_map_points_only_as_well_as_its_grid_allows():
+    scenes = make_scenes(40, seed=30_500, n_objects=(2, 3))
+    ceilings = [grid_ceiling(scenes, side) for side in (1, 4, 8, 16, 128)]
+    assert ceilings[-1] == 1.0  # at the image's own resolution the map is the mask
+    assert ceilings[0] < 0.1  # one cell: a constant map, hit by the object's share of the image
+    assert ceilings == sorted(ceilings) and ceilings[1] < 0.6 < ceilings[2], ceilings
 
 
 def test_class_maps_peak_inside_the_named_object():

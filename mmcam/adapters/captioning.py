@@ -17,7 +17,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from mmcam.adapters.hub import load_local, quiet_generation, unknown_words
-from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
+from mmcam.adapters.tokens import TOKEN_METHOD, block_norm
 from mmcam.engine import Explainer, Layout
 from mmcam.engine.devices import on_model_device
 from mmcam.explanation import Explanation, select_targets, split_samples
@@ -218,14 +218,14 @@ def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | N
 
     if kind == "BlipForConditionalGeneration":
         start = model.config.text_config.bos_token_id
-        layer = first_block_norm(model, "vision_model")
+        layer = block_norm(model, "vision_model")
 
         def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
             return m(pixel_values=inputs["pixel_values"], input_ids=inputs["input_ids"]).logits
 
     elif kind == "GitForCausalLM":
         start = tokenizer.cls_token_id
-        layer = first_block_norm(model, "git.image_encoder")
+        layer = block_norm(model, "git.image_encoder")
 
         def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
             ids = inputs["input_ids"]
@@ -233,7 +233,7 @@ def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | N
 
     elif kind == "VisionEncoderDecoderModel":
         start = model.config.decoder_start_token_id
-        layer = first_block_norm(model, "encoder")
+        layer = block_norm(model, "encoder")
 
         def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
             return m(pixel_values=inputs["pixel_values"], decoder_input_ids=inputs["input_ids"]).logits

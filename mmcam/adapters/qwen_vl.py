@@ -10,7 +10,7 @@ What the model does (transformers 5, ``models/qwen2_vl`` and ``models/qwen2_5_vl
   token in a row, the windows row-major (``patchify``).
 - The vision tower runs on the patches of all images packed into one sequence (sum of h w, C) with no
   batch axis, each image attending within itself. Its positions are rotary (rows and columns), added in
-  attention, so the tokens at its first block are still the patches. Qwen2.5-VL reorders the merged
+  attention, so each block's tokens stay on their patches. Qwen2.5-VL reorders the merged
   tokens into attention windows before its first block and back after its merger
   (``get_vision_window_index``), so its blocks see the patches in window order (``token_cells``).
 - The prompt holds one image token per merged token, h w / m^2 of them, put there by the processor.
@@ -19,7 +19,7 @@ mmcam's inputs for these models: ``pixel_values`` is the stretched, normalized i
 is what the maps are drawn on (and, stretched back as the processor stretched it, on the original image);
 ``input_ids`` hold one image token per prompt, whatever the image's size, and are expanded to the
 image's tokens in the forward (``arguments``); the logits are read back at the compact positions
-(``logits``). The default layer, the first block's pre-attention norm, is read through the tower's
+(``logits``). The default layer, the second block's pre-attention norm (``tokens.TOKEN_BLOCK``), is read through the tower's
 token order (``layout``, ``engine.Layout.packed``).
 
 A batch has one image size: the images of one call are stretched to the size the processor gives the
@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from mmcam.adapters.chat_family import chat_template_prompt, image_grid_positions
 from mmcam.adapters.image_tokens import OneImageToken
-from mmcam.adapters.tokens import first_block_norm
+from mmcam.adapters.tokens import block_norm
 from mmcam.engine import Layout
 
 PRE_ATTENTION_NORM = "norm1"  # Qwen2VLVisionBlock / Qwen2_5_VLVisionBlock
@@ -85,7 +85,7 @@ class QwenVL(OneImageToken):
         self.image_token = model.config.image_token_id
         self.window = vision.window_size if model.config.model_type == "qwen2_5_vl" else None
         tower = next(name for name, _ in model.named_modules() if name.split(".")[-1] == "visual")
-        self.layer = first_block_norm(model, tower, (PRE_ATTENTION_NORM,)) or "auto"
+        self.layer = block_norm(model, tower, (PRE_ATTENTION_NORM,)) or "auto"
 
     def prompt(self, text: str) -> str:
         return chat_template_prompt(self.processor, text)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from mmcam.adapters.chat_family import chat_template_prompt
 from mmcam.adapters.image_tokens import OneImageToken, unit_pixels
-from mmcam.adapters.tokens import first_block_norm
+from mmcam.adapters.tokens import block_norm
 from mmcam.engine import Layout
 from mmcam.engine.tiles import Tiles
 
@@ -40,7 +40,7 @@ class TiledChat(OneImageToken):
         )
         self.prefix = embeddings.num_positions - embeddings.num_patches  # CLIP's CLS token
         self.side = tile // model.config.vision_config.patch_size
-        self.layer = first_block_norm(model, tower_name) or "auto"
+        self.layer = block_norm(model, tower_name) or "auto"
 
     def prompt(self, text: str) -> str:
         return chat_template_prompt(self.processor, text)

@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from mmcam.adapters.hub import load_local, quiet_generation, unknown_words
-from mmcam.adapters.tokens import TOKEN_METHOD, first_block_norm
+from mmcam.adapters.tokens import TOKEN_METHOD, block_norm
 from mmcam.engine import Explainer, Layout
 from mmcam.engine.devices import on_model_device
 from mmcam.explanation import Explanation, join_targets, split_samples
@@ -348,7 +348,7 @@ def _vilt(model: nn.Module, processor, name: str) -> VQAModel:
         prepare=prepare,
         forward=forward,
         question_tokens=lambda inputs: hf_question_tokens(processor.tokenizer, inputs),
-        layer=first_block_norm(model, "vilt.encoder") or "auto",
+        layer=block_norm(model, "vilt.encoder") or "auto",
         method=TOKEN_METHOD,
         question_layer="vilt.embeddings.text_embeddings.word_embeddings",
         answers=[model.config.id2label[i] for i in range(len(model.config.id2label))],
@@ -393,7 +393,7 @@ def _blip(model: nn.Module, processor, name: str) -> VQAModel:
         prepare=prepare,
         forward=forward,
         question_tokens=lambda inputs: hf_question_tokens(tokenizer, inputs),
-        layer=first_block_norm(model, "vision_model") or "auto",
+        layer=block_norm(model, "vision_model") or "auto",
         method=TOKEN_METHOD,
         question_layer="text_encoder.embeddings.word_embeddings",
         generate=generate,

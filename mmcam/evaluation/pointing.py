@@ -13,11 +13,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from mmcam.adapters.captioning import CaptionModel, explain_caption
 from mmcam.adapters.classification import ImageClassifier
 from mmcam.adapters.vqa import VQAModel, explain_answers
+from mmcam.engine.resize import upsample
 from mmcam.evaluation.grounding import is_single_object, word_objects
 from mmcam.metrics.pointing import peak_hit_shares
 from mmcam.targets import logits_of
@@ -32,6 +34,16 @@ def scene_masks(scene: Scene, objects: Sequence[int | None]) -> torch.Tensor:
     """(N, H, W) the masks of ``objects`` (None: no object, an empty mask where every peak misses)."""
     nothing = np.zeros(scene.image.shape[:2], dtype=bool)
     return torch.from_numpy(np.stack([nothing if o is None else scene.objects[o].mask for o in objects]))
+
+
+def grid_ceiling(scenes: Sequence[Scene], side: int) -> float:
+    """The pointing a perfect map on a ``side`` x ``side`` grid reaches on ``scenes``' objects: each
+    cell holds the share of it the object covers, and the grid is upsampled bilinearly, as mmcam's maps are.
+    A layer whose grid is this coarse cannot point higher, whatever the method (an object smaller than a
+    cell, or off its centre, leaves the peak outside its mask)."""
+    masks = torch.from_numpy(np.stack([obj.mask for scene in scenes for obj in scene.objects])).float()
+    cells = F.interpolate(masks[:, None], size=(side, side), mode="area")[:, 0]
+    return float(peak_hit_shares(upsample(cells, tuple(masks.shape[-2:])), masks.bool()).mean())
 
 
 def classifier_pointing(
