@@ -140,6 +140,37 @@ def test_relevance_above_the_last_attention_says_what_to_pick():
         )
 
 
+class ReadsHiddenStates(nn.Module):
+    """A ViT classifier's head on the class token of hidden state ``index``: with -2, as LLaVA reads its
+    tower (``vision_feature_layer``), the last block runs but no score depends on it."""
+
+    def __init__(self, model, index: int):
+        super().__init__()
+        self.model, self.index = model, index
+
+    def forward(self, image):
+        hidden = self.model.vit(image, output_hidden_states=True).hidden_states[self.index]
+        return self.model.classifier(hidden[:, 0])
+
+
+@pytest.mark.parametrize("method", ["attention-relevance", "legrad"])
+def test_attention_methods_stop_at_the_last_block_the_scores_read(method):
+    """Explaining a model that reads the hidden states below its last block gives the maps of the same
+    model with that block removed: the unread block's attention (whose gradient is zero) is left out,
+    for every target of the one batched backward."""
+    reading_below = ReadsHiddenStates(tiny_vit("eager"), -2)
+    truncated = tiny_vit("eager")
+    truncated.vit.layers = nn.ModuleList(list(truncated.vit.layers)[:-1])
+    image = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    classes = [[0, 1, 3], [2, 4, 0]]
+    maps = [
+        mmcam.explain(model, image, classes, layer=f"model.{LAYER}", method=method).raw
+        for model in (reading_below, ReadsHiddenStates(truncated, -1))
+    ]
+    assert maps[0].flatten(2).std(dim=2).min() > 0
+    torch.testing.assert_close(maps[0], maps[1], rtol=1e-4, atol=1e-7)
+
+
 def legrad_by_hand(model, image, classes, first_block):
     """LeGrad written out from the model's own attention outputs (eager, output_attentions): for the blocks
     from ``first_block`` on, mean over heads and query rows of ReLU(dy/dP_b), mean over the blocks, on the

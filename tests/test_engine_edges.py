@@ -484,3 +484,16 @@ def test_samples_do_not_mix_where_the_scores_do_not_reach_the_layer():
     assert mixes_samples(mixed, start, torch.tensor([0, 0, 1, 1]))
     own = torch.stack([start[:2].sum(), start[2:].sum()])[:, None]
     assert not mixes_samples(own, start, torch.tensor([0, 0, 1, 1]))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 32])
+def test_a_start_no_score_reaches_gets_zeros_for_every_target(chunk_size):
+    """One seed per chunk or several batched: the unreached start's gradient has the target axis too."""
+    from mmcam.engine.gradients import target_gradients
+
+    reached = torch.randn(2, 4, requires_grad=True)
+    unreached = torch.randn(2, 5, 5, requires_grad=True)
+    scores = torch.stack([reached.sum(1), (reached**2).sum(1), reached[:, 0]], dim=1)  # (2, 3)
+    found, zeros = target_gradients(scores, [reached, unreached], chunk_size=chunk_size)
+    torch.testing.assert_close(found[:, 1], 2 * reached.detach())
+    assert zeros.shape == (2, 3, 5, 5) and not zeros.any()

@@ -342,15 +342,24 @@ class CamContext:
 
     @cached_property
     def attention_gradients(self) -> tuple[list[Tensor], list[Tensor]]:
-        """The self-attention layers above the layer (``_attention_run``): probabilities P_b (B, H, L, L) and
-        their gradients dy_k/dP_b (B, K, H, L, L), float32, from the same backward as ``gradients``."""
+        """The self-attention layers above the layer (``_attention_run``) up to the last one the targets
+        depend on (the blocks above LLaVA's ``vision_feature_layer`` run, but nothing reads them):
+        probabilities P_b (B, H, L, L) and their gradients dy_k/dP_b (B, K, H, L, L), float32, from the same
+        backward as ``gradients``."""
         if self._recorder is None:
             raise ValueError("attention probabilities were not recorded for this call")
         attentions = self._attentions
         gradients = [g.float() for g in self._clean_gradients[-len(attentions) :]]
         for gradient in gradients:
             self._require_finite(gradient, "attention gradients")
-        return [p.detach().float() for p in attentions], gradients
+        read = [index for index, gradient in enumerate(gradients) if gradient.abs().amax() > 0]
+        if not read:
+            raise ValueError(
+                f"the targets depend on none of the self-attention layers over the tokens of layer '{self.layer}': "
+                "use a gradient method, such as normgrad"
+            )
+        last = read[-1] + 1
+        return [p.detach().float() for p in attentions[:last]], gradients[:last]
 
     def noisy_gradient_moments(self, samples: int, sigma: float) -> tuple[Tensor, Tensor, Tensor]:
         """Means of G, G^2, G^3 over ``samples`` copies of the image with Gaussian noise.

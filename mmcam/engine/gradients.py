@@ -46,15 +46,19 @@ def target_gradients(
             "retain_graph": create_graph or end < count,
             "create_graph": create_graph,
             "allow_unused": True,
-            "materialize_grads": True,
         }
         if end - begin == 1:
-            gradients = [g[None] for g in torch.autograd.grad(scores, tensors, seeds[begin], **options)]
+            found = torch.autograd.grad(scores, tensors, seeds[begin], **options)
+            found = [None if g is None else g[None] for g in found]
         else:
-            gradients = torch.autograd.grad(
-                scores, tensors, seeds[begin:end], is_grads_batched=True, **options
-            )
-        chunks.append(gradients)
+            found = torch.autograd.grad(scores, tensors, seeds[begin:end], is_grads_batched=True, **options)
+        # zeros for a start no score reaches (materialize_grads would drop the seeds' axis when batched)
+        chunks.append(
+            [
+                torch.zeros(end - begin, *t.shape, dtype=t.dtype, device=t.device) if g is None else g
+                for g, t in zip(found, tensors)
+            ]
+        )
     joined = [torch.cat(parts) for parts in zip(*chunks)]
     if per_sample:
         batch = scores.shape[0]

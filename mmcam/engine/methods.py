@@ -219,8 +219,8 @@ class GradNorm:
 class AttentionRelevance:
     """Gradient-weighted attention relevance (Chefer, Gur & Wolf, arXiv 2103.15679), on a token layer.
 
-    For the self-attention layers b = 1..n that run on the layer's L tokens above it, with probabilities
-    P_b (B, H, L, L) and gradients G_kb = dy_k/dP_b:
+    For the self-attention layers b = 1..n that run on the layer's L tokens above it, up to the last the
+    targets depend on, with probabilities P_b (B, H, L, L) and gradients G_kb = dy_k/dP_b:
       Pbar_kb = mean_h ReLU(G_kb * P_b);   R_k = (I + Pbar_kn) ... (I + Pbar_k1)   (R <- R + Pbar_kb R)
     R_k,ij: how much token j of the layer feeds token i after the last block. What the model reads from
     the tokens after the last block is weighed by the relevance its last attention routes through each
@@ -248,8 +248,8 @@ class LeGrad:
     """LeGrad (Bousselham et al., arXiv 2404.03214): the gradient of the target with respect to the
     attention maps, kept where positive, as the map; on a token layer.
 
-    For the self-attention layers b = 1..n that run on the layer's L tokens above it, with probabilities
-    P_b (B, H, L, L) and gradients G_kb = dy_k/dP_b:
+    For the self-attention layers b = 1..n that run on the layer's L tokens above it, up to the last the
+    targets depend on, with probabilities P_b (B, H, L, L) and gradients G_kb = dy_k/dP_b:
       E_kb,j = 1/(H L) sum_h sum_i ReLU(G_kb,hij)   (averaged over heads h and query rows i);
       L_kj = 1/n sum_b E_kb,j, laid out on the patch grid (the prefix keys, such as [CLS], dropped).
     The blocks are those above the layer (the layer below block m explains blocks m..n). y_k is the
