@@ -43,7 +43,8 @@ def test_classify_video_gives_a_map_per_frame(tmp_path, capsys):
         assert Image.open(target["map"]).size[0] > 0
 
 
-def test_video_and_image_models_say_which_inputs_they_read(tmp_path, capsys):
+def test_video_and_image_models_say_which_inputs_they_read(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output folder, mmcam-out, is never another test's
     image = tmp_path / "frame.png"
     _frames(1)[0].save(image)
     assert main(["classify", str(image), "--model", "torchvision:r3d_18:random"]) != 0
