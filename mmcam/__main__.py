@@ -11,7 +11,8 @@ INTERRUPTED = "mmcam: interrupted"
 def on_interrupt(signum: int, frame) -> None:
     """SIGINT: KeyboardInterrupt, which the command catches and reports; but in the middle of importing a
     module, where a library may swallow it (the command then runs to the end) or be left half-initialized,
-    the same line and an immediate exit (nothing has been written yet)."""
+    the same line and an immediate exit (the commands import their modules before they work, so there is
+    nothing to clean up)."""
     while frame is not None:
         if frame.f_code.co_filename.startswith("<frozen importlib"):
             print(INTERRUPTED, file=sys.stderr, flush=True)

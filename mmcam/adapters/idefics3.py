@@ -14,9 +14,10 @@ then the global image's (``replace_image_token``).
 mmcam's inputs for these models: ``pixel_values`` is the image itself (B, C, H, W), in [0, 1]; the forward
 hands it to the model's own image processor, which splits it (``arguments``), and the one image token of
 each prompt is replaced by the tokens the processor spells out for an image of that size
-(``image_tokens``). The default layer is the tower's second block's pre-attention norm (``tokens.TOKEN_BLOCK``), whose rows are
-tiles (``engine.tiles.Tiles``): tile (r, c) covers rows r H / R .. (r + 1) H / R and columns c W / C ..
-(c + 1) W / C of the image, the global tile all of it; an image's map is the sum of its tiles' maps.
+(``image_tokens``). The default layer is the tower's second block's pre-attention norm
+(``tokens.TOKEN_BLOCK``), whose rows are tiles (``engine.tiles.Tiles``): tile (r, c) covers rows
+r H / R .. (r + 1) H / R and columns c W / C .. (c + 1) W / C of the image, the global tile all of it; an
+image's map is the sum of its tiles' maps.
 
 A batch has one image size: the images of one call are resized to the first one's.
 """

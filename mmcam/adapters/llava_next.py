@@ -19,10 +19,10 @@ mmcam's inputs for these models: ``pixel_values`` is the image itself (B, C, H, 
 what the maps are drawn on; the forward hands it to the model's own image processor, which tiles it
 (``arguments``), so perturbation methods and augmentations act on the image. ``input_ids`` hold one image
 token per prompt, expanded to the image's tokens in the forward (``image_tokens``). The default layer is the
-tower's second block's pre-attention norm (``tokens.TOKEN_BLOCK``), whose rows are tiles (``engine.tiles.Tiles``): each tile gets a
-map, and an image's map is the sum of its base tile's map stretched over the image and its canvas tiles'
-maps laid where they came from, the padding cut off: how strongly a score depends on the tokens over a
-pixel, seen at two resolutions.
+tower's second block's pre-attention norm (``tokens.TOKEN_BLOCK``), whose rows are tiles
+(``engine.tiles.Tiles``): each tile gets a map, and an image's map is the sum of its base tile's map
+stretched over the image and its canvas tiles' maps laid where they came from, the padding cut off: how
+strongly a score depends on the tokens over a pixel, seen at two resolutions.
 
 A batch has one image size: the images of one call are resized to the first one's (an image alone is
 processed as the processor does, up to the rounding of its pixels to bytes, which the forward skips).

@@ -19,8 +19,8 @@ mmcam's inputs for these models: ``pixel_values`` is the stretched, normalized i
 is what the maps are drawn on (and, stretched back as the processor stretched it, on the original image);
 ``input_ids`` hold one image token per prompt, whatever the image's size, and are expanded to the
 image's tokens in the forward (``arguments``); the logits are read back at the compact positions
-(``logits``). The default layer, the second block's pre-attention norm (``tokens.TOKEN_BLOCK``), is read through the tower's
-token order (``layout``, ``engine.Layout.packed``).
+(``logits``). The default layer, the second block's pre-attention norm (``tokens.TOKEN_BLOCK``), is read
+through the tower's token order (``layout``, ``engine.Layout.packed``).
 
 A batch has one image size: the images of one call are stretched to the size the processor gives the
 first one (it stretches every image anyway); an image alone is processed exactly as the processor does.

@@ -8,9 +8,9 @@ scenes with 2-3 objects) it points 0.388 on average against 0.352 for the first 
 (the lowest fixture 0.318 against 0.135): ViT + GPT-2 0.471 (block 0: 0.530), BLIP caption 0.502 (0.390),
 GIT 0.318 (0.291), ViLT 0.326 (0.415), BLIP VQA 0.323 (0.135); blocks 2 and 3 point lower again (BLIP
 caption 0.394, 0.414). Method: NormGrad, ||A_:ij|| ||G_k:ij||, how strongly the target depends on each
-patch token, unsigned; Grad-CAM at the same layers points 0.10-0.26, and attention relevance (Chefer et
-al.) points lower but on ViLT (0.396, against 0.326 here and 0.415 at block 0); it is the default only of plain ViT
-classifiers, which read the class token (``adapters.classification``).
+patch token, unsigned; Grad-CAM at blocks 0 and 1 points 0.10-0.24, and attention relevance (Chefer et
+al.) points lower everywhere but on ViLT (0.396, against 0.326 here and 0.415 at block 0); it is the
+default only of plain ViT classifiers, which read the class token (``adapters.classification``).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def grid_ceiling(scenes: Sequence[Scene], side: int) -> float:
     cell holds the share of it the object covers, and the grid is upsampled bilinearly, as mmcam's maps are.
     A layer whose grid is this coarse cannot point higher, whatever the method (an object smaller than a
     cell, or off its centre, leaves the peak outside its mask)."""
-    masks = torch.from_numpy(np.stack([obj.mask for scene in scenes for obj in scene.objects])).float()
+    masks = torch.cat([scene_masks(scene, range(len(scene.objects))) for scene in scenes]).float()
     cells = F.interpolate(masks[:, None], size=(side, side), mode="area")[:, 0]
     return float(peak_hit_shares(upsample(cells, tuple(masks.shape[-2:])), masks.bool()).mean())
 
