@@ -154,6 +154,41 @@ def test_a_bad_image_in_a_batch_is_skipped_and_the_rest_go_on(image_path, tmp_pa
     assert json.loads(captured.out)["image"] == str(image_path)
 
 
+def _record_of(path: str) -> dict:
+    return {"image": path, "targets": []}
+
+
+def test_an_input_that_fails_its_batch_is_retried_alone_and_the_others_succeed(tmp_path, capsys):
+    """A batch that the model refuses as a whole (here: any batch holding c.png) is explained input by
+    input: only the input that causes the error is skipped."""
+    from functools import partial
+
+    from mmcam.cli.batches import for_each_input
+    from mmcam.cli.options import BatchOptions
+    from mmcam.evaluation.distributed import Processes
+
+    paths = [str(tmp_path / f"{name}.png") for name in "abcde"]
+    for path in paths:
+        Image.new("RGB", (8, 8)).save(path)
+    batches = []
+
+    def explain_batch(loaded: list) -> list:
+        batches.append([Path(item.path).stem for item in loaded])
+        if any(item.path.endswith("c.png") for item in loaded):
+            raise ValueError("c cannot be explained")
+        return [(partial(_record_of, item.path), lambda record: record) for item in loaded]
+
+    options = BatchOptions(images=paths, batch_size=4, workers=0, no_figures=True)
+    code = for_each_input(options, True, Processes(), str, lambda image: None, explain_batch)
+    captured = capsys.readouterr()
+    assert code == 1
+    assert [json.loads(line)["image"] for line in captured.out.splitlines()] == [
+        p for p in paths if not p.endswith("c.png")
+    ]
+    assert "skipped" in captured.err and "c cannot be explained" in captured.err
+    assert batches == [["a", "b", "c", "d"], ["a"], ["b"], ["c"], ["d"], ["e"]]
+
+
 def test_version_and_a_missing_extra_in_one_line(capsys, monkeypatch):
     import mmcam
     from mmcam.cli import rl

@@ -1,20 +1,33 @@
-"""The inputs of a task command in batches: decoded and prepared by worker processes while the model runs,
-their figures drawn by worker processes too, so the model is what the main process waits for.
+"""The runtime of a task command: its inputs in batches, decoded and prepared by worker processes while the
+model runs, their figures drawn by worker processes too, so the model is what the main process waits for;
+records printed in input order and gathered into the report.
 
 Under ``torchrun`` each process takes every N-th input; the leader gathers the records in input order.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from mmcam.cli.options import BatchOptions
+from mmcam.cli.output import write_records_report
+from mmcam.evaluation.distributed import Processes
+
+# Per input: (a picklable call that writes its figures and makes its record, what to add to the record),
+# or the error that stopped that input.
+Job = tuple[Callable[[], dict], Callable[[dict], dict]] | ValueError
 
 
 @dataclass
@@ -93,3 +106,113 @@ class FigureWriters:
     def close(self) -> None:
         if self._pool:
             self._pool.shutdown(cancel_futures=True)
+
+
+def one_by_one(explain_one: Callable[[Any], Job]) -> Callable[[list], list[Job]]:
+    """An ``explain_batch`` that explains each loaded input on its own (a model that is not run in
+    batches); an input's error stops that input only."""
+
+    def explain_batch(loaded: list) -> list[Job]:
+        jobs: list[Job] = []
+        for item in loaded:
+            try:
+                jobs.append(explain_one(item))
+            except ValueError as error:
+                jobs.append(error)
+        return jobs
+
+    return explain_batch
+
+
+def explained(explain_batch: Callable[[list], list[Job]], loaded: list[Loaded]) -> list[Job]:
+    """The jobs of a batch; when ``explain_batch`` refuses the batch as a whole, each input is explained
+    alone, so the error stays with the inputs that cause it and the others still succeed."""
+    try:
+        return explain_batch(loaded)
+    except ValueError as error:
+        if len(loaded) == 1:
+            return [error]
+    return [job for item in loaded for job in explained(explain_batch, [item])]
+
+
+def for_each_input(
+    options: BatchOptions,
+    json_lines: bool,
+    processes: Processes,
+    load: Callable[[str], Any],
+    prepare: Callable[[Any], Any],
+    explain_batch: Callable[[list], list[Job]],
+    output: Path | None = None,
+    clips: bool = False,
+) -> int:
+    """Explain the inputs named by ``options.images`` (files, folders, glob patterns; with ``clips`` each
+    path is one clip) in batches of ``--batch-size``: worker processes ``load`` and ``prepare`` each input
+    while the model runs, ``explain_batch(loaded)`` explains a batch and gives per input a ``Job``: a
+    call that writes its figures and makes its record (run by worker processes too) and a function
+    adding the keys only this process knows, or the error that stopped the input. Records are printed in
+    input order as they are ready (JSON lines with ``json_lines``); with ``output`` and figures they also
+    go into the folder's ``report.html``. Under ``torchrun`` (``processes``) each process takes every
+    N-th input and the first prints every record.
+
+    A failing input prints one line and the rest go on (a single input's error is raised). Returns 0
+    when all succeeded, 1 when some failed.
+    """
+    from tqdm import tqdm
+
+    from mmcam.cli.records import describe_record, unique_stems
+    from mmcam.images import image_paths
+
+    if options.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    paths = list(options.images) if clips else image_paths(options.images)
+    stems = unique_stems(paths)
+    mine = [path for i, path in enumerate(paths) if processes.owns(i)]
+    workers = (0 if len(paths) == 1 else 2) if options.workers is None else options.workers
+    figures = output is not None and not options.no_figures
+    records: list[tuple[int, dict]] = []
+    failures: list[str] = []
+    order = {path: i for i, path in enumerate(paths)}
+
+    def done(path: str, record: dict) -> None:
+        records.append((order[path], record))
+        if processes.world == 1:
+            said(record)
+
+    def said(record: dict) -> None:
+        for note in record.get("notes", []):
+            tqdm.write(f"mmcam: {record['image']}: {note}", file=sys.stderr)
+        print(json.dumps(record) if json_lines else describe_record(record), flush=True)
+
+    progress = tqdm(total=len(mine), desc="explaining", unit="image", disable=len(paths) < 2, file=sys.stderr)
+    with closing(FigureWriters(workers if figures else 0)) as writers:
+        for batch in loaded_batches(mine, stems, load, prepare, options.batch_size, workers):
+            good = [item for item in batch if item.error is None]
+            skipped = [(item.path, item.error) for item in batch if item.error is not None]
+            for item, job in zip(good, explained(explain_batch, good) if good else []):
+                if isinstance(job, ValueError):
+                    skipped.append((item.path, str(job)))
+                else:
+                    writers.submit(
+                        job[0], lambda record, item=item, finish=job[1]: done(item.path, finish(record))
+                    )
+            if skipped and len(paths) == 1:
+                raise ValueError(skipped[0][1])
+            for path, error in skipped:
+                tqdm.write(f"mmcam: skipped {path}: {error}", file=sys.stderr)  # on its own line
+            failures += [path for path, _ in skipped]
+            progress.update(len(batch))
+            writers.ready()
+        writers.ready(wait=True)
+    progress.close()
+    everything = processes.gather(records)
+    failed = len(processes.gather(failures))
+    if not processes.leader:
+        return 0  # the leader says how the whole run went
+    ordered = [record for _, record in sorted(everything, key=lambda pair: pair[0])]
+    if processes.world > 1:
+        for record in ordered:
+            said(record)
+    if figures and ordered and not clips:
+        report = write_records_report(ordered, output / "report.html")
+        print(f"report: open {report.resolve()}", file=sys.stderr if json_lines else sys.stdout)
+    return 1 if failed else 0

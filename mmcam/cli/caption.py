@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 from mmcam.cli.choices import WORD_CHOICES
-from mmcam.cli.common import (
+from mmcam.cli.options import (
+    BatchOptions,
+    ConceptOptions,
+    ExplainOptions,
+    SmoothingOptions,
     add_batch_options,
     add_concept_options,
-    add_concepts,
     add_explain_options,
     add_smoothing_options,
-    chosen_method,
-    concept_table_of,
-    for_each_input,
-    output_folder,
-    record_job,
-    smoothing,
-    unknown_words_said,
+    parsed,
 )
+
+
+@dataclass(frozen=True)
+class CaptionOptions:
+    """``mmcam caption``'s options, parsed once."""
+
+    model: str
+    prompt: str | None
+    caption: str | None
+    words: str
+    whole: bool
+    counterfactual: bool
+    explain: ExplainOptions
+    concepts: ConceptOptions
+    smoothing: SmoothingOptions
+    batch: BatchOptions
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -69,91 +83,109 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
+    return caption(parsed(CaptionOptions, arguments))
+
+
+def caption(options: CaptionOptions) -> int:
+    """Caption (or take ``--caption``) and explain every word of each input, as ``options`` ask."""
     import torch
 
     from mmcam.adapters.captioning import chosen_words, explain_captions, generate_captions
-    from mmcam.evaluation.distributed import start_processes
+    from mmcam.cli.batches import for_each_input
+    from mmcam.cli.concepts import add_concepts, concept_table_of
+    from mmcam.cli.output import output_folder, record_job, unknown_words_said
+    from mmcam.cli.policy import chosen_method, smoothing
+    from mmcam.evaluation.distributed import distributed
     from mmcam.images import load_image
     from mmcam.loading import load_captioner
 
-    processes = start_processes(arguments.device)
-    captioner = load_captioner(arguments.model, arguments.trust_pickle, arguments.prompt)
-    captioner.model.to(processes.device)
-    arguments.method = chosen_method(arguments, captioner)
-    explainer = captioner.explainer(arguments.layer, arguments.method, **smoothing(arguments))
-    table = concept_table_of(arguments, captioner.subject(arguments.layer))
-    output = output_folder(arguments)
-    unknown = unknown_words_said(captioner.unknown_words, {"caption": arguments.caption})
+    explain = options.explain
+    with distributed(explain.device) as processes:
+        captioner = load_captioner(options.model, explain.trust_pickle, options.prompt)
+        captioner.model.to(processes.device)
+        method = chosen_method(explain.method, options.concepts.concepts, captioner)
+        explainer = captioner.explainer(explain.layer, method, **smoothing(options.smoothing, method))
+        table = concept_table_of(options.concepts, method, captioner.subject(explain.layer))
+        output = output_folder(explain.output, explain.overwrite)
+        unknown = unknown_words_said(captioner.unknown_words, {"caption": options.caption})
 
-    def finish(result):
-        """What only this process adds to an input's record: the caption, its words, the concepts."""
+        def finish(result):
+            """What only this process adds to an input's record: the caption, its words, the concepts."""
 
-        def finished(record: dict) -> dict:
-            if table is not None:
-                add_concepts(record, result.explanation.weights[0], table, "wrote")
-            record = {**record, "caption": result.caption, "words": result.words}
-            return {**record, "unknown_words": unknown} if unknown else record
+            def finished(record: dict) -> dict:
+                if table is not None:
+                    add_concepts(record, result.explanation.weights[0], table, "wrote")
+                record = {**record, "caption": result.caption, "words": result.words}
+                return {**record, "unknown_words": unknown} if unknown else record
 
-        return finished
+            return finished
 
-    def problem(caption: str) -> ValueError | None:
-        """Why a caption cannot be explained (empty, no content words), or None."""
-        try:
-            chosen_words(captioner.tokenize(caption), arguments.words)
-        except ValueError as error:
-            return error
-        return None
+        def problem(caption: str) -> ValueError | None:
+            """Why a caption cannot be explained (empty, no content words), or None."""
+            try:
+                chosen_words(captioner.tokenize(caption), options.words)
+            except ValueError as error:
+                return error
+            return None
 
-    def explain_batch(loaded: list) -> list:
-        """The inputs of each prepared size explained together (a chat model that keeps each image's aspect,
-        Qwen2-VL, prepares images of several sizes), in input order."""
-        jobs: list = [None] * len(loaded)
-        for shape in dict.fromkeys(item.inputs.shape for item in loaded):
-            same = [i for i, item in enumerate(loaded) if item.inputs.shape == shape]
-            for i, job in zip(same, explain_one_size([loaded[i] for i in same])):
-                jobs[i] = job
-        return jobs
+        def explain_batch(loaded: list) -> list:
+            """The inputs of each prepared size explained together (a chat model that keeps each image's
+            aspect, Qwen2-VL, prepares images of several sizes), in input order."""
+            jobs: list = [None] * len(loaded)
+            for shape in dict.fromkeys(item.inputs.shape for item in loaded):
+                same = [i for i, item in enumerate(loaded) if item.inputs.shape == shape]
+                for i, job in zip(same, explain_one_size([loaded[i] for i in same])):
+                    jobs[i] = job
+            return jobs
 
-    def explain_one_size(loaded: list) -> list:
-        """Caption the batch in one generation, then explain every word of every caption in one forward
-        and one backward; an input whose caption has no word to explain fails alone."""
-        pixels = torch.cat([item.inputs for item in loaded])
-        if arguments.caption is None:
-            captions = generate_captions(captioner, pixels)
-        else:
-            captions = [arguments.caption] * len(loaded)
-        problems = [problem(caption) for caption in captions]
-        fine = [i for i, error in enumerate(problems) if error is None]
-        results = iter(
-            explain_captions(
-                captioner,
-                pixels[fine],
-                [captions[i] for i in fine],
-                arguments.words,
-                arguments.whole,
-                arguments.counterfactual,
-                explainer,
+        def explain_one_size(loaded: list) -> list:
+            """Caption the batch in one generation, then explain every word of every caption in one forward
+            and one backward; an input whose caption has no word to explain fails alone."""
+            pixels = torch.cat([item.inputs for item in loaded])
+            if options.caption is None:
+                captions = generate_captions(captioner, pixels)
+            else:
+                captions = [options.caption] * len(loaded)
+            problems = [problem(caption) for caption in captions]
+            fine = [i for i, error in enumerate(problems) if error is None]
+            results = iter(
+                explain_captions(
+                    captioner,
+                    pixels[fine],
+                    [captions[i] for i in fine],
+                    options.words,
+                    options.whole,
+                    options.counterfactual,
+                    explainer,
+                )
+                if fine
+                else []
             )
-            if fine
-            else []
+            jobs = []
+            for item, error in zip(loaded, problems):
+                if error is not None:
+                    jobs.append(error)
+                    continue
+                result = next(results)
+                job = record_job(
+                    output,
+                    "caption",
+                    captioner.name,
+                    item,
+                    result.explanation,
+                    explain.save_maps,
+                    not options.batch.no_figures,
+                    heading=result.caption,
+                )
+                jobs.append((job, finish(result)))
+            return jobs
+
+        return for_each_input(
+            options.batch,
+            explain.json,
+            processes,
+            load_image,
+            lambda image: captioner.preprocess([image]),
+            explain_batch,
+            output,
         )
-        jobs = []
-        for item, error in zip(loaded, problems):
-            if error is not None:
-                jobs.append(error)
-                continue
-            result = next(results)
-            job = record_job(
-                arguments, output, "caption", captioner.name, item, result.explanation, heading=result.caption
-            )
-            jobs.append((job, finish(result)))
-        return jobs
-
-    return for_each_input(
-        arguments,
-        processes,
-        load_image,
-        lambda image: captioner.preprocess([image]),
-        explain_batch,
-        output,
-    )

@@ -3,25 +3,42 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 from mmcam.cli.choices import FUSIONS
-from mmcam.cli.common import (
+from mmcam.cli.options import (
+    BatchOptions,
+    ConceptOptions,
+    ExplainOptions,
+    SmoothingOptions,
     add_batch_options,
     add_concept_options,
-    add_concepts,
     add_explain_options,
     add_smoothing_options,
     check_top,
-    chosen_method,
     comma_separated,
-    concept_table_of,
-    for_each_input,
-    output_folder,
-    record_job,
-    smoothing,
+    parsed,
 )
 
 LAYERCAM_GAMMA = 2.0  # LayerCAM's tanh scale before fusing layers (Jiang et al., eq. 9; torch-cam's default)
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """``mmcam classify``'s options, parsed once."""
+
+    model: str
+    top: int
+    video: bool
+    classes: list[str]
+    against_similar: bool
+    fuse_layers: list[str] | None
+    fuse_by: str
+    frames: int
+    explain: ExplainOptions
+    concepts: ConceptOptions
+    smoothing: SmoothingOptions
+    batch: BatchOptions
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -89,93 +106,115 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def layer_explainer(arguments: argparse.Namespace, classifier):
-    """The explainer of ``--layer``, or with ``--fuse-layers`` one per layer, their maps fused."""
+def layer_explainer(options: ClassifyOptions, method: str, classifier):
+    """The explainer of ``--layer`` with ``method``, or with ``--fuse-layers`` one per layer, their maps
+    fused."""
+    from mmcam.cli.policy import smoothing
     from mmcam.engine.fusion import fused_explainer
     from mmcam.engine.methods import get_method
 
-    if not arguments.fuse_layers:
-        return classifier.explainer(arguments.layer, arguments.method, **smoothing(arguments))
-    if arguments.layer or arguments.concepts:
+    layer, smooth = options.explain.layer, smoothing(options.smoothing, method)
+    if not options.fuse_layers:
+        return classifier.explainer(layer, method, **smooth)
+    if layer or options.concepts.concepts:
         raise ValueError(
             "--fuse-layers names the layers itself and its fused maps have no channel weights: drop "
-            + ("--layer" if arguments.layer else "--concepts")
+            + ("--layer" if layer else "--concepts")
         )
-    explainers = [
-        classifier.explainer(layer, arguments.method, **smoothing(arguments))
-        for layer in arguments.fuse_layers
-    ]
-    gamma = LAYERCAM_GAMMA if get_method(arguments.method).name == "layercam" else None
-    return fused_explainer(explainers, gamma, arguments.fuse_by)
+    explainers = [classifier.explainer(fused, method, **smooth) for fused in options.fuse_layers]
+    gamma = LAYERCAM_GAMMA if get_method(method).name == "layercam" else None
+    return fused_explainer(explainers, gamma, options.fuse_by)
 
 
 def run(arguments: argparse.Namespace) -> int:
+    return classify(parsed(ClassifyOptions, arguments))
+
+
+def classify(options: ClassifyOptions) -> int:
+    """Explain the top (or ``--class``) classes of each input, as ``options`` ask."""
     from functools import partial
 
     import torch
 
     from mmcam.adapters.classification import top_targets
-    from mmcam.evaluation.distributed import start_processes
+    from mmcam.cli.batches import for_each_input
+    from mmcam.cli.concepts import add_concepts, concept_table_of
+    from mmcam.cli.output import output_folder, record_job
+    from mmcam.cli.policy import chosen_method
+    from mmcam.evaluation.distributed import distributed
     from mmcam.explanation import split_samples
     from mmcam.images import load_image
     from mmcam.loading import load_classifier
     from mmcam.targets import SimilarClassContrast
     from mmcam.videos import load_clip
 
-    check_top(arguments)
-    processes = start_processes(arguments.device)
-    classifier = load_classifier(arguments.model, arguments.trust_pickle)
-    classifier.model.to(processes.device)
-    arguments.method = chosen_method(arguments, classifier)
-    explainer = layer_explainer(arguments, classifier)
-    table = concept_table_of(arguments, classifier.subject(arguments.layer))
-    output = output_folder(arguments)
+    check_top(options.top)
+    explain = options.explain
+    with distributed(explain.device) as processes:
+        classifier = load_classifier(options.model, explain.trust_pickle)
+        classifier.model.to(processes.device)
+        method = chosen_method(explain.method, options.concepts.concepts, classifier)
+        explainer = layer_explainer(options, method, classifier)
+        table = concept_table_of(options.concepts, method, classifier.subject(explain.layer))
+        output = output_folder(explain.output, explain.overwrite)
 
-    if arguments.video != classifier.video:
-        raise ValueError(
-            f"{classifier.name} reads {'clips' if classifier.video else 'images'}: "
-            + (
-                "pass --video"
-                if classifier.video
-                else "--video needs a video model such as torchvision:r3d_18"
+        if options.video != classifier.video:
+            raise ValueError(
+                f"{classifier.name} reads {'clips' if classifier.video else 'images'}: "
+                + (
+                    "pass --video"
+                    if classifier.video
+                    else "--video needs a video model such as torchvision:r3d_18"
+                )
             )
-        )
 
-    chosen = [classifier.class_index(name) for name in arguments.classes]
+        chosen = [classifier.class_index(name) for name in options.classes]
 
-    def finish(explanation):
-        """What only this process adds to an input's record: the concepts behind its classes."""
+        def finish(explanation):
+            """What only this process adds to an input's record: the concepts behind its classes."""
 
-        def finished(record: dict) -> dict:
-            if table is not None:
-                add_concepts(record, explanation.weights[0], table, "predicted")
-            return record
+            def finished(record: dict) -> dict:
+                if table is not None:
+                    add_concepts(record, explanation.weights[0], table, "predicted")
+                return record
 
-        return finished
+            return finished
 
-    def explain_batch(loaded: list) -> list:
-        """One forward and one backward for the batch: the --class classes, else each input's top ones."""
-        pixels = torch.cat([item.inputs for item in loaded])
-        if arguments.against_similar:  # each class against its nearest classes (Finer-CAM)
-            targets = [SimilarClassContrast(c) for c in chosen] or [
-                SimilarClassContrast(rank=r) for r in range(arguments.top)
+        def explain_batch(loaded: list) -> list:
+            """One forward and one backward for the batch: the --class classes, else each input's top ones."""
+            pixels = torch.cat([item.inputs for item in loaded])
+            if options.against_similar:  # each class against its nearest classes (Finer-CAM)
+                targets = [SimilarClassContrast(c) for c in chosen] or [
+                    SimilarClassContrast(rank=r) for r in range(options.top)
+                ]
+            else:
+                targets = [chosen] * len(loaded) if chosen else top_targets(options.top)
+            explanations = split_samples(explainer(pixels, targets).cpu())
+            figures = not options.batch.no_figures
+            return [
+                (
+                    record_job(
+                        output,
+                        "classify",
+                        classifier.name,
+                        item,
+                        one,
+                        explain.save_maps,
+                        figures,
+                        options.video,
+                    ),
+                    finish(one),
+                )
+                for item, one in zip(loaded, explanations)
             ]
-        else:
-            targets = [chosen] * len(loaded) if chosen else top_targets(arguments.top)
-        explanations = split_samples(explainer(pixels, targets).cpu())
-        return [
-            (
-                record_job(arguments, output, "classify", classifier.name, item, one, arguments.video),
-                finish(one),
-            )
-            for item, one in zip(loaded, explanations)
-        ]
 
-    if arguments.video:
-        load, prepare = (
-            partial(load_clip, frames=arguments.frames),
-            lambda frames: classifier.preprocess([frames]),
+        if options.video:
+            load, prepare = (
+                partial(load_clip, frames=options.frames),
+                lambda frames: classifier.preprocess([frames]),
+            )
+        else:
+            load, prepare = load_image, lambda image: classifier.preprocess([image])
+        return for_each_input(
+            options.batch, explain.json, processes, load, prepare, explain_batch, output, clips=options.video
         )
-    else:
-        load, prepare = load_image, lambda image: classifier.preprocess([image])
-    return for_each_input(arguments, processes, load, prepare, explain_batch, output, clips=arguments.video)

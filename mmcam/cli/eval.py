@@ -15,7 +15,7 @@ from mmcam.cli.choices import (
     SHAPES_SEED,
     TASKS,
 )
-from mmcam.cli.common import add_trust_pickle_option, comma_separated
+from mmcam.cli.options import add_trust_pickle_option, comma_separated
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "guided-gradcam", *BASELINES)
 ROLLOUT_METHODS = ("gradcam", "hirescam", "perturbation")  # --episodes: Grad-CAM, the RL default, Greydanus
@@ -94,7 +94,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
-    from mmcam.evaluation.distributed import start_processes, stop_processes
+    from mmcam.evaluation.distributed import distributed
     from mmcam.evaluation.runner import Evaluation, run_evaluation
     from mmcam.evaluation.scoring import Settings
     from mmcam.evaluation.summary import table_text
@@ -124,11 +124,8 @@ def run(arguments: argparse.Namespace) -> int:
             tolerance=arguments.tolerance,
         ),
     )
-    processes = start_processes(arguments.device)
-    try:
+    with distributed(arguments.device) as processes:
         report = run_evaluation(evaluation, processes)
-    finally:
-        stop_processes(processes)
     if report is None:
         return 0
     if arguments.json:

@@ -5,16 +5,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 
 from mmcam.cli.choices import ACTION_TARGETS
-from mmcam.cli.common import (
-    add_concepts,
-    add_explain_options,
-    chosen_method,
-    comma_separated,
-    concept_table_of,
-    output_folder,
-)
+from mmcam.cli.options import ConceptOptions, ExplainOptions, add_explain_options, comma_separated, parsed
+
+
+@dataclass(frozen=True)
+class RlOptions:
+    """``mmcam rl``'s options, parsed once."""
+
+    env: str
+    policy: str
+    episodes: int
+    seed: int
+    max_steps: int
+    frame_stack: int | None
+    target: str
+    compare: list[str]
+    all_actions: bool
+    value: bool
+    stochastic: bool
+    video: str
+    concepts: bool
+    explain: ExplainOptions
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -121,7 +135,15 @@ def _rollout_probe(policy, venv, episodes: int = 20, seed: int = 50_000):
 
 
 def run(arguments: argparse.Namespace) -> int:
+    return rl(parsed(RlOptions, arguments))
+
+
+def rl(options: RlOptions) -> int:
+    """Play the episodes and explain the agent's actions, as ``options`` ask."""
     from mmcam.adapters.rl import explain_episodes, explain_trajectories, make_env
+    from mmcam.cli.concepts import add_concepts, concept_table_of
+    from mmcam.cli.output import output_folder
+    from mmcam.cli.policy import chosen_method
     from mmcam.cli.records import rollout_records, rollout_table, saved_maps
     from mmcam.engine.devices import chosen_device
     from mmcam.loading import load_policy
@@ -129,42 +151,46 @@ def run(arguments: argparse.Namespace) -> int:
     from mmcam.viz.figures import save_figure
     from mmcam.viz.rl import attention_figure, episode_images, save_animation
 
-    device = chosen_device(arguments.device)
-    venv = make_env(arguments.env, arguments.frame_stack)
-    policy = load_policy(arguments.policy, venv, arguments.trust_pickle)
+    explain = options.explain
+    device = chosen_device(explain.device)
+    venv = make_env(options.env, options.frame_stack)
+    policy = load_policy(options.policy, venv, explain.trust_pickle)
     policy.model.to(device)
-    arguments.method = chosen_method(arguments, policy)
+    method = chosen_method(explain.method, options.concepts, policy)
     table = None
-    if arguments.concepts:
-        table = concept_table_of(arguments, policy.subject(arguments.layer), _rollout_probe(policy, venv))
+    if options.concepts:
+        concepts = ConceptOptions(concepts=True, probe_dataset=None)
+        table = concept_table_of(
+            concepts, method, policy.subject(explain.layer), _rollout_probe(policy, venv)
+        )
     rollout = explain_episodes(
         policy,
         venv,
-        episodes=arguments.episodes,
-        seed=arguments.seed,
-        method=arguments.method,
-        layer=arguments.layer,
-        all_actions=arguments.all_actions,
-        value=arguments.value,
-        deterministic=not arguments.stochastic,
-        max_steps=arguments.max_steps,
-        target=arguments.target,
+        episodes=options.episodes,
+        seed=options.seed,
+        method=method,
+        layer=explain.layer,
+        all_actions=options.all_actions,
+        value=options.value,
+        deterministic=not options.stochastic,
+        max_steps=options.max_steps,
+        target=options.target,
     )
     trajectories = [episode.trajectory for episode in rollout.episodes]
     compared = {
-        method: explain_trajectories(
+        other: explain_trajectories(
             policy,
             trajectories,
             rollout.action_names,
             rollout.env,
-            method,
-            arguments.layer,
-            target=arguments.target,
+            other,
+            explain.layer,
+            target=options.target,
         )
-        for method in arguments.compare
-        if method != rollout.method
+        for other in options.compare
+        if other != rollout.method
     }
-    output = output_folder(arguments)
+    output = output_folder(explain.output, explain.overwrite)
     animations = []
     for index, episode in enumerate(rollout.episodes):
         trajectory = episode.trajectory
@@ -175,8 +201,8 @@ def run(arguments: argparse.Namespace) -> int:
             for t, a in enumerate(trajectory.actions)
         ]
         images = episode_images(episode.frames, episode.explanation.maps[:, 0], captions)
-        animations.append(save_animation(images, output / f"episode-{index}.{arguments.video}"))
-        if arguments.save_maps:
+        animations.append(save_animation(images, output / f"episode-{index}.{options.video}"))
+        if explain.save_maps:
             saved_maps(episode.explanation, output / f"episode-{index}-maps.safetensors")
     plot = None
     if rollout.episodes[0].attention:
@@ -190,9 +216,9 @@ def run(arguments: argparse.Namespace) -> int:
         rl_views(rollout, sentences, compared),
         f"mmcam rl: {rollout.policy} on {rollout.env}",
     )
-    print(f"report: open {report.resolve()}", file=sys.stderr if arguments.json else sys.stdout)
+    print(f"report: open {report.resolve()}", file=sys.stderr if explain.json else sys.stdout)
 
-    if arguments.json:
+    if explain.json:
         for record in rollout_records(rollout, compared):
             if table is not None:
                 steps = rollout.episodes[record["episode"]].explanation.weights[record["step"]]

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
-from mmcam.cli.common import (
-    Job,
+from mmcam.cli.options import (
+    BatchOptions,
+    ConceptOptions,
+    ExplainOptions,
+    SmoothingOptions,
     add_batch_options,
     add_concept_options,
-    add_concepts,
     add_explain_options,
     add_smoothing_options,
     check_top,
-    chosen_method,
-    concept_table_of,
-    for_each_input,
-    one_by_one,
-    output_folder,
-    record_job,
-    smoothing,
-    unknown_words_said,
+    parsed,
 )
+
+
+@dataclass(frozen=True)
+class VqaOptions:
+    """``mmcam vqa``'s options, parsed once."""
+
+    question: str
+    answer: list[str]
+    top: int
+    why_not: list[str]
+    model: str
+    explain: ExplainOptions
+    concepts: ConceptOptions
+    smoothing: SmoothingOptions
+    batch: BatchOptions
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -65,60 +76,81 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
+    return vqa(parsed(VqaOptions, arguments))
+
+
+def vqa(options: VqaOptions) -> int:
+    """Answer the question about each input and explain the answers, as ``options`` ask."""
     from mmcam.adapters.vqa import explain_answers, explain_top_answers
-    from mmcam.evaluation.distributed import start_processes
+    from mmcam.cli.batches import Job, for_each_input, one_by_one
+    from mmcam.cli.concepts import add_concepts, concept_table_of
+    from mmcam.cli.output import output_folder, record_job, unknown_words_said
+    from mmcam.cli.policy import chosen_method, smoothing
+    from mmcam.evaluation.distributed import distributed
     from mmcam.images import load_image
     from mmcam.loading import load_vqa
 
-    check_top(arguments)
-    processes = start_processes(arguments.device)
-    vqa = load_vqa(arguments.model, arguments.trust_pickle)
-    vqa.model.to(processes.device)
-    arguments.method = chosen_method(arguments, vqa)
-    table = concept_table_of(arguments, vqa.subject(arguments.layer))
-    output = output_folder(arguments)
-    explainer = vqa.explainer(arguments.layer, arguments.method, **smoothing(arguments))
-    texts = {"question": arguments.question}
-    if vqa.answers is None:  # a generative model reads the answers asked about as words too
-        texts["answers"] = " ".join([*(arguments.answer or []), *(arguments.why_not or [])])
-    unknown = unknown_words_said(vqa.unknown_words, texts)
+    check_top(options.top)
+    explain = options.explain
+    with distributed(explain.device) as processes:
+        model = load_vqa(options.model, explain.trust_pickle)
+        model.model.to(processes.device)
+        method = chosen_method(explain.method, options.concepts.concepts, model)
+        table = concept_table_of(options.concepts, method, model.subject(explain.layer))
+        output = output_folder(explain.output, explain.overwrite)
+        explainer = model.explainer(explain.layer, method, **smoothing(options.smoothing, method))
+        texts = {"question": options.question}
+        if model.answers is None:  # a generative model reads the answers asked about as words too
+            texts["answers"] = " ".join([*options.answer, *options.why_not])
+        unknown = unknown_words_said(model.unknown_words, texts)
 
-    def job(item, result) -> Job:
-        """The record of one answered image: its figures, then the question words' weights and the rest."""
+        def job(item, result) -> Job:
+            """The record of one answered image: its figures, then the question words' weights and the rest."""
 
-        def finish(record: dict) -> dict:
-            weights = result.explanation.token_weights[0].tolist()
-            for target, row in zip(record["targets"], weights):
-                target["question_weights"] = [
-                    [token, round(weight, 6)]
-                    for token, weight in zip(result.tokens, row)
-                    if token is not None
-                ]
-            if table is not None:
-                add_concepts(record, result.explanation.weights[0], table, "answered")
-            record = {**record, "question": result.question, "answer": result.answer}
-            return {**record, "unknown_words": unknown} if unknown else record
+            def finish(record: dict) -> dict:
+                weights = result.explanation.token_weights[0].tolist()
+                for target, row in zip(record["targets"], weights):
+                    target["question_weights"] = [
+                        [token, round(weight, 6)]
+                        for token, weight in zip(result.tokens, row)
+                        if token is not None
+                    ]
+                if table is not None:
+                    add_concepts(record, result.explanation.weights[0], table, "answered")
+                record = {**record, "question": result.question, "answer": result.answer}
+                return {**record, "unknown_words": unknown} if unknown else record
 
-        heading = f"Q: {result.question}   A: {result.answer}"
-        return record_job(
-            arguments, output, "vqa", vqa.name, item, result.explanation, heading=heading
-        ), finish
+            heading = f"Q: {result.question}   A: {result.answer}"
+            figures = not options.batch.no_figures
+            write = record_job(
+                output,
+                "vqa",
+                model.name,
+                item,
+                result.explanation,
+                explain.save_maps,
+                figures,
+                heading=heading,
+            )
+            return write, finish
 
-    def explain_one(item) -> Job:
-        args = (arguments.question, arguments.answer, arguments.top, arguments.why_not)
-        return job(item, explain_answers(vqa, item.image, *args, explainer=explainer))
+        def explain_one(item) -> Job:
+            asked = (options.question, options.answer, options.top, options.why_not)
+            return job(item, explain_answers(model, item.image, *asked, explainer=explainer))
 
-    def explain_batch(loaded: list) -> list[Job]:
-        """The question about every image of the batch in one forward and one backward (a generative
-        model's answers generated for the batch at once)."""
-        results = explain_top_answers(
-            vqa, [item.image for item in loaded], arguments.question, arguments.top, explainer
+        def explain_batch(loaded: list) -> list[Job]:
+            """The question about every image of the batch in one forward and one backward (a generative
+            model's answers generated for the batch at once)."""
+            results = explain_top_answers(
+                model, [item.image for item in loaded], options.question, options.top, explainer
+            )
+            return [
+                result if isinstance(result, ValueError) else job(item, result)
+                for item, result in zip(loaded, results)
+            ]
+
+        batched = not options.answer and not options.why_not
+        explain_inputs = explain_batch if batched else one_by_one(explain_one)
+        return for_each_input(
+            options.batch, explain.json, processes, load_image, lambda image: None, explain_inputs, output
         )
-        return [
-            result if isinstance(result, ValueError) else job(item, result)
-            for item, result in zip(loaded, results)
-        ]
-
-    batched = not arguments.answer and not arguments.why_not
-    explain = explain_batch if batched else one_by_one(explain_one)
-    return for_each_input(arguments, processes, load_image, lambda image: None, explain, output)

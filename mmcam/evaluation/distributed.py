@@ -1,8 +1,11 @@
-"""Scale-out under ``torchrun``: which shards this process computes, and gathering results on rank 0."""
+"""Scale-out under ``torchrun``: the process group joined and left in one place (``distributed``), which
+shards this process computes, and gathering results on rank 0."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -38,22 +41,26 @@ class Processes:
         return [row for part in gathered for row in part] if self.leader else []
 
 
-def start_processes(device: str | None) -> Processes:
-    """One process, or (under ``torchrun``: WORLD_SIZE > 1) join the process group: gloo on the CPU,
-    nccl with one GPU per local rank. ``device`` None: CUDA when available, else the CPU."""
+@contextmanager
+def distributed(device: str | None) -> Iterator[Processes]:
+    """The processes of this run, for the length of a ``with`` block: one process, or (under ``torchrun``:
+    WORLD_SIZE > 1) this process in the process group, gloo on the CPU, nccl with one GPU per local rank.
+    The group is left when the block ends, however it ends. ``device`` None: CUDA when available, else the
+    CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = str(chosen_device(device))
     if world == 1:
-        return Processes(device=device)
+        yield Processes(device=device)
+        return
     if device.startswith("cuda"):
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         device = f"cuda:{local}"
-    if not dist.is_initialized():
+    joined = not dist.is_initialized()
+    if joined:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return Processes(dist.get_rank(), dist.get_world_size(), device)
-
-
-def stop_processes(processes: Processes) -> None:
-    if processes.world > 1 and dist.is_initialized():
-        dist.destroy_process_group()
+    try:
+        yield Processes(dist.get_rank(), dist.get_world_size(), device)
+    finally:
+        if joined and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,43 @@
+"""``--concepts``: the layer's concept table, and the named units and sentence added to each target of a
+record."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mmcam.cli.options import ConceptOptions
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+def concept_table_of(options: ConceptOptions, method: str, subject, probe=None):
+    """The concept table for ``--concepts`` (None without it), named on ``probe``, on ``--probe-dataset``
+    or on the shapes world; one clear error for a layer or ``method`` that has no named channels."""
+    if not options.concepts:
+        return None
+    from mmcam.concepts.tables import concept_table
+    from mmcam.engine.methods import CHANNEL_WEIGHT_METHODS, get_method
+
+    if subject.layer == "auto" or get_method(method).name not in CHANNEL_WEIGHT_METHODS:
+        raise ValueError(
+            "--concepts needs a named --layer and a method with channel weights: "
+            + ", ".join(CHANNEL_WEIGHT_METHODS)
+        )
+    if probe is None and options.probe_dataset:
+        import datasets
+
+        from mmcam.concepts.probes import dataset_probe
+
+        probe = dataset_probe(datasets.load_from_disk(options.probe_dataset), options.probe_dataset)
+    return concept_table(subject, probe)
+
+
+def add_concepts(record: dict, weights: Tensor, table, verb: str) -> None:
+    """Each target k of ``record`` gets ``"concepts"`` (its top supporting and opposing named units, from
+    its channel weights ``weights[k]``) and ``"text"``, the sentence built from them."""
+    from mmcam.concepts.sentences import describe
+
+    for target, row in zip(record["targets"], weights):
+        described = describe(target["label"], row, table, verb=verb)
+        target["concepts"], target["text"] = described.as_json(), described.text

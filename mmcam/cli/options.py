@@ -1,0 +1,181 @@
+"""The options the task commands share: argparse builders (torch-free, so --help stays fast) and the typed
+options a command parses its command line into once (``parsed``). Nothing below ``cli/`` sees an
+argparse ``Namespace``: a command hands its tasks these typed options' fields."""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from dataclasses import dataclass, fields, is_dataclass
+from typing import TypeVar
+
+from mmcam.cli.choices import METHODS
+
+Options = TypeVar("Options")
+
+
+def parsed(kind: type[Options], arguments: argparse.Namespace) -> Options:
+    """The typed options ``kind`` (a dataclass) read from the parsed command line: a field named like an
+    option takes its value, a field that is itself a dataclass is read the same way from the same line."""
+    hints = typing.get_type_hints(kind)
+    values = {}
+    for field in fields(kind):
+        hint = hints[field.name]
+        values[field.name] = parsed(hint, arguments) if is_dataclass(hint) else getattr(arguments, field.name)
+    return kind(**values)
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    """``add_explain_options``: the method and layer asked for (None: the model's default), where the
+    outputs go and what they hold."""
+
+    method: str | None
+    layer: str | None
+    output: str
+    device: str | None
+    trust_pickle: bool
+    overwrite: bool
+    json: bool
+    save_maps: bool
+
+
+@dataclass(frozen=True)
+class ConceptOptions:
+    """``add_concept_options``: name the units behind each target, on the shapes world or ``probe_dataset``."""
+
+    concepts: bool
+    probe_dataset: str | None
+
+
+@dataclass(frozen=True)
+class SmoothingOptions:
+    """``add_smoothing_options``."""
+
+    eigen_smooth: bool
+    aug_smooth: bool
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """``add_batch_options`` and the inputs: files, folders or glob patterns (clips with ``--video``)."""
+
+    images: list[str]
+    batch_size: int
+    workers: int | None
+    no_figures: bool
+
+
+def check_top(top: int) -> None:
+    if top < 1:
+        raise ValueError("--top must be at least 1")
+
+
+def comma_separated(text: str) -> list[str]:
+    """An option's comma-separated names, blanks dropped: 'a, b,' -> ['a', 'b']."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def add_explain_options(
+    parser: argparse.ArgumentParser, default_output: str = "mmcam-out", default_method: str | None = None
+) -> None:
+    parser.add_argument(
+        "--method",
+        default=default_method,
+        metavar="M",
+        help=f"one of: {', '.join(METHODS)} (default "
+        + (default_method or "per model family, chosen by measurement (README); gradcam with --concepts")
+        + ")",
+    )
+    parser.add_argument(
+        "--layer", default=None, metavar="L", help="layer to explain (dotted name); default per model"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=default_output,
+        metavar="DIR",
+        help=f"where figures go (default ./{default_output})",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        metavar="D",
+        help="where the model runs: cpu, cuda, cuda:N or mps (default: cuda when available, else cpu)",
+    )
+    add_trust_pickle_option(parser)
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the report of an earlier run in -o DIR (kept otherwise)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image on stdout")
+    parser.add_argument(
+        "--save-maps",
+        action="store_true",
+        help="also write the maps for scripts, DIR/<image>-<task>-maps.safetensors (rl: episode-N-maps): 'raw' "
+        "(B, K, h, w) at the layer's grid and 'maps' (B, K, H, W) in [0, 1] at the model's input size; the "
+        "record's maps_file names it",
+    )
+
+
+def add_trust_pickle_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow checkpoints stored as pickles (PyTorch .bin, stable-baselines3 .zip), which can run code "
+        "when loaded; without it only safetensors are read",
+    )
+
+
+def add_concept_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concepts",
+        action="store_true",
+        help="name the units behind each target by the concepts they detect (the layer's concept table, "
+        "built on first use and cached: see mmcam dissect)",
+    )
+    parser.add_argument(
+        "--probe-dataset",
+        metavar="PATH",
+        help="with --concepts: name units on this datasets.Dataset (save_to_disk folder; images with masks "
+        "and per-object concepts, or captions) instead of the shapes world",
+    )
+
+
+def add_smoothing_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--eigen-smooth",
+        action="store_true",
+        help="a channel-weight method's map as the first principal component of its weighted activations "
+        "(pytorch-grad-cam's eigen_smooth)",
+    )
+    parser.add_argument(
+        "--aug-smooth",
+        action="store_true",
+        help="average the maps of the input flipped or not and scaled by 0.9, 1 and 1.1 (six passes; "
+        "pytorch-grad-cam's aug_smooth)",
+    )
+
+
+def add_batch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        metavar="B",
+        help="inputs per forward and backward pass (default 8; vqa --answer and --why-not go one by one)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="W",
+        help="processes that decode the images and draw the figures while the model runs (default: 2, "
+        "0 for none; none for a single image)",
+    )
+    parser.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="write no figures and no report: the JSON (and --save-maps) only, for whole folders at speed",
+    )

@@ -1,0 +1,84 @@
+"""What a task command writes: its output folder (checked before any work), the call that writes one
+input's figures and record, the report of the records, and the words the model does not know."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+
+def output_folder(output: str | Path, overwrite: bool) -> Path:
+    """The command's ``-o DIR``, created if missing and checked before any work: it must be writable,
+    and an earlier run's report in it is kept unless ``overwrite`` (``--overwrite``)."""
+    output = Path(output)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output):
+            pass
+    except OSError as error:
+        reason = (error.strerror or str(error)).lower()
+        raise ValueError(
+            f"cannot write to the output folder {output}: {reason}; pass another -o DIR"
+        ) from None
+    if (output / "report.html").exists() and not overwrite:
+        raise ValueError(
+            f"{output} holds the report of an earlier run; pass --overwrite to replace it, or another -o DIR"
+        )
+    return output
+
+
+def unknown_words_said(unknown_words: Callable[[str], list[str]], texts: dict[str, str | None]) -> list[str]:
+    """The words of ``texts`` (the question, a given caption or answer, by what they are) that the model's
+    tokenizer reads as its unknown token, each said once on stderr in a sentence."""
+    found = []
+    for what, text in texts.items():
+        unknown = unknown_words(text or "")
+        if unknown:
+            found.extend(unknown)
+            print(
+                f"mmcam: the model does not know {', '.join(map(repr, unknown))} in the {what}: it reads "
+                "them as its unknown token, like any other unknown word; rephrase with words it knows",
+                file=sys.stderr,
+            )
+    return found
+
+
+def record_job(
+    output: Path,
+    task: str,
+    model: str,
+    item,
+    explanation,
+    save_maps: bool,
+    figures: bool,
+    clip: bool = False,
+    **extra,
+) -> Callable[[], dict]:
+    """The picklable call that writes the figures of one loaded input's explanation (unless not
+    ``figures``) and its maps (``save_maps``) and makes its record (``explanation_record``,
+    ``clip_record`` for a clip)."""
+    from mmcam.cli.records import clip_record, explanation_record
+
+    return partial(
+        clip_record if clip else explanation_record,
+        task,
+        model,
+        item.path,
+        item.image,
+        explanation,
+        output,
+        stem=item.stem,
+        save_maps=save_maps,
+        figures=figures,
+        **extra,
+    )
+
+
+def write_records_report(records: list[dict], path: Path) -> Path:
+    """The interactive HTML report of classify, caption or vqa records, at ``path``."""
+    from mmcam.report import record_view, write_report
+
+    return write_report(path, [record_view(record) for record in records], f"mmcam {records[0]['task']}")
