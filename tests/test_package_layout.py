@@ -2,6 +2,7 @@
 import) and each folder says its one job in its opening docstring."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,23 @@ def test_the_package_exports_its_names_lazily_and_all_of_them():
 
     assert sorted(mmcam.__all__) == sorted(mmcam._HOMES)
     assert all(getattr(mmcam, name) is not None for name in mmcam.__all__)
+
+
+def _layout_lines() -> set[str]:
+    """The packages (``engine/``) and top-level modules (``bench.py``) the README's Layout section names."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^mmcam/(\w+/|\w+\.py)\s", section, flags=re.MULTILINE))
+
+
+def _top_level() -> set[str]:
+    packages = {f"{p.name}/" for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    modules = {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
+    return packages | modules
+
+
+def test_the_readme_layout_names_every_package_and_top_level_module_and_no_other():
+    named, present = _layout_lines(), _top_level()
+    assert named, "the README has no Layout section with mmcam/ lines"
+    assert not present - named, f"add a line to the README's Layout for: {sorted(present - named)}"
+    assert not named - present, f"the README's Layout names what mmcam/ lacks: {sorted(named - present)}"
