@@ -226,3 +226,20 @@ def test_legrad_points_at_the_patch_that_decides_the_class():
 def test_legrad_on_a_cnn_layer_says_what_to_pick(cam_net, images):
     with pytest.raises(ValueError, match="token layer"):
         mmcam.explain(cam_net, images, 0, layer="features", method="legrad")
+
+
+@pytest.mark.parametrize("method", ["legrad", "attention-relevance"])
+def test_attention_below_the_layer_is_left_out_when_a_token_layer_reaches_it(method):
+    """A token layer below the explained one (ViLT's question words) starts a second graph, so the attention
+    below the layer carries gradients too; the maps still read only the blocks above the layer. Before,
+    ViLT's maps at every block were those of its first block."""
+    model = tiny_vit("eager")
+    image = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    classes = [0, 3]
+    layer = "vit.layers.1.layernorm_before"
+    with_tokens = mmcam.explain(model, image, [classes], layer=layer, method=method, token_layer="vit.embeddings")
+    alone = mmcam.explain(model, image, [classes], layer=layer, method=method)
+    torch.testing.assert_close(with_tokens.raw, alone.raw, rtol=1e-4, atol=1e-8)
+    if method == "legrad":
+        expected = legrad_by_hand(tiny_vit("eager"), image, classes, first_block=1)
+        np.testing.assert_allclose(with_tokens.raw[0].numpy(), expected, rtol=1e-4, atol=1e-8)

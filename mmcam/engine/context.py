@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import nullcontext
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from functools import cached_property
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -76,7 +77,8 @@ class CamContext:
         self.tiles = layout.tiles if isinstance(layout, Layout) else None
         self.second_order = second_order
         self._recorder = AttentionRecorder() if record_attention else None
-        with self._recorder or nullcontext():
+        self._attention_from = 0
+        with self._recorder or nullcontext(), self._marking_attention_below():
             self.scores, self._start, self._tokens, self._unreached = self._capture_pass(inputs)
         self.layout = as_layout(layout, self._start, self.image_size, layer)
         if self.tiles is not None:
@@ -87,6 +89,27 @@ class CamContext:
             self.scores = summed(self.scores, copies, self._rows.count)
             self.tiles = self._rows.tiles
         self.activations = self._representatives(self.layout.to_grid(self._start.detach()).float())
+
+    @contextmanager
+    def _marking_attention_below(self) -> Iterator[None]:
+        """While the first forward runs, note how many attention probabilities were recorded when the layer's
+        output was produced: those were computed below the layer. Their ``requires_grad`` alone cannot tell,
+        as a second graph start (the question's token layer) reaches the attention below the layer too."""
+        if self._recorder is None:
+            yield
+            return
+
+        thread = threading.get_ident()
+
+        def mark(*_: object) -> None:
+            if threading.get_ident() == thread:
+                self._attention_from = len(self._recorder.probabilities)
+
+        handle = self.model.get_submodule(self.layer).register_forward_hook(mark)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     @property
     def samples(self) -> int:
@@ -320,9 +343,9 @@ class CamContext:
             )
         shape = (self._start.shape[0], self._start.shape[1], self._start.shape[1])
         run: list[Tensor] = []
-        for probabilities in self._recorder.probabilities:
+        for probabilities in self._recorder.probabilities[self._attention_from :]:
             if not probabilities.requires_grad:
-                continue  # computed below the layer
+                continue  # on a branch the layer does not feed
             if (probabilities.shape[0], *probabilities.shape[-2:]) == shape:
                 run.append(probabilities)
             elif run:
