@@ -32,4 +32,6 @@ def test_the_cli_reference_lists_every_option_of_the_command(command):
     options = {o for a in parser._actions for o in a.option_strings if o not in ("-h", "--help")}
     documented = _documented(command)
     assert not options - documented, f"docs/cli.md, mmcam {command}: add {sorted(options - documented)}"
-    assert not documented - options, f"docs/cli.md, mmcam {command}: no such option {sorted(documented - options)}"
+    assert not documented - options, (
+        f"docs/cli.md, mmcam {command}: no such option {sorted(documented - options)}"
+    )

@@ -124,8 +124,8 @@ def test_rl_scores_the_bundled_agents_chosen_action(tmp_path, capsys):
 
 
 def test_rl_sanity_flags_perturbation_saliency_and_passes_hirescam(tmp_path, capsys):
-    """Cascading randomization of the strong agent (the README's sanity table): HiResCAM's maps lose their
-    rank correlation with the trained agent's, perturbation saliency's barely change."""
+    """Cascading randomization of the strong agent (docs/evaluation.md's sanity table): HiResCAM's maps lose
+    their rank correlation with the trained agent's, perturbation saliency's barely change."""
     options = ["--task", "rl", "--limit", "20", "--methods", "hirescam,perturbation", "--metric", "sanity"]
     assert main(["eval", *options, "--json", "-o", str(tmp_path)]) == 0
     report = json.loads(capsys.readouterr().out)

@@ -4,7 +4,7 @@ explained through the public loaders exactly as a user's checkpoint.
 Planted evidence: a scene with one object on an empty background, so that one region alone decides every
 score; each family's default map must peak on that object (its box, grown by a few pixels: the token grids
 are 8x8 on 128 px). Then pointing on scenes with 2-3 objects, with each family's default layer and method,
-against the figures measured by ``tasks/fixtures/pointing.py`` (README).
+against the figures measured by ``tasks/fixtures/pointing.py`` (docs/families.md).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ CASES = [
     *(pytest.param(name, task, id=f"{name}-{task}") for name in CHAT for task in ("caption", "vqa")),
 ]
 GROWN = 4  # px the object's box is grown by
-LONE_SCENES, LONE_HITS = 12, 8  # measured with the defaults: 8-12 of 12 per family (README)
+LONE_SCENES, LONE_HITS = 12, 8  # measured with the defaults: 8-12 of 12 per family (docs/families.md)
 
 
 def spec(name: str) -> str:

@@ -103,8 +103,8 @@ def default_layer_and_method(model: nn.Module) -> tuple[str, str]:
     stack of blocks over the same tokens, its classes read from the class token): attention relevance
     from the first block's pre-attention norm, which on a ViT classifier trained on the shapes world (F1
     0.94) pointed 0.487, against 0.414 for Grad-CAM at the last block, the best CAM of 4 blocks x 7
-    methods (README, "Maps on trained standard architectures"). A hierarchical transformer (Swin: stages
-    that merge tokens, windowed attention) keeps Grad-CAM at its last block's pre-attention norm, whose
+    methods (docs/families.md, "Maps on trained standard architectures"). A hierarchical transformer (Swin:
+    stages that merge tokens, windowed attention) keeps Grad-CAM at its last block's pre-attention norm, whose
     patch tokens still feed the output through attention (the final norm's gradient reaches only the
     class token, where there is one); everything else: ``"auto"`` with Grad-CAM.
     """

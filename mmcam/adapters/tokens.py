@@ -1,5 +1,6 @@
 """The default layer and method for transformer captioners and VQA models, chosen by measurement on the
-trained fixtures (``tasks/fixtures/pointing.py``, README "Maps on trained standard architectures").
+trained fixtures (``tasks/fixtures/pointing.py``, docs/families.md, "Maps on trained
+standard architectures").
 
 Layer: the second block's pre-attention norm of the vision tower (``TOKEN_BLOCK``). Its token i is patch i
 after one round of attention: through the residual it still sits on its patch, and it has gathered the

@@ -84,7 +84,10 @@ def add_explain_options(
         default=default_method,
         metavar="M",
         help=f"one of: {', '.join(METHODS)} (default "
-        + (default_method or "per model family, chosen by measurement (README); gradcam with --concepts")
+        + (
+            default_method
+            or "per model family, chosen by measurement: docs/families.md; gradcam with --concepts"
+        )
         + ")",
     )
     parser.add_argument(

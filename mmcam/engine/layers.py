@@ -86,7 +86,7 @@ def find_spatial_layer(model: nn.Module, run: Callable[[], Tensor], image_size: 
     wins; the last of all when none has. At the standard 224 px input this is the last stage of a
     CNN (7x7); on smaller inputs it is the last stage whose map can still tell objects apart: on a
     resnet18 trained on 128 px shapes scenes, the last stage (4x4) pointed 0.34 and ``layer3``
-    (8x8) 0.75 (README, "Maps on trained standard architectures").
+    (8x8) 0.75 (docs/families.md, "Maps on trained standard architectures").
     """
     outputs: dict[str, Tensor] = {}
     input_grids: dict[str, tuple[int, ...]] = {}

@@ -21,7 +21,7 @@ from mmcam.subject import Subject
 # HiResCAM by default: a policy's head reads its last conv grid through a flatten (SB3's NatureCNN, the
 # bundled agents), so each position has weights of its own, which Grad-CAM's channel means average away.
 # On the bundled strong agent (100 episodes, log-probability target) Grad-CAM's chosen-action map was
-# empty (zero everywhere) on 15% of steps, HiResCAM's on 0.2% (README, "RL").
+# empty (zero everywhere) on 15% of steps, HiResCAM's on 0.2% (docs/evaluation.md, "RL agents").
 RL_METHOD = "hirescam"
 
 

@@ -33,7 +33,7 @@ ACTION_TARGETS = {
     "advantage": ClassAdvantage,  # y_a - mean_j y_j
     "margin": ClassMargin,  # y_a - max_{j != a} y_j: this action rather than the best other one
 }
-# The default, by measurement on the bundled agents (100 episodes each, README "RL"): with HiResCAM all
+# The default, by measurement on the bundled agents (100 episodes each, docs/evaluation.md): with HiResCAM all
 # four targets leave under 0.5% of the strong agent's maps empty and put 0.29-0.30 of the mass on goal +
 # agent; the log-probability is the one defined for a softmax policy (shift-invariant), and with Grad-CAM
 # it had the fewest empty maps (15% against 18% for the logit).
