@@ -13,10 +13,33 @@ from torch import Tensor
 from mmcam.adapters import captioning, chat, classification, vqa
 from mmcam.adapters.captioning import CaptionModel, Tokenized
 from mmcam.adapters.classification import ImageClassifier
+from mmcam.adapters.hub import family_titles
 from mmcam.adapters.vqa import VQAModel
 from mmcam.zoo import load
 
 BUNDLED = "shapes"  # the SPEC of the bundled shapes-world model of each image task
+# the families each task loads, as users name them: from the adapters' registries
+FAMILY_TITLES = {
+    "captioners": family_titles(captioning.FAMILIES),
+    "vqa": family_titles(vqa.FAMILIES),
+    "chat": family_titles(chat.FAMILIES),
+}
+
+
+def _listing_families(function):
+    """A loader whose docstring's ``{captioners}``, ``{vqa}`` and ``{chat}`` are the registries' families."""
+    function.__doc__ = function.__doc__.format(**FAMILY_TITLES)
+    return function
+
+
+def _supported(model_type: str, path: str, task: str, own: dict) -> None:
+    """Refuse a checkpoint whose ``model_type`` is in neither ``own`` (the task's registry) nor the chat
+    families, naming both lists."""
+    if model_type is not None and model_type not in own and model_type not in chat.FAMILIES:
+        raise ValueError(
+            f"'{path}' is a {model_type} model; {task} supports {family_titles(own)} and the chat models "
+            f"{FAMILY_TITLES['chat']}"
+        )
 
 
 def _is_pretrained(spec: str) -> bool:
@@ -38,35 +61,40 @@ def load_classifier(spec: str, trust_pickle: bool = False) -> ImageClassifier:
     return classification.from_torchvision(spec.removeprefix("torchvision:"))
 
 
+@_listing_families
 def load_captioner(spec: str, trust_pickle: bool = False, prompt: str | None = None) -> CaptionModel:
-    """``shapes`` (the bundled captioner), or ``hf:ID_OR_PATH`` / a local directory holding a BLIP, GIT or
-    VisionEncoderDecoder captioner or a chat model (LLaVA, PaliGemma, Qwen2-VL, Qwen2.5-VL; its reply to
-    ``prompt`` is the caption) and its processor (local directory or local Hugging Face cache)."""
+    """``shapes`` (the bundled captioner), or ``hf:ID_OR_PATH`` / a local directory holding a captioner
+    ({captioners}) or a chat model ({chat}; its reply to ``prompt`` is the caption) and its processor
+    (local directory or local Hugging Face cache)."""
     path = spec.removeprefix("hf:")
-    if _is_pretrained(spec) and chat.model_type(path) in chat.CHAT_MODEL_TYPES:
+    model_type = chat.model_type(path) if _is_pretrained(spec) else None
+    if model_type in chat.FAMILIES:
         return chat.from_pretrained(path, "caption", trust_pickle, prompt or chat.CAPTION_PROMPT)
     if prompt is not None:
         raise ValueError(
-            f"--prompt is for chat models (LLaVA, PaliGemma, Qwen2-VL, Qwen2.5-VL); {spec} writes captions without one"
+            f"--prompt is for chat models ({FAMILY_TITLES['chat']}); {spec} writes captions without one"
         )
     if spec == BUNDLED:
         return bundled_captioner()
     if not _is_pretrained(spec):
         raise ValueError(f"unknown captioning model '{spec}': use 'shapes' or hf:<id or local dir>")
+    _supported(model_type, path, "captioning", captioning.FAMILIES)
     return captioning.from_pretrained(path, trust_pickle)
 
 
+@_listing_families
 def load_vqa(spec: str, trust_pickle: bool = False) -> VQAModel:
-    """``shapes`` (the bundled VQA model), or ``hf:ID_OR_PATH`` / a local directory with a ViLT or BLIP VQA
-    model or a chat model (LLaVA, PaliGemma, Qwen2-VL, Qwen2.5-VL: its reply to the question is the
-    answer)."""
+    """``shapes`` (the bundled VQA model), or ``hf:ID_OR_PATH`` / a local directory with a VQA model
+    ({vqa}) or a chat model ({chat}: its reply to the question is the answer)."""
     if spec == BUNDLED:
         return bundled_vqa()
     if not _is_pretrained(spec):
         raise ValueError(f"unknown VQA model '{spec}': use 'shapes' or hf:<id or local dir>")
     path = spec.removeprefix("hf:")
-    if chat.model_type(path) in chat.CHAT_MODEL_TYPES:
+    model_type = chat.model_type(path)
+    if model_type in chat.FAMILIES:
         return chat.from_pretrained(path, "vqa", trust_pickle)
+    _supported(model_type, path, "VQA", vqa.FAMILIES)
     return vqa.from_pretrained(path, trust_pickle)
 
 
@@ -112,13 +140,13 @@ def bundled_captioner() -> CaptionModel:
         return [tokenizer.decode(row.tolist()) for row in model.generate(pixels)]
 
     return CaptionModel(
-        BUNDLED,
-        model,
-        lambda images: processor(list(images))["pixel_values"],
-        generate,
-        tokenize,
-        lambda m, inputs: m(inputs["pixel_values"], inputs["input_ids"]),
-        model.default_layer,
+        name=BUNDLED,
+        model=model,
+        preprocess=lambda images: processor(list(images))["pixel_values"],
+        generate=generate,
+        tokenize=tokenize,
+        forward=lambda m, inputs: m(inputs["pixel_values"], inputs["input_ids"]),
+        layer=model.default_layer,
         unknown_words=tokenizer.unknown_words,
     )
 

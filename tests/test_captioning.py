@@ -137,3 +137,39 @@ def test_caption_command_writes_a_figure_and_one_target_per_word(tmp_path, capsy
     assert [(t["label"], t["index"]) for t in record["targets"]] == [("a", 0), ("blue", 1), ("square", 2)]
     assert all((tmp_path / "out" / Path(t["map"]).name).is_file() for t in record["targets"])
     assert (tmp_path / "out" / "photo-caption.png").is_file()
+
+
+def test_families_come_from_the_registries_in_docstrings_and_messages(tmp_path):
+    """Each task's families are registry entries: the loaders' docstrings and refusals list every one of
+    them (the 9 chat families too), and no adapter branches on a class name."""
+    import ast
+
+    from transformers import BertConfig
+
+    import mmcam.adapters
+    from mmcam.adapters import captioning, chat, vqa
+    from mmcam.loading import load_captioner, load_vqa
+
+    chat_titles = [entry.title for entry in chat.FAMILIES.values()]
+    assert len(chat.FAMILIES) == 9
+    for function, own in ((load_captioner, captioning.FAMILIES), (load_vqa, vqa.FAMILIES)):
+        assert all(entry.title in function.__doc__ for entry in [*own.values(), *chat.FAMILIES.values()])
+    BertConfig(
+        num_hidden_layers=1, hidden_size=8, num_attention_heads=2, intermediate_size=8
+    ).save_pretrained(tmp_path)
+    for function, own in ((load_captioner, captioning.FAMILIES), (load_vqa, vqa.FAMILIES)):
+        with pytest.raises(ValueError, match="is a bert model") as refused:
+            function(str(tmp_path))
+        assert all(entry.title in str(refused.value) for entry in own.values()) and all(
+            title in str(refused.value) for title in chat_titles
+        )
+    with pytest.raises(ValueError, match="--prompt is for chat models") as refused:
+        load_captioner("shapes", prompt="Describe it.")
+    assert all(title in str(refused.value) for title in chat_titles)
+    for path in Path(mmcam.adapters.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                assert not any(
+                    isinstance(side, ast.Attribute) and side.attr == "__name__" for side in sides
+                ), f"{path.name}:{node.lineno} branches on a class name"

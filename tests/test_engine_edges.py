@@ -410,21 +410,26 @@ def test_an_auto_explainer_keeps_its_layer_setting_and_the_cache_frees_models():
 
 
 def test_layout_may_depend_on_the_inputs():
-    """One explainer for inputs whose token grid changes with another input (ViLT's question length)."""
+    """One explainer for inputs whose token grid starts after another input's tokens (ViLT's question):
+    planted evidence, a lit patch among dark ones after bright text tokens, is found in its own cell for
+    every question length; a layout that missed the length would read text tokens as patches (their
+    activations are 5x the lit patch's) and peak on the first cells."""
 
     class TextThenPatches(nn.Module):
         def __init__(self):
             super().__init__()
-            torch.manual_seed(0)
-            self.patch = nn.Conv2d(3, 8, 4, stride=4)
+            self.patch = nn.Conv2d(3, 8, 4, stride=4, bias=False)
             self.text = nn.Embedding(10, 8)
+            nn.init.constant_(self.patch.weight, 1 / 48)  # a lit 4x4 patch: 1 in every channel, else 0
+            nn.init.constant_(self.text.weight, 5.0)
             self.tokens = nn.Identity()
             self.fc = nn.Linear(8, 2)
+            nn.init.constant_(self.fc.weight, 1.0)
 
         def forward(self, pixel_values, input_ids):
             patches = self.patch(pixel_values).flatten(2).transpose(1, 2)
             tokens = self.tokens(torch.cat([self.text(input_ids), patches], dim=1))
-            return self.fc(tokens.mean(dim=1))
+            return self.fc(tokens.sum(dim=1))
 
     net = TextThenPatches().eval()
     explainer = mmcam.Explainer(
@@ -432,10 +437,13 @@ def test_layout_may_depend_on_the_inputs():
         layer="tokens",
         layout=lambda inputs: Layout("tokens", prefix=inputs["input_ids"].shape[1], grid=(4, 4)),
     )
-    image = torch.randn(1, 3, 16, 16)
-    for length in (3, 5):
+    for length, (row, column) in ((3, (2, 1)), (5, (1, 3))):
+        image = torch.zeros(1, 3, 16, 16)
+        image[..., 4 * row : 4 * row + 4, 4 * column : 4 * column + 4] = 1.0
         got = explainer({"pixel_values": image, "input_ids": torch.arange(length)[None]}, 1)
-        assert got.raw.shape == (1, 1, 4, 4) and torch.isfinite(got.maps).all()
+        assert got.raw.shape == (1, 1, 4, 4)
+        assert int(got.raw[0, 0].argmax()) == 4 * row + column
+        assert float(got.raw[0, 0, row, column]) > 0.99 * float(got.raw[0, 0].sum())
 
 
 def test_inputs_go_to_the_model_device_as_copies_and_explanations_come_back_to_the_cpu():

@@ -50,7 +50,23 @@ CASES = [
     *(pytest.param(name, task, id=f"{name}-{task}") for name in CHAT for task in ("caption", "vqa")),
 ]
 GROWN = 4  # px the object's box is grown by
-LONE_SCENES, LONE_HITS = 12, 8  # measured with the defaults: 8-12 of 12 per family (docs/families.md)
+LONE_SCENES = 12
+# Lone-object hits of each case's default map, of 12, measured on 2026-12-06 with this test's own loop
+# (CPU, OMP_NUM_THREADS=1; the same as docs/families.md's table); each case must reach one fewer (the margin covers
+# a map whose peak sits on the grown box's edge moving across it on another machine's arithmetic).
+LONE_MEASURED = {
+    "resnet18-shapes": 11,
+    "vit-shapes": 12,
+    "convnext-shapes": 8,
+    "ved-caption-shapes": 12,
+    "blip-caption-shapes": 12,
+    "git-caption-shapes": 12,
+    "vilt-vqa-shapes": 11,
+    "blip-vqa-shapes": 10,
+    "llava-shapes-caption": 11,
+    "llava-shapes-vqa": 12,
+}
+LONE_MARGIN = 1
 
 
 def spec(name: str) -> str:
@@ -96,12 +112,15 @@ def lone_object_map(name: str, task: str):
 
 @pytest.mark.parametrize(("name", "task"), CASES)
 def test_default_maps_peak_on_a_lone_object(name, task):
-    """Planted evidence: one object on an empty background decides every score. At least ``LONE_HITS``
-    of the maps peak on it; a peak drawn at random lands on a grown box about 1 time in 10 (small objects
-    cover 4-6% of the image, large ones 10-12%)."""
+    """Planted evidence: one object on an empty background decides every score. At least the measured count
+    less ``LONE_MARGIN`` of the maps peak on it; a peak drawn at random lands on a grown box about 1 time in
+    10 (small objects cover 4-6% of the image, large ones 10-12%)."""
     explain = lone_object_map(name, task)
     hits = [on_object(explain(scene), box) for scene, box in lone_objects()]
-    assert sum(hits) >= LONE_HITS, f"{name}: {sum(hits)} of {len(hits)} maps peak on the lone object"
+    case = name if name not in CHAT else f"{name}-{task}"
+    assert sum(hits) >= LONE_MEASURED[case] - LONE_MARGIN, (
+        f"{case}: {sum(hits)} of {len(hits)} maps peak on the lone object (measured {LONE_MEASURED[case]})"
+    )
 
 
 class Scored(torch.nn.Module):

@@ -145,7 +145,7 @@ def test_row_major_patches_keep_the_answers_and_order_the_grid(vilt):
     large = Image.fromarray((np.random.default_rng(2).random((32, 40, 3)) * 255).astype(np.uint8))
     inputs = vilt.prepare([small, large], [QUESTION] * 2)
     embeddings = vilt.model.vilt.embeddings
-    with torch.no_grad(), row_major_patches(embeddings):
+    with torch.no_grad(), row_major_patches(vilt.model, embeddings):
         _, mask, (patch_index, (height, width)) = embeddings.visual_embed(
             inputs["pixel_values"], inputs["pixel_mask"], max_image_length=200
         )
@@ -235,3 +235,11 @@ def test_one_question_about_many_images_in_one_pass_gives_what_each_image_gives(
             )
     with pytest.raises(ValueError, match="classifier-style"):
         explain_top_answers(blip, images, QUESTION, top=2)
+
+
+def test_why_not_the_prediction_is_refused_whatever_its_case_by_generative_models_too(blip, picture):
+    """The one rule of both kinds of VQA model: answers compare without case and surrounding spaces."""
+    predicted = explain_answers(blip, picture, QUESTION).answer
+    assert predicted.upper() != predicted  # the test asks about case: the answer has letters
+    with pytest.raises(ValueError, match="is the predicted answer"):
+        explain_answers(blip, picture, QUESTION, why_not=[f" {predicted.upper()} "])

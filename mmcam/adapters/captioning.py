@@ -1,27 +1,28 @@
 """Image captioning: explain every word of a caption with one teacher-forced forward and one backward.
 
 A ``CaptionModel`` puts a model family behind four functions: read images, generate a caption,
-split a caption into decoder tokens grouped by word, and run the teacher-forced decoder. Families:
-Hugging Face ``VisionEncoderDecoderModel``, BLIP
-(``BlipForConditionalGeneration``) and GIT (``GitForCausalLM``).
+split a caption into decoder tokens grouped by word, and run the teacher-forced decoder. The Hugging Face
+families are the entries of ``FAMILIES`` (one per ``config.model_type``); chat models caption through
+``adapters.chat``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mmcam.adapters.hub import load_local, quiet_generation, unknown_words
+from mmcam.adapters.explained import ExplainedModel
+from mmcam.adapters.hub import family_titles, load_local, quiet_generation, unknown_words
 from mmcam.adapters.tokens import TOKEN_METHOD, block_norm
-from mmcam.engine import Explainer, Layout
+from mmcam.engine import Explainer
 from mmcam.engine.devices import on_model_device
 from mmcam.explanation import Explanation, select_targets, split_samples
-from mmcam.subject import Subject
 from mmcam.targets import Target, TokenLogProb, right_padded
 from mmcam.words import analyze
 
@@ -46,43 +47,21 @@ class Tokenized:
     positions: list[list[int]]
 
 
-@dataclass
-class CaptionModel:
-    name: str
-    model: nn.Module
+@dataclass(kw_only=True)
+class CaptionModel(ExplainedModel):
+    """A captioner behind four functions: ``preprocess`` reads images into pixels, ``generate`` captions
+    pixels, ``tokenize`` splits a caption into decoder tokens grouped by word, and ``forward`` (of
+    ``ExplainedModel``) runs the teacher-forced decoder on ``pixel_values`` and ``input_ids``."""
+
     preprocess: Callable[[Sequence[Image.Image]], Tensor]
     generate: Callable[[Tensor], list[str]]
     tokenize: Callable[[str], Tokenized]
-    forward: Callable[[nn.Module, dict[str, Tensor]], Tensor]
-    layer: str = "auto"
     method: str = WORD_METHOD
-    unknown_words: Callable[[str], list[str]] = field(default=lambda text: [])  # read as the unknown token
-    layout: Callable[[dict[str, Tensor]], str | Layout] = field(default=lambda inputs: "auto")
-    layouts: Callable[[str], Callable[[dict[str, Tensor]], str | Layout]] | None = None  # another layer's
 
-    def explainer(self, layer: str | None = None, method: str | None = None, **options) -> Explainer:
-        """An explainer of this captioner's layer and method (defaults: its own), its layout following
-        each input (``layout(inputs)``, or ``layouts(layer)(inputs)`` where layers differ in layout);
-        ``options`` go to ``Explainer``."""
-        layer = layer or self.layer
-        return Explainer(
-            self.model,
-            layer=layer,
-            method=method or self.method,
-            layout=self.layout if self.layouts is None else self.layouts(layer),
-            forward=self.forward,
-            **options,
-        )
-
-    def subject(self, layer: str | None = None) -> Subject:
-        """This captioner's layer as a subject for naming its units, probed with images and the start
-        token only (the vision tower does not read the text)."""
-
-        def inputs(images: Sequence[Image.Image]) -> dict[str, Tensor]:
-            start = self.tokenize("").ids
-            return {"pixel_values": self.preprocess(images), "input_ids": torch.tensor([start] * len(images))}
-
-        return Subject(self.name, self.model, layer or self.layer, inputs, self.forward)
+    def probe_inputs(self, images: Sequence[Image.Image]) -> dict[str, Tensor]:
+        """Images and the start token only (the vision tower does not read the text)."""
+        start = self.tokenize("").ids
+        return {"pixel_values": self.preprocess(images), "input_ids": torch.tensor([start] * len(images))}
 
 
 @dataclass
@@ -203,10 +182,70 @@ def huggingface_tokenize(tokenizer, start_id: int) -> Callable[[str], Tokenized]
     return tokenize
 
 
+def _blip_logits(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+    return m(pixel_values=inputs["pixel_values"], input_ids=inputs["input_ids"]).logits
+
+
+def _git_logits(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+    """GIT reads the image's tokens and the caption as one sequence: the caption's logits are its last."""
+    ids = inputs["input_ids"]
+    return m(pixel_values=inputs["pixel_values"], input_ids=ids).logits[:, -ids.shape[1] :]
+
+
+def _encoder_decoder_logits(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
+    return m(pixel_values=inputs["pixel_values"], decoder_input_ids=inputs["input_ids"]).logits
+
+
+@dataclass(frozen=True)
+class CaptionFamily:
+    """A Hugging Face captioner family: ``title`` as users name it, its transformers class (``model_class``,
+    read when loading), the vision ``tower`` whose second block is explained (``tokens.block_norm``), its
+    decoder's start token ``start(model, tokenizer)`` and its teacher-forced ``forward``."""
+
+    title: str
+    model_class: str
+    tower: str
+    start: Callable[[nn.Module, Any], int | None]
+    forward: Callable[[nn.Module, dict[str, Tensor]], Tensor]
+
+
+# the family of each config.model_type
+FAMILIES = {
+    "blip": CaptionFamily(
+        "BLIP",
+        "BlipForConditionalGeneration",
+        "vision_model",
+        lambda model, tokenizer: model.config.text_config.bos_token_id,
+        _blip_logits,
+    ),
+    "git": CaptionFamily(
+        "GIT",
+        "GitForCausalLM",
+        "git.image_encoder",
+        lambda model, tokenizer: tokenizer.cls_token_id,
+        _git_logits,
+    ),
+    "vision-encoder-decoder": CaptionFamily(
+        "VisionEncoderDecoder",
+        "VisionEncoderDecoderModel",
+        "encoder",
+        lambda model, tokenizer: model.config.decoder_start_token_id,
+        _encoder_decoder_logits,
+    ),
+}
+
+
+def family_of(model_type: str, where: str) -> CaptionFamily:
+    """The captioner family of ``model_type``; any other is refused, naming ``where`` it came from."""
+    if model_type not in FAMILIES:
+        raise ValueError(f"{where} is a {model_type} model; captioning supports {family_titles(FAMILIES)}")
+    return FAMILIES[model_type]
+
+
 def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | None = None) -> CaptionModel:
-    """A CaptionModel for a Hugging Face BLIP, GIT or VisionEncoderDecoder captioner, its image processor
-    and its (fast) tokenizer."""
-    kind = type(model).__name__
+    """A CaptionModel for a Hugging Face captioner of a family in ``FAMILIES`` (found by its config's
+    ``model_type``), its image processor and its (fast) tokenizer."""
+    family = family_of(model.config.model_type, name or type(model).__name__)
 
     def preprocess(images: Sequence[Image.Image]) -> Tensor:
         return image_processor(images=list(images), return_tensors="pt")["pixel_values"]
@@ -216,71 +255,31 @@ def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | N
             ids = model.generate(pixel_values=pixels, max_new_tokens=30)
         return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
-    if kind == "BlipForConditionalGeneration":
-        start = model.config.text_config.bos_token_id
-        layer = block_norm(model, "vision_model")
-
-        def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
-            return m(pixel_values=inputs["pixel_values"], input_ids=inputs["input_ids"]).logits
-
-    elif kind == "GitForCausalLM":
-        start = tokenizer.cls_token_id
-        layer = block_norm(model, "git.image_encoder")
-
-        def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
-            ids = inputs["input_ids"]
-            return m(pixel_values=inputs["pixel_values"], input_ids=ids).logits[:, -ids.shape[1] :]
-
-    elif kind == "VisionEncoderDecoderModel":
-        start = model.config.decoder_start_token_id
-        layer = block_norm(model, "encoder")
-
-        def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
-            return m(pixel_values=inputs["pixel_values"], decoder_input_ids=inputs["input_ids"]).logits
-
-    else:
-        raise ValueError(
-            f"no captioning adapter for {kind}; supported: BlipForConditionalGeneration, GitForCausalLM, "
-            "VisionEncoderDecoderModel"
-        )
+    start = family.start(model, tokenizer)
     if start is None:
-        raise ValueError(f"{kind} has no start token id in its config; set it before explaining")
-    tokenize = huggingface_tokenize(tokenizer, start)
+        raise ValueError(f"{family.title} has no start token id in its config; set it before explaining")
     return CaptionModel(
-        name or kind,
-        model.eval(),
-        preprocess,
-        generate,
-        tokenize,
-        forward,
-        layer or "auto",
-        TOKEN_METHOD,
-        partial(unknown_words, tokenizer),
+        name=name or family.title,
+        model=model.eval(),
+        preprocess=preprocess,
+        generate=generate,
+        tokenize=huggingface_tokenize(tokenizer, start),
+        forward=family.forward,
+        layer=block_norm(model, family.tower) or "auto",
+        method=TOKEN_METHOD,
+        unknown_words=partial(unknown_words, tokenizer),
     )
 
 
 def from_pretrained(path: str, trust_pickle: bool = False) -> CaptionModel:
-    """A BLIP, GIT or VisionEncoderDecoder captioner and its processor, from a local directory or the
-    local Hugging Face cache."""
-    from transformers import (
-        AutoConfig,
-        AutoImageProcessor,
-        AutoTokenizer,
-        BlipForConditionalGeneration,
-        GitForCausalLM,
-        VisionEncoderDecoderModel,
-    )
+    """A captioner of a family in ``FAMILIES`` and its processor, from a local directory or the local Hugging
+    Face cache."""
+    import transformers
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
-    classes = {
-        "blip": BlipForConditionalGeneration,
-        "git": GitForCausalLM,
-        "vision-encoder-decoder": VisionEncoderDecoderModel,
-    }
     try:
-        model_type = load_local(AutoConfig, path, weights=False).model_type
-        if model_type not in classes:
-            raise ValueError(f"'{path}' is a {model_type} model; captioning supports {', '.join(classes)}")
-        model = load_local(classes[model_type], path, trust_pickle)
+        family = family_of(load_local(AutoConfig, path, weights=False).model_type, f"'{path}'")
+        model = load_local(getattr(transformers, family.model_class), path, trust_pickle)
         image_processor = load_local(AutoImageProcessor, path, weights=False)
         tokenizer = load_local(AutoTokenizer, path, weights=False)
     except OSError as error:

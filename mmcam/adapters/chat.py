@@ -22,6 +22,7 @@ onto the image), ``idefics3.Idefics3`` (Idefics3 and SmolVLM: split images, stit
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -45,19 +46,27 @@ CAPTION_PROMPT = "Describe the image."
 MAX_CAPTION_TOKENS = 30
 MAX_ANSWER_TOKENS = 10
 
+
+@dataclass(frozen=True)
+class ChatEntry:
+    """A chat family as registered: ``title`` as users name it, ``family`` the ``ChatFamily`` that reads it."""
+
+    title: str
+    family: type[ChatFamily]
+
+
 # the family of each config.model_type
 FAMILIES = {
-    "llava": Llava,
-    "llava_next": LlavaNext,
-    "llava_onevision": LlavaNext,
-    "paligemma": PaliGemma,
-    "gemma3": Gemma3,
-    "idefics3": Idefics3,
-    "smolvlm": Idefics3,
-    "qwen2_vl": QwenVL,
-    "qwen2_5_vl": QwenVL,
+    "llava": ChatEntry("LLaVA 1.5", Llava),
+    "llava_next": ChatEntry("LLaVA-NeXT", LlavaNext),
+    "llava_onevision": ChatEntry("LLaVA-OneVision", LlavaNext),
+    "paligemma": ChatEntry("PaliGemma", PaliGemma),
+    "gemma3": ChatEntry("Gemma 3", Gemma3),
+    "idefics3": ChatEntry("Idefics3", Idefics3),
+    "smolvlm": ChatEntry("SmolVLM", Idefics3),
+    "qwen2_vl": ChatEntry("Qwen2-VL", QwenVL),
+    "qwen2_5_vl": ChatEntry("Qwen2.5-VL", QwenVL),
 }
-CHAT_MODEL_TYPES = tuple(FAMILIES)
 
 
 def chat_inputs(family: ChatFamily, images: Sequence[Image.Image], texts: Sequence[str]) -> dict[str, Tensor]:
@@ -133,17 +142,17 @@ def captioner(
         return _forward(family, m, {**repeated(others, inputs["pixel_values"]), **inputs})
 
     return CaptionModel(
-        name,
-        model.eval(),
-        family.pixels,
-        generate,
-        tokenize,
-        forward,
-        family.layer,
-        TOKEN_METHOD,
-        partial(unknown_words, tokenizer),
-        layout_of(family.layer),
-        layout_of,
+        name=name,
+        model=model.eval(),
+        preprocess=family.pixels,
+        generate=generate,
+        tokenize=tokenize,
+        forward=forward,
+        layer=family.layer,
+        method=TOKEN_METHOD,
+        unknown_words=partial(unknown_words, tokenizer),
+        layout=layout_of(family.layer),
+        layouts=layout_of,
     )
 
 
@@ -209,7 +218,7 @@ def from_pretrained(path: str, task: str, trust_pickle: bool = False, prompt: st
         processor = load_local(AutoProcessor, path, weights=False)
     except OSError as error:
         raise ValueError(f"cannot load the chat model '{path}': {str(error).splitlines()[0]}") from error
-    family = FAMILIES[model.config.model_type](model, processor)
+    family = FAMILIES[model.config.model_type].family(model, processor)
     if task == "caption":
         return captioner(model, processor, f"hf:{path}", prompt, family)
     return vqa_model(model, processor, f"hf:{path}", family)

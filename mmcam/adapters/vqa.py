@@ -12,19 +12,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mmcam.adapters.hub import load_local, quiet_generation, unknown_words
+from mmcam.adapters.explained import ExplainedModel
+from mmcam.adapters.hub import family_titles, load_local, quiet_generation, unknown_words
 from mmcam.adapters.tokens import TOKEN_METHOD, block_norm
 from mmcam.engine import Explainer, Layout
 from mmcam.engine.devices import on_model_device
+from mmcam.engine.state import model_lock
 from mmcam.explanation import Explanation, join_targets, split_samples
-from mmcam.subject import Subject
 from mmcam.targets import (
     ClassScore,
     Difference,
@@ -39,8 +40,8 @@ from mmcam.targets import (
 PROBE_QUESTION = "what is in the image?"  # the question asked while naming units
 
 
-@dataclass
-class VQAModel:
+@dataclass(kw_only=True)
+class VQAModel(ExplainedModel):
     """A VQA model behind one interface.
 
     ``prepare(images, questions)`` makes the model inputs (``pixel_values`` and the question's
@@ -49,49 +50,25 @@ class VQAModel:
     each sample, and ``answer_inputs`` instead: the inputs extended with the teacher-forced ids of one
     answer per sample, padded on the right, and each answer's token positions).
     ``question_tokens`` names the question's tokens as the token layer sees them, None for special
-    and padding tokens. ``unknown_words(text)``: the words of a question or answer that the model's
-    tokenizer reads as its unknown token.
+    and padding tokens; ``question_layer`` is the layer whose tokens are weighed.
     """
 
-    name: str
-    model: nn.Module
     prepare: Callable[[Sequence[Image.Image], Sequence[str]], dict[str, Tensor]]
-    forward: Callable[[nn.Module, dict[str, Tensor]], Tensor]
     question_tokens: Callable[[dict[str, Tensor]], list[str | None]]
-    layer: str
     question_layer: str
     answers: list[str] | None = None
-    layout: Callable[[dict[str, Tensor]], str | Layout] = field(default=lambda inputs: "auto")
     generate: Callable[[dict[str, Tensor]], list[str]] | None = None
     answer_inputs: (
         Callable[[dict[str, Tensor], Sequence[str]], tuple[dict[str, Tensor], list[list[int]]]] | None
     ) = None
-    method: str = "gradcam"
-    unknown_words: Callable[[str], list[str]] = field(default=lambda text: [])
-    layouts: Callable[[str], Callable[[dict[str, Tensor]], str | Layout]] | None = None  # another layer's
 
-    def explainer(self, layer: str | None = None, method: str | None = None, **options) -> Explainer:
-        """One explainer for every question: the layout follows each input (``layout(inputs)``, or
-        ``layouts(layer)(inputs)`` where layers differ in layout); ``options`` go to ``Explainer``."""
-        layer = layer or self.layer
-        return Explainer(
-            self.model,
-            layer=layer,
-            method=method or self.method,
-            layout=self.layout if self.layouts is None else self.layouts(layer),
-            forward=self.forward,
-            class_names=self.answers,
-            token_layer=self.question_layer,
-            **options,
-        )
+    def explainer_options(self) -> dict:
+        """The answers name the targets; the question's tokens are weighed at ``question_layer``."""
+        return {"class_names": self.answers, "token_layer": self.question_layer}
 
-    def subject(self, layer: str | None = None) -> Subject:
-        """This model's layer as a subject for naming its units, probed with images and one neutral question."""
-
-        def inputs(images: Sequence[Image.Image]) -> dict[str, Tensor]:
-            return self.prepare(list(images), [PROBE_QUESTION] * len(images))
-
-        return Subject(self.name, self.model, layer or self.layer, inputs, self.forward)
+    def probe_inputs(self, images: Sequence[Image.Image]) -> dict[str, Tensor]:
+        """Images and one neutral question."""
+        return self.prepare(list(images), [PROBE_QUESTION] * len(images))
 
 
 NO_ANSWER = "the model's answer is empty: there is no word of it to explain"
@@ -105,13 +82,39 @@ class VQAExplanation:
     explanation: Explanation
 
 
+def _folded(answer: str) -> str:
+    """An answer as answers are compared: case and surrounding spaces do not matter."""
+    return answer.strip().casefold()
+
+
 def _answer_index(vqa: VQAModel, answer: str) -> int:
-    """The index of ``answer`` in the model's answers; case and surrounding spaces do not matter."""
-    folded = [known.strip().casefold() for known in vqa.answers]
-    if answer.strip().casefold() not in folded:
+    """The index of ``answer`` in the model's answers (compared ``_folded``)."""
+    folded = [_folded(known) for known in vqa.answers]
+    if _folded(answer) not in folded:
         shown = ", ".join(vqa.answers[:20]) + (" ..." if len(vqa.answers) > 20 else "")
         raise ValueError(f"'{answer}' is not an answer of {vqa.name}; its answers are: {shown}")
-    return folded.index(answer.strip().casefold())
+    return folded.index(_folded(answer))
+
+
+def _require_question(question: str) -> None:
+    """Refuse an empty (or blank) question."""
+    if not question.strip():
+        raise ValueError("the question is empty")
+
+
+def _require_ranked(vqa: VQAModel, top: int) -> None:
+    """Refuse ``top`` > 1 on a generative model: it has one answer, not a ranking."""
+    if vqa.answers is None and top > 1:
+        raise ValueError(f"{vqa.name} generates its answer: --top needs a classifier-style VQA model")
+
+
+def _refuse_predicted(predicted: str, why_not: Sequence[str]) -> None:
+    """Refuse a ``why_not`` answer that is the predicted one (compared ``_folded``)."""
+    for other in why_not:
+        if _folded(other) == _folded(predicted):
+            raise ValueError(
+                f"'{other}' is the predicted answer: --why-not asks why the model did not answer something else"
+            )
 
 
 def answer_targets(
@@ -122,11 +125,8 @@ def answer_targets(
     ranked = logits[0].topk(min(max(top, 1), logits.shape[1])).indices.tolist()
     indices = list(dict.fromkeys([*ranked, *(_answer_index(vqa, a) for a in answers)]))
     targets: list[Target] = [ClassScore(i) for i in indices]
+    _refuse_predicted(vqa.answers[ranked[0]], why_not)
     for other in why_not:
-        if _answer_index(vqa, other) == ranked[0]:
-            raise ValueError(
-                f"'{other}' is the predicted answer: --why-not asks why the model did not answer something else"
-            )
         against = ClassScore(_answer_index(vqa, other))
         targets += [Negated(against), Difference(ClassScore(ranked[0]), against)]
     return targets
@@ -147,8 +147,7 @@ def explain_answers(
 
     ``explainer`` (default ``vqa.explainer(layer, method)``) can be built once and reused for many
     questions and images. The model runs on its device; the explanation comes back on the CPU."""
-    if not question.strip():
-        raise ValueError("the question is empty")
+    _require_question(question)
     inputs = on_model_device(vqa.prepare([image], [question]), vqa.model)
     tokens = vqa.question_tokens(inputs)
     explainer = explainer or vqa.explainer(layer, method)
@@ -175,10 +174,8 @@ def explain_top_answers(
     a generative model's answer (``top`` = 1) is generated for the whole batch at once, then scored by
     its teacher-forced log-probability (``TokenLogProb``, one answer per sample). An image the model
     answered with nothing gets, in its place, the ``ValueError`` that says so."""
-    if not question.strip():
-        raise ValueError("the question is empty")
-    if vqa.answers is None and top > 1:
-        raise ValueError(f"{vqa.name} generates its answer: --top needs a classifier-style VQA model")
+    _require_question(question)
+    _require_ranked(vqa, top)
     explainer = explainer or vqa.explainer()
     results: dict[int, VQAExplanation | ValueError] = {}
     for size in dict.fromkeys(image.size for image in images):
@@ -212,16 +209,12 @@ def _explain_generated(
     copies of the image and question (``Explainer(..., copies=...)``), so that the contrast is differentiated
     at the activation they share. Question token weights are kept for the question's tokens (a chat model
     reads the answer in the same sequence)."""
-    if top > 1:
-        raise ValueError(f"{vqa.name} generates its answer: --top needs a classifier-style VQA model")
+    _require_ranked(vqa, top)
     with torch.no_grad():
         predicted = vqa.generate(inputs)[0]
     if not predicted:
         raise ValueError(NO_ANSWER)
-    if predicted in why_not:
-        raise ValueError(
-            f"'{predicted}' is the predicted answer: --why-not asks why the model did not answer something else"
-        )
+    _refuse_predicted(predicted, why_not)
 
     def explained(replies: list[str], targets_of: Callable) -> Explanation:
         """One pass over ``replies`` (a row each) for the targets ``targets_of(score)`` builds, ``score(a)``
@@ -293,16 +286,33 @@ def row_major_slots(patch_index: Tensor, valid: Tensor, grid: tuple[int, int]) -
 
 
 @contextmanager
-def row_major_patches(embeddings: nn.Module) -> Iterator[None]:
+def row_major_patches(model: nn.Module, embeddings: nn.Module) -> Iterator[None]:
     """Inside: ViLT's ``visual_embed`` returns its patch tokens in row-major grid order.
 
     ViLT draws its patch tokens in a random order on every forward (``torch.multinomial`` in
     ``visual_embed``), so the same input gives its tokens in another order each time. Self-attention
     does not depend on the order (positions are in the embeddings), so putting each token in its own
     cell (``row_major_slots``) leaves the outputs unchanged and lets the grid be read row-major, the
-    same in every forward. The method is shadowed on the instance and restored on the way out.
+    same in every forward. The method is shadowed on the instance (``embeddings``, a part of ``model``)
+    for the block, under ``model``'s lock (``engine.state.model_lock``): another thread's forward of the
+    model waits, so it neither reads the shadow nor removes it midway; what the instance held before
+    (nothing, or an earlier shadow of this thread) is put back on the way out.
     """
-    original = embeddings.visual_embed
+    with model_lock(model):
+        shadowed = "visual_embed" in vars(embeddings)
+        previous = vars(embeddings).get("visual_embed")
+        embeddings.visual_embed = _row_major(embeddings.visual_embed)
+        try:
+            yield
+        finally:
+            if shadowed:
+                embeddings.visual_embed = previous
+            else:
+                del embeddings.visual_embed
+
+
+def _row_major(original: Callable) -> Callable:
+    """ViLT's ``visual_embed`` (``original``) with its tokens put in row-major grid order."""
 
     def visual_embed(pixel_values: Tensor, pixel_mask: Tensor, max_image_length: int = 200):
         tokens, mask, (patch_index, grid) = original(pixel_values, pixel_mask, max_image_length)
@@ -316,11 +326,7 @@ def row_major_patches(embeddings: nn.Module) -> Iterator[None]:
         patch_index = reorder(torch.cat([patch_index[:, :1], patch_index], dim=1))[:, 1:]
         return reorder(tokens), reorder(mask), (patch_index, grid)
 
-    embeddings.visual_embed = visual_embed
-    try:
-        yield
-    finally:
-        del embeddings.visual_embed
+    return visual_embed
 
 
 def _vilt(model: nn.Module, processor, name: str) -> VQAModel:
@@ -339,7 +345,7 @@ def _vilt(model: nn.Module, processor, name: str) -> VQAModel:
         return dict(encoded)
 
     def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
-        with row_major_patches(m.vilt.embeddings):
+        with row_major_patches(m, m.vilt.embeddings):
             return m(**inputs).logits
 
     return VQAModel(
@@ -402,18 +408,36 @@ def _blip(model: nn.Module, processor, name: str) -> VQAModel:
     )
 
 
-def from_pretrained(path: str, trust_pickle: bool = False) -> VQAModel:
-    """A ViLT or BLIP VQA model and its processor, from a local directory or the local Hugging Face cache."""
-    from transformers import AutoConfig, AutoProcessor, BlipForQuestionAnswering, ViltForQuestionAnswering
+@dataclass(frozen=True)
+class VQAFamily:
+    """A Hugging Face VQA family: ``title`` as users name it, its transformers class (``model_class``, read
+    when loading) and ``build(model, processor, name)``, its ``VQAModel``."""
 
-    builders = {"vilt": (ViltForQuestionAnswering, _vilt), "blip": (BlipForQuestionAnswering, _blip)}
+    title: str
+    model_class: str
+    build: Callable[[nn.Module, object, str], VQAModel]
+
+
+# the family of each config.model_type
+FAMILIES = {
+    "vilt": VQAFamily("ViLT", "ViltForQuestionAnswering", _vilt),
+    "blip": VQAFamily("BLIP", "BlipForQuestionAnswering", _blip),
+}
+
+
+def from_pretrained(path: str, trust_pickle: bool = False) -> VQAModel:
+    """A VQA model of a family in ``FAMILIES`` and its processor, from a local directory or the local
+    Hugging Face cache."""
+    import transformers
+    from transformers import AutoConfig, AutoProcessor
+
     try:
         model_type = load_local(AutoConfig, path, weights=False).model_type
-        if model_type not in builders:
-            raise ValueError(f"'{path}' is a {model_type} model; VQA supports {', '.join(builders)}")
-        model_class, build = builders[model_type]
-        model = load_local(model_class, path, trust_pickle)
-        return build(model, load_local(AutoProcessor, path, weights=False), f"hf:{path}")
+        if model_type not in FAMILIES:
+            raise ValueError(f"'{path}' is a {model_type} model; VQA supports {family_titles(FAMILIES)}")
+        family = FAMILIES[model_type]
+        model = load_local(getattr(transformers, family.model_class), path, trust_pickle)
+        return family.build(model, load_local(AutoProcessor, path, weights=False), f"hf:{path}")
     except OSError as error:
         raise ValueError(
             f"cannot load the VQA model '{path}' from a local directory or the local cache: "

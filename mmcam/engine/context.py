@@ -18,6 +18,7 @@ from mmcam.engine.capture import LayerCapture, SelectedTokens, channel_zeroing
 from mmcam.engine.copies import RowGroups, summed
 from mmcam.engine.gradients import mixes_samples, target_gradients
 from mmcam.engine.guided import guided_relus
+from mmcam.engine.layers import forward_identity
 from mmcam.engine.layouts import Layout, as_layout
 from mmcam.engine.precision import Precision
 from mmcam.engine.warn import warn_user
@@ -25,8 +26,11 @@ from mmcam.targets import Target, per_row
 
 Forward = Callable[[nn.Module, dict[str, Tensor]], Any]
 
-# Per model (weakly): (layer, per-sample input shapes) -> whether its samples mix after that layer.
+# Per model (weakly): (forward function, layer, per-sample input shapes) -> whether its samples mix after
+# that layer; the per-model tables are made under the lock (like ``layers.auto_layer``'s), and calls on one
+# model fill its table one at a time (``state.model_lock``).
 _mixing: WeakKeyDictionary[nn.Module, dict[tuple, bool]] = WeakKeyDictionary()
+_mixing_lock = threading.Lock()
 
 
 class CamContext:
@@ -199,12 +203,14 @@ class CamContext:
         return None if self.tiles is None else self.tiles.owners
 
     def _samples_mix(self, scores: Tensor, start: Tensor) -> bool:
-        """Whether samples mix after the layer; checked once per model, layer and input shapes (on a batch of two or more)."""
+        """Whether samples mix after the layer; checked once per model, forward function, layer and input shapes
+        (on a batch of two or more)."""
         if scores.shape[0] < 2:
             return False
         shapes = tuple((k, tuple(v.shape[1:])) for k, v in self.inputs.items() if isinstance(v, Tensor))
-        known = _mixing.setdefault(self.model, {})
-        key = (self.layer, shapes)
+        with _mixing_lock:
+            known = _mixing.setdefault(self.model, {})
+        key = (forward_identity(self.forward), self.layer, shapes)
         if key not in known:
             known[key] = mixes_samples(scores, start, self._row_samples())
             if known[key] and self._row_samples() is None:

@@ -165,7 +165,7 @@ def _cells_reached(activation: Tensor, gradient: Tensor, image_size: tuple[int, 
     return int((grid.abs().sum(dim=(0, 1)) > 0).sum())
 
 
-def _code(forward: Callable) -> object:
+def forward_identity(forward: Callable) -> object:
     """What identifies a forward function without holding on to what it closes over."""
     while isinstance(forward, partial):
         forward = forward.func
@@ -187,7 +187,7 @@ def auto_layer(
     shapes = tuple(
         sorted((key, tuple(value.shape[1:])) for key, value in inputs.items() if isinstance(value, Tensor))
     )
-    key = (_code(forward), shapes)
+    key = (forward_identity(forward), shapes)
     with _auto_lock:
         known = _auto_layers.setdefault(model, {})
     if key not in known:

@@ -87,6 +87,9 @@ def cudnn_disabled(active: bool = True) -> Iterator[None]:
 
     cuDNN refuses the backward of an RNN in eval mode ("cudnn RNN backward can only be called in
     training mode"); the engine keeps models in eval mode, so their RNN modules run without cuDNN.
+    The switch is process-wide (``torch.backends.cudnn.enabled``): other threads run without cuDNN while
+    any such call is inside. Overlapping calls are counted; the last to leave puts back the value the
+    first found.
     """
     if not active:
         yield
