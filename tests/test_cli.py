@@ -52,12 +52,12 @@ def test_the_names_the_command_line_offers_are_those_of_the_registries():
     from mmcam.adapters.rl import rollouts
     from mmcam.cli import choices
     from mmcam.engine import fusion, methods
-    from mmcam.evaluation import data, runner, scoring, tasks
-    from mmcam.metrics import baselines, faithfulness
+    from mmcam.evaluation import data, runner, tasks
+    from mmcam.metrics import baselines, faithfulness, registry
 
     assert choices.METHODS == tuple(methods.METHODS)
     assert choices.WORD_CHOICES == captioning.WORD_CHOICES
-    assert choices.METRICS == tuple(scoring.METRICS)
+    assert choices.METRICS == tuple(registry.METRICS)
     assert choices.TASKS == tasks.TASKS
     assert choices.BASELINES == tuple(baselines.BASELINES)
     assert choices.PERTURBATIONS == faithfulness.PERTURBATIONS
@@ -66,6 +66,22 @@ def test_the_names_the_command_line_offers_are_those_of_the_registries():
     assert choices.SHAPES_SEED == data.SHAPES_SEED
     assert choices.DEFAULT_SCENES == runner.DEFAULT_SCENES
     assert choices.FUSIONS == fusion.FUSIONS
+
+
+def test_every_registered_metric_is_reachable_from_mmcam_eval():
+    """Each metric of the registry is taken by ``mmcam eval --metric NAME`` alone and accepted by the
+    evaluation, and the default ``--metric`` is the whole registry in its order."""
+    from mmcam.cli import build_parser
+    from mmcam.evaluation.runner import Evaluation
+    from mmcam.metrics.registry import METRICS
+
+    parser = build_parser()
+    assert parser.parse_args(["eval", "--task", "classify"]).metric == list(METRICS)
+    for name in METRICS:
+        arguments = parser.parse_args(["eval", "--task", "classify", "--metric", name])
+        evaluation = Evaluation("classify", ["gradcam"], arguments.metric, Path("unused"))
+        evaluation.check()
+        assert evaluation.metrics == [name]
 
 
 def test_classify_json_schema_and_files(image_path, tmp_path, capsys):

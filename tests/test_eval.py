@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from mmcam.cli import main
 
@@ -165,3 +166,61 @@ def test_smooth_and_efficient_mprt_see_the_classifier_randomized(tmp_path, capsy
     print(rows)
     assert rows[("sanity-smooth", "gradcam")] < 0.3 and rows[("sanity-efficient", "gradcam")] > 0.3
     assert rows[("sanity-smooth", "center")] is None and rows[("sanity-efficient", "center")] is None
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "models"
+
+
+def _command_maps(task_name: str, spec: str, record: dict) -> list:
+    """Per item of ``record``, the maps its targets get from the task's own command path (the adapter's
+    ``explain_*`` with its default explainer): caption words (all of them), the predicted answer of each
+    single-object question, each present class."""
+    from mmcam.adapters.captioning import explain_caption
+    from mmcam.adapters.vqa import explain_answers
+    from mmcam.evaluation.grounding import is_single_object
+    from mmcam.evaluation.tasks import object_classes
+    from mmcam.loading import load_captioner, load_classifier, load_vqa
+
+    if task_name == "caption":
+        return [explain_caption(load_captioner(spec), record["image"]).explanation.maps[0]]
+    if task_name == "vqa":
+        vqa = load_vqa(spec)
+        asked = zip(record["questions"], record["question_types"], record["answers"])
+        return [
+            explain_answers(vqa, record["image"], question).explanation.maps[0][:1]
+            for question, kind, answer in asked
+            if is_single_object(kind, answer)
+        ]
+    classifier = load_classifier(spec)
+    present = list(dict.fromkeys(classifier.class_names.index(name) for name in object_classes(record)))
+    pixels = classifier.preprocess([record["image"]])
+    return [classifier.explainer()(pixels, [present]).maps[0]]
+
+
+@pytest.mark.parametrize(
+    ("task_name", "fixture"),
+    [("caption", "llava-shapes"), ("vqa", "vilt-vqa-shapes"), ("classify", "vit-shapes")],
+)
+def test_eval_gives_the_maps_the_task_command_gives(task_name, fixture):
+    """eval explains through the adapter's own explainer, layout included: on the chat fixture (LLaVA packs
+    its image tokens into the sequence) the maps of the caption words eval scores are those ``mmcam caption``
+    computes for the same words; likewise ViLT's answers and ViT's classes, at each model's default layer
+    and method."""
+    from mmcam.evaluation.data import shapes_records
+    from mmcam.evaluation.tasks import build_task
+    from mmcam.loading import load_captioner, load_classifier, load_vqa
+
+    spec = str(FIXTURES / fixture)
+    default = {"caption": load_captioner, "vqa": load_vqa, "classify": load_classifier}[task_name](
+        spec
+    ).method
+    task = build_task(task_name, spec)
+    compared = 0
+    for record in shapes_records(3, seed=41_000):
+        for item, expected in zip(task.items(record), _command_maps(task_name, spec, record)):
+            evaluated = task.explainer(default)(item.inputs, item.targets).maps[0]
+            if task_name == "caption":  # eval scores the color, shape and size words: pick them by position
+                expected = expected[[target.word_indices[0] for target in item.targets]]
+            torch.testing.assert_close(evaluated, expected, rtol=1e-4, atol=1e-5)
+            compared += len(item.targets)
+    assert compared >= 4

@@ -541,3 +541,26 @@ def test_cascading_randomization_equals_quantus_mprt_on_the_same_steps(
     ours = dict(cascading_randomization(model, explain, seed=5))
     for name, _ in steps:
         np.testing.assert_allclose(ours[name].numpy(), theirs[name], rtol=1e-4, atol=1e-5)
+
+
+def test_the_metric_registry_refuses_a_duplicate_a_direction_and_a_need_no_case_has():
+    from mmcam.metrics.contract import Metric, by_name
+    from mmcam.metrics.registry import METRICS
+
+    class Named(Metric):
+        name, label, better = "x", "x", "higher"
+
+    class Sideways(Metric):
+        name, label, better = "y", "y", "sideways"
+
+    class Needy(Metric):
+        name, label, better, needs = "z", "z", "lower", frozenset({"truth", "weather"})
+
+    assert list(by_name(Named())) == ["x"]
+    with pytest.raises(ValueError, match="two metrics are named 'x'"):
+        by_name(Named(), Named())
+    with pytest.raises(ValueError, match="lower' or 'higher"):
+        by_name(Sideways())
+    with pytest.raises(ValueError, match="weather"):
+        by_name(Needy())
+    assert all(name == metric.name for name, metric in METRICS.items())

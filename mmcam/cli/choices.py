@@ -30,7 +30,7 @@ METHODS = (  # mmcam.engine.methods.METHODS, in its order
     "fullgrad",
 )
 WORD_CHOICES = ("all", "content")  # mmcam.adapters.captioning.WORD_CHOICES
-METRICS = (  # the keys of mmcam.evaluation.scoring.METRICS
+METRICS = (  # the keys of mmcam.metrics.registry.METRICS, in its order
     "localization",
     "pointing",
     "energy",

@@ -96,8 +96,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(arguments: argparse.Namespace) -> int:
     from mmcam.evaluation.distributed import distributed
     from mmcam.evaluation.runner import Evaluation, run_evaluation
-    from mmcam.evaluation.scoring import Settings
     from mmcam.evaluation.summary import table_text
+    from mmcam.metrics.contract import Settings
 
     for option in ("steps", "patch", "stride"):
         if getattr(arguments, option) < 1:

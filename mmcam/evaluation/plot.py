@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from mmcam.evaluation.scoring import METRICS
+from mmcam.metrics.registry import METRICS
 
 
 def results_figure(

@@ -8,23 +8,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from torch import Tensor
 from tqdm import tqdm
 
 from mmcam.evaluation.data import SHAPES_SEED, Records, dataset_records, reach_records, shapes_records
 from mmcam.evaluation.distributed import Processes
 from mmcam.evaluation.plot import results_figure
-from mmcam.evaluation.scoring import (
-    METRICS,
-    Settings,
-    check_methods,
-    occlusion_of,
-    randomized_layers,
-    score_item,
-)
+from mmcam.evaluation.scoring import check_methods, randomized_layers, score_item
 from mmcam.evaluation.shards import ShardStore, shard_ranges
 from mmcam.evaluation.summary import CI_METHOD, sanity_curves, summarize, table_text, write_csv, write_json
 from mmcam.evaluation.tasks import DEFAULT_MODELS, TASKS, Item, Task, build_task
+from mmcam.metrics.contract import Settings
+from mmcam.metrics.registry import METRICS
 from mmcam.viz.figures import save_figure
 
 DEFAULT_SCENES = 500
@@ -144,18 +138,10 @@ def _compute(
         pending = [method for method, shard in stored.items() if shard is None]
         bar.update((len(evaluation.methods) - len(pending)) * (stop - start))
         items = {index: task.items(records[index]) for index in range(start, stop)} if pending else {}
-        occlusions = {}
-        if pending and "occlusion" in evaluation.metrics:
-            occlusions = {
-                index: [occlusion_of(task, item, evaluation.settings) for item in sample_items]
-                for index, sample_items in items.items()
-            }
         for method in pending:
             stored[method] = []
             for index, sample_items in items.items():
-                stored[method].append(
-                    _sample_result(task, index, sample_items, method, evaluation, occlusions.get(index))
-                )
+                stored[method].append(_sample_result(task, index, sample_items, method, evaluation))
                 bar.update()
             store.save(method, start, stop, stored[method])
         results += [{**row, "method": method} for method, shard in stored.items() for row in shard]
@@ -163,26 +149,9 @@ def _compute(
     return results
 
 
-def _sample_result(
-    task: Task,
-    index: int,
-    items: list[Item],
-    method: str,
-    evaluation: Evaluation,
-    occlusions: list[Tensor] | None,
-) -> dict:
+def _sample_result(task: Task, index: int, items: list[Item], method: str, evaluation: Evaluation) -> dict:
     """One sample's values, its items' targets side by side."""
-    scored = [
-        score_item(
-            task,
-            item,
-            method,
-            evaluation.metrics,
-            evaluation.settings,
-            None if occlusions is None else occlusions[position],
-        )
-        for position, item in enumerate(items)
-    ]
+    scored = [score_item(task, item, method, evaluation.metrics, evaluation.settings) for item in items]
     values = {
         metric: [v for s in scored for v in s["values"].get(metric, [])] for metric in evaluation.metrics
     }

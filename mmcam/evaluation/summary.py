@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmcam.evaluation.scoring import METRICS
+from mmcam.metrics.registry import METRICS
 
 RESAMPLES = 1000
 CONFIDENCE = 0.95

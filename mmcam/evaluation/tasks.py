@@ -1,25 +1,29 @@
 """What is explained per task, and against which pixels: each record becomes items, one input with K
-targets, each target with the object it is about (mask, boxes), the scene's other objects, and how to
-read the targets' probabilities from the model's output (for the faithfulness curves)."""
+targets, each target with the objects it is about (``metrics.contract.Truth``), and how to read the
+targets' probabilities from the model's output (for the faithfulness curves). Maps come from the task
+adapter's own explainer (``classifier.explainer``, ``captioner.explainer``, ...): the same maps as
+``mmcam classify|caption|vqa|rl`` give for the same model, layout included."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mmcam.adapters.captioning import generate_captions, right_padded, word_targets
 from mmcam.concepts.dissect import ConceptTable
 from mmcam.engine import Explainer
 from mmcam.engine.context import Forward
 from mmcam.evaluation.data import REACH_OBJECTS, object_boxes, object_masks
 from mmcam.evaluation.grounding import is_single_object, word_objects
 from mmcam.loading import load_captioner, load_classifier, load_policy, load_vqa
+from mmcam.metrics.contract import Truth
 from mmcam.subject import Subject
-from mmcam.targets import ClassLogProb, ClassScore, Target, TokenLogProb, logits_of, per_row
+from mmcam.targets import ClassLogProb, ClassScore, Target, logits_of
 
 TASKS = ("classify", "caption", "vqa", "rl")
 DEFAULT_MODELS = {"classify": "shapes", "caption": "shapes", "vqa": "shapes", "rl": "strong"}  # bundled
@@ -27,20 +31,15 @@ DEFAULT_MODELS = {"classify": "shapes", "caption": "shapes", "vqa": "shapes", "r
 
 @dataclass
 class Item:
-    """One input (a batch of one) and its K targets.
-
-    masks:  (K, H, W) bool, the pixels each target is about (all False: no object, every hit misses).
-    boxes:  (K, J, 4) the boxes of each target's objects (zero rows pad), at the input's size.
-    others: (K, H, W) bool, the other objects of the scene.
-    probabilities: model output on M rows -> (M, K) the targets' probabilities.
-    """
+    """One input (a batch of one) and its K targets, what they are about (``truth``, at the input's size)
+    and ``probabilities``: model output on M rows -> (M, K) the targets' probabilities. ``shared`` holds
+    what every method's metrics share on this input (the occlusion reference)."""
 
     inputs: dict[str, Tensor]
     targets: list[Target]
-    masks: Tensor
-    boxes: Tensor
-    others: Tensor
+    truth: Truth
     probabilities: Callable[[Any], Tensor]
+    shared: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -89,25 +88,10 @@ class Task:
             self._explainers[method] = self.make_explainer(self.model, method)
         return self._explainers[method]
 
-    def scorer(self, item: Item) -> Callable[[Tensor], Tensor]:
-        """Images (M, C, H, W) in place of the item's image -> (M, K) its targets' probabilities."""
 
-        def score(images: Tensor) -> Tensor:
-            inputs = {
-                key: images if key == self.image_key else per_row(value, len(images))
-                for key, value in item.inputs.items()
-            }
-            with torch.no_grad():
-                return item.probabilities(self.forward(self.model, inputs))
-
-        return score
-
-
-def ground_truth(
-    record: dict, size: tuple[int, int], groups: list[list[int]]
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Masks (K, H, W), padded boxes (K, J, 4) and other objects (K, H, W) for K targets, target k being
-    about the objects ``groups[k]`` (empty: about none)."""
+def ground_truth(record: dict, size: tuple[int, int], groups: list[list[int]]) -> Truth:
+    """The truth of K targets at the input's ``size``, target k being about the objects ``groups[k]``
+    (empty: about none)."""
     masks, boxes = object_masks(record, size), object_boxes(record, size)
     width = max(1, max(len(group) for group in groups))
     target_masks = torch.zeros(len(groups), *size, dtype=torch.bool)
@@ -120,7 +104,18 @@ def ground_truth(
             target_boxes[k, : len(group)] = boxes[group]
         if rest:
             others[k] = masks[rest].any(dim=0)
-    return target_masks, target_boxes, others
+    return Truth(target_masks, target_boxes, others, masks, groups, [bool(group) for group in groups])
+
+
+def adapter_explainers(adapter: Any, layer: str | None) -> Callable[[nn.Module, str], Explainer]:
+    """``(model, method) -> explainer``: the task adapter's own explainer of ``layer`` (None: its default)
+    and ``method``, on its model or on another one of the same architecture (a randomized copy)."""
+
+    def make(model: nn.Module, method: str) -> Explainer:
+        own = adapter if model is adapter.model else replace(adapter, model=model)
+        return own.explainer(layer, method)
+
+    return make
 
 
 def _stacked(targets: list[Target], transform: Callable[[Tensor], Tensor]) -> Callable[[Any], Tensor]:
@@ -154,24 +149,21 @@ def classify_task(spec: str, layer: str | None, device: torch.device, trust_pick
             return []
         pixels = classifier.preprocess([record["image"]]).to(device)
         groups = [[o for o, name in enumerate(objects) if names.index(name) == c] for c in classes]
-        masks, boxes, others = ground_truth(record, tuple(pixels.shape[-2:]), groups)
+        truth = ground_truth(record, tuple(pixels.shape[-2:]), groups)
 
         def probabilities(output: Any) -> Tensor:
             logits = logits_of(output).float()
             return (logits.sigmoid() if classifier.multi_label else logits.softmax(dim=1))[:, classes]
 
         targets = [ClassScore(c) for c in classes]
-        return [Item({"pixel_values": pixels}, targets, masks, boxes, others, probabilities)]
-
-    def explainer(model: nn.Module, method: str) -> Explainer:
-        return Explainer(model, layer=layer or classifier.layer, method=method, layout=classifier.layout)
+        return [Item({"pixel_values": pixels}, targets, truth, probabilities)]
 
     return Task(
         "classify",
         classifier.name,
         classifier.model,
         lambda m, x: m(x["pixel_values"]),
-        explainer,
+        adapter_explainers(classifier, layer),
         items,
         subject=classifier.subject,
     )
@@ -179,37 +171,30 @@ def classify_task(spec: str, layer: str | None, device: torch.device, trust_pick
 
 def caption_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bool = False) -> Task:
     """Each color, shape and size word of the *generated* caption, against the object it names
-    (``grounding.word_objects``). Probabilities: p(word) under teacher forcing."""
+    (``grounding.word_objects``); the word targets are ``captioning.word_targets``', as ``mmcam caption``
+    explains them. Probabilities: p(word) under teacher forcing."""
     captioner = load_captioner(spec, trust_pickle)
     captioner.model.to(device)
 
     def items(record: dict) -> list[Item]:
         pixels = captioner.preprocess([record["image"]]).to(device)
-        with torch.no_grad():
-            caption = captioner.generate(pixels)[0]
-        tokenized = captioner.tokenize(caption)
-        ids = torch.tensor([tokenized.ids], device=device)
+        tokenized = captioner.tokenize(generate_captions(captioner, pixels)[0])
         found = word_objects(tokenized.words, record["caption_words"], record["caption_links"])
-        targets: list[Target] = [
-            TokenLogProb(ids, tokenized.positions[position], tokenized.words[position], position)
-            for position, _, _ in found
-        ]
-        groups = [[] if about is None else [about] for _, _, about in found]
-        if not targets:
+        if not found:
             return []
-        masks, boxes, others = ground_truth(record, tuple(pixels.shape[-2:]), groups)
-        inputs = {"pixel_values": pixels, "input_ids": ids}
-        return [Item(inputs, targets, masks, boxes, others, _stacked(targets, torch.exp))]
-
-    def explainer(model: nn.Module, method: str) -> Explainer:
-        return Explainer(model, layer=layer or captioner.layer, method=method, forward=captioner.forward)
+        every_word = word_targets(tokenized)
+        targets = [every_word[position] for position, _, _ in found]
+        groups = [[] if about is None else [about] for _, _, about in found]
+        truth = ground_truth(record, tuple(pixels.shape[-2:]), groups)
+        inputs = {"pixel_values": pixels, "input_ids": right_padded([tokenized.ids]).to(device)}
+        return [Item(inputs, targets, truth, _stacked(targets, torch.exp))]
 
     return Task(
         "caption",
         captioner.name,
         captioner.model,
         captioner.forward,
-        explainer,
+        adapter_explainers(captioner, layer),
         items,
         subject=captioner.subject,
     )
@@ -236,27 +221,17 @@ def vqa_task(spec: str, layer: str | None, device: torch.device, trust_pickle: b
             inputs = {k: v.to(device) for k, v in vqa.prepare([record["image"]], [question]).items()}
             with torch.no_grad():
                 predicted = int(logits_of(vqa.forward(vqa.model, inputs)).argmax(dim=1))
-            masks, boxes, others = ground_truth(
-                record, tuple(inputs["pixel_values"].shape[-2:]), [objects[:1]]
-            )
+            truth = ground_truth(record, tuple(inputs["pixel_values"].shape[-2:]), [objects[:1]])
 
             def probabilities(output: Any, answer: int = predicted) -> Tensor:
                 return logits_of(output).float().softmax(dim=1)[:, [answer]]
 
-            found.append(Item(inputs, [ClassScore(predicted)], masks, boxes, others, probabilities))
+            found.append(Item(inputs, [ClassScore(predicted)], truth, probabilities))
         return found
 
-    def explainer(model: nn.Module, method: str) -> Explainer:
-        return Explainer(
-            model,
-            layer=layer or vqa.layer,
-            method=method,
-            layout=vqa.layout,
-            forward=vqa.forward,
-            class_names=vqa.answers,
-        )
-
-    return Task("vqa", vqa.name, vqa.model, vqa.forward, explainer, items, subject=vqa.subject)
+    return Task(
+        "vqa", vqa.name, vqa.model, vqa.forward, adapter_explainers(vqa, layer), items, subject=vqa.subject
+    )
 
 
 def rl_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bool = False) -> Task:
@@ -272,17 +247,14 @@ def rl_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bo
         pixels = policy.to_pixels(np.array(record["image"])[None]).to(device)
         with torch.no_grad():
             action = int(policy.forward(policy.model, {"pixel_values": pixels}).logits.argmax(dim=1))
-        masks, boxes, others = ground_truth(record, tuple(pixels.shape[-2:]), [agent_and_goal])
+        truth = ground_truth(record, tuple(pixels.shape[-2:]), [agent_and_goal])
 
         def probabilities(output: Any) -> Tensor:
             return output.logits.float().softmax(dim=1)[:, [action]]
 
-        return [Item({"pixel_values": pixels}, [ClassLogProb(action)], masks, boxes, others, probabilities)]
+        return [Item({"pixel_values": pixels}, [ClassLogProb(action)], truth, probabilities)]
 
-    def explainer(model: nn.Module, method: str) -> Explainer:
-        return Explainer(model, layer=layer or policy.layer, method=method, forward=policy.forward)
-
-    return Task("rl", policy.name, policy.model, policy.forward, explainer, items)
+    return Task("rl", policy.name, policy.model, policy.forward, adapter_explainers(policy, layer), items)
 
 
 BUILDERS = {"classify": classify_task, "caption": caption_task, "vqa": vqa_task, "rl": rl_task}

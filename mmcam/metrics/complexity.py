@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmcam.metrics.contract import Case, Metric
+
 
 def sparseness(maps: Tensor) -> Tensor:
     """Gini index of |L| over the pixels, in [0, 1] (1: all mass on one pixel; higher is sparser):
@@ -27,3 +29,21 @@ def complexity(maps: Tensor) -> Tensor:
     total = values.sum(dim=1, keepdim=True)
     shares = torch.where(total > 0, values / torch.where(total > 0, total, 1), 1.0 / values.shape[1])
     return -(torch.special.xlogy(shares, shares)).sum(dim=1).float()
+
+
+class Sparseness(Metric):
+    """``sparseness`` of each map."""
+
+    name, label, better = "sparseness", "sparseness (Gini)", "higher"
+
+    def __call__(self, case: Case) -> Tensor:
+        return sparseness(case.maps)
+
+
+class Complexity(Metric):
+    """``complexity`` of each map."""
+
+    name, label, better = "complexity", "complexity (entropy)", "lower"
+
+    def __call__(self, case: Case) -> Tensor:
+        return complexity(case.maps)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
+from mmcam.metrics.contract import Case, Metric
 from mmcam.metrics.pointing import peak_hit_shares
 
 
@@ -15,3 +17,15 @@ def peaks_on_others(maps: Tensor, other_masks: Tensor, tolerance: int = 0) -> Te
         confusion = |argmax L ∩ dilate(M_other, tolerance)| / |argmax L|
     """
     return peak_hit_shares(maps, other_masks, tolerance)
+
+
+class Discrimination(Metric):
+    """``peaks_on_others`` with the run's tolerance; NaN for a target alone in its scene."""
+
+    name, label, better = "discrimination", "peak on another object", "lower"
+    needs = frozenset({"truth", "settings"})
+
+    def __call__(self, case: Case) -> Tensor:
+        others = case.truth.others.to(case.maps.device)
+        confusion = peaks_on_others(case.maps, others, case.settings.tolerance)
+        return torch.where(others.flatten(1).any(1), confusion, torch.nan)

@@ -16,11 +16,16 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
+from mmcam.metrics.contract import Case, Metric
 from mmcam.metrics.ranks import spearman
 
 Scorer = Callable[[Tensor], Tensor]
 BLUR_SIGMA = 5.0  # px, RISE's insertion baseline is a blurred copy of the image
 PERTURBATIONS = ("blur", "zero")  # what removed pixels become
+# Noise for max-sensitivity (uniform, this radius) and infidelity (Gaussian, this standard deviation), as a
+# share of each input's value range, so that pixels in 0-255 and normalized images are moved alike.
+SENSITIVITY_RADIUS = 0.01
+INFIDELITY_SIGMA = 0.05
 
 
 def baseline_image(image: Tensor, kind: str = "blur") -> Tensor:
@@ -179,3 +184,100 @@ def infidelity(
     squares = (dots**2).sum(dim=0)
     beta = torch.where(squares > 0, (dots * change).sum(dim=0) / torch.where(squares > 0, squares, 1), 0)
     return ((beta * dots - change) ** 2).mean(dim=0)
+
+
+def value_span(image: Tensor) -> float:
+    """The input's value range, max - min (1 for a constant input)."""
+    span = float(image.max() - image.min())
+    return span if span > 0 else 1.0
+
+
+class PixelCurve(Metric):
+    """The area under the deletion (or insertion) curve of ``perturbation_curves``, pixels in the map's
+    order, removed pixels taken from the run's baseline image."""
+
+    insertion: bool
+    needs = frozenset({"settings", "score"})
+
+    def __call__(self, case: Case) -> Tensor:
+        settings = case.settings
+        curves = perturbation_curves(
+            case.score,
+            case.image,
+            case.maps,
+            baseline_image(case.image, settings.baseline),
+            settings.steps,
+            self.insertion,
+            settings.batch_size,
+            settings.seed,
+        )
+        return curve_area(curves)
+
+
+class Deletion(PixelCurve):
+    name, label, better, insertion = "deletion", "deletion AUC", "lower", False
+
+
+class Insertion(PixelCurve):
+    name, label, better, insertion = "insertion", "insertion AUC", "higher", True
+
+
+class OcclusionCorrelation(Metric):
+    """``occlusion_correlation`` with the input's occlusion maps (computed once for every method)."""
+
+    name, label, better = "occlusion", "occlusion rank corr.", "higher"
+    needs = frozenset({"settings", "score", "shared"})
+
+    def __call__(self, case: Case) -> Tensor:
+        settings = case.settings
+
+        def reference() -> Tensor:
+            baseline = baseline_image(case.image, settings.baseline)
+            return occlusion_maps(
+                case.score, case.image, baseline, settings.patch, settings.stride, settings.batch_size
+            )
+
+        occlusion = case.once_per_input(("occlusion", settings), reference)
+        return occlusion_correlation(case.maps, occlusion, settings.patch, settings.stride)
+
+
+class ConfidenceDrop(Metric):
+    """The average drop of ``confidence_changes``."""
+
+    name, label, better = "drop", "average drop in confidence", "lower"
+    needs = frozenset({"score"})
+
+    def __call__(self, case: Case) -> Tensor:
+        return case.once("confidence", lambda: confidence_changes(case.score, case.image, case.maps))[0]
+
+
+class ConfidenceIncrease(Metric):
+    """The increase in confidence of ``confidence_changes``."""
+
+    name, label, better = "increase", "increase in confidence", "higher"
+    needs = frozenset({"score"})
+
+    def __call__(self, case: Case) -> Tensor:
+        return case.once("confidence", lambda: confidence_changes(case.score, case.image, case.maps))[1]
+
+
+class MaxSensitivity(Metric):
+    """``max_sensitivity``, radius ``SENSITIVITY_RADIUS`` of the input's value range."""
+
+    name, label, better = "sensitivity", "max-sensitivity", "lower"
+    needs = frozenset({"settings", "maps_of"})
+
+    def __call__(self, case: Case) -> Tensor:
+        radius = SENSITIVITY_RADIUS * value_span(case.image)
+        return max_sensitivity(case.maps_of, case.image, case.maps, radius=radius, seed=case.settings.seed)
+
+
+class Infidelity(Metric):
+    """``infidelity``, noise sigma ``INFIDELITY_SIGMA`` of the input's value range."""
+
+    name, label, better = "infidelity", "infidelity", "lower"
+    needs = frozenset({"settings", "score"})
+
+    def __call__(self, case: Case) -> Tensor:
+        sigma = INFIDELITY_SIGMA * value_span(case.image)
+        return infidelity(case.score, case.image, case.maps, sigma=sigma, seed=case.settings.seed)

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmcam.metrics.contract import Case, Metric
+
 THRESHOLD = 0.15  # of each map's maximum, as in the Grad-CAM paper
 IOU_HIT = 0.5
 
@@ -78,3 +80,13 @@ def localization_errors(
     predicted = largest_component_boxes(maps, threshold)
     overlaps = box_iou(predicted[:, None], boxes.to(predicted.device, torch.float32))
     return overlaps.amax(dim=1) < iou
+
+
+class LocalizationError(Metric):
+    """``localization_errors`` of the maps against each target's boxes."""
+
+    name, label, better = "localization", "localization error (IoU<0.5)", "lower"
+    needs = frozenset({"truth"})
+
+    def __call__(self, case: Case) -> Tensor:
+        return localization_errors(case.maps, case.truth.boxes).float()

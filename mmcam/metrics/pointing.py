@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmcam.metrics.contract import Case, Metric
+
 
 def _dilated(masks: Tensor, tolerance: int) -> Tensor:
     masks = masks.bool()
@@ -41,3 +43,23 @@ def energy_inside(maps: Tensor, masks: Tensor) -> Tensor:
     total = maps.sum(dim=(-2, -1))
     inside = (maps * masks.to(maps.device, maps.dtype)).sum(dim=(-2, -1))
     return torch.where(total > 0, inside / torch.where(total > 0, total, 1), 0.0)
+
+
+class PeakPointing(Metric):
+    """``peak_hit_shares`` against each target's objects, with the run's tolerance in px."""
+
+    name, label, better = "pointing", "pointing game", "higher"
+    needs = frozenset({"truth", "settings"})
+
+    def __call__(self, case: Case) -> Tensor:
+        return peak_hit_shares(case.maps, case.truth.masks, case.settings.tolerance)
+
+
+class EnergyPointing(Metric):
+    """``energy_inside`` each target's objects."""
+
+    name, label, better = "energy", "energy pointing", "higher"
+    needs = frozenset({"truth"})
+
+    def __call__(self, case: Case) -> Tensor:
+        return energy_inside(case.maps, case.truth.masks)

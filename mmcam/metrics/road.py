@@ -14,6 +14,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 from torch import Tensor
 
+from mmcam.metrics.contract import Case, Metric
+
 # (row offset, column offset) -> weight of that neighbour in a filled pixel's average
 NEIGHBOURS = {
     (-1, -1): 1 / 12,
@@ -117,3 +119,32 @@ def road(
     own = torch.stack([filled[k, :, :, k] for k in range(maps.shape[0])])  # (K, 2, P)
     changes = (own - clean[:, None, None]).mean(dim=2)
     return RoadScores(changes[:, 0], changes[:, 1])
+
+
+class RoadFigure(Metric):
+    """One figure of ``road`` (its three share one run per case): ``part`` names the ``RoadScores`` field."""
+
+    part: str
+    needs = frozenset({"settings", "score"})
+
+    def __call__(self, case: Case) -> Tensor:
+        scores = case.once("road", lambda: road(case.score, case.image, case.maps, seed=case.settings.seed))
+        return getattr(scores, self.part)
+
+
+class Road(RoadFigure):
+    name, label, better, part = "road", "ROAD (LeRF - MoRF) / 2", "higher", "combined"
+
+
+class RoadMostFirst(RoadFigure):
+    name, label, better, part = (
+        "road-morf",
+        "ROAD MoRF: score change, most relevant removed",
+        "lower",
+        "most_first",
+    )
+
+
+class RoadLeastFirst(RoadFigure):
+    name, label, better = "road-lerf", "ROAD LeRF: score change, least relevant removed", "higher"
+    part = "least_first"

@@ -14,9 +14,14 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from mmcam.metrics.contract import Case, Metric
 from mmcam.metrics.ranks import spearman
 
 Explain = Callable[[nn.Module], Tensor]
+# Smooth MPRT: maps averaged over this many copies of the input (the last one clean), with Gaussian noise of
+# this share of the input's value range (Quantus's default share; it averages 50 copies).
+SMOOTH_SAMPLES = 10
+SMOOTH_NOISE = 0.1
 
 
 def parametrized_layers(model: nn.Module) -> list[str]:
@@ -116,3 +121,79 @@ def complexity_rise(trained: Tensor, randomized: Tensor, bins: int = 100) -> Ten
     the trained parameters. NaN where the trained map is constant (H = 0)."""
     before, after = histogram_entropy(trained, bins), histogram_entropy(randomized, bins)
     return torch.where(before > 0, (after - before) / torch.where(before > 0, before, 1), torch.nan)
+
+
+class Cascading(Metric):
+    """``cascading_randomization`` of the case's model: the value is the rank correlation after the last
+    step (every layer randomized); ``details`` records every step's. NaN for a model-free baseline."""
+
+    name, label, better = "sanity", "rank corr. after randomization", "lower"
+    needs = frozenset({"settings", "model", "explainer", "inputs", "targets"})
+
+    def steps(self, case: Case) -> list[list[float]]:
+        """Per randomization step, one rank correlation per target (none for a model-free baseline)."""
+        if case.model_free:
+            return []
+
+        def explain(model: nn.Module) -> Tensor:
+            return case.explainer(model)(case.inputs, case.targets).maps[0]
+
+        def run() -> list[list[float]]:
+            steps = cascading_randomization(case.model, explain, case.settings.seed)
+            return [correlation.cpu().tolist() for _, correlation in steps]
+
+        return case.once("cascading", run)
+
+    def __call__(self, case: Case) -> Tensor:
+        steps = self.steps(case)
+        return torch.tensor(steps[-1]) if steps else case.nothing()
+
+    def details(self, case: Case) -> dict:
+        return {"sanity_steps": self.steps(case)}
+
+
+def against_randomized(case: Case, smooth: bool) -> tuple[Tensor, Tensor]:
+    """The maps of the case's targets from the model and from its fully randomized copy, (M, K, H, W)
+    each, on M = ``SMOOTH_SAMPLES`` noisy copies of the input (the last one clean) when ``smooth``, else
+    on the input alone (M = 1): the randomized model explains all copies in one call, once per case."""
+    if smooth or ("randomized", True) in case.memo:
+
+        def run() -> tuple[Tensor, Tensor]:
+            copies = noisy_copies(case.image, SMOOTH_SAMPLES, SMOOTH_NOISE, case.settings.seed)
+            randomized = case.maps_of(copies, case.randomized(case.settings.seed)).float()
+            return case.maps_of(copies), randomized
+
+        return case.once(("randomized", True), run)
+    return case.once(
+        ("randomized", False),
+        lambda: (
+            case.maps[None],
+            case.maps_of(case.image[None], case.randomized(case.settings.seed)).float(),
+        ),
+    )
+
+
+class SmoothMPRT(Metric):
+    """Smooth MPRT (``smoothed_correlation``) against the fully randomized model; NaN for a model-free
+    baseline."""
+
+    name, label, better = "sanity-smooth", "rank corr. after randomization, noise-averaged maps", "lower"
+    needs = frozenset({"settings", "randomized", "maps_of"})
+
+    def __call__(self, case: Case) -> Tensor:
+        if case.model_free:
+            return case.nothing()
+        return smoothed_correlation(*against_randomized(case, smooth=True))
+
+
+class EfficientMPRT(Metric):
+    """Efficient MPRT (``complexity_rise``) against the fully randomized model's map of the clean input
+    (the last of smooth MPRT's copies when that runs too); NaN for a model-free baseline."""
+
+    name, label, better = "sanity-efficient", "rise in histogram entropy after randomization", "higher"
+    needs = frozenset({"settings", "randomized", "maps_of"})
+
+    def __call__(self, case: Case) -> Tensor:
+        if case.model_free:
+            return case.nothing()
+        return complexity_rise(case.maps, against_randomized(case, smooth=False)[1][-1])

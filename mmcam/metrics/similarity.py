@@ -7,6 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmcam.metrics.contract import Case, Metric
+from mmcam.targets import ClassAdvantage, ClassLogProb, ClassMargin, ClassScore, logits_of
+
 SSIM_WINDOW = 7
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
@@ -43,3 +46,28 @@ def random_other_classes(classes: list[int], count: int, seed: int = 0) -> list[
     test draws them (numpy seeded with ``seed``, one draw per class of the batch)."""
     draws = np.random.RandomState(seed).randint(0, count - 1, len(classes))
     return [[c for c in range(count) if c != cls][draw] for cls, draw in zip(classes, draws)]
+
+
+RANDOM_LOGIT_TARGETS = (ClassScore, ClassLogProb, ClassAdvantage, ClassMargin)  # one class's score
+
+
+class RandomLogit(Metric):
+    """Quantus's random-logit test (Sixt et al., arXiv 1912.09818): the SSIM (``flat_ssim``) between each
+    target's map and the map of a class drawn at random among the others (``random_other_classes``, as
+    Quantus draws it, seeded with the run's seed); lower says the map depends on the class. NaN for a
+    target that is not one class's score (a caption word) and for a model-free baseline."""
+
+    name, label, better = "random-logit", "SSIM with a random other class's map", "lower"
+    needs = frozenset({"settings", "model", "forward", "explainer", "inputs", "targets"})
+
+    def __call__(self, case: Case) -> Tensor:
+        kinds = [type(target) for target in case.targets]
+        if case.model_free or any(kind not in RANDOM_LOGIT_TARGETS for kind in kinds):
+            return case.nothing()
+        with torch.no_grad():
+            classes = logits_of(case.forward(case.model, case.inputs)).shape[1]
+        drawn = random_other_classes(
+            [target.index(0) for target in case.targets], classes, case.settings.seed
+        )
+        others = [kind(other) for kind, other in zip(kinds, drawn)]
+        return flat_ssim(case.maps, case.explainer(None)(case.inputs, others).maps[0])

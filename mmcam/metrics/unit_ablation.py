@@ -10,6 +10,7 @@ from torch import Tensor
 from mmcam.concepts.dissect import ConceptTable
 from mmcam.concepts.sentences import named_units
 from mmcam.engine import Explainer
+from mmcam.metrics.contract import Case, Metric
 
 CITED_UNITS = 5  # a sentence cites at most this many supporting units (``concepts.sentences.describe``)
 
@@ -40,3 +41,41 @@ def unit_ablation_drops(
     cited_drop = torch.where(cites_none, torch.nan, clean[0] - zeroed[0, k, k])
     random_drop = torch.where(cites_none, torch.nan, clean[0] - zeroed[0, count + k, k])
     return cited_drop, random_drop
+
+
+def case_unit_drops(case: Case) -> tuple[Tensor, Tensor]:
+    """``unit_ablation_drops`` of the case (cited by its explanation's channel weights), once per case;
+    NaN for a baseline, a method without channel weights or a model without named units."""
+
+    def run() -> tuple[Tensor, Tensor]:
+        explanation = case.explanation
+        if explanation is None or explanation.weights is None:
+            return case.nothing(), case.nothing()
+        table = case.concept_table(explanation.layer)
+        if table is None:
+            return case.nothing(), case.nothing()
+        return unit_ablation_drops(
+            case.explainer(None), case.inputs, case.targets, explanation.weights[0], table, case.settings.seed
+        )
+
+    return case.once("unit drops", run)
+
+
+class CitedUnits(Metric):
+    """The score drop when the units a target's sentence cites are zeroed (``case_unit_drops``)."""
+
+    name, label, better = "cited-units", "score drop, cited units zeroed", "higher"
+    needs = frozenset({"explanation", "concept_table", "explainer", "inputs", "targets", "settings"})
+
+    def __call__(self, case: Case) -> Tensor:
+        return case_unit_drops(case)[0]
+
+
+class RandomUnits(Metric):
+    """The score drop when as many random units are zeroed (``case_unit_drops``)."""
+
+    name, label, better = "random-units", "score drop, as many random units zeroed", "lower"
+    needs = CitedUnits.needs
+
+    def __call__(self, case: Case) -> Tensor:
+        return case_unit_drops(case)[1]

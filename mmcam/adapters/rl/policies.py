@@ -16,6 +16,7 @@ import torch
 from stable_baselines3.common.vec_env import VecEnv
 from torch import Tensor, nn
 
+from mmcam.engine import Explainer
 from mmcam.subject import Subject
 
 # HiResCAM by default: a policy's head reads its last conv grid through a flatten (SB3's NatureCNN, the
@@ -50,6 +51,18 @@ class RLPolicy:
     layer: str = "auto"
     action_names: list[str] = field(default_factory=list)
     method: str = RL_METHOD
+
+    def explainer(self, layer: str | None = None, method: str | None = None, **options) -> Explainer:
+        """An explainer of this policy's layer and method (defaults: its own) on its forward; ``options``
+        go to ``Explainer`` (``class_names`` defaults to the policy's action names)."""
+        options.setdefault("class_names", self.action_names or None)
+        return Explainer(
+            self.model,
+            layer=layer or self.layer,
+            method=method or self.method,
+            forward=self.forward,
+            **options,
+        )
 
     def subject(self, layer: str | None = None) -> Subject:
         """This policy's layer as a subject for naming its units: probed with raw observations, scored by

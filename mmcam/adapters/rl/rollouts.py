@@ -245,13 +245,7 @@ def explain_trajectories(
     negated target too (``Episode.against``). Steps are explained ``batch_size`` at a time.
     """
     _check_target(target)
-    explainer = Explainer(
-        policy.model,
-        layer=layer or policy.layer,
-        method=method or policy.method,
-        forward=policy.forward,
-        class_names=action_names,
-    )
+    explainer = policy.explainer(layer, method, class_names=action_names)
     extra: list[Target] = [ClassScore(k) for k in range(len(action_names))] if all_actions else []
     chosen = ACTION_TARGETS[target]
     explained = []
