@@ -489,6 +489,15 @@ def test_smoothing_options_reach_the_explainer(scene_folder, tmp_path, capsys):
     assert not torch.allclose(raws[("--aug-smooth",)], raws[()])
     assert main(["caption", image, "--model", "shapes", "--method", "hirescam", "--eigen-smooth"]) == 2
     assert "--eigen-smooth needs a method with channel weights, not hirescam" in capsys.readouterr().err
+    for method in ("guided-gradcam", "fem"):  # a RuntimeError of sizes, and a refusal, before
+        out = str(tmp_path / method)
+        assert (
+            main(
+                ["classify", image, "--json", "--no-figures", "--method", method, "--eigen-smooth", "-o", out]
+            )
+            == 0
+        )
+        assert json.loads(capsys.readouterr().out)["method"] == method
 
 
 def test_against_similar_explains_each_class_against_its_nearest_classes(scene_folder, capsys):

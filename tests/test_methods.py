@@ -5,10 +5,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 import mmcam
 from mmcam.engine.methods import METHODS, get_method
+from mmcam.engine.methods.channel import RandomCAM
 
 B, K, C, H, W = 2, 3, 4, 3, 5
 
@@ -163,7 +165,13 @@ def test_fem_weights_are_the_share_of_cells_above_mean_plus_two_deviations(ctx):
 def test_randomcam_weights_are_seeded_and_uniform_in_minus_one_one(ctx):
     first, again = get_method("randomcam")(ctx), get_method("randomcam")(ctx)
     torch.testing.assert_close(first.weights, again.weights)
-    assert first.weights.shape == (B, K, C) and first.weights.abs().max() <= 1
+    assert not torch.equal(first.weights, RandomCAM(seed=1)(ctx).weights)
+    wide = SimpleNamespace(activations=torch.rand(1, 20_000, 1, 1), target_count=2)
+    drawn = get_method("randomcam")(wide).weights.flatten()  # 40 000 weights
+    assert -1 <= drawn.min() and drawn.max() <= 1
+    shares = torch.histc(drawn, bins=10, min=-1, max=1) / drawn.numel()
+    assert (shares - 0.1).abs().max() < 0.01  # each tenth of [-1, 1] holds a tenth of them
+    assert not torch.equal(*get_method("randomcam")(wide).weights[0])  # each target its own
     for b in range(B):
         for k in range(K):
             expected = _weighted(first.weights[b, k].double().numpy(), ctx.activations[b].double().numpy())
@@ -214,21 +222,90 @@ def test_ablated_scores_zero_one_channel_of_the_layer_per_copy(extra_input):
     torch.testing.assert_close(ablated[..., 0], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_scorecam_weights_are_softmax_of_masked_scores(ctx):
-    masked = torch.randn(B, C, K)
-    ctx.masked_scores = lambda masks, batch_size: masked
-    result = get_method("scorecam")(ctx)
-    weights = torch.softmax(masked.transpose(1, 2), dim=-1)
-    torch.testing.assert_close(result.weights, weights)
-    torch.testing.assert_close(
-        result.raw, torch.relu(torch.einsum("bkc,bchw->bkhw", weights, ctx.activations))
-    )
+class _TwoLayers(nn.Module):
+    """conv (3 -> 6, stride 2) -> ReLU, the explained layer ``layer``; then a nonlinear head to 3 scores,
+    so gradients at the layer change with the input."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.layer = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Sequential(
+            nn.Conv2d(6, 5, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(5 * 4 * 4, 3)
+        )
+        with torch.no_grad():
+            self.head[0].weight.mul_(8)  # the tanh saturates in places: gradients vary with the input
+
+    def forward(self, x):
+        return self.head(self.layer(x)) * 3
 
 
-def test_smooth_gradcam_plusplus_uses_averaged_moments(ctx):
-    g = ctx.gradients
-    ctx.noisy_gradient_moments = lambda samples, sigma: (g, g**2, g**3)
-    torch.testing.assert_close(get_method("smooth-gradcam++")(ctx).raw, get_method("gradcam++")(ctx).raw)
+def test_scorecam_weights_are_softmax_of_masked_scores():
+    """Score-CAM written out: each channel's mask (upsampled, min-max scaled) applied to the image and
+    scored by a forward of its own, the softmax over the channels of those scores, the weighted sum."""
+    import math
+
+    import torch.nn.functional as F
+
+    model = _TwoLayers().eval()
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    classes = [0, 2]
+    ours = mmcam.explain(model, images, [classes] * 2, layer="layer", method="scorecam")
+    with torch.no_grad():
+        activations = model.layer(images)
+        for b in range(2):
+            for k, cls in enumerate(classes):
+                scores = []
+                for c in range(6):
+                    mask = F.interpolate(activations[b : b + 1, c : c + 1], size=(8, 8), mode="bilinear")[
+                        0, 0
+                    ]
+                    span = mask.max() - mask.min()  # a constant channel masks everything out
+                    mask = (mask - mask.min()) / span if span > 0 else torch.zeros_like(mask)
+                    scores.append(float(model(images[b : b + 1] * mask)[0, cls]))
+                total = sum(math.exp(score) for score in scores)
+                weights = [math.exp(score) / total for score in scores]
+                np.testing.assert_allclose(ours.weights[b, k].numpy(), weights, rtol=1e-5)
+                expected = torch.relu(sum(w * activations[b, c] for c, w in enumerate(weights)))
+                torch.testing.assert_close(ours.raw[b, k], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_smooth_gradcam_plusplus_uses_averaged_moments():
+    """Smooth Grad-CAM++ written out: the noisy copies drawn as the docstring states (a generator seeded 0,
+    8 copies, std 0.15 x the image's range), each copy's gradient at the layer from a backward of its own
+    per target, the moments averaged, eq. 19 with loops on the clean activations."""
+    model = _TwoLayers().eval()
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    classes = [0, 2]
+    ours = mmcam.explain(model, images, [classes] * 2, layer="layer", method="smooth-gradcam++")
+    generator = torch.Generator().manual_seed(0)
+    span = (images.amax(dim=(1, 2, 3)) - images.amin(dim=(1, 2, 3)))[:, None, None, None]
+    noisy = [images + 0.15 * span * torch.randn(images.shape, generator=generator) for _ in range(8)]
+    clean = model.layer(images).detach().double()
+    for b in range(2):
+        a = clean[b].numpy()
+        for k, cls in enumerate(classes):
+            moments = [np.zeros_like(a) for _ in range(3)]
+            for copy in noisy:
+                layer = model.layer(copy[b : b + 1]).detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(model.head(layer)[0, cls] * 3, layer)
+                g = g[0].double().numpy()
+                moments = [moments[0] + g, moments[1] + g**2, moments[2] + g**3]
+            d1, d2, d3 = (m / 8 for m in moments)
+            weights = []
+            for c in range(6):
+                total = 0.0
+                for i in range(4):
+                    for j in range(4):
+                        denominator = 2 * d2[c, i, j] + a[c].sum() * d3[c, i, j]
+                        alpha = d2[c, i, j] / denominator if denominator != 0 else 0.0
+                        total += alpha * _relu(d1[c, i, j])
+                weights.append(total)
+            np.testing.assert_allclose(ours.weights[b, k].numpy(), weights, rtol=1e-4, atol=1e-7)
+            expected = np.maximum(sum(w * a[c] for c, w in enumerate(weights)), 0)
+            np.testing.assert_allclose(ours.raw[b, k].numpy(), expected, rtol=1e-4, atol=1e-6)
+    plain = mmcam.explain(model, images, [classes] * 2, layer="layer", method="gradcam++")
+    assert (plain.weights - ours.weights).abs().max() > 1e-3  # the noise matters
 
 
 def test_method_names_are_forgiving_and_unknown_ones_list_the_valid():
@@ -515,3 +592,97 @@ def test_shapleycam_names_an_operation_without_a_second_derivative():
             layer="conv",
             method="shapleycam",
         )
+
+
+USES = {  # a capability -> what of the CamContext a method that declares it reads
+    "needs_gradients": {
+        "gradients",
+        "curvature",
+        "attention_gradients",
+        "guided_input_gradients",
+        "full_gradients",
+        "noisy_gradient_moments",
+    },
+    "second_order": {"curvature"},
+    "reads_attention": {"attention_gradients"},
+    "perturbation": {"masked_scores", "ablated_scores"},
+}
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_each_method_declares_what_it_does(name, monkeypatch):
+    """The declared capabilities are what the method does: it reads the gradients (or the curvature, the
+    attention, the masked or ablated scores) of the context if and only if it says so, and returns channel
+    weights if and only if it declares them. On a small CNN, or a small ViT for the attention methods."""
+    from mmcam.engine import explainer
+    from mmcam.engine.context import CamContext
+
+    used = set()
+
+    class Watched(CamContext):
+        def __getattribute__(self, attribute):
+            if any(attribute in names for names in USES.values()):
+                used.add(attribute)
+            return super().__getattribute__(attribute)
+
+    monkeypatch.setattr(explainer, "CamContext", Watched)
+    method = METHODS[name]
+    torch.manual_seed(0)
+    if method.reads_attention:
+        model = torchvision.models.VisionTransformer(
+            image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=4
+        ).eval()
+        nn.init.normal_(model.heads.head.weight)
+        layer = "encoder.layers.0.ln_1"
+    else:
+        from tests.conftest import ConvPoolLinear
+
+        model, layer = ConvPoolLinear().eval(), "features"
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    explanation = mmcam.explain(model, images, [[0, 1]] * 2, layer=layer, method=name)
+    assert (explanation.weights is not None) == method.channel_weights
+    for capability, names in USES.items():
+        assert bool(used & names) == getattr(method, capability), (capability, used)
+
+
+def test_capability_lists_are_derived_from_the_classes():
+    from mmcam.engine.methods import capable
+
+    assert {"fem", "randomcam", "gradcam", "guided-gradcam"} <= set(capable("channel_weights"))
+    assert "hirescam" not in capable("channel_weights")
+    assert capable("reads_attention") == ("attention-relevance", "legrad")
+    with pytest.raises(ValueError, match="unknown capability"):
+        capable("speed")
+
+
+def test_guided_gradcam_eigen_smooths_its_gradcam_factor(cam_net, images):
+    """--eigen-smooth with guided-gradcam: the eigen-smoothed Grad-CAM map, upsampled, times guided backprop
+    (it ended in a RuntimeError of sizes before)."""
+    guided = mmcam.explain(cam_net, images, 1, layer="features", method="guided-backprop").raw
+    cam = mmcam.explain(cam_net, images, 1, layer="features", method="gradcam", eigen_smooth=True).raw
+    combined = mmcam.explain(
+        cam_net, images, 1, layer="features", method="guided-gradcam", eigen_smooth=True
+    ).raw
+    torch.testing.assert_close(combined, guided * cam)
+    plain = mmcam.explain(cam_net, images, 1, layer="features", method="guided-gradcam").raw
+    assert (plain - combined).abs().max() > 0.1 * plain.abs().max()  # the smoothing shows
+
+
+def test_eigen_smooth_without_channel_weights_is_refused_at_once(cam_net):
+    with pytest.raises(
+        ValueError, match="eigen_smooth needs a method with channel weights, not hirescam: one of"
+    ):
+        mmcam.Explainer(cam_net, layer="features", method="hirescam", eigen_smooth=True)
+
+
+def test_the_method_page_lists_every_method_as_its_class_declares_it():
+    """docs/methods.md's table is what docs/make_methods.py writes from the classes: a method added without
+    its row, or a capability changed without the page, fails here (run the script)."""
+    import runpy
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    script = runpy.run_path(str(docs / "make_methods.py"))
+    page = (docs / "methods.md").read_text()
+    assert script["written"](page) == page, "run python docs/make_methods.py"
+    assert all(f"| `{name}` |" in page for name in METHODS)

@@ -1,7 +1,6 @@
 """mmcam's maps against pytorch-grad-cam and captum on a seeded torchvision resnet18."""
 
 import copy
-import typing
 
 import numpy as np
 import pytest
@@ -11,23 +10,37 @@ from torch import nn
 
 import mmcam
 
-pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam", reason="reference needs the dev extra (grad-cam)")
-captum_attr = pytest.importorskip("captum.attr", reason="reference needs the dev extra (captum)")
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-REFERENCES = {
-    "gradcam": pytorch_grad_cam.GradCAM,
-    "gradcam++": pytorch_grad_cam.GradCAMPlusPlus,
-    "xgradcam": pytorch_grad_cam.XGradCAM,
-    "hirescam": pytorch_grad_cam.HiResCAM,
-    "layercam": pytorch_grad_cam.LayerCAM,
-    "eigencam": pytorch_grad_cam.EigenCAM,
-    "gradcam-elementwise": pytorch_grad_cam.GradCAMElementWise,
-    "eigengradcam": pytorch_grad_cam.EigenGradCAM,
-    "fem": pytorch_grad_cam.FEM,
-    "ablationcam": pytorch_grad_cam.AblationCAM,
-    "kpcacam": pytorch_grad_cam.KPCA_CAM,
+REFERENCES = {  # mmcam's name -> pytorch-grad-cam's class
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "hirescam": "HiResCAM",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
+    "gradcam-elementwise": "GradCAMElementWise",
+    "eigengradcam": "EigenGradCAM",
+    "fem": "FEM",
+    "ablationcam": "AblationCAM",
+    "kpcacam": "KPCA_CAM",
 }
+
+
+@pytest.fixture(scope="module")
+def grad_cam():
+    """pytorch-grad-cam, or a skip of the tests that compare with it only (each peer is imported apart, so
+    a missing captum does not skip the pytorch-grad-cam comparisons)."""
+    return pytest.importorskip("pytorch_grad_cam", reason="the comparison needs the dev extra (grad-cam)")
+
+
+@pytest.fixture(scope="module")
+def captum_attr():
+    return pytest.importorskip("captum.attr", reason="the comparison needs the dev extra (captum)")
+
+
+def _class_targets(classes):
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    return [ClassifierOutputTarget(c) for c in classes]
 
 
 class ScaledLogits(nn.Module):
@@ -61,16 +74,16 @@ def _minmax(raw: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("method", list(REFERENCES))
-def test_matches_pytorch_grad_cam(scaled, batch, method):
+def test_matches_pytorch_grad_cam(scaled, batch, method, grad_cam):
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection, get_2d_projection_kernel
 
     classes = [3, 7]
     if method == "ablationcam":  # one forward per channel (512): a smaller image, a 2x2 grid
         batch = batch[..., :64, :64]
     side = batch.shape[-1] // 32
-    reference = REFERENCES[method](model=scaled, target_layers=[scaled.net.layer4])
+    reference = getattr(grad_cam, REFERENCES[method])(model=scaled, target_layers=[scaled.net.layer4])
     reference.get_target_width_height = lambda _: (side, side)  # compare at the layer's grid, no resize
-    expected = reference(batch, targets=[ClassifierOutputTarget(c) for c in classes])
+    expected = reference(batch, targets=_class_targets(classes))
     captured = reference.activations_and_grads
     activations = captured.activations[0].numpy()
     gradients = captured.gradients[0].numpy() if captured.gradients else None
@@ -109,13 +122,13 @@ def biased(scaled):
     return model
 
 
-def test_fullgrad_matches_pytorch_grad_cam(biased, batch):
+def test_fullgrad_matches_pytorch_grad_cam(biased, batch, grad_cam):
     """FullGrad at the input's resolution (pytorch-grad-cam ignores the layer and takes every Conv2d and
     BatchNorm2d with a bias). pytorch-grad-cam adds 1e-7 to each channel map's max when it scales it, which
     the x1000 logits make negligible (3e-6 here; 2e-3 without them)."""
     classes, batch = [3, 7], batch[..., :96, :96]
-    reference = pytorch_grad_cam.FullGrad(model=biased, target_layers=[])
-    expected = reference(batch, targets=[ClassifierOutputTarget(c) for c in classes])
+    reference = grad_cam.FullGrad(model=biased, target_layers=[])
+    expected = reference(batch, targets=_class_targets(classes))
     reference.activations_and_grads.release()
     ours = mmcam.explain(biased, batch, classes, layer="net.layer4", method="fullgrad")
     assert ours.maps.shape == (2, 1, 96, 96)
@@ -123,7 +136,7 @@ def test_fullgrad_matches_pytorch_grad_cam(biased, batch):
 
 
 @pytest.mark.parametrize("kind", ["logit", "log-probability"])
-def test_shapleycam_matches_pytorch_grad_cam(scaled, batch, kind):
+def test_shapleycam_matches_pytorch_grad_cam(scaled, batch, kind, grad_cam):
     """ShapleyCAM with the target pytorch-grad-cam is given, on the resnet18 without the x1000 (whose
     softmax is one-hot). Above resnet's linear head a logit has no curvature, and the map is Grad-CAM's; a
     log-probability's is not. pytorch-grad-cam scales a map twice (the layer's, then the layers' mean),
@@ -132,10 +145,10 @@ def test_shapleycam_matches_pytorch_grad_cam(scaled, batch, kind):
 
     classes, model = [3, 7], scaled.net
     if kind == "logit":
-        ours_target, theirs = classes, [ClassifierOutputTarget(c) for c in classes]
+        ours_target, theirs = classes, _class_targets(classes)
     else:
         ours_target, theirs = ClassLogProb(classes), [lambda o, c=c: o.log_softmax(-1)[c] for c in classes]
-    reference = pytorch_grad_cam.ShapleyCAM(model=model, target_layers=[model.layer4])
+    reference = grad_cam.ShapleyCAM(model=model, target_layers=[model.layer4])
     reference.get_target_width_height = lambda _: (5, 5)
     expected = reference(batch, targets=theirs)
     reference.activations_and_grads.release()
@@ -148,7 +161,7 @@ def test_shapleycam_matches_pytorch_grad_cam(scaled, batch, kind):
     assert (np.abs(scaled_twice("gradcam") - expected).max() < 1e-4) == (kind == "logit")
 
 
-def test_gradcam_matches_captum(resnet18, images):
+def test_gradcam_matches_captum(resnet18, images, captum_attr):
     classes = [1, 8]
     expected = captum_attr.LayerGradCam(resnet18, resnet18.layer4).attribute(
         images, target=classes, relu_attributions=True
@@ -157,7 +170,7 @@ def test_gradcam_matches_captum(resnet18, images):
     torch.testing.assert_close(ours.raw[:, 0], expected[:, 0].detach(), atol=1e-6, rtol=1e-4)
 
 
-def test_scorecam_matches_pytorch_grad_cam(scaled, monkeypatch):
+def test_scorecam_matches_pytorch_grad_cam(scaled, monkeypatch, grad_cam):
     """Score-CAM exactly, with one convention of pytorch-grad-cam's brought to ours: it upsamples the
     masks with ``UpsamplingBilinear2d`` (align_corners=True), mmcam with half-pixel centres like every
     other resize in mmcam (the paper says only "upsample"). The model is the seeded resnet18 without the
@@ -176,51 +189,54 @@ def test_scorecam_matches_pytorch_grad_cam(scaled, monkeypatch):
     torch.manual_seed(4)
     batch = torch.randn(2, 3, 48, 48)
     classes = [3, 7]
-    reference = pytorch_grad_cam.ScoreCAM(model=scaled.net, target_layers=[scaled.net.layer3])
+    reference = grad_cam.ScoreCAM(model=scaled.net, target_layers=[scaled.net.layer3])
     reference.get_target_width_height = lambda _: (3, 3)  # compare at the layer's 3x3 grid
-    expected = reference(batch, targets=[ClassifierOutputTarget(c) for c in classes])
+    expected = reference(batch, targets=_class_targets(classes))
     reference.activations_and_grads.release()
 
     ours = mmcam.explain(scaled.net, batch, classes, layer="layer3", method="scorecam")
     assert np.abs(_minmax(ours.raw[:, 0].numpy()) - expected).max() < 1e-4
 
 
-class SmoothGradCAMPlusPlusReference(pytorch_grad_cam.GradCAMPlusPlus):
-    """pytorch-grad-cam has no Smooth Grad-CAM++: this is its Grad-CAM++ (its gradient hooks, its
-    per-sample ``.backward()``, its eq. 19 with eps 1e-6) with the derivative moments averaged over
-    the given noisy copies as arXiv 1908.01224 does: D1, D2, D3 in place of G, G^2, G^3. Its eps is
-    dropped: eq. 19 has none and mmcam divides exactly (0 where the gradient vanishes); at layer3 the
-    eps alone moves the map by 3e-4, all the rest of the difference is 5e-5."""
+def _smooth_gradcam_plusplus_on_pytorch_grad_cam(grad_cam, noisy_inputs):
+    """Not a peer's method: pytorch-grad-cam has no Smooth Grad-CAM++ (torch-cam's ``SmoothGradCAMpp`` weighs
+    the last noisy copy's gradient and sums A G^3 over the grid, a formula of its own). This is the paper's
+    formula (arXiv 1908.01224) written in this test on pytorch-grad-cam's Grad-CAM++ machinery (its gradient
+    hooks, its per-sample ``.backward()``, its eq. 19) with the derivative moments averaged over
+    ``noisy_inputs``: D1, D2, D3 in place of G, G^2, G^3. Its eps is dropped: eq. 19 has none and mmcam
+    divides exactly (0 where the gradient vanishes); at layer3 the eps alone moves the map by 3e-4, all
+    the rest of the difference is 5e-5."""
 
-    noisy_inputs: typing.ClassVar[list] = []  # set by the test before the call
-    eps = 0.0
+    class Reference(grad_cam.GradCAMPlusPlus):
+        def get_cam_weights(self, input_tensor, target_layers, targets, activations, grads):
+            moments = [0.0, 0.0, 0.0]
+            for noisy in noisy_inputs:
+                outputs = self.activations_and_grads(noisy)
+                self.model.zero_grad()
+                sum(target(output) for target, output in zip(targets, outputs)).backward()
+                g = self.activations_and_grads.gradients[0].numpy()
+                moments = [moments[0] + g, moments[1] + g**2, moments[2] + g**3]
+            d1, d2, d3 = (m / len(noisy_inputs) for m in moments)
+            sum_activations = activations.sum(axis=(2, 3))[:, :, None, None]
+            aij = np.where(d1 != 0, d2 / (2 * d2 + sum_activations * d3), 0)
+            return (np.maximum(d1, 0) * aij).sum(axis=(2, 3))
 
-    def get_cam_weights(self, input_tensor, target_layers, targets, activations, grads):
-        moments = [0.0, 0.0, 0.0]
-        for noisy in self.noisy_inputs:
-            outputs = self.activations_and_grads(noisy)
-            self.model.zero_grad()
-            sum(target(output) for target, output in zip(targets, outputs)).backward()
-            g = self.activations_and_grads.gradients[0].numpy()
-            moments = [moments[0] + g, moments[1] + g**2, moments[2] + g**3]
-        d1, d2, d3 = (m / len(self.noisy_inputs) for m in moments)
-        sum_activations = activations.sum(axis=(2, 3))[:, :, None, None]
-        aij = np.where(d1 != 0, d2 / (2 * d2 + sum_activations * d3 + self.eps), 0)
-        return (np.maximum(d1, 0) * aij).sum(axis=(2, 3))
+    return Reference
 
 
-def test_smooth_gradcam_plusplus_matches_pytorch_grad_cam_with_the_same_noise(scaled, batch):
-    """mmcam's noise, reproduced: a generator seeded 0, 8 copies, std 0.15 x each image's value range.
-    At layer3, not layer4: above layer4 the network is linear (pool, fc), so its gradient ignores the noise."""
+def test_smooth_gradcam_plusplus_matches_the_paper_written_on_pytorch_grad_cam_hooks(scaled, batch, grad_cam):
+    """mmcam's noise, drawn here as its docstring states it: a generator seeded 0, 8 copies, std 0.15 x each
+    image's value range. At layer3, not layer4: above layer4 the network is linear (pool, fc), so its
+    gradient ignores the noise."""
     classes = [3, 7]
     generator = torch.Generator().manual_seed(0)
     span = (batch.amax(dim=(1, 2, 3)) - batch.amin(dim=(1, 2, 3)))[:, None, None, None]
-    reference = SmoothGradCAMPlusPlusReference(model=scaled, target_layers=[scaled.net.layer3])
-    reference.noisy_inputs = [
-        batch + 0.15 * span * torch.randn(batch.shape, generator=generator) for _ in range(8)
-    ]
+    noisy = [batch + 0.15 * span * torch.randn(batch.shape, generator=generator) for _ in range(8)]
+    reference = _smooth_gradcam_plusplus_on_pytorch_grad_cam(grad_cam, noisy)(
+        model=scaled, target_layers=[scaled.net.layer3]
+    )
     reference.get_target_width_height = lambda _: (10, 10)
-    expected = reference(batch, targets=[ClassifierOutputTarget(c) for c in classes])
+    expected = reference(batch, targets=_class_targets(classes))
     reference.activations_and_grads.release()
 
     ours = mmcam.explain(scaled, batch, classes, layer="net.layer3", method="smooth-gradcam++")
@@ -229,7 +245,7 @@ def test_smooth_gradcam_plusplus_matches_pytorch_grad_cam_with_the_same_noise(sc
     assert np.abs(_minmax(plain.raw[:, 0].numpy()) - expected).max() > 1e-2  # the noise matters
 
 
-def test_signed_nearest_gradcam_matches_captum_layer_gradcam_and_interpolate(resnet18, images):
+def test_signed_nearest_gradcam_matches_captum_layer_gradcam_and_interpolate(resnet18, images, captum_attr):
     """captum's LayerGradCam(relu_attributions=False) and LayerAttribution.interpolate(mode nearest)."""
     classes = [1, 8]
     layer_map = (
@@ -245,7 +261,7 @@ def test_signed_nearest_gradcam_matches_captum_layer_gradcam_and_interpolate(res
     torch.testing.assert_close(ours.maps, upsampled / scale, atol=1e-6, rtol=1e-4)
 
 
-def test_guided_gradcam_matches_captum_per_input_channel(resnet18, images):
+def test_guided_gradcam_matches_captum_per_input_channel(resnet18, images, captum_attr):
     """captum's GuidedGradCam is guided backprop times the nearest-upsampled Grad-CAM per input channel;
     mmcam's is the same product with the guided gradient's L2 norm over channels."""
     classes = [1, 8]
@@ -259,14 +275,14 @@ def test_guided_gradcam_matches_captum_per_input_channel(resnet18, images):
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
-def test_eigen_smooth_matches_pytorch_grad_cam(scaled, batch, method):
+def test_eigen_smooth_matches_pytorch_grad_cam(scaled, batch, method, grad_cam):
     """eigen_smooth=True: the first principal component of the weighted activations, up to its sign."""
     from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
     classes = [3, 7]
-    reference = REFERENCES[method](model=scaled, target_layers=[scaled.net.layer4])
+    reference = getattr(grad_cam, REFERENCES[method])(model=scaled, target_layers=[scaled.net.layer4])
     reference.get_target_width_height = lambda _: (5, 5)
-    expected = reference(batch, targets=[ClassifierOutputTarget(c) for c in classes], eigen_smooth=True)
+    expected = reference(batch, targets=_class_targets(classes), eigen_smooth=True)
     activations = reference.activations_and_grads.activations[0].numpy()
     reference.activations_and_grads.release()
     ours = mmcam.explain(scaled, batch, classes, layer="net.layer4", method=method, eigen_smooth=True)
@@ -278,19 +294,19 @@ def test_eigen_smooth_matches_pytorch_grad_cam(scaled, batch, method):
         assert min(np.abs(got[b] - e).max() for e in either) < 1e-4
     plain = mmcam.explain(scaled, batch, classes, layer="net.layer4", method=method)
     torch.testing.assert_close(ours.weights, plain.weights)
-    with pytest.raises(ValueError, match="eigen smoothing needs a method with channel weights"):
+    with pytest.raises(ValueError, match="eigen_smooth needs a method with channel weights"):
         mmcam.explain(scaled, batch, classes, layer="net.layer4", method="hirescam", eigen_smooth=True)
 
 
-def test_aug_smooth_matches_pytorch_grad_cam(scaled, batch):
+def test_aug_smooth_matches_pytorch_grad_cam(scaled, batch, grad_cam):
     """aug_smooth=True: the mean of the min-max scaled maps of the image flipped or not and multiplied by
     0.9, 1 and 1.1, the flipped ones flipped back. pytorch-grad-cam is told to keep its maps at the
     layer's grid: the same mean of min-max scaled raw maps equals it to 1e-4; mmcam's maps are that
     mean taken at the input's size."""
     classes, batch = [3, 7], batch[..., :96, :96]  # a 3x3 grid at layer4
-    reference = pytorch_grad_cam.GradCAM(model=scaled, target_layers=[scaled.net.layer4])
+    reference = grad_cam.GradCAM(model=scaled, target_layers=[scaled.net.layer4])
     reference.get_target_width_height = lambda _: (3, 3)
-    expected = reference(batch, targets=[ClassifierOutputTarget(c) for c in classes], aug_smooth=True)
+    expected = reference(batch, targets=_class_targets(classes), aug_smooth=True)
     reference.activations_and_grads.release()
     ours = mmcam.Explainer(scaled, layer="net.layer4", aug_smooth=True)(batch, classes)
     plain = mmcam.explain(scaled, batch, classes, layer="net.layer4")
@@ -306,12 +322,12 @@ def test_aug_smooth_matches_pytorch_grad_cam(scaled, batch):
     torch.testing.assert_close(ours.maps, torch.stack(maps).mean(dim=0), rtol=1e-5, atol=1e-6)
 
 
-def test_similar_class_contrast_is_finer_cam(scaled, batch):
+def test_similar_class_contrast_is_finer_cam(scaled, batch, grad_cam):
     """Grad-CAM of SimilarClassContrast (each image's predicted class against the 3 classes whose logits
     are nearest) equals pytorch-grad-cam's FinerCAM with its defaults."""
     from mmcam.targets import SimilarClassContrast
 
-    reference = pytorch_grad_cam.FinerCAM(model=scaled, target_layers=[scaled.net.layer4])
+    reference = grad_cam.FinerCAM(model=scaled, target_layers=[scaled.net.layer4])
     reference.base_cam.get_target_width_height = lambda _: (5, 5)
     expected = reference(batch)
     reference.base_cam.activations_and_grads.release()
@@ -396,7 +412,7 @@ def test_legrad_matches_torch_cam_on_the_last_block():
     torch.testing.assert_close(ours.raw, torch.stack(expected, dim=1), rtol=1e-4, atol=1e-6)
 
 
-def test_factorize_reconstructs_layer4_as_well_as_pytorch_grad_cam(scaled, batch):
+def test_factorize_reconstructs_layer4_as_well_as_pytorch_grad_cam(scaled, batch, grad_cam):
     """pytorch-grad-cam's Deep Feature Factorization runs scikit-learn's NMF (coordinate descent from another
     random start), so the factors differ; the reconstruction error of the shifted activations is compared."""
     from pytorch_grad_cam.feature_factorization.deep_feature_factorization import dff

@@ -17,12 +17,12 @@ def concept_table_of(options: ConceptOptions, method: str, subject, probe=None):
     if not options.concepts:
         return None
     from mmcam.concepts.tables import concept_table
-    from mmcam.engine.methods import CHANNEL_WEIGHT_METHODS, get_method
+    from mmcam.engine.methods import capable, get_method
 
-    if subject.layer == "auto" or get_method(method).name not in CHANNEL_WEIGHT_METHODS:
+    if subject.layer == "auto" or not get_method(method).channel_weights:
         raise ValueError(
             "--concepts needs a named --layer and a method with channel weights: "
-            + ", ".join(CHANNEL_WEIGHT_METHODS)
+            + ", ".join(capable("channel_weights"))
         )
     if probe is None and options.probe_dataset:
         import datasets

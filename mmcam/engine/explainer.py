@@ -13,7 +13,7 @@ from mmcam.engine.context import CamContext, Forward
 from mmcam.engine.devices import on_model_device
 from mmcam.engine.layers import auto_layer, resolve_layer
 from mmcam.engine.layouts import Layout
-from mmcam.engine.methods import eigen_smoothed, get_method
+from mmcam.engine.methods import capable, get_method
 from mmcam.engine.precision import Precision
 from mmcam.engine.resize import UPSAMPLING, normalize, upsample
 from mmcam.engine.state import cudnn_disabled, explanation_mode, has_rnn
@@ -52,7 +52,7 @@ class Explainer:
     ``signed=True`` keeps each map's sign (no final ReLU; maps scaled by max |L| into [-1, 1]);
     ``upsampling`` is ``"bilinear"`` (trilinear for video) or ``"nearest"``. ``eigen_smooth=True``
     replaces a channel-weight method's sum over channels by their first principal component
-    (``methods.eigen_smoothed``, pytorch-grad-cam's option of that name); ``aug_smooth=True`` averages
+    (``CamMethod.eigen_smoothed``, pytorch-grad-cam's option of that name; other methods are refused); ``aug_smooth=True`` averages
     the maps of six flipped and scaled copies of the input (six calls; pytorch-grad-cam's option of that
     name). Inputs go to the model's
     device (the maps and scores come back there).
@@ -83,6 +83,11 @@ class Explainer:
             raise ValueError(f"unknown upsampling '{upsampling}'; use one of {', '.join(UPSAMPLING)}")
         self.model = model
         self.method = get_method(method)
+        if eigen_smooth and not self.method.channel_weights:
+            raise ValueError(
+                f"eigen_smooth needs a method with channel weights, not {self.method.name}: one of "
+                + ", ".join(capable("channel_weights"))
+            )
         self.layout = layout
         self.forward = forward
         self.image_key = image_key
@@ -134,9 +139,7 @@ class Explainer:
         size = tuple(inputs[self.image_key].shape[2:])
 
         def explain(context: CamContext):
-            result = self.method(context)
-            if self.eigen_smooth:
-                result = eigen_smoothed(result, context.activations)
+            result = self.method.eigen_smoothed(context) if self.eigen_smooth else self.method(context)
             token_weights = context.token_weights.detach() if self.token_layer else None
             scores = context.scores.detach().float()
             return context.layer, result, scores, token_weights, context.tiles, context.samples
@@ -213,8 +216,8 @@ class Explainer:
                 precision,
                 self.token_layer,
                 self.upsampling,
-                record_attention=getattr(self.method, "reads_attention", False),
-                second_order=getattr(self.method, "second_order", False),
+                record_attention=self.method.reads_attention,
+                second_order=self.method.second_order,
                 copies=copies,
             )
             return use(context)
