@@ -22,6 +22,8 @@ class Explanation:
     labels:  B lists of K names; indices: the output index each target read (class, answer, word).
     weights: (B, K, C) per-channel importance where the method has it (Grad-CAM's alpha; per tile, so
              None, on a layer of tiles), else None.
+    contributions: (B, K, C) each channel's share of the target's weighted activation where weights are known,
+             w_kc * mean_ij A_cij (for a pooled linear head, exactly its part of the logit), else None.
     token_weights: (B, K, L) gradient x input per token of a token layer (question words), if one was given.
     kinds:   K names of what each score is ("logit", "log-probability", "logit difference", ...), if known.
     """
@@ -34,6 +36,7 @@ class Explanation:
     layer: str
     method: str
     weights: Tensor | None = None
+    contributions: Tensor | None = None
     token_weights: Tensor | None = None
     kinds: list[str] | None = None
 
@@ -53,7 +56,7 @@ class Explanation:
         return torch.stack((flat % width, flat // width), dim=-1)
 
 
-TENSOR_FIELDS = ("maps", "raw", "scores", "weights", "token_weights")
+TENSOR_FIELDS = ("maps", "raw", "scores", "weights", "contributions", "token_weights")
 
 
 def _joined_tensor(parts: list[Explanation], name: str, dim: int) -> Tensor | None:
@@ -74,6 +77,7 @@ def join_targets(parts: list[Explanation]) -> Explanation:
         layer=first.layer,
         method=first.method,
         weights=_joined_tensor(parts, "weights", 1),
+        contributions=_joined_tensor(parts, "contributions", 1),
         token_weights=_joined_tensor(parts, "token_weights", 1),
         kinds=None
         if any(p.kinds is None for p in parts)
@@ -93,6 +97,7 @@ def join_samples(parts: list[Explanation]) -> Explanation:
         layer=first.layer,
         method=first.method,
         weights=_joined_tensor(parts, "weights", 0),
+        contributions=_joined_tensor(parts, "contributions", 0),
         token_weights=_joined_tensor(parts, "token_weights", 0),
         kinds=first.kinds,
     )

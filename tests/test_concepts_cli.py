@@ -5,6 +5,7 @@ import json
 import pytest
 
 from mmcam.cli import main
+from mmcam.concepts.compose import positive_atoms
 from mmcam.concepts.dissect import ConceptTable
 from mmcam.zoo.dataset import shapes_dataset
 from tests.hf_tiny import save_blip_captioner, save_vilt_vqa
@@ -21,10 +22,11 @@ def probe_dataset(tmp_path_factory):
 def _check_concepts(record: dict, verb: str, layer: str) -> None:
     assert record["layer"] == layer
     for target in record["targets"]:
-        assert target["text"].startswith(f"The model {verb} '{target['label']}'")
-        assert set(target["concepts"]) == {"supporting", "opposing", "text"}
-        for unit in target["concepts"]["supporting"]:
-            assert unit["weight"] > 0 and unit["concept"] and unit["score"] >= 0.05
+        assert target["text"].startswith(f"The model {target['concepts']['verb']} '{target['label']}'")
+        assert target["concepts"]["verb"] in (verb, "rejected", "scored")
+        assert set(target["concepts"]) == {"verb", "supporting", "opposing", "text"}
+        for concept in target["concepts"]["supporting"]:
+            assert concept["weight"] > 0 and concept["concept"] and concept["score"] >= 0.05
 
 
 @pytest.mark.parametrize("task", ["caption", "vqa"])
@@ -63,10 +65,10 @@ def test_rl_concepts_name_the_strong_agents_units_by_the_objects_they_detect(tmp
         target = record["targets"][0]
         assert target["text"].startswith(f"The model chose '{record['action']}'")
         named = target["concepts"]["supporting"] + target["concepts"]["opposing"]
-        assert {unit["concept"] for unit in named} <= {"agent", "goal", "distractors"}
+        assert set().union(*(positive_atoms(e["concept"]) for e in named)) <= {"agent", "goal", "distractors"}
     (cached,) = (tmp_path / "cache" / "concepts").glob("*.json")
     table = ConceptTable.load(cached)
-    concepts = [unit.concept for unit in table.units if unit.concept]
+    concepts = [unit.atom for unit in table.units if unit.atom]
     assert len(concepts) >= 0.5 * len(table.units) and {"agent", "goal"} <= set(concepts), concepts
     report = (tmp_path / "out" / "report.html").read_text()
     actions = {record["action"] for record in records}

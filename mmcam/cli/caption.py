@@ -114,7 +114,8 @@ def caption(options: CaptionOptions) -> int:
 
             def finished(record: dict) -> dict:
                 if table is not None:
-                    add_concepts(record, result.explanation.weights[0], table, "wrote")
+                    decided = None if options.caption else [True] * len(record["targets"])  # its own words
+                    add_concepts(record, result.explanation.contributions[0], table, "wrote", decided)
                 record = {**record, "caption": result.caption, "words": result.words}
                 return {**record, "unknown_words": unknown} if unknown else record
 

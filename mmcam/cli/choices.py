@@ -53,6 +53,8 @@ METRICS = (  # the keys of mmcam.metrics.registry.METRICS, in its order
     "infidelity",
     "cited-units",
     "random-units",
+    "next-units",
+    "concept-deletion",
 )
 TASKS = ("classify", "caption", "vqa", "rl")  # mmcam.evaluation.tasks.TASKS
 BASELINES = ("uniform", "center")  # the keys of mmcam.metrics.baselines.BASELINES

@@ -170,12 +170,25 @@ def classify(options: ClassifyOptions) -> int:
 
         chosen = [classifier.class_index(name) for name in options.classes]
 
-        def finish(explanation):
-            """What only this process adds to an input's record: the concepts behind its classes."""
+        def finish(explanation, inputs):
+            """What only this process adds to an input's record: the concepts behind its classes, each
+            sentence with the score drops of zeroing its units. A class is predicted where its multi-label
+            logit is positive, else where it ranks first."""
 
             def finished(record: dict) -> dict:
                 if table is not None:
-                    add_concepts(record, explanation.weights[0], table, "predicted")
+                    from mmcam.concepts.ablation import sentence_drops
+
+                    scores, classes = explanation.scores[0].tolist(), [explanation.indices[0]]
+                    decided = [s > 0 if classifier.multi_label else None for s in scores]
+                    if not classifier.multi_label and not chosen and not options.against_similar:
+                        decided = [k == 0 for k in range(len(scores))]
+                    ablate = (
+                        None
+                        if options.against_similar
+                        else partial(sentence_drops, explainer, inputs, classes, table=table)
+                    )
+                    add_concepts(record, explanation.contributions[0], table, "predicted", decided, ablate)
                 return record
 
             return finished
@@ -203,7 +216,7 @@ def classify(options: ClassifyOptions) -> int:
                         figures,
                         options.video,
                     ),
-                    finish(one),
+                    finish(one, item.inputs),
                 )
                 for item, one in zip(loaded, explanations)
             ]

@@ -33,11 +33,18 @@ def concept_table_of(options: ConceptOptions, method: str, subject, probe=None):
     return concept_table(subject, probe)
 
 
-def add_concepts(record: dict, weights: Tensor, table, verb: str) -> None:
-    """Each target k of ``record`` gets ``"concepts"`` (its top supporting and opposing named units, from
-    its channel weights ``weights[k]``) and ``"text"``, the sentence built from them."""
-    from mmcam.concepts.sentences import describe
+def add_concepts(record: dict, contributions: Tensor, table, action: str, decided=None, ablate=None) -> None:
+    """Each target k of ``record`` gets ``"concepts"`` (its concepts for and against, from its units'
+    contributions ``contributions[k]``) and ``"text"``, the sentence; its verb is ``action`` where
+    ``decided[k]`` is True, "rejected" where False, "scored" where None or without ``decided``.
+    ``ablate(contributions)``, if given, gives per target the score drops of zeroing its sentence's units
+    (``concepts.ablation.sentence_drops``)."""
+    from mmcam.concepts.sentences import describe, verb_of
 
-    for target, row in zip(record["targets"], weights):
-        described = describe(target["label"], row, table, verb=verb)
+    drops = ablate(contributions) if ablate is not None else [{}] * len(record["targets"])
+    for k, target in enumerate(record["targets"]):
+        verb = verb_of(action, None if decided is None else decided[k])
+        score = f"{target.get('score_kind', 'score')} {target['score']:.2f}"
+        described = describe(target["label"], contributions[k], table, verb, score=score)
+        described.ablation = drops[k]
         target["concepts"], target["text"] = described.as_json(), described.text

@@ -95,16 +95,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _why_actions(rollout, table) -> list[str]:
-    """One sentence per action the agent took, from its chosen-action channel weights averaged over the
+    """One sentence per action the agent took, from its chosen-action unit contributions averaged over the
     steps where it chose that action."""
     import torch
 
     from mmcam.concepts.sentences import describe
 
-    weights = torch.cat([episode.explanation.weights[:, 0] for episode in rollout.episodes])
+    contributions = torch.cat([episode.explanation.contributions[:, 0] for episode in rollout.episodes])
     actions = torch.tensor([a for episode in rollout.episodes for a in episode.trajectory.actions])
     return [
-        describe(rollout.action_names[a], weights[actions == a].mean(0), table, verb="chose").text
+        describe(rollout.action_names[a], contributions[actions == a].mean(0), table, verb="chose").text
         for a in actions.unique().tolist()
     ]
 
@@ -221,8 +221,8 @@ def rl(options: RlOptions) -> int:
     if explain.json:
         for record in rollout_records(rollout, compared):
             if table is not None:
-                steps = rollout.episodes[record["episode"]].explanation.weights[record["step"]]
-                add_concepts(record, steps, table, "chose")
+                steps = rollout.episodes[record["episode"]].explanation.contributions[record["step"]]
+                add_concepts(record, steps, table, "chose", [True] + [None] * (len(record["targets"]) - 1))
             print(json.dumps({**record, "animation": str(animations[record["episode"]])}))
         return 0
     print(f"{rollout.policy} on {rollout.env} ({rollout.method} at {rollout.layer}):")

@@ -116,7 +116,8 @@ def vqa(options: VqaOptions) -> int:
                         if token is not None
                     ]
                 if table is not None:
-                    add_concepts(record, result.explanation.weights[0], table, "answered")
+                    decided = [target["label"] == result.answer for target in record["targets"]]
+                    add_concepts(record, result.explanation.contributions[0], table, "answered", decided)
                 record = {**record, "question": result.question, "answer": result.answer}
                 return {**record, "unknown_words": unknown} if unknown else record
 

@@ -2,9 +2,11 @@
 
 Dense masks: each channel's activation, upsampled to the image, is thresholded at its top quantile
 over a probe set (0.5% by default): M_c = [A_c > T_c]. Its agreement with concept k's masks L_k is
-IoU_ck = sum_n |M_c ∩ L_k| / sum_n |M_c ∪ L_k|; the channel is named after its best concept when that
-IoU reaches 0.05, the paper's cut-off. Two passes over the probe set, batched on the device: exact top
-quantiles from a running top-k per channel, then intersections and unions as matrix products.
+IoU_ck = sum_n |M_c ∩ L_k| / sum_n |M_c ∪ L_k|. With ``max_length`` > 1 the label is the logical form over
+the concepts with the best IoU (``compose``: Mu and Andreas 2020), else the best single concept; the channel
+is named when that IoU reaches 0.05, the paper's cut-off. Two passes over the probe set, batched on the
+device: exact top quantiles from a running top-k per channel, then each channel's active pixels counted per
+concept signature (``compose.SignatureCounter``), from which every formula's IoU follows.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from mmcam.concepts.compose import MAX_LENGTH, SignatureCounter, search
 from mmcam.engine.capture import first_tensor
 from mmcam.engine.layers import resolve_layer
 from mmcam.engine.layouts import Layout, as_layout
@@ -34,12 +37,16 @@ Batch = tuple[Any, Tensor]
 
 @dataclass(frozen=True)
 class UnitName:
-    """One channel's best concept: ``score`` is its IoU (masks) or AUC (image-level labels)."""
+    """One channel's label: ``concept`` its best concept or formula over concepts ("red AND circle"),
+    ``score`` its IoU (masks) or AUC (image-level labels); ``atom`` and ``atom_score`` the best single
+    concept and its score (the same as ``concept`` without composition)."""
 
     unit: int
     concept: str | None
     score: float
     source: str
+    atom: str | None = None
+    atom_score: float = 0.0
 
 
 @dataclass
@@ -101,8 +108,10 @@ def dissect(
     model_name: str = "",
     progress: bool = True,
     forward: Forward | None = None,
+    max_length: int = MAX_LENGTH,
 ) -> ConceptTable:
-    """Name every channel of ``layer`` from a probe set with concept masks.
+    """Name every channel of ``layer`` from a probe set with concept masks, by formulas of up to
+    ``max_length`` concepts (1: Network Dissection's single concepts).
 
     ``batches()`` yields (images, masks) for ``probe_size`` images in all and is called twice
     (thresholds, then IoU), so the probe set need not fit in memory. The threshold T_c is exact: the
@@ -117,26 +126,24 @@ def dissect(
         pool = values if kept is None else torch.cat([kept, values], dim=1)
         kept = pool.topk(min(count, pool.shape[1]), dim=1).values
     thresholds = kept[:, -1]
-    intersection = union_part = concept_area = None
+    counter = SignatureCounter(len(thresholds), len(concepts))
     for inputs, masks in tqdm(batches(), desc="dissect: IoU", unit="batch", disable=not progress):
         up = upsample(layer_activations(model, layer, inputs, forward), tuple(masks.shape[-2:]))
-        active = (up > thresholds[None, :, None, None]).flatten(2).float()  # (B, C, HW)
-        labels = masks.to(active.device).flatten(2).float()  # (B, K, HW)
-        batch_intersection = torch.einsum("bcp,bkp->ck", active, labels)
-        batch_active = active.sum(dim=(0, 2))
-        batch_area = labels.sum(dim=(0, 2))
-        if intersection is None:
-            intersection, union_part, concept_area = batch_intersection, batch_active, batch_area
-        else:
-            intersection += batch_intersection
-            union_part += batch_active
-            concept_area += batch_area
-    union = union_part[:, None] + concept_area[None, :] - intersection
-    iou = intersection / union.clamp_min(1)
-    best, which = iou.max(dim=1)
+        active = (up > thresholds[None, :, None, None]).flatten(2)  # (B, C, HW)
+        counter.add(active, masks.flatten(2).bool())
+    formulas, scores, atoms, atom_scores = search(counter.active, counter.pixels, counter.truth(), max_length)
     units = [
-        UnitName(c, concepts[k] if score >= IOU_CUTOFF else None, round(float(score), 4), "masks")
-        for c, (score, k) in enumerate(zip(best.tolist(), which.tolist()))
+        UnitName(
+            c,
+            formula.text(list(concepts)) if score >= IOU_CUTOFF else None,
+            round(float(score), 4),
+            "masks",
+            concepts[atom] if atom_score >= IOU_CUTOFF else None,
+            round(float(atom_score), 4),
+        )
+        for c, (formula, score, atom, atom_score) in enumerate(
+            zip(formulas, scores.tolist(), atoms.tolist(), atom_scores.tolist())
+        )
     ]
     return ConceptTable(model_name or type(model).__name__, layer, list(concepts), units)
 
@@ -172,7 +179,7 @@ def name_from_labels(
     auc = torch.where((positives > 0) & (negatives > 0), auc, torch.zeros_like(auc))
     best, which = auc.max(dim=1)
     units = [
-        UnitName(c, concepts[k] if score >= cutoff else None, round(float(score), 4), "labels")
+        UnitName(c, concepts[k] if score >= cutoff else None, round(float(score), 4), "labels", None, 0.0)
         for c, (score, k) in enumerate(zip(best.tolist(), which.tolist()))
     ]
     return ConceptTable(model_name or type(model).__name__, layer, list(concepts), units)

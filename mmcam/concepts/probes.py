@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from mmcam.concepts.compose import MAX_LENGTH
 from mmcam.concepts.dissect import ConceptTable, dissect, name_from_labels
 from mmcam.engine.devices import on_model_device
 from mmcam.subject import Subject
@@ -48,20 +49,24 @@ def _rgb(image: Any) -> Image.Image:
     return (image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))).convert("RGB")
 
 
-def shapes_probe(probes: int = 200, seed: int = 60_000, batch_size: int = 16) -> ProbeSet:
-    """``probes`` fresh shapes-world scenes with the masks of their 11 concepts."""
+def shapes_probe(
+    probes: int = 200, seed: int = 60_000, batch_size: int = 16, positions: bool = True
+) -> ProbeSet:
+    """``probes`` fresh shapes-world scenes with the masks of their 11 concepts and, with ``positions``,
+    of the 4 halves their objects sit in (``zoo.concepts.ATOMS``)."""
     from mmcam.zoo import make_scenes
-    from mmcam.zoo.concepts import CONCEPTS, concept_masks
+    from mmcam.zoo.concepts import ATOMS, CONCEPTS, concept_masks
 
     scenes = make_scenes(probes, seed=seed)
+    concepts = list(ATOMS if positions else CONCEPTS)
 
     def batches() -> Iterator[ImageBatch]:
         for start in range(0, len(scenes), batch_size):
             chunk = scenes[start : start + batch_size]
-            masks = torch.from_numpy(np.stack([concept_masks(scene) for scene in chunk]))
+            masks = torch.from_numpy(np.stack([concept_masks(scene, concepts) for scene in chunk]))
             yield [Image.fromarray(scene.image) for scene in chunk], masks
 
-    return ProbeSet("shapes", batches, list(CONCEPTS), "masks", len(scenes))
+    return ProbeSet("shapes" if positions else "shapes-attributes", batches, concepts, "masks", len(scenes))
 
 
 def _object_columns(dataset) -> list[str]:
@@ -142,8 +147,11 @@ def dataset_probe(dataset, name: str, batch_size: int = 16, min_images: int = 5)
     return ProbeSet(name, batches, concepts, kind, len(dataset))
 
 
-def name_units(subject: Subject, probe: ProbeSet, progress: bool = True) -> ConceptTable:
-    """The concept table of ``subject``'s layer on ``probe``: IoU with masks, or AUC with labels."""
+def name_units(
+    subject: Subject, probe: ProbeSet, progress: bool = True, max_length: int = MAX_LENGTH
+) -> ConceptTable:
+    """The concept table of ``subject``'s layer on ``probe``: IoU with masks (of formulas up to ``max_length``
+    concepts long), or AUC with labels."""
 
     def batches() -> Iterator[tuple[Any, Tensor]]:
         for images, evidence in probe.batches():
@@ -151,7 +159,9 @@ def name_units(subject: Subject, probe: ProbeSet, progress: bool = True) -> Conc
 
     common = {"model_name": subject.name, "progress": progress, "forward": subject.forward}
     if probe.kind == "masks":
-        return dissect(subject.model, subject.layer, batches, probe.concepts, probe.size, **common)
+        return dissect(
+            subject.model, subject.layer, batches, probe.concepts, probe.size, max_length=max_length, **common
+        )
     return name_from_labels(subject.model, subject.layer, batches, probe.concepts, **common)
 
 

@@ -1,74 +1,134 @@
-"""Textual explanations: the units that drove a decision, named by the concepts they detect.
+"""Textual explanations: the concepts whose units drove a decision, strongest first.
 
-The importance of unit c for target k is the method's channel weight (Grad-CAM's alpha_kc). The top
-supporting units are the named ones with the largest positive weights, the opposing ones those with
-the most negative: "it is X because of units detecting A, B and C; evidence against: D".
+The evidence of unit c for target k is its contribution x_kc = w_kc * mean_ij A_cij (the method's channel
+weight times the unit's mean activation on this input; for a pooled linear head exactly the unit's part of
+the logit). Units are grouped by their concept label l: the concept's net evidence is X_kl = sum_{c in l}
+x_kc. A concept stands on the side of its net sign (for the target where X_kl > 0, against it where
+X_kl < 0) and only there; the units of that concept pulling the other way are counted in the sentence as
+outweighed ("blue (4 units, IoU 0.17; 1 against, outweighed)"). Concepts are ranked by |X_kl|.
+
+The verb follows what the model did with the target: the task's verb where its output took it ("predicted",
+"answered", "wrote", "chose"), "rejected" where its score says no (a negative multi-label logit, a class
+below the top), "scored" where the score decides nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from torch import Tensor
 
 from mmcam.concepts.dissect import ConceptTable
 
+TOP_CONCEPTS = 4  # concepts named on each side of a sentence
+
 
 @dataclass(frozen=True)
-class UnitEvidence:
-    unit: int
-    weight: float
+class ConceptEvidence:
+    """One concept's units on one side: ``weight`` their net contribution X_kl (signed), ``units`` the
+    units on its side, ``score`` their mean IoU (AUC), ``outweighed`` how many of its units pull the other way."""
+
     concept: str
+    weight: float
+    units: list[int]
     score: float
+    outweighed: int
 
 
 @dataclass
 class TextualExplanation:
     label: str
-    supporting: list[UnitEvidence]
-    opposing: list[UnitEvidence]
+    verb: str
+    supporting: list[ConceptEvidence]
+    opposing: list[ConceptEvidence]
     text: str
+    ablation: dict = field(
+        default_factory=dict
+    )  # score drops when the sentence's units are zeroed, if measured
 
     def as_json(self) -> dict:
-        return {
+        record = {
+            "verb": self.verb,
             "supporting": [asdict(e) for e in self.supporting],
             "opposing": [asdict(e) for e in self.opposing],
             "text": self.text,
         }
+        return {**record, "ablation": self.ablation} if self.ablation else record
 
 
-def named_units(
-    weights: Tensor, table: ConceptTable, top: int = 5
-) -> tuple[list[UnitEvidence], list[UnitEvidence]]:
-    """The ``top`` named units with the largest positive and the most negative weights (C,)."""
-    evidence = [
-        UnitEvidence(unit.unit, float(weights[unit.unit]), unit.concept, unit.score)
-        for unit in table.units
-        if unit.concept is not None
-    ]
-    ranked = sorted(evidence, key=lambda e: -e.weight)
-    return [e for e in ranked if e.weight > 0][:top], [e for e in reversed(ranked) if e.weight < 0][:top]
+def concept_evidence(
+    contributions: Tensor, table: ConceptTable
+) -> tuple[list[ConceptEvidence], list[ConceptEvidence]]:
+    """Per concept of the table, its net evidence from the units' contributions (C,): the supporting
+    concepts (X > 0) by decreasing X, the opposing ones (X < 0) by increasing X."""
+    groups: dict[str, list[tuple[int, float, float]]] = {}
+    for unit in table.units:
+        if unit.concept is not None:
+            groups.setdefault(unit.concept, []).append(
+                (unit.unit, float(contributions[unit.unit]), unit.score)
+            )
+    evidence = []
+    for concept, members in groups.items():
+        net = sum(x for _, x, _ in members)
+        if net == 0:
+            continue
+        side = [(u, s) for u, x, s in members if (x > 0) == (net > 0) and x != 0]
+        outweighed = sum(1 for _, x, _ in members if x != 0 and (x > 0) != (net > 0))
+        score = sum(s for _, s in side) / len(side)
+        evidence.append(ConceptEvidence(concept, net, [u for u, _ in side], score, outweighed))
+    evidence.sort(key=lambda e: -abs(e.weight))
+    return [e for e in evidence if e.weight > 0], [e for e in evidence if e.weight < 0]
 
 
-def _listing(evidence: list[UnitEvidence], source: str) -> str:
+def verb_of(action: str, decided: bool | None) -> str:
+    """``action`` where the model's output took the target, "rejected" where its score says it did not,
+    "scored" where nothing is decided (``decided`` None)."""
+    return "scored" if decided is None else action if decided else "rejected"
+
+
+def _listing(evidence: list[ConceptEvidence], source: str) -> str:
     measure = "IoU" if source == "masks" else "AUC"
-    parts = [f"{e.concept} (unit {e.unit}, {measure} {e.score:.2f})" for e in evidence]
+    parts = []
+    for e in evidence:
+        units = f"{len(e.units)} unit{'s' if len(e.units) > 1 else ''}"
+        against = f"; {e.outweighed} against, outweighed" if e.outweighed else ""
+        parts.append(f"{e.concept} ({units}, {measure} {e.score:.2f}{against})")
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def describe(
-    label: str, weights: Tensor, table: ConceptTable, top: int = 5, verb: str = "predicted"
+    label: str,
+    contributions: Tensor,
+    table: ConceptTable,
+    verb: str = "predicted",
+    top: int = TOP_CONCEPTS,
+    score: str = "",
 ) -> TextualExplanation:
-    """ "The model predicted 'red circle' because of units detecting red (unit 12, IoU 0.41) and ...;
-    evidence against: blue (unit 3, IoU 0.22)." built from the structured evidence."""
-    supporting, opposing = named_units(weights, table, top)
+    """The sentence of one target from its units' contributions (C,): "The model predicted 'red circle'
+    (logit 4.1) because of units detecting red AND circle (3 units, IoU 0.41) and ...; against it: blue
+    (2 units, IoU 0.22)." A rejected target leads with what speaks against it; ``score`` ("logit 4.1") is
+    quoted where given."""
+    supporting, opposing = concept_evidence(contributions, table)
+    supporting, opposing = supporting[:top], opposing[:top]
     source = table.units[0].source if table.units else "masks"
-    text = f"The model {verb} '{label}'"
-    text += (
-        f" because of units detecting {_listing(supporting, source)}"
-        if supporting
-        else " (no named unit supports it)"
+    quoted = f" ({score})" if score else ""
+    lead, rest, rest_name = (
+        (opposing, supporting, "for it") if verb == "rejected" else (supporting, opposing, "against it")
     )
-    if opposing:
-        text += f"; evidence against: {_listing(opposing, source)}"
-    return TextualExplanation(label, supporting, opposing, text + ".")
+    if verb == "scored":
+        text = f"The model scored '{label}'{quoted}: "
+        text += (
+            f"units detecting {_listing(supporting, source)} raise it"
+            if supporting
+            else "no named unit raises it"
+        )
+        text += f"; {_listing(opposing, source)} lower it" if opposing else ""
+    else:
+        text = f"The model {verb} '{label}'{quoted}"
+        text += (
+            f" because of units detecting {_listing(lead, source)}"
+            if lead
+            else " (no named unit explains it)"
+        )
+        text += f"; {rest_name}: {_listing(rest, source)}" if rest else ""
+    return TextualExplanation(label, verb, supporting, opposing, text + ".")

@@ -142,15 +142,17 @@ class Explainer:
             result = self.method.eigen_smoothed(context) if self.eigen_smooth else self.method(context)
             token_weights = context.token_weights.detach() if self.token_layer else None
             scores = context.scores.detach().float()
-            return context.layer, result, scores, token_weights, context.tiles, context.samples
+            means = context.activations.flatten(2).mean(-1)  # (B, C): each channel's mean over the grid
+            return context.layer, result, scores, token_weights, context.tiles, context.samples, means
 
-        layer, result, scores, token_weights, tiles, batch = self._in_context(
+        layer, result, scores, token_weights, tiles, batch, means = self._in_context(
             inputs, target_list, explain, copies
         )
         raw = (result.signed if self.signed else result.raw).detach().float()
         weights = None if result.weights is None else result.weights.detach()
         if tiles is not None:  # one map per tile: each image's map is stitched from its tiles', on its pixels
             raw, weights = tiles.stitch(raw, batch, size, self.upsampling), None
+        contributions = None if weights is None else weights.float() * means[:, None].to(weights.device)
         return Explanation(
             maps=normalize(upsample(raw, size, self.upsampling), len(size), self.signed),
             raw=raw,
@@ -160,6 +162,7 @@ class Explainer:
             layer=layer,
             method=self.method.name,
             weights=weights,
+            contributions=contributions,
             token_weights=token_weights,
             kinds=[target.kind for target in target_list],
         )

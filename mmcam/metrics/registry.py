@@ -21,7 +21,7 @@ from mmcam.metrics.pointing import EnergyPointing, PeakPointing
 from mmcam.metrics.road import Road, RoadLeastFirst, RoadMostFirst
 from mmcam.metrics.sanity import Cascading, EfficientMPRT, SmoothMPRT
 from mmcam.metrics.similarity import RandomLogit
-from mmcam.metrics.unit_ablation import CitedUnits, RandomUnits
+from mmcam.metrics.unit_ablation import CitedUnits, ConceptDeletion, NextUnits, RandomUnits
 
 METRICS = by_name(
     LocalizationError(),
@@ -46,4 +46,6 @@ METRICS = by_name(
     Infidelity(),
     CitedUnits(),
     RandomUnits(),
+    NextUnits(),
+    ConceptDeletion(),
 )

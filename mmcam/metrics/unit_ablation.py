@@ -1,81 +1,102 @@
 """Are the textual explanations faithful? A sentence says the model decided "because of units detecting
-red": zero those units at the layer and the target's score should fall, more than when as many random
-units of the same layer are zeroed. Both drops are reported (``mmcam eval --metric cited-units,random-units``)."""
+red": zero those units at the layer and the target's score should fall, more than when as many random units
+of the same layer are zeroed, and more than when as many units of the next concepts are
+(``mmcam eval --metric cited-units,random-units,next-units``); ``concept-deletion`` zeroes the units of the
+top 1, 2, ..., 5 concepts in turn and records the curve. The sets and drops are ``concepts.ablation``'s."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from mmcam.concepts.dissect import ConceptTable
-from mmcam.concepts.sentences import named_units
-from mmcam.engine import Explainer
+from mmcam.concepts.ablation import deletion_curves, sentence_drops
 from mmcam.metrics.contract import Case, Metric
 
-CITED_UNITS = 5  # a sentence cites at most this many supporting units (``concepts.sentences.describe``)
+NEEDS = frozenset({"explanation", "concept_table", "explainer", "inputs", "targets", "settings"})
 
 
-def cited_units(weights: Tensor, table: ConceptTable, top: int = CITED_UNITS) -> list[list[int]]:
-    """Per target, the units its sentence cites as supporting it: (K, C) channel weights -> K lists."""
-    return [[evidence.unit for evidence in named_units(row, table, top)[0]] for row in weights]
+def _table_and_contributions(case: Case):
+    """The case's concept table and unit contributions (K, C), or None for a baseline, a method without
+    channel weights or a model without named units."""
+    explanation = case.explanation
+    if explanation is None or explanation.contributions is None:
+        return None
+    table = case.concept_table(explanation.layer)
+    return None if table is None else (table, explanation.contributions[0])
 
 
-def unit_ablation_drops(
-    explainer: Explainer,
-    inputs: dict[str, Tensor],
-    targets: list,
-    weights: Tensor,
-    table: ConceptTable,
-    seed: int = 0,
-) -> tuple[Tensor, Tensor]:
-    """For one input (B = 1) and its K targets with channel weights (K, C): the drop of each target's score
-    when the units its sentence cites are zeroed, and when as many units drawn at random (seeded) are;
-    NaN for a target whose sentence cites none. Drop = s - s_zeroed, in the score's units."""
-    cited = cited_units(weights, table)
-    generator = torch.Generator().manual_seed(seed)
-    drawn = [torch.randperm(weights.shape[-1], generator=generator)[: len(units)].tolist() for units in cited]
-    clean, zeroed = explainer.zeroed_scores(inputs, targets, cited + drawn)
-    count = len(cited)
-    k = torch.arange(count)
-    cites_none = torch.tensor([not units for units in cited], device=clean.device)
-    cited_drop = torch.where(cites_none, torch.nan, clean[0] - zeroed[0, k, k])
-    random_drop = torch.where(cites_none, torch.nan, clean[0] - zeroed[0, count + k, k])
-    return cited_drop, random_drop
+def case_unit_drops(case: Case) -> dict[str, Tensor]:
+    """Per set (``named``, ``random``, ``next``), the (K,) score drops of zeroing it, once per case; NaN
+    where the metric does not apply."""
 
-
-def case_unit_drops(case: Case) -> tuple[Tensor, Tensor]:
-    """``unit_ablation_drops`` of the case (cited by its explanation's channel weights), once per case;
-    NaN for a baseline, a method without channel weights or a model without named units."""
-
-    def run() -> tuple[Tensor, Tensor]:
-        explanation = case.explanation
-        if explanation is None or explanation.weights is None:
-            return case.nothing(), case.nothing()
-        table = case.concept_table(explanation.layer)
-        if table is None:
-            return case.nothing(), case.nothing()
-        return unit_ablation_drops(
-            case.explainer(None), case.inputs, case.targets, explanation.weights[0], table, case.settings.seed
+    def run() -> dict[str, Tensor]:
+        found = _table_and_contributions(case)
+        if found is None:
+            return {key: case.nothing() for key in ("named", "random", "next")}
+        table, contributions = found
+        drops = sentence_drops(
+            case.explainer(None), case.inputs, case.targets, contributions, table, case.settings.seed
         )
+        return {key: torch.tensor([d[key] for d in drops]) for key in ("named", "random", "next")}
 
     return case.once("unit drops", run)
 
 
-class CitedUnits(Metric):
-    """The score drop when the units a target's sentence cites are zeroed (``case_unit_drops``)."""
+def case_deletion_curves(case: Case) -> list[list[float]]:
+    """Per target, the score drop with the units of its top 1, 2, ... concepts zeroed, once per case."""
 
-    name, label, better = "cited-units", "score drop, cited units zeroed", "higher"
-    needs = frozenset({"explanation", "concept_table", "explainer", "inputs", "targets", "settings"})
+    def run() -> list[list[float]]:
+        found = _table_and_contributions(case)
+        if found is None:
+            return []
+        table, contributions = found
+        return deletion_curves(case.explainer(None), case.inputs, case.targets, contributions, table)
+
+    return case.once("concept deletion", run)
+
+
+class CitedUnits(Metric):
+    """The score drop when the units of a target's sentence's concepts are zeroed."""
+
+    name, label, better = "cited-units", "score drop, the sentence's units zeroed", "higher"
+    needs = NEEDS
 
     def __call__(self, case: Case) -> Tensor:
-        return case_unit_drops(case)[0]
+        return case_unit_drops(case)["named"]
 
 
 class RandomUnits(Metric):
-    """The score drop when as many random units are zeroed (``case_unit_drops``)."""
+    """The score drop when as many random units are zeroed."""
 
     name, label, better = "random-units", "score drop, as many random units zeroed", "lower"
-    needs = CitedUnits.needs
+    needs = NEEDS
 
     def __call__(self, case: Case) -> Tensor:
-        return case_unit_drops(case)[1]
+        return case_unit_drops(case)["random"]
+
+
+class NextUnits(Metric):
+    """The score drop when as many units of the concepts ranked after the sentence's are zeroed."""
+
+    name, label, better = "next-units", "score drop, as many units of the next concepts zeroed", "lower"
+    needs = NEEDS
+
+    def __call__(self, case: Case) -> Tensor:
+        return case_unit_drops(case)["next"]
+
+
+class ConceptDeletion(Metric):
+    """The mean score drop over the concept-deletion curve, d_k = (1/n) sum_i (s_k - s_k(units of the top i
+    concepts zeroed)), i = 1..n (n <= 5); ``details`` records each curve."""
+
+    name, label, better = "concept-deletion", "mean score drop, top 1..5 concepts' units zeroed", "higher"
+    needs = NEEDS
+
+    def __call__(self, case: Case) -> Tensor:
+        curves = case_deletion_curves(case)
+        if not curves:
+            return case.nothing()
+        return torch.tensor([sum(c) / len(c) if c else float("nan") for c in curves])
+
+    def details(self, case: Case) -> dict:
+        return {"concept_deletion_steps": case_deletion_curves(case)}
