@@ -76,9 +76,9 @@ def test_bench_runs_without_the_peers_installed(monkeypatch):
 
 
 def test_the_folder_suite_times_mmcam_with_and_without_figures_against_the_forward_and_a_peer_loop():
-    from mmcam.cli.bench import folder_cases
+    from mmcam.cli.bench import folder_cases, scene_folder
 
-    cases = folder_cases(CPU, count=3, batch=2, workers=0)
+    cases = folder_cases(CPU, scene_folder(3), batch=2, workers=0)
     assert [(case, tool) for case, tool, _ in cases] == [
         ("folder", "torch"),
         ("folder, no figures", "mmcam"),
@@ -88,6 +88,15 @@ def test_the_folder_suite_times_mmcam_with_and_without_figures_against_the_forwa
     rows = bench.ratio_table(bench.measure("folder", cases, 3, CPU, repeats=1, progress=False))
     assert all(row["images_per_second"] > 0 for row in rows)
     assert next(r for r in rows if r["tool"] == "torch")["share_of_forward_throughput"] == 1.0
+
+
+def test_the_folder_breakdown_times_every_stage_of_the_command():
+    from mmcam.cli.bench import folder_stages, scene_folder
+    from mmcam.cli.stages import STAGES
+
+    stages = folder_stages(CPU, scene_folder(3), batch=2)
+    assert list(stages) == list(STAGES)
+    assert all(seconds > 0 for seconds in stages.values())
 
 
 def test_the_methods_suite_times_the_same_maps_as_the_peers():

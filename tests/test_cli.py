@@ -113,7 +113,8 @@ def test_classify_json_schema_and_files(image_path, tmp_path, capsys):
         assert 0 <= x < 150 and 0 <= y < 90
         with Image.open(target["map"]) as overlay:
             assert overlay.size == (150, 90)
-    assert (out / "street-scene-classify.png").is_file()
+    written = {path.name for path in out.iterdir()}  # only what the record and the report use
+    assert written == {Path(target["map"]).name for target in record["targets"]} | {"report.html"}
     assert record["targets"][0]["score"] >= record["targets"][1]["score"]
 
 

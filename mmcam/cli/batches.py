@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmcam.cli.options import BatchOptions
 from mmcam.cli.output import write_records_report
+from mmcam.cli.stages import stage
 from mmcam.evaluation.distributed import Processes
 
 # Per input: (a picklable call that writes its figures and makes its record, what to add to the record),
@@ -41,6 +42,13 @@ class Loaded:
     inputs: Any = None
     error: str | None = None
 
+    def pin_memory(self) -> Loaded:
+        """The same input with its model inputs in page-locked memory (DataLoader's ``pin_memory`` on
+        CUDA), so their copy to the GPU can overlap the computation."""
+        if isinstance(self.inputs, torch.Tensor):
+            self.inputs = self.inputs.pin_memory()
+        return self
+
 
 class _Inputs(Dataset):
     def __init__(self, paths: list[str], stems: dict[str, str], load: Callable, prepare: Callable):
@@ -52,22 +60,31 @@ class _Inputs(Dataset):
     def __getitem__(self, index: int) -> Loaded:
         path = self.paths[index]
         try:
-            image = self.load(path)
-            return Loaded(path, self.stems[path], image, self.prepare(image))
+            with stage("decode"):
+                image = self.load(path)
+                return Loaded(path, self.stems[path], image, self.prepare(image))
         except ValueError as error:
             return Loaded(path, self.stems[path], error=str(error))
 
 
 def loaded_batches(
-    paths: list[str], stems: dict[str, str], load: Callable, prepare: Callable, batch_size: int, workers: int
+    paths: list[str],
+    stems: dict[str, str],
+    load: Callable,
+    prepare: Callable,
+    batch_size: int,
+    workers: int,
+    pin: bool = False,
 ) -> Iterator[list[Loaded]]:
     """``paths`` in batches of ``batch_size``, each input loaded (``load(path)``) and prepared
-    (``prepare(image)``) by one of ``workers`` processes (none: here), a few batches ahead of the model."""
+    (``prepare(image)``) by one of ``workers`` processes (none: here), a few batches ahead of the model;
+    with ``pin`` (a CUDA model) the prepared inputs come in page-locked memory."""
     loader = DataLoader(
         _Inputs(paths, stems, load, prepare),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=list,
+        pin_memory=pin,
         multiprocessing_context="fork" if workers else None,
     )
     yield from loader
@@ -80,28 +97,49 @@ def _one_thread() -> None:
 
 
 class FigureWriters:
-    """Run the jobs that draw figures and make records in ``workers`` processes (none: here, at once),
-    handing the records back in the order the jobs were given."""
+    """Run the jobs that draw figures and make records in ``workers`` processes (none: here, at once)
+    while the model goes on with the next batch, handing the records back in the order the jobs were
+    given. At most ``waiting`` jobs wait at a time (a bounded queue: the model waits for the writers
+    rather than holding every batch's maps); a job that fails fails its own input only."""
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, waiting: int = 32):
         context = multiprocessing.get_context("fork")
         self._pool = (
             ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) if workers else None
         )
-        self._pending: deque[tuple[Future | dict, Callable[[dict], Any]]] = deque()
+        self._waiting = max(waiting, workers)
+        self._pending: deque[tuple[Future, Callable[[dict], Any], Callable[[str], Any]]] = deque()
 
-    def submit(self, job: Callable[[], dict], then: Callable[[dict], Any]) -> None:
-        """Run ``job`` (a picklable call) and later ``then(record)`` here, in submission order."""
-        self._pending.append((self._pool.submit(job) if self._pool else job(), then))
+    def submit(
+        self, job: Callable[[], dict], then: Callable[[dict], Any], failed: Callable[[str], Any]
+    ) -> None:
+        """Run ``job`` (a picklable call) and later, here and in submission order, ``then(record)``, or
+        ``failed(reason)`` when the job raised ``OSError`` or ``ValueError``."""
+        while len(self._pending) >= self._waiting:
+            self._hand_first()
+        if self._pool:
+            future = self._pool.submit(job)
+        else:
+            future = Future()
+            try:
+                future.set_result(job())
+            except (OSError, ValueError) as error:
+                future.set_exception(error)
+        self._pending.append((future, then, failed))
 
     def ready(self, wait: bool = False) -> None:
-        """Hand every finished record (all of them with ``wait``) to its ``then``, in order."""
-        while self._pending:
-            job, then = self._pending[0]
-            if isinstance(job, Future) and not (wait or job.done()):
-                return
-            self._pending.popleft()
-            then(job.result() if isinstance(job, Future) else job)
+        """Hand every finished record (all of them with ``wait``) on, in order."""
+        while self._pending and (wait or self._pending[0][0].done()):
+            self._hand_first()
+
+    def _hand_first(self) -> None:
+        future, then, failed = self._pending.popleft()
+        try:
+            record = future.result()
+        except (OSError, ValueError) as error:
+            failed(str(error))
+            return
+        then(record)
 
     def close(self) -> None:
         if self._pool:
@@ -183,23 +221,31 @@ def for_each_input(
             tqdm.write(f"mmcam: {record['image']}: {note}", file=sys.stderr)
         print(json.dumps(record) if json_lines else describe_record(record), flush=True)
 
+    def skip(path: str, error: str) -> None:
+        if len(paths) == 1:
+            raise ValueError(error)
+        tqdm.write(f"mmcam: skipped {path}: {error}", file=sys.stderr)  # on its own line
+        failures.append(path)
+
     progress = tqdm(total=len(mine), desc="explaining", unit="image", disable=len(paths) < 2, file=sys.stderr)
+    pin = processes.device.startswith("cuda")
     with closing(FigureWriters(workers if figures else 0)) as writers:
-        for batch in loaded_batches(mine, stems, load, prepare, options.batch_size, workers):
+        for batch in loaded_batches(mine, stems, load, prepare, options.batch_size, workers, pin):
             good = [item for item in batch if item.error is None]
-            skipped = [(item.path, item.error) for item in batch if item.error is not None]
-            for item, job in zip(good, explained(explain_batch, good) if good else []):
+            for item in batch:
+                if item.error is not None:
+                    skip(item.path, item.error)
+            with stage("forward + backward"):
+                jobs = explained(explain_batch, good) if good else []
+            for item, job in zip(good, jobs):
                 if isinstance(job, ValueError):
-                    skipped.append((item.path, str(job)))
+                    skip(item.path, str(job))
                 else:
                     writers.submit(
-                        job[0], lambda record, item=item, finish=job[1]: done(item.path, finish(record))
+                        job[0],
+                        lambda record, item=item, finish=job[1]: done(item.path, finish(record)),
+                        lambda error, item=item: skip(item.path, error),
                     )
-            if skipped and len(paths) == 1:
-                raise ValueError(skipped[0][1])
-            for path, error in skipped:
-                tqdm.write(f"mmcam: skipped {path}: {error}", file=sys.stderr)  # on its own line
-            failures += [path for path, _ in skipped]
             progress.update(len(batch))
             writers.ready()
         writers.ready(wait=True)
@@ -213,6 +259,7 @@ def for_each_input(
         for record in ordered:
             said(record)
     if figures and ordered and not clips:
-        report = write_records_report(ordered, output / "report.html")
+        with stage("report"):
+            report = write_records_report(ordered, output / "report.html")
         print(f"report: open {report.resolve()}", file=sys.stderr if json_lines else sys.stdout)
     return 1 if failed else 0

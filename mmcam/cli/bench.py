@@ -6,6 +6,7 @@ import argparse
 import json
 import platform
 import sys
+from pathlib import Path
 
 from mmcam.cli.choices import SUITES
 
@@ -53,29 +54,48 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def folder_cases(device, count: int = 500, batch: int = 8, workers: int = 2, seed: int = 40_000):
-    """A folder of ``count`` JPEG scenes (256 px) classified by resnet18 (random weights) at 224 px, top
-    class, whole: the model's forward alone at ``batch`` images per pass on the decoded tensors; ``mmcam
-    classify`` on the folder (decoding, batches of ``batch``, ``workers`` worker processes) with the JSON
-    and ``--save-maps`` only and with its figures and report; a loop over pytorch-grad-cam (its argmax
-    target, at layer4, one image per call, maps only)."""
-    import contextlib
-    import io
+def scene_folder(count: int = 500, seed: int = 40_000) -> Path:
+    """A new temporary folder of ``count`` JPEG shapes scenes (256 px, quality 90)."""
     import tempfile
-    from functools import partial
-    from pathlib import Path
 
-    import torch
     from PIL import Image
 
-    from mmcam.cli import main
-    from mmcam.images import image_paths, load_image
-    from mmcam.loading import load_classifier
     from mmcam.zoo import make_scenes
 
     folder = Path(tempfile.mkdtemp(prefix="mmcam-bench-folder-"))
     for i, scene in enumerate(make_scenes(count, seed)):
         Image.fromarray(scene.image).resize((256, 256)).save(folder / f"scene-{i:04d}.jpg", quality=90)
+    return folder
+
+
+def _classify_folder(folder: Path, device, batch: int, workers: int, *options: str) -> None:
+    """``mmcam classify`` on ``folder`` (resnet18, random weights, top class, JSON), its output discarded."""
+    import contextlib
+    import io
+    import tempfile
+
+    from mmcam.cli import main
+
+    command = ["classify", str(folder), "--model", "torchvision:resnet18:random", "--top", "1", "--json"]
+    command += ["--batch-size", str(batch), "--workers", str(workers), "--device", str(device)]
+    quiet = (contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()))
+    with tempfile.TemporaryDirectory() as output, quiet[0], quiet[1]:
+        main([*command, *options, "-o", output])
+
+
+def folder_cases(device, folder: Path, batch: int = 8, workers: int = 2):
+    """The JPEGs of ``folder`` classified by resnet18 (random weights) at 224 px, top class, whole: the
+    model's forward alone at ``batch`` images per pass on the decoded tensors; ``mmcam classify`` on the
+    folder (decoding, batches of ``batch``, ``workers`` worker processes) with the JSON and
+    ``--save-maps`` only and with its figures and report; a loop over pytorch-grad-cam (its argmax
+    target, at layer4, one image per call, maps only)."""
+    from functools import partial
+
+    import torch
+
+    from mmcam.images import image_paths, load_image
+    from mmcam.loading import load_classifier
+
     torch.manual_seed(0)
     classifier = load_classifier("torchvision:resnet18:random")
     model = classifier.model.to(device)
@@ -84,16 +104,10 @@ def folder_cases(device, count: int = 500, batch: int = 8, workers: int = 2, see
 
     def forward_only() -> None:
         with torch.no_grad():
-            for start in range(0, count, batch):
+            for start in range(0, len(paths), batch):
                 model(pixels[start : start + batch])
 
-    def run_mmcam(*options: str) -> None:
-        command = ["classify", str(folder), "--model", "torchvision:resnet18:random", "--top", "1", "--json"]
-        command += ["--batch-size", str(batch), "--workers", str(workers), "--device", str(device)]
-        quiet = (contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()))
-        with tempfile.TemporaryDirectory() as output, quiet[0], quiet[1]:
-            main([*command, *options, "-o", output])
-
+    run_mmcam = partial(_classify_folder, folder, device, batch, workers)
     cases = [
         ("folder", "torch", forward_only),
         ("folder, no figures", "mmcam", partial(run_mmcam, "--no-figures", "--save-maps")),
@@ -112,6 +126,17 @@ def folder_cases(device, count: int = 500, batch: int = 8, workers: int = 2, see
     except ImportError:
         pass
     return cases
+
+
+def folder_stages(device, folder: Path, batch: int = 8) -> dict[str, float]:
+    """Seconds per stage (``mmcam.cli.stages.STAGES``) of ``mmcam classify`` with figures on ``folder``,
+    run once in this process (no workers, so every stage is timed here and none overlaps another)."""
+    from mmcam.cli.stages import SECONDS, STAGES
+
+    _classify_folder(folder, device, batch, 0)  # warm-up
+    SECONDS.clear()
+    _classify_folder(folder, device, batch, 0)
+    return {name: round(SECONDS[name], 4) for name in STAGES}
 
 
 def run(arguments: argparse.Namespace) -> int:
@@ -154,9 +179,12 @@ def run(arguments: argparse.Namespace) -> int:
         timings += measure("methods", cases, 2, device, arguments.repeats)
     if "chat" in suites:
         timings += measure("chat", chat_cases(device, arguments.model), 1, device, arguments.repeats)
+    stages = None
     if FOLDER in suites:
-        cases = folder_cases(device, arguments.images, arguments.batch)
+        folder = scene_folder(arguments.images)
+        cases = folder_cases(device, folder, arguments.batch)
         timings += measure("folder", cases, arguments.images, device, min(arguments.repeats, 2))
+        stages = folder_stages(device, folder, arguments.batch)
     rows = ratio_table(timings)
     header = {
         "device": str(device),
@@ -165,7 +193,7 @@ def run(arguments: argparse.Namespace) -> int:
         "repeats": arguments.repeats,
     }
     if arguments.json:
-        print(json.dumps({**header, "rows": rows}, indent=2))
+        print(json.dumps({**header, "rows": rows, **({"folder_stages": stages} if stages else {})}, indent=2))
         return 0
     print(", ".join(f"{k} {v}" for k, v in header.items()) + "; times are medians")
     case_width = max(20, *(len(row["case"]) + 2 for row in rows))
@@ -181,4 +209,9 @@ def run(arguments: argparse.Namespace) -> int:
             f"{row['suite']:<10}{row['case']:<{case_width}}{row['tool']:<{tool_width}}{row['seconds']:>9.4f}"
             f"{row['images_per_second']:>9.2f}{speedup:>9}{row['share_of_forward_throughput']:>8.3f}{memory:>7}"
         )
+    if stages:
+        total = sum(stages.values())
+        print(f"\nfolder, figures, one process without workers: {total:.2f} s, by stage")
+        for name, seconds in stages.items():
+            print(f"  {name:<22}{seconds:>9.2f} s{seconds / total:>7.1%}")
     return 0

@@ -176,7 +176,6 @@ def caption(options: CaptionOptions) -> int:
                     result.explanation,
                     explain.save_maps,
                     not options.batch.no_figures,
-                    heading=result.caption,
                 )
                 jobs.append((job, finish(result)))
             return jobs

@@ -55,7 +55,6 @@ def record_job(
     save_maps: bool,
     figures: bool,
     clip: bool = False,
-    **extra,
 ) -> Callable[[], dict]:
     """The picklable call that writes the figures of one loaded input's explanation (unless not
     ``figures``) and its maps (``save_maps``) and makes its record (``explanation_record``,
@@ -73,7 +72,6 @@ def record_job(
         stem=item.stem,
         save_maps=save_maps,
         figures=figures,
-        **extra,
     )
 
 

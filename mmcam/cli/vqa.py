@@ -121,17 +121,9 @@ def vqa(options: VqaOptions) -> int:
                 record = {**record, "question": result.question, "answer": result.answer}
                 return {**record, "unknown_words": unknown} if unknown else record
 
-            heading = f"Q: {result.question}   A: {result.answer}"
             figures = not options.batch.no_figures
             write = record_job(
-                output,
-                "vqa",
-                model.name,
-                item,
-                result.explanation,
-                explain.save_maps,
-                figures,
-                heading=heading,
+                output, "vqa", model.name, item, result.explanation, explain.save_maps, figures
             )
             return write, finish
 
