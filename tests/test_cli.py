@@ -447,6 +447,19 @@ def test_no_figures_writes_only_the_json_and_the_maps(scene_folder, tmp_path, ca
     assert sorted(path.suffix for path in tmp_path.iterdir()) == [".safetensors", ".safetensors"]
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["classify"], ["caption"], ["vqa", "-q", "what color is the circle?"]],
+    ids=["classify", "caption", "vqa"],
+)
+def test_no_figures_without_json_says_each_target_in_a_line(command, scene_folder, tmp_path, capsys):
+    """Issue 32, item 10: the text summary of a record without figures named a map that is not there."""
+    code = main([*command, str(scene_folder / "scene-0.png"), "--no-figures", "-o", str(tmp_path / "o")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "scene-0.png" in out and "peak" in out and "->" not in out
+
+
 def test_two_processes_under_torchrun_give_what_one_gives(scene_folder, tmp_path, capsys):
     """torchrun splits the inputs over 2 gloo processes; the first prints every record, in input order."""
     import os

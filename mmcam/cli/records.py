@@ -203,7 +203,8 @@ def describe_record(record: dict) -> str:
     for t in record["targets"]:
         peak = "no peak" if t["peak"] is None else f"peak at {tuple(t['peak'])}"
         kind = f" ({t['score_kind']})" if "score_kind" in t else ""
-        lines.append(f"  {t['label']:<20} score {t['score']:8.3f}{kind}  {peak}  -> {t['map']}")
+        shown = f"  -> {t['map']}" if "map" in t else ""  # no figures: no map file
+        lines.append(f"  {t['label']:<20} score {t['score']:8.3f}{kind}  {peak}{shown}")
         if "text" in t:
             lines.append(f"    {t['text']}")
     return "\n".join(lines)
