@@ -152,7 +152,8 @@ class TopClass(ClassScore):
             logits = logits_of(output)
             if self.rank >= logits.shape[1]:
                 raise ValueError(
-                    f"the class ranked {self.rank + 1} was asked for, but the model has {logits.shape[1]} outputs"
+                    f"the class ranked {self.rank + 1} was asked for, but the model has {logits.shape[1]} outputs: "
+                    f"ask for at most {logits.shape[1]}"
                 )
             self.indices = logits.detach().topk(self.rank + 1, dim=1).indices[:, self.rank].cpu()
         return super().__call__(output)

@@ -562,3 +562,17 @@ def test_fuse_layers_gives_the_fused_maps_of_each_layer(scene_folder, tmp_path, 
     torch.testing.assert_close(load_file(record["maps_file"])["raw"], expected.raw, atol=1e-5, rtol=1e-4)
     assert main(["classify", image, "--fuse-layers", ",".join(layers), "--layer", layers[0]]) == 2
     assert "--fuse-layers names the layers itself" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command, outputs",
+    [(["classify", "--top", "100000"], 20), (["vqa", "-q", "what color is the circle?", "--top", "1000"], 16)],
+    ids=["classify", "vqa"],
+)
+def test_a_top_beyond_the_models_outputs_explains_every_one(command, outputs, scene_folder, tmp_path, capsys):
+    """Issue 32, item 13: --top larger than the model's classes (answers) explains all of them, and says so."""
+    path = str(scene_folder / "scene-0.png")
+    assert main([*command, path, "--json", "--no-figures", "-o", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["targets"]) == outputs
+    assert f"explains all {outputs}" in captured.err

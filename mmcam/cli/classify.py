@@ -15,6 +15,7 @@ from mmcam.cli.options import (
     add_concept_options,
     add_explain_options,
     add_smoothing_options,
+    capped_top,
     check_top,
     comma_separated,
     parsed,
@@ -169,6 +170,7 @@ def classify(options: ClassifyOptions) -> int:
             )
 
         chosen = [classifier.class_index(name) for name in options.classes]
+        top = capped_top(options.top, classifier.class_names, "classes")
 
         def finish(explanation, inputs):
             """What only this process adds to an input's record: the concepts behind its classes, each
@@ -198,10 +200,10 @@ def classify(options: ClassifyOptions) -> int:
             pixels = torch.cat([item.inputs for item in loaded])
             if options.against_similar:  # each class against its nearest classes (Finer-CAM)
                 targets = [SimilarClassContrast(c) for c in chosen] or [
-                    SimilarClassContrast(rank=r) for r in range(options.top)
+                    SimilarClassContrast(rank=r) for r in range(top)
                 ]
             else:
-                targets = [chosen] * len(loaded) if chosen else top_targets(options.top)
+                targets = [chosen] * len(loaded) if chosen else top_targets(top)
             explanations = split_samples(explainer(pixels, targets).cpu())
             figures = not options.batch.no_figures
             return [

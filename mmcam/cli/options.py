@@ -5,7 +5,9 @@ argparse ``Namespace``: a command hands its tasks these typed options' fields.""
 from __future__ import annotations
 
 import argparse
+import sys
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from typing import TypeVar
 
@@ -69,6 +71,18 @@ class BatchOptions:
 def check_top(top: int) -> None:
     if top < 1:
         raise ValueError("--top must be at least 1")
+
+
+def capped_top(top: int, names: Sequence[str] | None, what: str) -> int:
+    """``--top``, at most the number of ``names`` the model has (its classes or answers, ``what``; no cap
+    when it does not name them): a larger ``--top`` explains every one, and says so on stderr."""
+    if names and top > len(names):
+        print(
+            f"mmcam: the model has {len(names)} {what}: --top {top} explains all {len(names)}",
+            file=sys.stderr,
+        )
+        return len(names)
+    return top
 
 
 def comma_separated(text: str) -> list[str]:

@@ -14,6 +14,7 @@ from mmcam.cli.options import (
     add_concept_options,
     add_explain_options,
     add_smoothing_options,
+    capped_top,
     check_top,
     parsed,
 )
@@ -103,6 +104,7 @@ def vqa(options: VqaOptions) -> int:
         if model.answers is None:  # a generative model reads the answers asked about as words too
             texts["answers"] = " ".join([*options.answer, *options.why_not])
         unknown = unknown_words_said(model.unknown_words, texts)
+        top = capped_top(options.top, model.answers, "answers")
 
         def job(item, result) -> Job:
             """The record of one answered image: its figures, then the question words' weights and the rest."""
@@ -128,14 +130,14 @@ def vqa(options: VqaOptions) -> int:
             return write, finish
 
         def explain_one(item) -> Job:
-            asked = (options.question, options.answer, options.top, options.why_not)
+            asked = (options.question, options.answer, top, options.why_not)
             return job(item, explain_answers(model, item.image, *asked, explainer=explainer))
 
         def explain_batch(loaded: list) -> list[Job]:
             """The question about every image of the batch in one forward and one backward (a generative
             model's answers generated for the batch at once)."""
             results = explain_top_answers(
-                model, [item.image for item in loaded], options.question, options.top, explainer
+                model, [item.image for item in loaded], options.question, top, explainer
             )
             return [
                 result if isinstance(result, ValueError) else job(item, result)
