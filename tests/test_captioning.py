@@ -137,7 +137,7 @@ def test_caption_command_writes_a_figure_and_one_target_per_word(tmp_path, capsy
     assert [(t["label"], t["index"]) for t in record["targets"]] == [("a", 0), ("blue", 1), ("square", 2)]
     assert all((tmp_path / "out" / Path(t["map"]).name).is_file() for t in record["targets"])
     written = {path.name for path in (tmp_path / "out").iterdir()}  # only what the record and report use
-    assert written == {Path(t["map"]).name for t in record["targets"]} | {"report.html"}
+    assert written == {Path(t["map"]).name for t in record["targets"]} | {"report.html", ".mmcam-files"}
 
 
 def test_families_come_from_the_registries_in_docstrings_and_messages(tmp_path):

@@ -114,7 +114,10 @@ def test_classify_json_schema_and_files(image_path, tmp_path, capsys):
         with Image.open(target["map"]) as overlay:
             assert overlay.size == (150, 90)
     written = {path.name for path in out.iterdir()}  # only what the record and the report use
-    assert written == {Path(target["map"]).name for target in record["targets"]} | {"report.html"}
+    assert written == {Path(target["map"]).name for target in record["targets"]} | {
+        "report.html",
+        ".mmcam-files",
+    }
     assert record["targets"][0]["score"] >= record["targets"][1]["score"]
 
 
@@ -444,7 +447,10 @@ def test_no_figures_writes_only_the_json_and_the_maps(scene_folder, tmp_path, ca
     )
     records = _records(capsys.readouterr().out)
     assert len(records) == 2 and all("map" not in t for r in records for t in r["targets"])
-    assert sorted(path.suffix for path in tmp_path.iterdir()) == [".safetensors", ".safetensors"]
+    assert sorted(path.suffix for path in tmp_path.iterdir() if path.name != ".mmcam-files") == [
+        ".safetensors",
+        ".safetensors",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -566,7 +572,10 @@ def test_fuse_layers_gives_the_fused_maps_of_each_layer(scene_folder, tmp_path, 
 
 @pytest.mark.parametrize(
     "command, outputs",
-    [(["classify", "--top", "100000"], 20), (["vqa", "-q", "what color is the circle?", "--top", "1000"], 16)],
+    [
+        (["classify", "--top", "100000"], 20),
+        (["vqa", "-q", "what color is the circle?", "--top", "1000"], 16),
+    ],
     ids=["classify", "vqa"],
 )
 def test_a_top_beyond_the_models_outputs_explains_every_one(command, outputs, scene_folder, tmp_path, capsys):
@@ -576,3 +585,25 @@ def test_a_top_beyond_the_models_outputs_explains_every_one(command, outputs, sc
     captured = capsys.readouterr()
     assert len(json.loads(captured.out)["targets"]) == outputs
     assert f"explains all {outputs}" in captured.err
+
+
+def test_a_rerun_with_its_output_inside_the_input_folder_reads_no_output_and_says_what_it_skips(
+    scene_folder, tmp_path, capsys
+):
+    """Issue 32, items 8 and 14: -o the input folder, run twice: the second run explains the same images,
+    not the first run's figures; a subfolder's images are not read, and that is said."""
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    for name in ("scene-0.png", "scene-1.png"):
+        (folder / name).write_bytes((scene_folder / name).read_bytes())
+    (folder / "more" / "scene-2.png").write_bytes((scene_folder / "scene-2.png").read_bytes())
+    command = ["classify", str(folder), "--top", "2", "--json", "-o", str(folder), "--overwrite"]
+    runs = []
+    for _ in range(2):
+        assert main(command) == 0
+        captured = capsys.readouterr()
+        runs.append(([json.loads(line)["image"] for line in captured.out.splitlines()], captured.err))
+    assert runs[0][0] == runs[1][0] == [str(folder / "scene-0.png"), str(folder / "scene-1.png")]
+    assert "files in" in runs[1][1] and "were written by mmcam: not read as inputs" in runs[1][1]
+    for _, err in runs:
+        assert "1 subfolder(s) (more) whose images are not read" in err

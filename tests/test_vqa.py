@@ -124,7 +124,7 @@ def test_vqa_command_json_has_the_question_and_word_weights(tmp_path, capsys, pi
             "?",
         ]
     written = {path.name for path in (tmp_path / "out").iterdir()}  # only what the record and report use
-    assert written == {Path(t["map"]).name for t in record["targets"]} | {"report.html"}
+    assert written == {Path(t["map"]).name for t in record["targets"]} | {"report.html", ".mmcam-files"}
 
 
 def test_vilt_maps_do_not_depend_on_its_random_patch_order(vilt, picture):

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmcam.cli.options import BatchOptions
-from mmcam.cli.output import write_records_report
+from mmcam.cli.output import note_written, write_records_report, written_here
 from mmcam.cli.stages import stage
 from mmcam.evaluation.distributed import Processes
 
@@ -173,6 +173,34 @@ def explained(explain_batch: Callable[[list], list[Job]], loaded: list[Loaded]) 
     return [job for item in loaded for job in explained(explain_batch, [item])]
 
 
+def inputs_of(names: list[str], output: Path | None) -> list[str]:
+    """The image files ``names`` give (``image_paths``), less the files mmcam wrote in ``output`` (its
+    manifest: when ``-o`` is an input folder, a rerun would explain its figures); what is left out, and
+    the subfolders of a named folder (not read), are said in a line each."""
+    from mmcam.images import image_paths
+
+    paths = image_paths(names)
+    ours = written_here(output) if output is not None else set()
+    if ours:
+        kept = [path for path in paths if Path(path).resolve() not in ours]
+        if len(kept) < len(paths):
+            print(
+                f"mmcam: {len(paths) - len(kept)} files in {output} were written by mmcam: not read as inputs",
+                file=sys.stderr,
+            )
+        paths = kept
+    for name in names:
+        folder = Path(name)
+        inner = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        if inner:
+            print(
+                f"mmcam: {name} has {len(inner)} subfolder(s) ({', '.join(inner[:3])}"
+                f"{', ...' if len(inner) > 3 else ''}) whose images are not read: name them too",
+                file=sys.stderr,
+            )
+    return paths
+
+
 def for_each_input(
     options: BatchOptions,
     json_lines: bool,
@@ -198,11 +226,10 @@ def for_each_input(
     from tqdm import tqdm
 
     from mmcam.cli.records import describe_record, unique_stems
-    from mmcam.images import image_paths
 
     if options.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
-    paths = list(options.images) if clips else image_paths(options.images)
+    paths = list(options.images) if clips else inputs_of(options.images, output)
     stems = unique_stems(paths)
     mine = [path for i, path in enumerate(paths) if processes.owns(i)]
     workers = (0 if len(paths) == 1 else 2) if options.workers is None else options.workers
@@ -213,6 +240,9 @@ def for_each_input(
 
     def done(path: str, record: dict) -> None:
         records.append((order[path], record))
+        if output is not None:
+            maps = [target["map"] for target in record["targets"] if "map" in target]
+            note_written(output, maps + ([record["maps_file"]] if "maps_file" in record else []))
         if processes.world == 1:
             said(record)
 
@@ -261,5 +291,6 @@ def for_each_input(
     if figures and ordered and not clips:
         with stage("report"):
             report = write_records_report(ordered, output / "report.html")
+        note_written(output, [report])
         print(f"report: open {report.resolve()}", file=sys.stderr if json_lines else sys.stdout)
     return 1 if failed else 0

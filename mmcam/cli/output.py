@@ -75,6 +75,23 @@ def record_job(
     )
 
 
+MANIFEST = ".mmcam-files"  # in -o DIR: the names of the files mmcam wrote there, one a line
+
+
+def written_here(output: Path) -> set[Path]:
+    """The files an earlier run of mmcam wrote in ``output`` (its manifest), resolved."""
+    manifest = output / MANIFEST
+    if not manifest.is_file():
+        return set()
+    return {(output / name).resolve() for name in manifest.read_text().splitlines() if name}
+
+
+def note_written(output: Path, files: list[str | Path]) -> None:
+    """Add ``files`` (written in ``output``) to the folder's manifest, so no later run reads them as inputs."""
+    with open(output / MANIFEST, "a") as manifest:
+        manifest.writelines(f"{Path(name).name}\n" for name in files)
+
+
 def write_records_report(records: list[dict], path: Path) -> Path:
     """The interactive HTML report of classify, caption or vqa records, at ``path``."""
     from mmcam.report import record_view, write_report
