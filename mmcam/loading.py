@@ -6,6 +6,8 @@ neither has to import the other. Nothing here downloads: checkpoints come from l
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from torch import Tensor
@@ -13,7 +15,7 @@ from torch import Tensor
 from mmcam.adapters import captioning, chat, classification, vqa
 from mmcam.adapters.captioning import CaptionModel, Tokenized
 from mmcam.adapters.classification import ImageClassifier
-from mmcam.adapters.hub import family_titles
+from mmcam.adapters.hub import WrongCheckpoint, family_titles
 from mmcam.adapters.vqa import VQAModel
 from mmcam.zoo import load
 
@@ -24,6 +26,40 @@ FAMILY_TITLES = {
     "vqa": family_titles(vqa.FAMILIES),
     "chat": family_titles(chat.FAMILIES),
 }
+
+
+# what a user is told a checkpoint of each task is, and the command that explains it
+TASKS = {
+    "classify": "an image classifier (mmcam classify)",
+    "caption": "a captioner (mmcam caption)",
+    "vqa": "a VQA model (mmcam vqa)",
+}
+
+
+def _task_of(architectures: list[str]) -> str | None:
+    """The task of a checkpoint saved from ``architectures``: the captioning and VQA registries' classes,
+    and transformers' image classifiers."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    tasks = {name: "classify" for name in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES.values()}
+    tasks.update({family.model_class: "caption" for family in captioning.FAMILIES.values()})
+    tasks.update({family.model_class: "vqa" for family in vqa.FAMILIES.values()})
+    return next((tasks[name] for name in architectures if name in tasks), None)
+
+
+@contextmanager
+def _naming_the_task(asked: str) -> Iterator[None]:
+    """Inside: a checkpoint that does not fill the model of the ``asked`` task is refused in one line that
+    names the task it is for (``hub.WrongCheckpoint``)."""
+    try:
+        yield
+    except WrongCheckpoint as error:
+        task = _task_of(error.architectures)
+        if task is not None and task != asked:
+            raise ValueError(f"{error}: it is {TASKS[task]}, not {TASKS[asked]}") from error
+        raise ValueError(
+            f"{error}: its maps would explain random weights; use a checkpoint trained for it"
+        ) from error
 
 
 def _listing_families(function):
@@ -43,22 +79,30 @@ def _supported(model_type: str, path: str, task: str, own: dict) -> None:
 
 
 def _is_pretrained(spec: str) -> bool:
-    return spec.startswith("hf:") or Path(spec).is_dir()
+    """Whether ``spec`` names a Hugging Face checkpoint; a local folder must hold its ``config.json``."""
+    path = Path(spec.removeprefix("hf:"))
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise ValueError(
+            f"'{path}' has no config.json: a Hugging Face model folder holds config.json and its weights "
+            f"(model.safetensors); for a torchvision state dict use torchvision:NAME:{path}"
+        )
+    return spec.startswith("hf:") or path.is_dir()
 
 
 def load_classifier(spec: str, trust_pickle: bool = False) -> ImageClassifier:
     """A classifier from a model SPEC.
 
     ``shapes``: the bundled shapes-world classifier. ``torchvision:NAME`` (or a bare torchvision
-    name): pretrained weights from the local torch cache; ``torchvision:NAME:random`` for random
-    weights. ``hf:ID_OR_PATH`` or a local directory: a Hugging Face image classifier from a local
+    name): pretrained weights from the local torch cache (a cached file that holds more than tensors only
+    with ``trust_pickle``); ``torchvision:NAME:random`` for random weights. ``hf:ID_OR_PATH`` or a local directory: a Hugging Face image classifier from a local
     directory or the local Hugging Face cache (safetensors only, unless ``trust_pickle``).
     """
     if spec == BUNDLED:
         return bundled_classifier()
     if _is_pretrained(spec):
-        return classification.from_pretrained(spec.removeprefix("hf:"), trust_pickle)
-    return classification.from_torchvision(spec.removeprefix("torchvision:"))
+        with _naming_the_task("classify"):
+            return classification.from_pretrained(spec.removeprefix("hf:"), trust_pickle)
+    return classification.from_torchvision(spec.removeprefix("torchvision:"), trust_pickle)
 
 
 @_listing_families
@@ -69,7 +113,8 @@ def load_captioner(spec: str, trust_pickle: bool = False, prompt: str | None = N
     path = spec.removeprefix("hf:")
     model_type = chat.model_type(path) if _is_pretrained(spec) else None
     if model_type in chat.FAMILIES:
-        return chat.from_pretrained(path, "caption", trust_pickle, prompt or chat.CAPTION_PROMPT)
+        with _naming_the_task("caption"):
+            return chat.from_pretrained(path, "caption", trust_pickle, prompt or chat.CAPTION_PROMPT)
     if prompt is not None:
         raise ValueError(
             f"--prompt is for chat models ({FAMILY_TITLES['chat']}); {spec} writes captions without one"
@@ -79,7 +124,8 @@ def load_captioner(spec: str, trust_pickle: bool = False, prompt: str | None = N
     if not _is_pretrained(spec):
         raise ValueError(f"unknown captioning model '{spec}': use 'shapes' or hf:<id or local dir>")
     _supported(model_type, path, "captioning", captioning.FAMILIES)
-    return captioning.from_pretrained(path, trust_pickle)
+    with _naming_the_task("caption"):
+        return captioning.from_pretrained(path, trust_pickle)
 
 
 @_listing_families
@@ -92,10 +138,11 @@ def load_vqa(spec: str, trust_pickle: bool = False) -> VQAModel:
         raise ValueError(f"unknown VQA model '{spec}': use 'shapes' or hf:<id or local dir>")
     path = spec.removeprefix("hf:")
     model_type = chat.model_type(path)
-    if model_type in chat.FAMILIES:
-        return chat.from_pretrained(path, "vqa", trust_pickle)
-    _supported(model_type, path, "VQA", vqa.FAMILIES)
-    return vqa.from_pretrained(path, trust_pickle)
+    with _naming_the_task("vqa"):
+        if model_type in chat.FAMILIES:
+            return chat.from_pretrained(path, "vqa", trust_pickle)
+        _supported(model_type, path, "VQA", vqa.FAMILIES)
+        return vqa.from_pretrained(path, trust_pickle)
 
 
 def load_policy(spec: str, venv=None, trust_pickle: bool = False):

@@ -1,6 +1,7 @@
 """The engine at its edges: shared models, odd layers and outputs, bad targets, batch-mixing models, RNNs."""
 
 import collections
+import copy
 import threading
 import warnings
 
@@ -12,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 import mmcam
 from mmcam.engine import Layout
+from mmcam.engine.methods import METHODS
 from tests.model_state import assert_unchanged, snapshot
 
 
@@ -505,3 +507,56 @@ def test_a_start_no_score_reaches_gets_zeros_for_every_target(chunk_size):
     found, zeros = target_gradients(scores, [reached, unreached], chunk_size=chunk_size)
     torch.testing.assert_close(found[:, 1], 2 * reached.detach())
     assert zeros.shape == (2, 3, 5, 5) and not zeros.any()
+
+
+# --- the peers' own cases (issue 32) ---------------------------------------------------------------
+
+
+def test_a_model_that_is_not_a_module_is_refused_in_a_sentence():
+    for model in (None, lambda x: x):
+        with pytest.raises(TypeError, match="the model must be a torch.nn.Module"):
+            mmcam.explain(model, _small(), 0)
+
+
+def test_training_flags_come_back_when_model_eval_raises():
+    """``model.eval()`` that raises midway (a submodule refusing to leave training) leaves no flag changed:
+    the flags ``nn.Module.train`` had already set are put back, and the model can be explained again."""
+    from mmcam.engine.state import _evaluated, _frozen
+    from tests.conftest import ConvPoolLinear
+
+    class Stubborn(nn.Module):
+        def train(self, mode: bool = True):
+            if not mode:
+                raise RuntimeError("this block cannot leave training mode")
+            return super().train(mode)
+
+    net = ConvPoolLinear()
+    net.add_module("stubborn", Stubborn())
+    net.train()
+    before = snapshot(net)
+    with pytest.raises(RuntimeError, match="cannot leave training mode"):
+        mmcam.explain(net, _small(), 0, layer="features")
+    assert_unchanged(net, before)
+    assert all(module.training for module in net.modules())
+    assert not _frozen and not _evaluated
+
+
+@pytest.mark.parametrize(
+    "method",
+    sorted(name for name, method in METHODS.items() if not getattr(method, "reads_attention", False)),
+)
+def test_float64_models_and_inputs_give_float64_maps(method):
+    """torch-cam keeps the input's dtype: a float64 model and image give float64 maps, raw maps and scores,
+    equal to the float32 maps to float32's precision (the attention methods need a transformer)."""
+    from tests.conftest import ConvPoolLinear
+
+    torch.manual_seed(0)
+    net32 = ConvPoolLinear().eval()
+    net64 = copy.deepcopy(net32).double()
+    image = torch.rand(1, 3, 12, 12)
+    torch.manual_seed(1)
+    got = mmcam.explain(net64, image.double(), [[1, 2]], layer="features", method=method)
+    torch.manual_seed(1)
+    expected = mmcam.explain(net32, image, [[1, 2]], layer="features", method=method)
+    assert got.maps.dtype == got.raw.dtype == got.scores.dtype == torch.float64
+    torch.testing.assert_close(got.maps.float(), expected.maps, atol=1e-4, rtol=1e-4)

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mmcam.adapters.hub import load_local
+from mmcam.adapters.hub import WrongCheckpoint, load_local
 from mmcam.adapters.tokens import PRE_ATTENTION_NORMS
 from mmcam.engine import Explainer, Layout
 from mmcam.explanation import Explanation
@@ -157,17 +157,18 @@ def imagenet_preprocess(
     return preprocess
 
 
-def from_torchvision(spec: str) -> ImageClassifier:
+def from_torchvision(spec: str, trust_pickle: bool = False) -> ImageClassifier:
     """``NAME`` (pretrained weights from the local torch cache), ``NAME:random`` (random weights) or
     ``NAME:DIR``: a checkpoint of your own, ``DIR/model.safetensors`` (the model's state dict, loaded
     without unpickling; or shards listed in ``model.safetensors.index.json``) and ``DIR/config.json``
     with ``num_classes`` and optionally ``labels``, ``image_size``, ``mean``, ``std`` (default ImageNet's,
-    224) and ``multi_label``."""
+    224) and ``multi_label``. Cached pretrained weights are unpickled only if they hold tensors alone, or
+    with ``trust_pickle``."""
     import torchvision
 
     name, _, variant = spec.partition(":")
     if name in torchvision.models.list_models(module=torchvision.models.video):
-        return _torchvision_video(name, variant)
+        return _torchvision_video(name, variant, trust_pickle)
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
         raise ValueError(
@@ -175,7 +176,7 @@ def from_torchvision(spec: str) -> ImageClassifier:
         )
     if variant not in ("", "random"):
         return _torchvision_checkpoint(name, Path(variant))
-    weights = None if variant == "random" else _cached_weights(name)
+    weights = None if variant == "random" else _cached_weights(name, trust_pickle)
     model = torchvision.models.get_model(name, weights=weights)
     names = list(weights.meta["categories"]) if weights is not None else None
     classifier = from_module(model, name=f"torchvision:{spec}")
@@ -183,9 +184,14 @@ def from_torchvision(spec: str) -> ImageClassifier:
     return classifier
 
 
-def _cached_weights(name: str):
+def _cached_weights(name: str, trust_pickle: bool = False):
     """torchvision's default pretrained weights of ``name``, if they are in the local torch cache; they are
-    never downloaded (torchvision would try, and print the address on stdout)."""
+    never downloaded (torchvision would try, and print the address on stdout). torchvision unpickles the
+    cached file with ``weights_only=False``, which runs any code a crafted file holds: unless
+    ``trust_pickle``, the file is first read with ``weights_only=True`` and refused if it holds anything but
+    tensors and plain values."""
+    import pickle
+
     import torchvision
 
     weights = torchvision.models.get_model_weights(name).DEFAULT
@@ -195,10 +201,19 @@ def _cached_weights(name: str):
             f"the pretrained weights of {name} are not in the local torch cache ({cached}); copy them there, "
             f"or use torchvision:{name}:random"
         )
+    if not trust_pickle:
+        try:
+            torch.load(cached, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+            raise ValueError(
+                f"the cached weights {cached} hold more than tensors ({str(error).splitlines()[0][:120]}): "
+                "unpickling them can run code; pass --trust-pickle (trust_pickle=True) if you trust the file, "
+                "or delete it and copy torchvision's own file there"
+            ) from error
     return weights
 
 
-def _torchvision_video(name: str, variant: str) -> ImageClassifier:
+def _torchvision_video(name: str, variant: str, trust_pickle: bool = False) -> ImageClassifier:
     """A torchvision video classifier (Kinetics-400): pretrained from the local torch cache, or random.
     It reads clips: ``preprocess`` takes lists of frames and gives (B, 3, T, H, W)."""
     import torchvision
@@ -207,7 +222,7 @@ def _torchvision_video(name: str, variant: str) -> ImageClassifier:
         raise ValueError(
             f"unknown variant '{variant}' of {name}: use torchvision:{name} or torchvision:{name}:random"
         )
-    weights = None if variant == "random" else _cached_weights(name)
+    weights = None if variant == "random" else _cached_weights(name, trust_pickle)
     model = torchvision.models.get_model(name, weights=weights)
     frames = imagenet_preprocess(112, KINETICS_MEAN, KINETICS_STD)
 
@@ -235,6 +250,23 @@ def read_state_dict(folder: Path) -> dict[str, Tensor]:
     return state
 
 
+def require_matching(expected: dict[str, Tensor], state: dict[str, Tensor], what: str) -> None:
+    """Refuse, in one line that starts with ``what``, a state dict whose keys or shapes differ from the
+    model's (``expected``): how many weights are missing, unexpected or of another shape, with one of each."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    reshaped = sorted(key for key in set(expected) & set(state) if expected[key].shape != state[key].shape)
+    parts = [f"{len(missing)} of its weights missing ({missing[0]}, ...)"] if missing else []
+    parts += [f"{len(unexpected)} unexpected ({unexpected[0]}, ...)"] if unexpected else []
+    parts += [
+        f"{len(reshaped)} of another shape ({key}: {tuple(state[key].shape)} in the file, "
+        f"{tuple(expected[key].shape)} in the model, ...)"
+        for key in reshaped[:1]
+    ]
+    if parts:
+        raise ValueError(f"{what}: {'; '.join(parts)}")
+
+
 def _torchvision_checkpoint(name: str, folder: Path) -> ImageClassifier:
     """torchvision's ``name`` with the weights and settings of ``folder`` (see ``from_torchvision``)."""
     import torchvision
@@ -246,14 +278,19 @@ def _torchvision_checkpoint(name: str, folder: Path) -> ImageClassifier:
             f"torchvision:{name}:{folder} needs a folder with model.safetensors and config.json (or shards "
             f"listed in {SHARD_INDEX}); use torchvision:{name} (pretrained) or torchvision:{name}:random"
         )
+    from safetensors import SafetensorError
+
     config = json.loads(settings.read_text())
     model = torchvision.models.get_model(name, weights=None, num_classes=config["num_classes"])
     try:
-        model.load_state_dict(read_state_dict(folder))
-    except RuntimeError as error:
+        state = read_state_dict(folder)
+    except SafetensorError as error:
         raise ValueError(
-            f"{folder} does not hold a {name} state dict: {str(error).splitlines()[0]}"
+            f"the weights in {folder} cannot be read ({str(error).splitlines()[0]}): the safetensors file is "
+            "damaged or incomplete; save or copy it again"
         ) from error
+    require_matching(model.state_dict(), state, f"{folder} does not hold a {name} state dict")
+    model.load_state_dict(state)
     preprocess = imagenet_preprocess(
         config.get("image_size", 224), config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
     )
@@ -270,6 +307,8 @@ def from_pretrained(path: str, trust_pickle: bool = False) -> ImageClassifier:
     try:
         model = load_local(AutoModelForImageClassification, path, trust_pickle)
         processor = load_local(AutoImageProcessor, path, weights=False)
+    except WrongCheckpoint:
+        raise
     except (OSError, ValueError) as error:
         raise ValueError(
             f"cannot load the Hugging Face classifier '{path}' from a local directory or the local cache: "

@@ -53,6 +53,32 @@ def quiet_generation() -> Iterator[None]:
                 logger.removeFilter(_quiet)
 
 
+_offline = [0, False]  # [holders, huggingface_hub.constants.HF_HUB_OFFLINE before the first holder]
+_offline_lock = threading.Lock()
+
+
+@contextmanager
+def hub_offline() -> Iterator[None]:
+    """Inside: the Hugging Face hub library makes no network request (``HF_HUB_OFFLINE``). Loading with
+    ``local_files_only`` alone still let it fetch a registry of agents from huggingface.co (a DNS query
+    on every load). The switch is process-wide, so other threads' hub requests are refused meanwhile;
+    overlapping loads are counted, and the last to leave puts back the value the first found."""
+    from huggingface_hub import constants
+
+    with _offline_lock:
+        if _offline[0] == 0:
+            _offline[1] = constants.HF_HUB_OFFLINE
+        _offline[0] += 1
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        with _offline_lock:
+            _offline[0] -= 1
+            if _offline[0] == 0:
+                constants.HF_HUB_OFFLINE = _offline[1]
+
+
 def family_titles(registry: Mapping[str, Any]) -> str:
     """The titles of a family registry's entries (each has a ``title``), in order, each once: "BLIP, GIT"."""
     return ", ".join(dict.fromkeys(entry.title for entry in registry.values()))
@@ -69,15 +95,35 @@ def unknown_words(tokenizer: Any, text: str) -> list[str]:
     return [text[start:end] for i, (start, end) in zip(encoding["input_ids"], spans) if i == unknown]
 
 
+class WrongCheckpoint(ValueError):
+    """A checkpoint whose weights do not fill the model it was loaded as; ``architectures`` are the classes
+    it was saved from (its config's), so a caller can name the task it is for."""
+
+    def __init__(self, message: str, architectures: list[str]):
+        super().__init__(message)
+        self.architectures = architectures
+
+
 def load_local(loader: Any, path: str, trust_pickle: bool = False, weights: bool = True) -> Any:
-    """``loader.from_pretrained(path)`` from local files only; with ``weights`` (a model, not a
+    """``loader.from_pretrained(path)`` from local files only, with no network request (``hub_offline``); with ``weights`` (a model, not a
     processor), from safetensors only unless ``trust_pickle``: a checkpoint with only pickled weights
-    gets one sentence that says how to load it."""
+    gets one sentence that says how to load it, and a model the checkpoint does not fill is refused
+    (``require_filled``), as is an unreadable safetensors file."""
+    from safetensors import SafetensorError
+
     options: dict[str, Any] = {"local_files_only": True}
-    if weights and not trust_pickle:
-        options["use_safetensors"] = True
+    if weights:
+        options["output_loading_info"] = True
+        if not trust_pickle:
+            options["use_safetensors"] = True
     try:
-        return loader.from_pretrained(path, **options)
+        with hub_offline():
+            loaded = loader.from_pretrained(path, **options)
+    except SafetensorError as error:
+        raise ValueError(
+            f"the weights of '{path}' cannot be read ({str(error).splitlines()[0]}): the safetensors file is "
+            "damaged or incomplete; save or copy it again"
+        ) from error
     except (OSError, ValueError) as error:
         if weights and not trust_pickle and any((Path(path) / name).is_file() for name in PICKLED_WEIGHTS):
             raise ValueError(
@@ -85,3 +131,25 @@ def load_local(loader: Any, path: str, trust_pickle: bool = False, weights: bool
                 "(trust_pickle=True) if you trust them, or save them as safetensors"
             ) from error
         raise
+    if not weights:
+        return loaded
+    model, info = loaded
+    require_filled(model, info, path)
+    return model
+
+
+def require_filled(model: Any, info: dict[str, list], path: str) -> None:
+    """Refuse a model that loading left partly random or a checkpoint partly unused (transformers' loading
+    info: missing, mismatched and unexpected keys): its maps would explain random weights."""
+    random = [*info.get("missing_keys", ()), *(entry[0] for entry in info.get("mismatched_keys", ()))]
+    unused = list(info.get("unexpected_keys", ()))
+    if not random and not unused:
+        return
+    architectures = list(getattr(model.config, "architectures", None) or [])
+    saved = " / ".join(architectures) or "an architecture its config does not name"
+    parts = [f"{len(random)} of its weights would be random ({min(random)}, ...)"] if random else []
+    parts += [f"{len(unused)} weights of the checkpoint unused ({min(unused)}, ...)"] if unused else []
+    raise WrongCheckpoint(
+        f"'{path}' was saved from {saved}; loaded as {type(model).__name__}, {' and '.join(parts)}",
+        architectures,
+    )

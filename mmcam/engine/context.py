@@ -75,6 +75,8 @@ class CamContext:
         self.upsampling = upsampling
         self.image = inputs[image_key]
         self.image_size = tuple(self.image.shape[2:])
+        # maps are computed in float32 (also from low-precision activations), in float64 for a float64 image
+        self.dtype = torch.float64 if self.image.dtype == torch.float64 else torch.float32
         self.target_count = len(targets)
         reader = layout.token_reader() if isinstance(layout, Layout) else None
         self._readers = {} if reader is None else {layer: reader}
@@ -92,7 +94,7 @@ class CamContext:
         if self._rows is not None:
             self.scores = summed(self.scores, copies, self._rows.count)
             self.tiles = self._rows.tiles
-        self.activations = self._representatives(self.layout.to_grid(self._start.detach()).float())
+        self.activations = self._representatives(self.layout.to_grid(self._start.detach()).to(self.dtype))
 
     @contextmanager
     def _marking_attention_below(self) -> Iterator[None]:
@@ -268,7 +270,7 @@ class CamContext:
             )
 
     def _grid_gradients(self, scores: Tensor, start: Tensor) -> Tensor:
-        return self.layout.to_grid(self._gradients(scores, [start])[0], leading=2).float()
+        return self.layout.to_grid(self._gradients(scores, [start])[0], leading=2).to(self.dtype)
 
     @cached_property
     def _clean_gradients(self) -> list[Tensor]:
@@ -279,9 +281,11 @@ class CamContext:
 
     @cached_property
     def gradients(self) -> Tensor:
-        """G = d y_k / d A on the clean input: (B, K, C, *grid), float32 (summed over copies). At tokens
+        """G = d y_k / d A on the clean input: (B, K, C, *grid), in ``dtype`` (summed over copies). At tokens
         selected from a longer sequence, a target whose gradient is zero at all of them raises."""
-        gradients = self._merged(self.layout.to_grid(self._clean_gradients[0].detach(), leading=2).float())
+        gradients = self._merged(
+            self.layout.to_grid(self._clean_gradients[0].detach(), leading=2).to(self.dtype)
+        )
         if isinstance(self._readers.get(self.layer), SelectedTokens):
             reached = gradients.transpose(0, 1).flatten(1).abs().amax(dim=1) > 0
             if not reached.all():
@@ -296,7 +300,7 @@ class CamContext:
     @cached_property
     def curvature(self) -> Tensor:
         """H_k A, the Hessian of each target with respect to the activation times the activation itself:
-        d (G_k . A) / dA with the A of the product held fixed, (B, K, C, *grid), float32, from a second
+        d (G_k . A) / dA with the A of the product held fixed, (B, K, C, *grid), in ``dtype``, from a second
         vectorized backward through the first one's graph (kept only with ``second_order``). Zero when G
         does not depend on A (targets linear in A above the layer, such as a ReLU network's logits)."""
         if not self.second_order:
@@ -320,14 +324,16 @@ class CamContext:
                 "first-order method, such as gradcam"
             ) from error
         self._require_finite(hvp, "second derivatives at layer '" + self.layer + "'")
-        return self.layout.to_grid(hvp, leading=2).float()
+        return self.layout.to_grid(hvp, leading=2).to(self.dtype)
 
     @cached_property
     def token_weights(self) -> Tensor:
         """Gradient x input at the token layer, summed over features: (B, K, L) (e.g. question words)."""
         if self._tokens is None:
             raise ValueError("no token layer was given to weigh tokens")
-        weights = (self._clean_gradients[1].float() * self._tokens.detach().float()[:, None]).sum(dim=-1)
+        weights = (
+            self._clean_gradients[1].to(self.dtype) * self._tokens.detach().to(self.dtype)[:, None]
+        ).sum(dim=-1)
         return weights if self._copies is None else summed(weights, self._copies, self.samples)
 
     def _attention_run(self) -> list[Tensor]:
@@ -373,12 +379,12 @@ class CamContext:
     def attention_gradients(self) -> tuple[list[Tensor], list[Tensor]]:
         """The self-attention layers above the layer (``_attention_run``) up to the last one the targets
         depend on (the blocks above LLaVA's ``vision_feature_layer`` run, but nothing reads them):
-        probabilities P_b (B, H, L, L) and their gradients dy_k/dP_b (B, K, H, L, L), float32, from the same
+        probabilities P_b (B, H, L, L) and their gradients dy_k/dP_b (B, K, H, L, L), in ``dtype``, from the same
         backward as ``gradients``."""
         if self._recorder is None:
             raise ValueError("attention probabilities were not recorded for this call")
         attentions = self._attentions
-        gradients = [g.float() for g in self._clean_gradients[-len(attentions) :]]
+        gradients = [g.to(self.dtype) for g in self._clean_gradients[-len(attentions) :]]
         for gradient in gradients:
             self._require_finite(gradient, "attention gradients")
         read = [index for index, gradient in enumerate(gradients) if gradient.abs().amax() > 0]
@@ -388,7 +394,7 @@ class CamContext:
                 "use a gradient method, such as normgrad"
             )
         last = read[-1] + 1
-        return [p.detach().float() for p in attentions[:last]], gradients[:last]
+        return [p.detach().to(self.dtype) for p in attentions[:last]], gradients[:last]
 
     def noisy_gradient_moments(self, samples: int, sigma: float) -> tuple[Tensor, Tensor, Tensor]:
         """Means of G, G^2, G^3 over ``samples`` copies of the image with Gaussian noise.
@@ -424,7 +430,7 @@ class CamContext:
                     images = images + fill[:, None].to(self.image.dtype) * (1 - chunk)
                 scores = self.score(self._run(self._with_image(images.transpose(0, 1).flatten(0, 1))))
                 chunks.append(scores.reshape(chunk.shape[1], batch, -1))
-        return torch.cat(chunks).transpose(0, 1).float()
+        return torch.cat(chunks).transpose(0, 1).to(self.dtype)
 
     def ablated_scores(self, batch_size: int, channel_sets: list[list[int]] | None = None) -> Tensor:
         """Scores with channels of the layer's output set to zero: (B, S, K), one column per set of
@@ -451,14 +457,14 @@ class CamContext:
                 finally:
                     handle.remove()
                 chunks.append(scores.reshape(len(chunk), batch, -1))
-        return torch.cat(chunks).transpose(0, 1).float()
+        return torch.cat(chunks).transpose(0, 1).to(self.dtype)
 
     @cached_property
     def full_gradients(self) -> tuple[Tensor, list[Tensor]]:
         """FullGrad's parts, from one more forward and one vectorized backward: the input-gradient
         x * dy_k/dx (B, K, C_in, *grid) and, for every run of a convolution or batch norm with a bias b
         (``biases.channel_biases``), the bias-gradient b * dy_k/dz at its output z (B, K, C, *its grid);
-        float32."""
+        in ``dtype``."""
         self.refuse_rows("FullGrad adds maps on the images' pixels")
         biases = channel_biases(self.model, len(self.image_size))
         image = self.image.detach().clone().requires_grad_(True)
@@ -474,8 +480,8 @@ class CamContext:
         gradients = target_gradients(scores, starts, self.chunk_size)
         self._require_finite(gradients[0], "gradients at the input")
         shape = [-1] + [1] * len(self.image_size)  # a bias per channel, broadcast over the grid
-        return gradients[0].float() * image.detach().float()[:, None], [
-            bias.float().reshape(shape) * gradient.float()
+        return gradients[0].to(self.dtype) * image.detach().to(self.dtype)[:, None], [
+            bias.to(self.dtype).reshape(shape) * gradient.to(self.dtype)
             for (bias, _), gradient in zip(outputs, gradients[1:])
         ]
 
@@ -486,6 +492,6 @@ class CamContext:
         image = self.image.detach().clone().requires_grad_(True)
         with guided_relus(self.model):
             output = self._run({**self.inputs, self.image_key: image})
-        gradients = target_gradients(self.score(output), image, self.chunk_size).float()
+        gradients = target_gradients(self.score(output), image, self.chunk_size).to(self.dtype)
         self._require_finite(gradients, "guided gradients at the input")
         return gradients

@@ -79,6 +79,11 @@ class Explainer:
         eigen_smooth: bool = False,
         aug_smooth: bool = False,
     ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"the model must be a torch.nn.Module (a network whose layers can be hooked), got "
+                f"{type(model).__name__}"
+            )
         if upsampling not in UPSAMPLING:
             raise ValueError(f"unknown upsampling '{upsampling}'; use one of {', '.join(UPSAMPLING)}")
         self.model = model
@@ -141,18 +146,18 @@ class Explainer:
         def explain(context: CamContext):
             result = self.method.eigen_smoothed(context) if self.eigen_smooth else self.method(context)
             token_weights = context.token_weights.detach() if self.token_layer else None
-            scores = context.scores.detach().float()
+            scores = context.scores.detach().to(context.dtype)
             means = context.activations.flatten(2).mean(-1)  # (B, C): each channel's mean over the grid
-            return context.layer, result, scores, token_weights, context.tiles, context.samples, means
+            return context.layer, result, scores, token_weights, context.tiles, context.samples, means, context.dtype
 
-        layer, result, scores, token_weights, tiles, batch, means = self._in_context(
+        layer, result, scores, token_weights, tiles, batch, means, dtype = self._in_context(
             inputs, target_list, explain, copies
         )
-        raw = (result.signed if self.signed else result.raw).detach().float()
+        raw = (result.signed if self.signed else result.raw).detach().to(dtype)
         weights = None if result.weights is None else result.weights.detach()
         if tiles is not None:  # one map per tile: each image's map is stitched from its tiles', on its pixels
             raw, weights = tiles.stitch(raw, batch, size, self.upsampling), None
-        contributions = None if weights is None else weights.float() * means[:, None].to(weights.device)
+        contributions = None if weights is None else weights.to(dtype) * means[:, None].to(weights.device)
         return Explanation(
             maps=normalize(upsample(raw, size, self.upsampling), len(size), self.signed),
             raw=raw,
@@ -182,7 +187,7 @@ class Explainer:
             inputs,
             target_list,
             lambda context: (
-                context.scores.detach().float(),
+                context.scores.detach().to(context.dtype),
                 context.ablated_scores(batch_size, channel_sets),
             ),
         )

@@ -65,10 +65,11 @@ def explanation_mode(model: nn.Module) -> Iterator[nn.Module]:
         with _registry:
             _hold(_frozen, parameters, lambda p: p.requires_grad)
             _hold(_evaluated, modules, lambda m: m.training)
-            model.eval()
-            for parameter in parameters:
-                parameter.requires_grad_(False)
         try:
+            with _registry:  # inside the try: a model.eval() that raises midway is undone too
+                model.eval()
+                for parameter in parameters:
+                    parameter.requires_grad_(False)
             yield model
         finally:
             with _registry:

@@ -157,7 +157,7 @@ class FEM(ChannelWeightCAM):
         a = ctx.activations
         axes = grid_axes(a, 2)
         threshold = a.mean(dim=axes, keepdim=True) + self.k * a.std(dim=axes, keepdim=True, correction=0)
-        return (a > threshold).float().mean(dim=axes)[:, None].expand(-1, ctx.target_count, -1)
+        return (a > threshold).to(a.dtype).mean(dim=axes)[:, None].expand(-1, ctx.target_count, -1)
 
 
 class RandomCAM(ChannelWeightCAM):
@@ -180,4 +180,4 @@ class RandomCAM(ChannelWeightCAM):
         a = ctx.activations
         generator = torch.Generator().manual_seed(self.seed)
         weights = torch.rand(a.shape[0], ctx.target_count, a.shape[1], generator=generator) * 2 - 1
-        return weights.to(a.device)
+        return weights.to(a.device, a.dtype)

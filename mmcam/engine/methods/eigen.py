@@ -89,5 +89,5 @@ class KPCACAM(CamMethod):
         centred = kernel - ones @ kernel - kernel @ ones + ones @ kernel @ ones
         values, vectors = torch.linalg.eigh(centred)
         projection = vectors[..., -1] * values[:, -1:].clamp(min=0).sqrt()
-        projection = agreeing(projection, a.sum(dim=1).reshape(b, -1)).float()
+        projection = agreeing(projection, a.sum(dim=1).reshape(b, -1)).to(ctx.activations.dtype)
         return CamResult(projection.reshape(b, 1, *grid).expand(b, ctx.target_count, *grid))

@@ -130,5 +130,5 @@ class AblationCAM(ChannelWeightCAM):
     def weights(self, ctx: CamContext) -> Tensor:
         ctx.refuse_rows("Ablation-CAM weighs the channels by each image's scores")
         ablated = ctx.ablated_scores(self.batch_size).transpose(1, 2)  # (B, K, C)
-        clean = ctx.scores.detach().float()[..., None]
+        clean = ctx.scores.detach().to(ctx.activations.dtype)[..., None]
         return safe_divide(clean - ablated, clean.expand_as(ablated))
