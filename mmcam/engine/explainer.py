@@ -148,7 +148,16 @@ class Explainer:
             token_weights = context.token_weights.detach() if self.token_layer else None
             scores = context.scores.detach().to(context.dtype)
             means = context.activations.flatten(2).mean(-1)  # (B, C): each channel's mean over the grid
-            return context.layer, result, scores, token_weights, context.tiles, context.samples, means, context.dtype
+            return (
+                context.layer,
+                result,
+                scores,
+                token_weights,
+                context.tiles,
+                context.samples,
+                means,
+                context.dtype,
+            )
 
         layer, result, scores, token_weights, tiles, batch, means, dtype = self._in_context(
             inputs, target_list, explain, copies

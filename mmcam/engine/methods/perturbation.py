@@ -55,7 +55,9 @@ class Perturbation(CamMethod):
         blurred_disc = (across_y * across_x).flatten(0, 1)  # (rows * columns, H, W): M_ij
         blur_sigma = 3 * scale
         kernel = 2 * math.ceil(3 * blur_sigma) + 1
-        blurred = gaussian_blur(ctx.image.to(ctx.activations.dtype), [kernel, kernel], [blur_sigma, blur_sigma])
+        blurred = gaussian_blur(
+            ctx.image.to(ctx.activations.dtype), [kernel, kernel], [blur_sigma, blur_sigma]
+        )
         keep = (1 - blurred_disc)[None].expand(ctx.image.shape[0], -1, -1, -1)
         scores = ctx.masked_scores(keep, self.batch_size, fill=blurred)  # (B, P, K)
         change = 0.5 * (ctx.scores.detach().to(ctx.activations.dtype)[:, None] - scores) ** 2
