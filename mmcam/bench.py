@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 import mmcam
 from mmcam.engine.methods import METHODS
+from mmcam.targets import TailLogits
 
 Case = tuple[str, str, Callable[[], object]]
 
@@ -165,6 +166,7 @@ class _FixedText(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         text = {k: v.expand(len(pixel_values), *v.shape[1:]) for k, v in self.text.items()}
         output = self.forward_fn(self.model, {"pixel_values": pixel_values, **text})
+        output = output.padded() if isinstance(output, TailLogits) else output  # the peers read absolute rows
         return output.log_softmax(-1) if self.log_softmax else output
 
 

@@ -265,6 +265,20 @@ def as_targets(spec: Any, batch_size: int, names: Sequence[str] | None = None) -
     )
 
 
+class TailLogits:
+    """Next-token logits (N, T, V) of a sequence's last T rows only: rows ``start`` .. ``start + T - 1`` of the
+    full (N, L, V) (a Hugging Face model's ``logits_to_keep=T``). A reply's word targets read only these rows;
+    the language model head's work, and its gradient's, at every prompt row is then never done (for a 7B chat
+    model's 32064-word head over a 600-token prompt, more per explained word than a decoder layer)."""
+
+    def __init__(self, logits: Tensor, start: int):
+        self.logits, self.start = logits, start
+
+    def padded(self) -> Tensor:
+        """The full (N, L, V) logits, the rows before ``start`` zero: for code that reads absolute rows."""
+        return torch.nn.functional.pad(self.logits, (0, 0, self.start, 0))
+
+
 def sequence_logits_of(output: Any) -> Tensor:
     """The (N, L, V) next-token logits of a teacher-forced decoder output: the tensor or its ``.logits``."""
     logits = output if isinstance(output, Tensor) else getattr(output, "logits", None)
@@ -309,9 +323,14 @@ class TokenLogProb(Target):
         self.reads = torch.tensor([[p in sample for p in self.read] for sample in self.sample_positions])
 
     def __call__(self, output: Any) -> Tensor:
-        logits = sequence_logits_of(output)
+        logits, start = (output.logits, output.start) if isinstance(output, TailLogits) else (sequence_logits_of(output), 0)
+        if self.read[0] - 1 < start:
+            raise ValueError(
+                f"token position {self.read[0]} is predicted by logits row {self.read[0] - 1}, before the kept "
+                f"rows, which start at {start}"
+            )
         ids = per_row(self.token_ids.to(logits.device), logits.shape[0])[:, self.read]
-        predicting = logits[:, [p - 1 for p in self.read]].float().log_softmax(dim=-1)
+        predicting = logits[:, [p - 1 - start for p in self.read]].float().log_softmax(dim=-1)
         token_log_probs = predicting.gather(-1, ids[..., None])[..., 0]
         return (token_log_probs * per_row(self.reads.to(logits.device), logits.shape[0])).sum(dim=1)
 

@@ -80,7 +80,7 @@ def test_every_word_of_a_reply_from_one_forward_with_its_token_log_probabilities
     assert tokenized.positions == [[start], [start + 1], [start + 2, start + 3]]  # circle ##s
     inputs = {"pixel_values": captioner.preprocess([picture]), "input_ids": torch.tensor([tokenized.ids])}
     with torch.no_grad():
-        log_probs = captioner.forward(captioner.model, inputs).log_softmax(-1)[0]
+        log_probs = captioner.forward(captioner.model, inputs).padded().log_softmax(-1)[0]
     per_token = [float(log_probs[p - 1, tokenized.ids[p]]) for p in range(start, len(tokenized.ids))]
     expected = [per_token[0], per_token[1], sum(per_token[2:]), sum(per_token)]
     torch.testing.assert_close(result.explanation.scores[0], torch.tensor(expected), rtol=1e-4, atol=1e-4)
@@ -128,7 +128,7 @@ def test_teacher_forced_replies_are_read_as_generation_reads_them(chat_dir, capt
     with torch.no_grad():
         caption = captioner.forward(
             captioner.model, {"pixel_values": pixels, "input_ids": torch.tensor([tokenized.ids])}
-        )
+        ).padded()
         answer = vqa.forward(vqa.model, extended)
     for logits, read in [(caption, range(start, len(tokenized.ids))), (answer, positions[0])]:
         log_probs = logits[0].float().log_softmax(-1)[[p - 1 for p in read], reply]

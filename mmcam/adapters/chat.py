@@ -40,7 +40,7 @@ from mmcam.adapters.paligemma import PaliGemma
 from mmcam.adapters.qwen_vl import QwenVL
 from mmcam.adapters.tokens import TOKEN_METHOD
 from mmcam.adapters.vqa import VQAModel, answer_token_ids, hf_question_tokens
-from mmcam.targets import right_padded
+from mmcam.targets import TailLogits, right_padded
 
 CAPTION_PROMPT = "Describe the image."
 MAX_CAPTION_TOKENS = 30
@@ -91,6 +91,14 @@ def _forward(family: ChatFamily, m: nn.Module, inputs: dict[str, Tensor]) -> Ten
     return family.logits(m(**family.arguments(inputs)).logits, inputs)
 
 
+def reply_forward(family: ChatFamily, start: int, m: nn.Module, inputs: dict[str, Tensor]) -> TailLogits:
+    """The logits of rows ``start`` .. L - 1 of ``inputs["input_ids"]`` (B, L) only (``TailLogits``), the rows a
+    reply after a prompt of ``start + 1`` tokens is read from; the families' own ``logits`` would leave them as
+    they are (they compact image-token rows only)."""
+    kept = inputs["input_ids"].shape[1] - start
+    return TailLogits(m(**family.arguments(inputs), logits_to_keep=kept).logits, start)
+
+
 def _replies(family: ChatFamily, model: nn.Module, tokenizer, inputs: dict[str, Tensor], max_tokens: int):
     """The model's greedy replies to ``inputs``, without the prompt."""
     arguments = family.arguments(inputs)
@@ -118,6 +126,7 @@ def captioner(
     prompt_ids = request["input_ids"][0].tolist()
     others = {key: value for key, value in request.items() if key not in ("input_ids", "attention_mask")}
     words = huggingface_tokenize(tokenizer, prompt_ids[-1])
+    shift = len(prompt_ids) - 1  # a caption's first position (its start token, the prompt's last)
 
     def repeated(inputs: dict[str, Tensor], pixels: Tensor) -> dict[str, Tensor]:
         """``inputs`` of the one prompt, for every image of ``pixels``, with the images."""
@@ -130,16 +139,16 @@ def captioner(
     def tokenize(caption: str) -> Tokenized:
         """The prompt, then the caption: word positions count from the prompt's start."""
         reply = words(caption)
-        shift = len(prompt_ids) - 1
         return Tokenized(
             prompt_ids[:-1] + reply.ids,
             reply.words,
             [[p + shift for p in group] for group in reply.positions],
         )
 
-    def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
-        """The captioner's inputs (images, prompt and caption ids) with the prompt's other inputs."""
-        return _forward(family, m, {**repeated(others, inputs["pixel_values"]), **inputs})
+    def forward(m: nn.Module, inputs: dict[str, Tensor]) -> TailLogits:
+        """The captioner's inputs (images, prompt and caption ids) with the prompt's other inputs; the logits
+        from the prompt's last token on only (``reply_forward``: no caption word reads the rows before)."""
+        return reply_forward(family, shift, m, {**repeated(others, inputs["pixel_values"]), **inputs})
 
     return CaptionModel(
         name=name,

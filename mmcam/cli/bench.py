@@ -48,6 +48,26 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="chat: the chat model's checkpoint directory (required for chat)",
     )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="chat: instead of --model, the cost of explaining every word of a reply against the plain forward "
+        "on a published architecture with random weights (llava-1.5-7b, qwen2-vl-7b), by depth",
+    )
+    parser.add_argument(
+        "--depth", nargs="+", default=["2", "4", "8"], help="chat --config: language model layers, or full (default 2 4 8)"
+    )
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="chat --config (default bfloat16)")
+    parser.add_argument("--words", type=int, default=30, help="chat --config: reply tokens explained (default 30)")
+    parser.add_argument(
+        "--peer-words", type=int, default=2, help="chat --config: words the peers are timed on, scaled to --words"
+    )
+    parser.add_argument(
+        "--many", type=int, default=300, help="chat --config: a reply this long, at the first depth (0: none)"
+    )
+    parser.add_argument(
+        "--max-targets-per-backward", type=int, default=None, help="chat --config: targets per batched backward"
+    )
     parser.add_argument("--images", type=int, default=500, help="folder: images in the folder (default 500)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is kept (default 5)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -155,6 +175,23 @@ def run(arguments: argparse.Namespace) -> int:
     from mmcam.engine.devices import chosen_device
 
     device = chosen_device(arguments.device)
+    if arguments.config is not None:
+        import inspect
+
+        from mmcam import Explainer
+        from mmcam.cli import chat_cost
+
+        default = inspect.signature(Explainer).parameters["chunk_size"].default
+        chunk = arguments.max_targets_per_backward or default
+        try:
+            depths = chat_cost.depths_of(arguments.depth)
+        except ValueError as error:
+            print(f"mmcam bench: {error}", file=sys.stderr)
+            return 2
+        return chat_cost.run(
+            arguments.config, depths, device.type, arguments.dtype, arguments.words, chunk, arguments.peer_words,
+            arguments.many,
+        )
     for tool in missing_peers():
         print(
             f'mmcam bench: {tool} is not installed, its cases are skipped (pip install -e ".[dev]")',

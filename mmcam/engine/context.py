@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -95,6 +96,21 @@ class CamContext:
             self.scores = summed(self.scores, copies, self._rows.count)
             self.tiles = self._rows.tiles
         self.activations = self._representatives(self.layout.to_grid(self._start.detach()).to(self.dtype))
+        self._keep_graph = False
+
+    def target_groups(self) -> Iterator[CamContext]:
+        """This context split into groups of at most ``chunk_size`` targets, in order: each shares the forward
+        (its graph kept for the next group) and gets its gradients from its own batched backward, so that what
+        a method keeps per target (gradients B x k x C x grid) is held for one group at a time (a group is
+        dropped when the next is made). Iterate it before anything is computed on this context."""
+        for begin in range(0, self.target_count, self.chunk_size):
+            end = min(begin + self.chunk_size, self.target_count)
+            group = copy.copy(self)
+            group.targets, group.scores = self.targets[begin:end], self.scores[:, begin:end]
+            group.target_count = end - begin
+            group._unreached = [t for t in self._unreached if any(t is u for u in group.targets)]
+            group._keep_graph = end < self.target_count
+            yield group
 
     @contextmanager
     def _marking_attention_below(self) -> Iterator[None]:
@@ -233,7 +249,9 @@ class CamContext:
         self._require_reached()
         try:
             per_sample = self._samples_mix(scores, starts[0])
-            gradients = target_gradients(scores, starts, self.chunk_size, per_sample, create_graph)
+            gradients = target_gradients(
+                scores, starts, self.chunk_size, per_sample, create_graph, self._keep_graph
+            )
         except RuntimeError as error:
             if "checkpoint" not in str(error).lower() or ".grad()" not in str(error):
                 raise

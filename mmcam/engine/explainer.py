@@ -13,7 +13,7 @@ from mmcam.engine.context import CamContext, Forward
 from mmcam.engine.devices import on_model_device
 from mmcam.engine.layers import auto_layer, resolve_layer
 from mmcam.engine.layouts import Layout
-from mmcam.engine.methods import capable, get_method
+from mmcam.engine.methods import CamResult, capable, get_method
 from mmcam.engine.precision import Precision
 from mmcam.engine.resize import UPSAMPLING, normalize, upsample
 from mmcam.engine.state import cudnn_disabled, explanation_mode, has_rnn
@@ -143,11 +143,20 @@ class Explainer:
     ) -> Explanation:
         size = tuple(inputs[self.image_key].shape[2:])
 
-        def explain(context: CamContext):
+        def explain_group(context: CamContext) -> tuple[CamResult, Tensor | None]:
             result = self.method.eigen_smoothed(context) if self.eigen_smooth else self.method(context)
-            token_weights = context.token_weights.detach() if self.token_layer else None
+            return result, context.token_weights.detach() if self.token_layer else None
+
+        def explain(context: CamContext):
             scores = context.scores.detach().to(context.dtype)
             means = context.activations.flatten(2).mean(-1)  # (B, C): each channel's mean over the grid
+            grouped = self.method.per_target and context.target_count > self.chunk_size
+            parts = [explain_group(group) for group in (context.target_groups() if grouped else [context])]
+            result = CamResult(
+                torch.cat([part.signed for part, _ in parts], dim=1),
+                None if parts[0][0].weights is None else torch.cat([part.weights for part, _ in parts], dim=1),
+            )
+            token_weights = torch.cat([w for _, w in parts], dim=1) if self.token_layer else None
             return (
                 context.layer,
                 result,

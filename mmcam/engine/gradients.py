@@ -21,6 +21,7 @@ def target_gradients(
     chunk_size: int = 32,
     per_sample: bool = False,
     create_graph: bool = False,
+    keep_graph: bool = False,
 ) -> Tensor | list[Tensor]:
     """d scores[:, k] / d start for every k: (B, K) scores, start (B, ...) -> (B, K, ...); for a start whose
     N rows are tiles of the samples, (N, ...) -> (N, K, ...) (not with ``per_sample``).
@@ -34,7 +35,8 @@ def target_gradients(
     ``chunk_size`` seeds to bound the memory of the batched backward. With ``per_sample`` (for
     models whose samples mix after the layer) every (sample, target) pair gets its own seed and
     sample b keeps only the gradient at its own activation: d y_bk / d A_b, the others held fixed.
-    With ``create_graph`` the gradients keep their graph (and the forward's), to be differentiated again.
+    With ``create_graph`` the gradients keep their graph (and the forward's), to be differentiated again;
+    with ``keep_graph`` the forward's graph is kept for another call.
     """
     tensors = starts if isinstance(starts, list) else [starts]
     seeds = _seeds(scores, per_sample)
@@ -43,7 +45,7 @@ def target_gradients(
     for begin in range(0, count, chunk_size):
         end = min(begin + chunk_size, count)
         options = {
-            "retain_graph": create_graph or end < count,
+            "retain_graph": create_graph or keep_graph or end < count,
             "create_graph": create_graph,
             "allow_unused": True,
         }

@@ -61,6 +61,9 @@ class CamMethod:
     reads_attention: ClassVar[bool] = False
     needs_gradients: ClassVar[bool] = True
     perturbation: ClassVar[bool] = False
+    # reads only G and A of its own targets: the engine may explain the targets a group of ``chunk_size`` at a
+    # time, each group's gradients freed before the next (not a capability of the table: a cost bound)
+    per_target: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -21,6 +21,7 @@ class GradCAM(ChannelWeightCAM):
     """
 
     name = "gradcam"
+    per_target = True
     summary = "spatial mean of gradients"
     paper = "Selvaraju et al., arXiv 1610.02391"
     peers = "pytorch-grad-cam (1e-4), captum (1e-6); torch-cam"
@@ -36,6 +37,7 @@ class CounterfactualCAM(ChannelWeightCAM):
     """
 
     name = "counterfactual"
+    per_target = True
     summary = "Grad-CAM of the negated target"
     paper = "Selvaraju et al., arXiv 1610.02391"
 
@@ -62,6 +64,7 @@ class GradCAMPlusPlus(ChannelWeightCAM):
     """
 
     name = "gradcam++"
+    per_target = True
     summary = "positive gradients weighted per pixel"
     paper = "Chattopadhyay et al., arXiv 1710.11063"
     peers = "pytorch-grad-cam (1e-4); torch-cam"
@@ -126,6 +129,7 @@ class XGradCAM(ChannelWeightCAM):
     """
 
     name = "xgradcam"
+    per_target = True
     summary = "activation-normalized gradients"
     paper = "Fu et al., arXiv 2008.02312"
     peers = "pytorch-grad-cam (1e-4); torch-cam"

@@ -19,6 +19,7 @@ class HiResCAM(CamMethod):
     """
 
     name = "hirescam"
+    per_target = True
     summary = "gradient x activation, per element"
     paper = "Draelos & Carin, arXiv 2011.08891"
     peers = "pytorch-grad-cam (1e-4)"
@@ -34,6 +35,7 @@ class LayerCAM(CamMethod):
     """
 
     name = "layercam"
+    per_target = True
     summary = "positive gradient x activation, per element"
     paper = "Jiang et al., IEEE TIP 2021"
     peers = "pytorch-grad-cam (1e-4); torch-cam"
@@ -50,6 +52,7 @@ class GradCAMElementWise(CamMethod):
     """
 
     name = "gradcam-elementwise"
+    per_target = True
     summary = "ReLU of gradient x activation per channel and element, summed"
     paper = "pytorch-grad-cam's GradCAMElementWise"
     peers = "pytorch-grad-cam (1e-4)"
@@ -66,6 +69,7 @@ class NormGrad(CamMethod):
     """
 
     name = "normgrad"
+    per_target = True
     summary = "norm of activation x norm of gradient, per position"
     paper = "Rebuffi et al., arXiv 2004.02866"
 
@@ -83,6 +87,7 @@ class GradNorm(CamMethod):
     """
 
     name = "gradnorm"
+    per_target = True
     summary = "norm of the gradient, per position (Simonyan et al.'s saliency at a layer)"
     paper = "Simonyan et al., arXiv 1312.6034"
 

@@ -1,0 +1,327 @@
+"""What explaining every word of a chat model's reply costs, against the plain forward over the same tokens.
+
+A published architecture (``published.ARCHITECTURES``) with random weights and its language model cut to N
+layers reads a prompt holding the image's real number of tokens and a reply of ``words`` tokens (one token
+per word). Each case runs in a fresh process (``multiprocessing`` spawn), so that its peak memory is its own:
+on a CPU the process's peak resident memory over the timed run (Linux ``VmHWM``, reset after the model is
+built and the case warmed up, by writing 5 to ``/proc/self/clear_refs``), on CUDA ``max_memory_allocated``.
+The cases: the forward alone (no graph); mmcam's Grad-CAM of all words in one call at the family's default
+layer (``max_targets_per_backward`` targets per batched backward); pytorch-grad-cam and captum's
+``LayerGradCam``, one call per word, timed on ``peer_words`` words and scaled to all (every call does the
+same work).
+
+Ratios are explanation / forward, per depth. Memory and time are extrapolated to the full depth by a
+least-squares line in the depth through the measured points: the assumption is that every language model
+layer adds the same weights, activations and work, which holds for these decoder stacks of identical layers.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from mmcam.published import ARCHITECTURES, build
+
+PROMPT_BEFORE, PROMPT_AFTER = 5, 10  # text tokens around the image's tokens ("USER: <image>\n... ASSISTANT:")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement: ``tool`` ("forward", "mmcam", "pytorch-grad-cam" or "captum") on ``architecture``
+    cut to ``depth`` layers, explaining ``words`` words (the first ``words`` of a ``reply``-token reply),
+    ``chunk`` targets per batched backward (mmcam)."""
+
+    architecture: str
+    depth: int | None
+    tool: str
+    words: int
+    reply: int
+    chunk: int
+    device: str
+    dtype: str
+    repeats: int = 1
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A case's median seconds over its timed runs, its peak memory in MB, and the median seconds of the
+    plain forward timed in the same process just before (the machine is shared: a time is read against a
+    forward timed under the same load)."""
+
+    case: Case
+    seconds: float
+    peak_mb: float
+    forward_seconds: float
+
+    @property
+    def in_forwards(self) -> float:
+        """The case's time in forwards of its own process."""
+        return self.seconds / self.forward_seconds
+
+
+def chat_inputs(architecture: str, model, reply: int, seed: int = 0) -> tuple[object, dict, list[int]]:
+    """The family (``adapters.chat.FAMILIES``), one sample's inputs (a random image, random text ids
+    around its image token(s), then ``reply`` random reply ids) and the reply's positions."""
+    from types import SimpleNamespace
+
+    from mmcam.adapters.chat import FAMILIES
+
+    generator = torch.Generator().manual_seed(seed)
+    config = model.config
+    vocabulary = config.get_text_config().vocab_size
+    text = torch.randint(3, min(vocabulary, 32000), (PROMPT_BEFORE + PROMPT_AFTER + reply,), generator=generator)
+    if architecture == "qwen2-vl-7b":
+        vision = config.vision_config
+        images = SimpleNamespace(
+            patch_size=vision.patch_size, merge_size=vision.spatial_merge_size, temporal_patch_size=vision.temporal_patch_size
+        )
+        family = FAMILIES[config.model_type](model, SimpleNamespace(image_processor=images))
+        image = [config.image_token_id]  # one token, which the family expands into the image's
+        pixels = torch.randn(1, 3, 448, 448, generator=generator)
+    else:
+        family = FAMILIES[config.model_type](model, None)
+        image = [config.image_token_id] * ARCHITECTURES[architecture].image_tokens
+        side = config.vision_config.image_size
+        pixels = torch.randn(1, 3, side, side, generator=generator)
+    ids = torch.cat([text[:PROMPT_BEFORE], torch.tensor(image), text[PROMPT_BEFORE:]])[None]
+    start = ids.shape[1] - reply
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": pixels}
+    return family, inputs, list(range(start, ids.shape[1]))
+
+
+def word_targets(inputs: dict, positions: Sequence[int]) -> list:
+    """A ``TokenLogProb`` per reply token: log p(token | everything before it)."""
+    from mmcam.targets import TokenLogProb
+
+    return [TokenLogProb(inputs["input_ids"], [p], f"w{i}", i) for i, p in enumerate(positions)]
+
+
+def explainer(model, family, inputs: dict, start: int, chunk: int):
+    """mmcam's Grad-CAM at the family's default layer, as the chat captioner builds it (logits from row
+    ``start`` on: ``adapters.chat.reply_forward``)."""
+    from mmcam import Explainer
+    from mmcam.adapters.chat import reply_forward
+    from mmcam.adapters.chat_family import layouts
+
+    layout = layouts(family, model)(family.layer)
+    forward = partial(reply_forward, family, start)
+    return Explainer(model, family.layer, "gradcam", layout=layout(inputs), forward=forward, chunk_size=chunk)
+
+
+def _peers(model, family, inputs: dict, positions: Sequence[int], tool: str):
+    """``tool``'s Grad-CAM as ``f(k)``: one call explaining reply word k (its token's log-probability)."""
+    from mmcam.adapters.chat import _forward
+    from mmcam.adapters.chat_family import layouts
+    from mmcam.bench import _FixedText, _output_score, _peer_token_gradcam
+
+    ids = inputs["input_ids"]
+    pixels = inputs["pixel_values"]
+    forward = partial(_forward, family)
+    if tool == "pytorch-grad-cam":
+        captioner = SimpleCaptioner(model, family.layer, forward, layouts(family, model)(family.layer))
+        cam = _peer_token_gradcam(captioner, inputs)["pytorch-grad-cam"]
+        return lambda k: cam(pixels, {"pytorch-grad-cam": [_output_score((positions[k] - 1, int(ids[0, positions[k]])))]})
+    from captum.attr import LayerGradCam
+
+    text = {key: value for key, value in inputs.items() if key != "pixel_values"}
+    wrapped = _FixedText(model, forward, text, log_softmax=True).eval()
+    cam = LayerGradCam(wrapped, model.get_submodule(family.layer))
+    return lambda k: cam.attribute(pixels, target=(positions[k] - 1, int(ids[0, positions[k]])))
+
+
+@dataclass
+class SimpleCaptioner:
+    """What ``bench._peer_token_gradcam`` reads of a captioner."""
+
+    model: object
+    layer: str
+    forward: object
+    layout: object
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def run_case(case: Case) -> Measured:
+    """``case`` in this process: build; time the plain forward (after one warm-up); warm the case up on
+    one word; reset the peak memory; time the case."""
+    from mmcam.adapters.chat import _forward
+
+    device = torch.device(case.device)
+    model = build(case.architecture, case.depth, getattr(torch, case.dtype)).to(device)
+    family, inputs, positions = chat_inputs(case.architecture, model, case.reply)
+    inputs = {key: value.to(device) for key, value in inputs.items()}
+
+    def forward(count: int) -> None:
+        with torch.no_grad():
+            _forward(family, model, inputs)
+
+    if case.tool == "forward":
+        work = forward
+    elif case.tool == "mmcam":
+        explain = explainer(model, family, inputs, positions[0] - 1, case.chunk)
+        targets = word_targets(inputs, positions[: case.words])
+
+        def work(count: int) -> None:
+            explain(inputs, targets[:count])
+
+    else:
+        model.requires_grad_(False)
+        inputs["pixel_values"].requires_grad_(True)  # the peers' graph then starts at the image, not at the weights
+        call = _peers(model, family, inputs, positions, case.tool)
+
+        def work(count: int) -> None:
+            for k in range(count):
+                call(k)
+
+    forward_seconds = _timed(forward, 1, case.repeats, device)
+    work(1)
+    _sync(device)
+    _reset_peak(device)
+    seconds = _timed(work, case.words, case.repeats, device)
+    return Measured(case, seconds, _peak_mb(device), forward_seconds)
+
+
+def _timed(work, count: int, repeats: int, device: torch.device) -> float:
+    """Median seconds of ``repeats`` runs of ``work(count)`` (the first warms up when ``work`` is the forward)."""
+    if count == 1:
+        work(1)
+    seconds = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        work(count)
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(case: Case) -> Measured:
+    """``run_case`` in a fresh process, so that its peak memory is its own."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(run_case, case).result()
+
+
+def ratio(part: float, whole: float) -> float:
+    """``part / whole``, rounded to 2 decimals."""
+    return round(part / whole, 2)
+
+
+def linear_fit(depths: Sequence[float], values: Sequence[float]) -> tuple[float, float]:
+    """(a, b) of the least-squares line value = a + b depth (b = cov(d, v) / var(d)); one depth: a line
+    through the origin's... refused: it takes two depths or more."""
+    if len(set(depths)) < 2:
+        raise ValueError("a line in the depth needs measurements at two depths or more")
+    mean_d, mean_v = statistics.fmean(depths), statistics.fmean(values)
+    slope = sum((d - mean_d) * (v - mean_v) for d, v in zip(depths, values)) / sum(
+        (d - mean_d) ** 2 for d in depths
+    )
+    return mean_v - slope * mean_d, slope
+
+
+def extrapolated(depths: Sequence[float], values: Sequence[float], depth: float) -> float:
+    """The least-squares line through (depths, values) at ``depth`` (``linear_fit``)."""
+    intercept, slope = linear_fit(depths, values)
+    return intercept + slope * depth
+
+
+@dataclass(frozen=True)
+class Depth:
+    """The cases of one depth: the forward, mmcam on all words, each peer's calls (scaled to all words)."""
+
+    depth: int
+    forward: Measured
+    explain: Measured
+    peers: dict[str, Measured]
+
+    @property
+    def memory_ratio(self) -> float:
+        return ratio(self.explain.peak_mb, self.forward.peak_mb)
+
+    @property
+    def time_ratio(self) -> float:
+        """mmcam's seconds over the forward's seconds timed in the same process."""
+        return ratio(self.explain.seconds, self.explain.forward_seconds)
+
+    def peer_seconds(self, tool: str) -> float:
+        """A peer's seconds for all the words: its measured calls' time times words / calls."""
+        measured = self.peers[tool]
+        return measured.seconds * self.explain.case.words / measured.case.words
+
+    def peer_ratio(self, tool: str) -> float:
+        """How many times mmcam's time a peer's calls for all the words take, each read in forwards of its
+        own process (the loads of the two processes cancel)."""
+        measured = self.peers[tool]
+        peer = measured.in_forwards * self.explain.case.words / measured.case.words
+        return ratio(peer, self.explain.in_forwards)
+
+
+def measure_depth(
+    architecture: str,
+    depth: int | None,
+    device: str,
+    dtype: str,
+    words: int,
+    chunk: int,
+    peer_words: int,
+    peers: Sequence[str],
+) -> Depth:
+    """The forward, mmcam and each of ``peers`` on one depth (None: the full depth), each in its own process."""
+    case = partial(Case, architecture, depth, device=device, dtype=dtype, reply=words, chunk=chunk)
+    return Depth(
+        depth if depth is not None else ARCHITECTURES[architecture].full_depth,
+        measure(case(tool="forward", words=words)),
+        measure(case(tool="mmcam", words=words)),
+        {tool: measure(case(tool=tool, words=peer_words)) for tool in peers},
+    )
+
+
+def full_depth_estimate(architecture: str, depths: Sequence[Depth]) -> dict[str, float]:
+    """Forward and explanation peak memory (MB) and seconds at the full depth, each extrapolated by a
+    least-squares line in the depth through the measured depths (``extrapolated``), and their ratios."""
+    full = ARCHITECTURES[architecture].full_depth
+    at = [d.depth for d in depths]
+    estimate = {
+        "forward_mb": extrapolated(at, [d.forward.peak_mb for d in depths], full),
+        "explain_mb": extrapolated(at, [d.explain.peak_mb for d in depths], full),
+        "forward_s": extrapolated(at, [d.forward.seconds for d in depths], full),
+        "explain_s": extrapolated(at, [d.explain.seconds for d in depths], full),
+    }
+    estimate["memory_ratio"] = ratio(estimate["explain_mb"], estimate["forward_mb"])
+    estimate["time_ratio"] = ratio(estimate["explain_s"], estimate["forward_s"])
+    return estimate
+
+
+def many_targets(
+    architecture: str, depth: int, device: str, dtype: str, words: int, many: int, chunks: Sequence[int]
+) -> list[Measured]:
+    """mmcam on the first ``words`` and on all ``many`` words of a ``many``-token reply (the same tokens),
+    at each number of targets per batched backward of ``chunks``: what bounds the memory of a long reply."""
+    case = partial(Case, architecture, depth, "mmcam", device=device, dtype=dtype, reply=many)
+    return [measure(case(words=count, chunk=chunk)) for chunk in chunks for count in (words, many)]
