@@ -326,7 +326,8 @@ def _peer_token_gradcam(captioner, inputs: dict[str, torch.Tensor]) -> dict[str,
     reader = layout.token_reader()  # the image's tokens of a language model's sequence, or of a packed tower
 
     def grid(output: torch.Tensor) -> torch.Tensor:
-        return layout.to_grid(output if reader is None else reader.read(output, captioner.layer))
+        tokens = output if reader is None else reader.read(output, captioner.layer)
+        return layout.to_grid(tokens).float()  # the peer reads them in NumPy, which has no bfloat16
 
     text = {"input_ids": inputs["input_ids"]}
     wrapped = _FixedText(captioner.model, captioner.forward, text, log_softmax=True).eval()

@@ -77,3 +77,34 @@ def test_words_explained_a_group_at_a_time_equal_all_at_once(tmp_path):
     torch.testing.assert_close(grouped.maps, whole.maps)
     torch.testing.assert_close(grouped.scores, whole.scores)
     torch.testing.assert_close(grouped.weights, whole.weights)
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2-vl"])
+def test_the_bench_inputs_hold_the_images_tokens_and_every_word_is_explained(family, tmp_path):
+    """The bench's inputs on tiny models of both families (the published configs are 7B): the prompt holds the
+    image's tokens (LLaVA: (side / patch)^2 of them; Qwen2-VL: one, which the family expands for a 448 px
+    image), the reply's words get maps on the image's token grid, and the logits are kept from the prompt's
+    last token on (TailLogits): the scores are the full forward's log-probabilities."""
+    from transformers import AutoModelForImageTextToText
+
+    from mmcam.adapters.chat import _forward
+    from mmcam.chat_cost import chat_inputs, explainer, word_targets
+    from tests.hf_tiny import save_qwen_vl
+
+    folder = save_llava(tmp_path / "m") if family == "llava" else save_qwen_vl(tmp_path / "m")
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    name = "llava-1.5-7b" if family == "llava" else "qwen2-vl-7b"
+    chat, inputs, positions = chat_inputs(name, model, reply=4)
+    image_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
+    assert image_tokens == (16 if family == "llava" else 1)  # 32 px in 8 px patches; Qwen2-VL's one token
+    assert positions == list(range(inputs["input_ids"].shape[1] - 4, inputs["input_ids"].shape[1]))
+    targets = word_targets(inputs, positions)
+    explanation = explainer(model, chat, inputs, positions[0] - 1, chunk=3)(inputs, targets)
+    grid = (4, 4) if family == "llava" else (56, 56)
+    assert explanation.raw.shape == (1, 4, *grid)
+    assert torch.isfinite(explanation.raw).all() and explanation.raw.abs().amax() > 0
+    with torch.no_grad():
+        log_probs = _forward(chat, model, inputs)[0].float().log_softmax(-1)
+    ids = inputs["input_ids"][0]
+    expected = torch.stack([log_probs[p - 1, ids[p]] for p in positions])
+    torch.testing.assert_close(explanation.scores[0], expected, rtol=1e-4, atol=1e-4)

@@ -27,6 +27,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "chat: a chat model (--model DIR, a local checkpoint) on a 30-word reply: one word, all words in one "
         "call, a call per word, and pytorch-grad-cam through a wrapper, a call per word; on CUDA the MB column "
         "is the peak memory of each case. "
+        "chat --config NAME (llava-1.5-7b, qwen2-vl-7b): the published architecture with random weights and its "
+        "language model cut to --depth layers; every word of a reply explained in one call against the plain "
+        "forward over the same tokens (peak memory and time, as ratios, each case in a fresh process), "
+        "pytorch-grad-cam's and captum's call per word, and a --many-token reply. "
         "folder: images per second over a folder of 500 JPEGs (resnet18, random weights): mmcam classify "
         "with and without figures, a loop over pytorch-grad-cam, and the model's forward alone. "
         "Prints mmcam's speed-up over each peer, measured in the same run.",

@@ -61,7 +61,7 @@ def run(
         )
         print(f"memory ratio {row.memory_ratio:.2f}x")
         print(f"time ratio {row.time_ratio:.2f}x (against {row.explain.forward_seconds:.2f} s, the forward timed in its process)")
-        for tool in peers:
+        for tool in row.peers:
             peer = row.peers[tool]
             print(
                 f"{tool}, a call per word: {row.peer_seconds(tool):.1f} s for {words} words ({peer.seconds:.1f} s "
