@@ -2,9 +2,10 @@
 
 A published architecture (``published.ARCHITECTURES``) with random weights and its language model cut to N
 layers reads a prompt holding the image's real number of tokens and a reply of ``words`` tokens (one token
-per word). Each case runs in a fresh process (``multiprocessing`` spawn), so that its peak memory is its own:
-on a CPU the process's peak resident memory over the timed run (Linux ``VmHWM``, reset after the model is
-built and the case warmed up, by writing 5 to ``/proc/self/clear_refs``), on CUDA ``max_memory_allocated``.
+per word). Each depth runs in a fresh process (``multiprocessing`` spawn) that builds the model once; each
+case's peak memory is, on a CPU, the process's peak resident memory over the case's timed run (Linux
+``VmHWM``, reset to the memory resident then, the weights, after the case is warmed up, by writing 5 to
+``/proc/self/clear_refs``), on CUDA ``max_memory_allocated`` (reset the same way).
 The cases: the forward alone (no graph); mmcam's Grad-CAM of all words in one call at the family's default
 layer (``max_targets_per_backward`` targets per batched backward); pytorch-grad-cam and captum's
 ``LayerGradCam``, one call per word, timed on ``peer_words`` words and scaled to all (every call does the
@@ -163,13 +164,29 @@ def _peak_mb(device: torch.device) -> float:
     return int(line.split()[1]) / 1024
 
 
-def run_case(case: Case) -> Measured:
-    """``case`` in this process: build; time the plain forward (after one warm-up); warm the case up on
-    one word; reset the peak memory; time the case."""
+def run_cases(cases: Sequence[Case]) -> list[Measured]:
+    """``cases`` (one architecture, depth, device and dtype) in this process, on one model built once: for each,
+    time the plain forward over its tokens (after one warm-up), warm the case up on one word, reset the peak
+    memory (on a CPU the high-water mark drops to the memory resident then: the weights), time the case.
+    The peers come last: they unfreeze nothing but need the image to require gradients."""
+    first = cases[0]
+    device = torch.device(first.device)
+    model = build(first.architecture, first.depth, getattr(torch, first.dtype)).to(device)
+    order = sorted(range(len(cases)), key=lambda i: cases[i].tool not in ("forward", "mmcam"))
+    measured: dict[int, Measured] = {}
+    for index in order:
+        try:
+            measured[index] = _run(model, cases[index], device)
+        except Exception as error:  # a peer that cannot run this model is reported, not fatal
+            if cases[index].tool in ("forward", "mmcam"):
+                raise
+            print(f"mmcam bench: {cases[index].tool} failed on {first.architecture}: {error}", file=sys.stderr)
+    return [measured[i] for i in range(len(cases)) if i in measured]
+
+
+def _run(model, case: Case, device: torch.device) -> Measured:
     from mmcam.adapters.chat import _forward
 
-    device = torch.device(case.device)
-    model = build(case.architecture, case.depth, getattr(torch, case.dtype)).to(device)
     family, inputs, positions = chat_inputs(case.architecture, model, case.reply)
     inputs = {key: value.to(device) for key, value in inputs.items()}
 
@@ -222,13 +239,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(case: Case) -> Measured:
-    """``run_case`` in a fresh process, so that its peak memory is its own."""
+def measure(cases: Sequence[Case]) -> list[Measured]:
+    """``run_cases`` in a fresh process, so that its memory is its own and nothing of it stays."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(run_case, case).result()
+        return pool.submit(run_cases, list(cases)).result()
 
 
 def ratio(part: float, whole: float) -> float:
@@ -295,15 +312,13 @@ def measure_depth(
     peer_words: int,
     peers: Sequence[str],
 ) -> Depth:
-    """The forward, mmcam and each of ``peers`` on one depth (None: the full depth), each in its own process."""
+    """The forward, mmcam and each of ``peers`` on one depth (None: the full depth), in one fresh process."""
     case = partial(Case, architecture, depth, device=device, dtype=dtype, reply=words, chunk=chunk)
-    forward, explain = measure(case(tool="forward", words=words)), measure(case(tool="mmcam", words=words))
-    timed = {}
-    for tool in peers:
-        try:
-            timed[tool] = measure(case(tool=tool, words=peer_words))
-        except Exception as error:  # a peer that cannot run this model is reported, not fatal
-            print(f"mmcam bench: {tool} failed on {architecture}: {error}", file=sys.stderr)
+    forward, explain, *timed = measure(
+        [case(tool="forward", words=words), case(tool="mmcam", words=words)]
+        + [case(tool=tool, words=peer_words) for tool in peers]
+    )
+    timed = {m.case.tool: m for m in timed}
     return Depth(depth if depth is not None else ARCHITECTURES[architecture].full_depth, forward, explain, timed)
 
 
@@ -329,4 +344,4 @@ def many_targets(
     """mmcam on the first ``words`` and on all ``many`` words of a ``many``-token reply (the same tokens),
     at each number of targets per batched backward of ``chunks``: what bounds the memory of a long reply."""
     case = partial(Case, architecture, depth, "mmcam", device=device, dtype=dtype, reply=many)
-    return [measure(case(words=count, chunk=chunk)) for chunk in chunks for count in (words, many)]
+    return measure([case(words=count, chunk=chunk) for chunk in chunks for count in (words, many)])
