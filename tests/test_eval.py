@@ -224,3 +224,61 @@ def test_eval_gives_the_maps_the_task_command_gives(task_name, fixture):
             torch.testing.assert_close(evaluated, expected, rtol=1e-4, atol=1e-5)
             compared += len(item.targets)
     assert compared >= 4
+
+
+SCENE = [
+    {"color": "red", "shape": "circle", "size": "small"},
+    {"color": "blue", "shape": "square", "size": "large"},
+    {"color": "red", "shape": "triangle", "size": "large"},
+]
+
+
+def test_phrases_are_matched_to_objects_by_their_attributes_not_their_position():
+    from mmcam.evaluation.grounding import word_objects
+
+    def about(caption):
+        return {
+            (g.position, caption.split()[g.position]): (g.about, g.described)
+            for g in word_objects(caption.split(), SCENE)
+        }
+
+    # the blue square named first, the small red circle second: each word goes to the objects with its
+    # attribute ("large" and "red" are shared: either object counts), whatever the phrases' order
+    assert about("a large blue square to the left of a small red circle") == {
+        (1, "large"): ([1, 2], True),
+        (2, "blue"): ([1], True),
+        (3, "square"): ([1], True),
+        (9, "small"): ([0], True),
+        (10, "red"): ([0, 2], True),
+        (11, "circle"): ([0], True),
+    }
+    # a phrase no object matches is hallucinated: its words are about nothing, not about a neighbour
+    found = about("a small red circle to the left of a green triangle")
+    assert found[(9, "green")] == ([], False) and found[(10, "triangle")] == ([], False)
+    assert about("a large red circle")[(1, "large")] == ([], False)  # the red circle is small
+
+
+def test_an_answer_sharing_its_attribute_with_other_objects_is_about_all_of_them():
+    from mmcam.evaluation.grounding import answer_objects
+
+    assert answer_objects("color", "red", [0], SCENE) == [0, 2]
+    assert answer_objects("shape", "square", [1], SCENE) == [1]
+    assert answer_objects("exists", "yes", [2], SCENE) == [2]
+
+
+def test_the_fields_pointing_and_reliance_and_grid_deletion_are_offered_by_eval(tmp_path, capsys):
+    """The new measures through ``mmcam eval``: Grad-CAM's tolerant pointing is at least its strict one,
+    the uniform map's peak ties over the whole image (its reliance hit is the relied-on object's share of
+    the image), and the reliance and grid figures are computed."""
+    metrics = (
+        "pointing,pointing-tolerant,hallucinated,reliance-peak,reliance-mass,reliance-rank,deletion-grid"
+    )
+    out = tmp_path / "fields"
+    argv = ["eval", "--task", "classify", "--methods", "gradcam,uniform", "--metric", metrics, "--limit", "3"]
+    assert main([*argv, "-o", str(out), "--steps", "4"]) == 0
+    rows = {(row["metric"], row["method"]): row for row in rows_of(out)}
+    assert rows[("pointing-tolerant", "gradcam")]["mean"] >= rows[("pointing", "gradcam")]["mean"]
+    assert rows[("hallucinated", "gradcam")]["mean"] == 0.0
+    assert rows[("reliance-peak", "uniform")]["mean"] < 0.5
+    assert -1 - 1e-6 <= rows[("reliance-rank", "gradcam")]["mean"] <= 1 + 1e-6
+    assert 0 < rows[("deletion-grid", "gradcam")]["mean"] < 1

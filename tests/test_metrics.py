@@ -564,3 +564,143 @@ def test_the_metric_registry_refuses_a_duplicate_a_direction_and_a_need_no_case_
     with pytest.raises(ValueError, match="weather"):
         by_name(Needy())
     assert all(name == metric.name for name, metric in METRICS.items())
+
+
+def _case(maps, truth, score=None, image=None):
+    """A case of K targets with ``maps`` and ``truth``; the model's targets' probabilities are
+    ``score(images) -> (M, K)``."""
+    from mmcam.metrics.contract import Case, Settings
+
+    image = torch.zeros(3, *maps.shape[-2:]) if image is None else image
+    return Case(
+        method="gradcam",
+        inputs={"pixel_values": image[None]},
+        image_key="pixel_values",
+        targets=[None] * len(maps),
+        maps=maps,
+        explanation=None,
+        truth=truth,
+        settings=Settings(steps=8),
+        model=nn.Identity(),
+        forward=lambda model, inputs: inputs["pixel_values"],
+        probabilities=score or (lambda images: torch.zeros(len(images), len(maps))),
+        explainer=lambda model: None,
+        randomized=lambda seed: None,
+        concept_table=lambda layer: None,
+    )
+
+
+def _truth(masks, about, described=None, removed=None):
+    from mmcam.metrics.contract import Truth
+
+    objects = torch.stack([masks[k] for k in range(len(masks))])
+    empty = torch.zeros_like(masks)
+    described = [bool(a) for a in about] if described is None else described
+    return Truth(masks, torch.zeros(len(masks), 1, 4), empty, objects, about, described, removed)
+
+
+def _peak_at(size, y, x):
+    maps = torch.zeros(1, *size)
+    maps[0, y, x] = 1.0
+    return maps
+
+
+def test_tolerant_pointing_hits_within_15_px_at_224_euclidean_and_scales_with_the_short_side():
+    from mmcam.metrics.pointing import PeakPointing, TolerantPointing, tolerance_px
+
+    assert tolerance_px((224, 300)) == 15 and tolerance_px((112, 224)) == 7.5
+    mask = torch.zeros(1, 224, 224, dtype=torch.bool)
+    mask[0, 100:120, 100:120] = True
+    truth = _truth(mask, [[0]])
+    for (y, x), strict, tolerant in [
+        ((110, 110), 1.0, 1.0),  # inside
+        ((110, 133), 0.0, 1.0),  # 14 px right of the last mask column
+        ((110, 136), 0.0, 0.0),  # 17 px
+        ((131, 131), 0.0, 0.0),  # 12 px down and right: 17 px away, a square window of 15 would hit
+    ]:
+        case = _case(_peak_at((224, 224), y, x), truth)
+        assert float(PeakPointing()(case)) == strict and float(TolerantPointing()(case)) == tolerant, (y, x)
+    small = torch.zeros(1, 112, 224, dtype=torch.bool)
+    small[0, 50:60, 100:120] = True
+    case = _case(_peak_at((112, 224), 55, 130), _truth(small, [[0]]))  # 11 px: beyond 7.5
+    assert float(TolerantPointing()(case)) == 0.0
+
+
+def test_shared_attributes_hit_on_any_object_and_hallucinated_targets_are_counted_apart():
+    from mmcam.metrics.pointing import Hallucinated, PeakPointing, UnambiguousPointing
+
+    masks = torch.zeros(3, 32, 32, dtype=torch.bool)
+    masks[0, 2:8, 2:8] = True
+    masks[1, 20:28, 20:28] = True
+    two_red = masks[0] | masks[1]
+    maps = torch.stack([_peak_at((32, 32), 24, 24)[0]] * 3)
+    truth = _truth(torch.stack([two_red, masks[0], torch.zeros(32, 32, dtype=torch.bool)]), [[0, 1], [0], []])
+    case = _case(maps, truth)
+    assert PeakPointing()(case).tolist()[:2] == [1.0, 0.0] and math.isnan(PeakPointing()(case)[2])
+    unambiguous = UnambiguousPointing()(case)
+    assert math.isnan(unambiguous[0]) and unambiguous[1] == 0.0 and math.isnan(unambiguous[2])
+    assert Hallucinated()(case).tolist() == [0.0, 0.0, 1.0]
+
+
+def _planted_scene():
+    """A 64 x 64 gray image with two objects, A (rows 8-23, columns 8-23) and B (rows 40-55, columns
+    40-55), and a model of two targets: target 0 reads only B's cell, target 1 only A's."""
+    image = torch.full((3, 64, 64), 0.5)
+    objects = torch.zeros(2, 64, 64, dtype=torch.bool)
+    objects[0, 8:24, 8:24] = True
+    objects[1, 40:56, 40:56] = True
+    image[:, objects[0]] = 1.0
+    image[:, objects[1]] = 0.9
+
+    def score(images):
+        return torch.stack(
+            [images[:, 0, 40:56, 40:56].mean(dim=(1, 2)), images[:, 0, 8:24, 8:24].mean(dim=(1, 2))], dim=1
+        )
+
+    return image, objects, score
+
+
+def test_grid_deletion_on_planted_evidence_and_random_order_in_between():
+    from mmcam.metrics.faithfulness import GridDeletion, GridInsertion
+
+    image, objects, score = _planted_scene()
+    truth = _truth(objects, [[1], [0]])
+    right = torch.stack([objects[1], objects[0]]).float()  # each target's map on the cell it reads
+    wrong = 1 - right  # the read cell last
+    uniform = torch.ones(2, 64, 64)
+    deletion = {
+        name: GridDeletion()(_case(m, truth, score, image))
+        for name, m in [("right", right), ("wrong", wrong), ("uniform", uniform)]
+    }
+    insertion = {
+        name: GridInsertion()(_case(m, truth, score, image))
+        for name, m in [("right", right), ("wrong", wrong)]
+    }
+    # the read cell filled with the background (gray 0.5) at the first step, the score falls from 0.9 or 1
+    # to 0.5 at once (AUC about 0.55); at the last step (about 0.85-0.94)
+    assert (deletion["right"] < 0.6).all() and (deletion["wrong"] > 0.8).all()
+    assert (deletion["right"] < deletion["uniform"]).all() and (deletion["uniform"] < deletion["wrong"]).all()
+    assert (insertion["right"] > insertion["wrong"]).all()
+
+
+def test_reliance_agreement_finds_the_object_the_model_reads_from_one_forward_of_the_removals():
+    from mmcam.metrics.reliance import RelianceMass, ReliancePeak, RelianceRank
+
+    image, objects, score = _planted_scene()
+    removed = torch.stack([torch.where(objects[o], 0.5, image) for o in range(2)])
+    calls = []
+
+    def counted(images):
+        calls.append(len(images))
+        return score(images)
+
+    maps = torch.stack([objects[1], objects[1]]).float() * torch.linspace(0.5, 1, 64)  # both maps on B
+    case = _case(maps, _truth(objects, [[1], [0]], removed=lambda: removed), counted, image)
+    assert ReliancePeak()(case).tolist() == [1.0, 0.0]  # target 0 reads B, target 1 reads A
+    assert RelianceMass()(case).tolist() == [1.0, 0.0]
+    assert RelianceRank()(case).tolist() == pytest.approx([1.0, -1.0])
+    assert sorted(calls) == [1, 2]  # the input and the two removals, each once for the three metrics
+    alone = _case(
+        maps[:, None, 0].expand(-1, 64, -1), _truth(objects[:1], [[0], [0]], removed=lambda: removed[:1])
+    )
+    assert math.isnan(ReliancePeak()(alone)[0])  # one object: nothing to choose between

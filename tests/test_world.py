@@ -225,3 +225,14 @@ def test_dataset_columns_and_round_trip(tmp_path):
         assert row["caption"] == scene.caption.text and row["caption_links"] == scene.caption.links
         assert row["answers"] == [q.answer for q in scene.questions]
         assert row["question_objects"] == [q.objects for q in scene.questions]
+
+
+def test_a_scene_rerendered_without_an_object_is_its_background_there_and_unchanged_elsewhere():
+    from mmcam.zoo.world import make_scenes
+
+    scene = make_scenes(1, seed=5, n_objects=3)[0]
+    for index, obj in enumerate(scene.objects):
+        without = scene.without(index)
+        assert (without[obj.mask] == scene.background[obj.mask]).all()
+        assert (without[~obj.mask] == scene.image[~obj.mask]).all()
+        assert (scene.image[obj.mask] != scene.background[obj.mask]).any(axis=-1).all()  # it was painted

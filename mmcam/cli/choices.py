@@ -33,9 +33,18 @@ WORD_CHOICES = ("all", "content")  # mmcam.adapters.captioning.WORD_CHOICES
 METRICS = (  # the keys of mmcam.metrics.registry.METRICS, in its order
     "localization",
     "pointing",
+    "pointing-tolerant",
+    "pointing-unambiguous",
+    "pointing-tolerant-unambiguous",
+    "hallucinated",
     "energy",
+    "reliance-peak",
+    "reliance-mass",
+    "reliance-rank",
     "deletion",
     "insertion",
+    "deletion-grid",
+    "insertion-grid",
     "occlusion",
     "discrimination",
     "sanity",
@@ -58,7 +67,7 @@ METRICS = (  # the keys of mmcam.metrics.registry.METRICS, in its order
 )
 TASKS = ("classify", "caption", "vqa", "rl")  # mmcam.evaluation.tasks.TASKS
 BASELINES = ("uniform", "center")  # the keys of mmcam.metrics.baselines.BASELINES
-PERTURBATIONS = ("blur", "zero")  # mmcam.metrics.faithfulness.PERTURBATIONS
+PERTURBATIONS = ("blur", "zero", "background")  # mmcam.metrics.faithfulness.PERTURBATIONS
 ACTION_TARGETS = ("logit", "log-prob", "advantage", "margin")  # mmcam.adapters.rl.rollouts.ACTION_TARGETS
 SUITES = ("classify", "caption", "vqa", "methods", "chat")  # the keys of mmcam.bench.SUITES
 SHAPES_SEED = 30_000  # mmcam.evaluation.data.SHAPES_SEED

@@ -85,7 +85,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--patch", type=int, default=16, help="occlusion patch side in px (default 16)")
     parser.add_argument("--stride", type=int, default=8, help="occlusion stride in px (default 8)")
-    parser.add_argument("--tolerance", type=int, default=0, help="pointing-game tolerance in px (default 0)")
+    parser.add_argument(
+        "--tolerance",
+        type=int,
+        default=0,
+        help="the strict pointing game's tolerance in px (default 0; pointing-tolerant: 15 px at 224, scaled)",
+    )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     add_trust_pickle_option(parser)
     parser.add_argument("-o", "--output", default="mmcam-eval", metavar="DIR", help="results folder")

@@ -12,15 +12,26 @@ from PIL import Image
 from torch import Tensor
 
 from mmcam.zoo.dataset import scene_record
-from mmcam.zoo.world import make_scenes
+from mmcam.zoo.world import make_scenes, without_object
 
 SHAPES_SEED = 30_000  # scenes no bundled model was trained or validated on (those use seeds < 30_000)
 REACH_OBJECTS = ("agent", "goal", "distractors")  # the masks of a ShapesReach record, in this order
 
 COLUMNS = {
     "classify": ("image", "masks", "boxes"),
-    "caption": ("image", "masks", "boxes", "caption_words", "caption_links"),
-    "vqa": ("image", "masks", "boxes", "questions", "question_types", "answers", "question_objects"),
+    "caption": ("image", "masks", "boxes", "colors", "shapes", "sizes"),
+    "vqa": (
+        "image",
+        "masks",
+        "boxes",
+        "colors",
+        "shapes",
+        "sizes",
+        "questions",
+        "question_types",
+        "answers",
+        "question_objects",
+    ),
 }
 
 
@@ -42,8 +53,19 @@ class Records:
 
 
 def shapes_records(count: int, seed: int = SHAPES_SEED) -> Records:
-    """``count`` fresh shapes-world scenes (scene i is the same for any count)."""
-    return Records([scene_record(scene) for scene in make_scenes(count, seed)], f"shapes:{count}@{seed}")
+    """``count`` fresh shapes-world scenes (scene i is the same for any count), each with its
+    ``background`` (the image before any object was painted: ``without_each_object`` reads it)."""
+    records = [{**scene_record(scene), "background": scene.background} for scene in make_scenes(count, seed)]
+    return Records(records, f"shapes:{count}@{seed}")
+
+
+def without_each_object(record: dict) -> list[Image.Image] | None:
+    """The record's scene re-rendered without each of its objects, in order (``world.without_object``), or
+    None for a record without a ``background`` (a dataset's row, a ShapesReach state)."""
+    if record.get("background") is None:
+        return None
+    image, background = np.asarray(record["image"]), np.asarray(record["background"])
+    return [Image.fromarray(without_object(image, background, mask)) for mask in record["masks"]]
 
 
 def reach_records(count: int, seed: int = SHAPES_SEED) -> Records:

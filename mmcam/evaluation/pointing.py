@@ -20,14 +20,30 @@ from mmcam.adapters.captioning import CaptionModel, explain_caption
 from mmcam.adapters.classification import ImageClassifier
 from mmcam.adapters.vqa import VQAModel, explain_answers
 from mmcam.engine.resize import upsample
-from mmcam.evaluation.grounding import is_single_object, word_objects
-from mmcam.metrics.pointing import peak_hit_shares
+from mmcam.evaluation.grounding import answer_objects, is_single_object, word_objects
+from mmcam.metrics.pointing import peak_hit_shares, tolerance_px, within_distance
 from mmcam.targets import logits_of
 from mmcam.zoo.world import Scene
+
+TOLERANT = " (tolerant)"  # the category's tolerant pointing game
 
 
 def rate(hits: Counter, totals: Counter) -> dict[str, float]:
     return {key: hits[key] / totals[key] for key in totals if totals[key]}
+
+
+def strict_and_tolerant(maps: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H, W) maps and masks -> (N,) hits of the strict pointing game (the peak inside the mask) and
+    of the tolerant one (within ``tolerance_px`` of it: 15 px at 224 px, Zhang et al.); ties share."""
+    near = within_distance(masks, tolerance_px(tuple(masks.shape[-2:])))
+    return peak_hit_shares(maps, masks), peak_hit_shares(maps, near)
+
+
+def add(hits: Counter, totals: Counter, category: str, strict: torch.Tensor, tolerant: torch.Tensor) -> None:
+    """Add the strict and tolerant hits of some targets to ``category`` and ``category + TOLERANT``."""
+    for name, hit in ((category, strict), (category + TOLERANT, tolerant)):
+        hits[name] += float(hit.sum())
+        totals[name] += hit.numel()
 
 
 def scene_masks(scene: Scene, objects: Sequence[int | None]) -> torch.Tensor:
@@ -56,7 +72,8 @@ def classifier_pointing(
     """The map of each present class (the classifier's default layer and method unless given): does its
     peak fall inside that object? Scenes with the same number of objects are explained together, every
     present class of a batch in one pass. "class" counts every present class; "predicted class" only
-    those the model predicts (logit > 0 for a multi-label model, the top classes otherwise)."""
+    those the model predicts (logit > 0 for a multi-label model, the top classes otherwise); each also
+    with the tolerant pointing game (``TOLERANT``)."""
     explainer = classifier.explainer(layer, method)
     hits, totals = Counter(), Counter()
     for count in sorted({len(scene.objects) for scene in scenes}):
@@ -66,12 +83,10 @@ def classifier_pointing(
             pixels = classifier.preprocess([Image.fromarray(scene.image) for scene in batch])
             explanation = explainer(pixels, [[obj.class_index for obj in scene.objects] for scene in batch])
             masks = torch.cat([scene_masks(scene, range(count)) for scene in batch])
-            inside = peak_hit_shares(explanation.maps.flatten(0, 1), masks)
+            inside, near = strict_and_tolerant(explanation.maps.flatten(0, 1), masks)
             predicted = _predicted(classifier, pixels, explanation.scores, count)
-            hits["class"] += float(inside.sum())
-            totals["class"] += len(masks)
-            hits["predicted class"] += float(inside[predicted].sum())
-            totals["predicted class"] += int(predicted.sum())
+            add(hits, totals, "class", inside, near)
+            add(hits, totals, "predicted class", inside[predicted], near[predicted])
     return hits, totals
 
 
@@ -87,16 +102,25 @@ def _predicted(
     return (scores >= lowest_kept).flatten()
 
 
-def word_hits(scene: Scene, words: Sequence[str], maps: torch.Tensor) -> list[tuple[int, str, float]]:
+def scene_objects(scene: Scene) -> list[dict[str, str]]:
+    """The attributes of ``scene``'s objects, as ``grounding`` reads them."""
+    return [{"color": o.color, "shape": o.shape, "size": o.size} for o in scene.objects]
+
+
+def word_hits(
+    scene: Scene, words: Sequence[str], maps: torch.Tensor, tolerant: bool = False
+) -> list[tuple[int, str, float]]:
     """(position, kind, hit) for each size, color and shape word of a caption of ``scene`` (generated, so
-    not necessarily the true one), ``maps[position]`` being that word's map, against the object the word
-    names (``grounding.word_objects``); one batched pointing per scene."""
-    found = word_objects(words, scene.caption.words, scene.caption.links)
+    not necessarily the true one) that describes an object of it, ``maps[position]`` being that word's
+    map, against the objects the word names (``grounding.word_objects``: any object with the word's
+    attribute), in the strict pointing game or the ``tolerant`` one; a word of a hallucinated phrase is
+    left out. One batched pointing per scene."""
+    found = [g for g in word_objects(words, scene_objects(scene)) if g.described]
     if not found:
         return []
-    positions = [position for position, _, _ in found]
-    inside = peak_hit_shares(maps[positions], scene_masks(scene, [about for _, _, about in found])).tolist()
-    return [(position, kind, hit) for (position, kind, _), hit in zip(found, inside)]
+    masks = torch.stack([scene_masks(scene, g.about).any(dim=0) for g in found])
+    inside, near = strict_and_tolerant(maps[[g.position for g in found]], masks)
+    return [(g.position, g.kind, hit) for g, hit in zip(found, (near if tolerant else inside).tolist())]
 
 
 def caption_pointing(
@@ -105,7 +129,7 @@ def caption_pointing(
     """For every size, color and shape word of the *generated* caption: does the word's map (the
     captioner's default layer and method unless given) peak inside the object it names? Also scores the
     whole-caption map against the same objects, the comparison of the Grad-CAM paper's captioning study.
-    "(word right)": only the words true of the object they name (a trained model's caption may be wrong)."""
+    Words of phrases that describe no object of the scene are counted apart ("hallucinated")."""
     explainer = captioner.explainer(layer, method)
     hits, totals = Counter(), Counter()
     for scene in scenes:
@@ -113,17 +137,14 @@ def caption_pointing(
         result = explain_caption(captioner, image, words="all", whole_caption=True, explainer=explainer)
         maps = result.explanation.maps[0]
         whole = maps[-1].expand(len(result.words), -1, -1)
-        right = {
-            position: about is not None and getattr(scene.objects[about], kind) == result.words[position]
-            for position, kind, about in word_objects(result.words, scene.caption.words, scene.caption.links)
-        }
+        for grounded in word_objects(result.words, scene_objects(scene)):
+            hits["hallucinated"] += not grounded.described
+            totals["hallucinated"] += 1
         for suffix, word_maps in (("", maps), (" (whole-caption map)", whole)):
-            for position, kind, hit in word_hits(scene, result.words, word_maps):
-                for category in [kind + suffix] + (
-                    [f"{kind}{suffix} (word right)"] if right[position] else []
-                ):
-                    hits[category] += hit
-                    totals[category] += 1
+            for tolerant, tag in ((False, ""), (True, TOLERANT)):
+                for _, kind, hit in word_hits(scene, result.words, word_maps, tolerant):
+                    hits[kind + suffix + tag] += hit
+                    totals[kind + suffix + tag] += 1
     return hits, totals
 
 
@@ -133,7 +154,9 @@ def vqa_pointing(
     """Questions about one object (``grounding.is_single_object``): does the predicted answer's map (the
     model's default layer and method unless given) peak inside it? And for "what color is the <shape>?"
     with two or more objects: does the map of a wrong color present in the scene peak on the objects
-    that have that color? "(answered right)": only the questions the model answers right."""
+    that have that color? "(answered right)": only the questions the model answers right. The answer is
+    about the asked object and every other object sharing the true answer (``grounding.answer_objects``);
+    each category also with the tolerant pointing game (``TOLERANT``)."""
     explainer = vqa.explainer(layer, method)
     hits, totals = Counter(), Counter()
     for scene in scenes:
@@ -147,12 +170,12 @@ def vqa_pointing(
             asked = [others[0].color] if contrast else []
             result = explain_answers(vqa, image, question.text, answers=asked, explainer=explainer)
             maps = result.explanation.maps[0]
-            hit = float(peak_hit_shares(maps[:1], scene_masks(scene, question.objects[:1])))
+            about = answer_objects(question.type, question.answer, question.objects[:1], scene_objects(scene))
+            hit, near = strict_and_tolerant(maps[:1], scene_masks(scene, about).any(0)[None])
             for category in [question.type] + [f"{question.type} (answered right)"] * (
                 result.answer == question.answer
             ):
-                totals[category] += 1
-                hits[category] += hit
+                add(hits, totals, category, hit, near)
             if contrast:
                 painted = [i for i, o in enumerate(scene.objects) if o.color == others[0].color]
                 totals["wrong color, on its object"] += 1

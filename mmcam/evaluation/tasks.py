@@ -12,14 +12,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from mmcam.adapters.captioning import generate_captions, right_padded, word_targets
 from mmcam.concepts.dissect import ConceptTable
 from mmcam.engine import Explainer
 from mmcam.engine.context import Forward
-from mmcam.evaluation.data import REACH_OBJECTS, object_boxes, object_masks
-from mmcam.evaluation.grounding import is_single_object, word_objects
+from mmcam.evaluation.data import REACH_OBJECTS, object_boxes, object_masks, without_each_object
+from mmcam.evaluation.grounding import answer_objects, is_single_object, record_objects, word_objects
 from mmcam.loading import load_captioner, load_classifier, load_policy, load_vqa
 from mmcam.metrics.contract import Truth
 from mmcam.subject import Subject
@@ -89,9 +90,17 @@ class Task:
         return self._explainers[method]
 
 
-def ground_truth(record: dict, size: tuple[int, int], groups: list[list[int]]) -> Truth:
+def ground_truth(
+    record: dict,
+    size: tuple[int, int],
+    groups: list[list[int]],
+    described: list[bool] | None = None,
+    preprocess: Callable[[list[Image.Image]], Tensor] | None = None,
+) -> Truth:
     """The truth of K targets at the input's ``size``, target k being about the objects ``groups[k]``
-    (empty: about none)."""
+    (empty: about none), ``described[k]`` False where it names no object of the scene (default: where
+    its group is empty); with ``preprocess`` (PIL images -> the model's image input), the scene
+    re-rendered without each object, made when a metric asks."""
     masks, boxes = object_masks(record, size), object_boxes(record, size)
     width = max(1, max(len(group) for group in groups))
     target_masks = torch.zeros(len(groups), *size, dtype=torch.bool)
@@ -104,7 +113,10 @@ def ground_truth(record: dict, size: tuple[int, int], groups: list[list[int]]) -
             target_boxes[k, : len(group)] = boxes[group]
         if rest:
             others[k] = masks[rest].any(dim=0)
-    return Truth(target_masks, target_boxes, others, masks, groups, [bool(group) for group in groups])
+    described = [bool(group) for group in groups] if described is None else described
+    images = without_each_object(record) if preprocess is not None else None
+    removed = None if images is None else (lambda: preprocess(images))
+    return Truth(target_masks, target_boxes, others, masks, groups, described, removed)
 
 
 def adapter_explainers(adapter: Any, layer: str | None) -> Callable[[nn.Module, str], Explainer]:
@@ -149,7 +161,12 @@ def classify_task(spec: str, layer: str | None, device: torch.device, trust_pick
             return []
         pixels = classifier.preprocess([record["image"]]).to(device)
         groups = [[o for o, name in enumerate(objects) if names.index(name) == c] for c in classes]
-        truth = ground_truth(record, tuple(pixels.shape[-2:]), groups)
+        truth = ground_truth(
+            record,
+            tuple(pixels.shape[-2:]),
+            groups,
+            preprocess=lambda images: classifier.preprocess(images).to(device),
+        )
 
         def probabilities(output: Any) -> Tensor:
             logits = logits_of(output).float()
@@ -170,8 +187,9 @@ def classify_task(spec: str, layer: str | None, device: torch.device, trust_pick
 
 
 def caption_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bool = False) -> Task:
-    """Each color, shape and size word of the *generated* caption, against the object it names
-    (``grounding.word_objects``); the word targets are ``captioning.word_targets``', as ``mmcam caption``
+    """Each color, shape and size word of the *generated* caption, against the objects it names
+    (``grounding.word_objects``: phrases matched by their attributes; a hallucinated phrase's words are
+    about no object); the word targets are ``captioning.word_targets``', as ``mmcam caption``
     explains them. Probabilities: p(word) under teacher forcing."""
     captioner = load_captioner(spec, trust_pickle)
     captioner.model.to(device)
@@ -179,13 +197,18 @@ def caption_task(spec: str, layer: str | None, device: torch.device, trust_pickl
     def items(record: dict) -> list[Item]:
         pixels = captioner.preprocess([record["image"]]).to(device)
         tokenized = captioner.tokenize(generate_captions(captioner, pixels)[0])
-        found = word_objects(tokenized.words, record["caption_words"], record["caption_links"])
+        found = word_objects(tokenized.words, record_objects(record))
         if not found:
             return []
         every_word = word_targets(tokenized)
-        targets = [every_word[position] for position, _, _ in found]
-        groups = [[] if about is None else [about] for _, _, about in found]
-        truth = ground_truth(record, tuple(pixels.shape[-2:]), groups)
+        targets = [every_word[grounded.position] for grounded in found]
+        truth = ground_truth(
+            record,
+            tuple(pixels.shape[-2:]),
+            [grounded.about for grounded in found],
+            [grounded.described for grounded in found],
+            lambda images: captioner.preprocess(images).to(device),
+        )
         inputs = {"pixel_values": pixels, "input_ids": right_padded([tokenized.ids]).to(device)}
         return [Item(inputs, targets, truth, _stacked(targets, torch.exp))]
 
@@ -202,7 +225,7 @@ def caption_task(spec: str, layer: str | None, device: torch.device, trust_pickl
 
 def vqa_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bool = False) -> Task:
     """Questions about one object (color, shape, size; "is there ..." answered yes): the predicted
-    answer, against that object (``grounding.is_single_object``). Probabilities: softmax over the
+    answer, against that object and the others that share the true answer (``grounding.answer_objects``). Probabilities: softmax over the
     answers. Needs a classifier-style VQA model (answer logits: the bundled one, ViLT)."""
     vqa = load_vqa(spec, trust_pickle)
     if vqa.answers is None:
@@ -221,7 +244,14 @@ def vqa_task(spec: str, layer: str | None, device: torch.device, trust_pickle: b
             inputs = {k: v.to(device) for k, v in vqa.prepare([record["image"]], [question]).items()}
             with torch.no_grad():
                 predicted = int(logits_of(vqa.forward(vqa.model, inputs)).argmax(dim=1))
-            truth = ground_truth(record, tuple(inputs["pixel_values"].shape[-2:]), [objects[:1]])
+            about = answer_objects(kind, answer, objects[:1], record_objects(record))
+
+            def preprocess(images: list[Image.Image], question: str = question) -> Tensor:
+                return vqa.prepare(images, [question] * len(images))["pixel_values"].to(device)
+
+            truth = ground_truth(
+                record, tuple(inputs["pixel_values"].shape[-2:]), [about], preprocess=preprocess
+            )
 
             def probabilities(output: Any, answer: int = predicted) -> Tensor:
                 return logits_of(output).float().softmax(dim=1)[:, [answer]]

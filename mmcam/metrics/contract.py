@@ -58,6 +58,11 @@ class Truth:
     described: list[bool]
     removed: Callable[[], Tensor] | None = None
 
+    @property
+    def unambiguous(self) -> list[bool]:
+        """Per target, whether it is about exactly one object."""
+        return [len(objects) == 1 for objects in self.about]
+
 
 @dataclass
 class Case:

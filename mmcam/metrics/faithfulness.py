@@ -21,7 +21,7 @@ from mmcam.metrics.ranks import spearman
 
 Scorer = Callable[[Tensor], Tensor]
 BLUR_SIGMA = 5.0  # px, RISE's insertion baseline is a blurred copy of the image
-PERTURBATIONS = ("blur", "zero")  # what removed pixels become
+PERTURBATIONS = ("blur", "zero", "background")  # what removed pixels become
 # Noise for max-sensitivity (uniform, this radius) and infidelity (Gaussian, this standard deviation), as a
 # share of each input's value range, so that pixels in 0-255 and normalized images are moved alike.
 SENSITIVITY_RADIUS = 0.01
@@ -29,13 +29,17 @@ INFIDELITY_SIGMA = 0.05
 
 
 def baseline_image(image: Tensor, kind: str = "blur") -> Tensor:
-    """What removed pixels become: ``blur``, a Gaussian blur (sigma 5 px) of the (C, H, W) input, or
-    ``zero``, the value 0 of the model's input space (the dataset mean color for normalized inputs)."""
+    """What removed pixels become: ``blur``, a Gaussian blur (sigma 5 px) of the (C, H, W) input,
+    ``zero``, the value 0 of the model's input space (the dataset mean color for normalized inputs), or
+    ``background``, the per-image background estimate: each channel's median over the image (objects
+    cover less than half of it)."""
     if kind == "blur":
         kernel = int(4 * BLUR_SIGMA) | 1
         return gaussian_blur(image[None], [kernel, kernel], [BLUR_SIGMA, BLUR_SIGMA])[0]
     if kind == "zero":
         return torch.zeros_like(image)
+    if kind == "background":
+        return image.flatten(1).median(dim=1).values[:, None, None].expand_as(image).clone()
     raise ValueError(f"unknown perturbation baseline '{kind}'; choose one of: {', '.join(PERTURBATIONS)}")
 
 
@@ -60,9 +64,10 @@ def perturbation_curves(
     batch_size: int = 64,
     seed: int = 0,
 ) -> Tensor:
-    """Deletion (or insertion) curves: (C, H, W) input, (K, H, W) maps -> (K, steps + 1) scores.
+    """Deletion (or insertion) curves: (C, H, W) input, (K, h, w) maps -> (K, steps + 1) scores; maps on
+    a coarser grid than the input (cells) move each cell as one block (nearest upsampling).
 
-    At step s = 0..S the n_s = round(s/S * HW) most important pixels of map k are replaced by the
+    At step s = 0..S the n_s = round(s/S * hw) most important cells of map k are replaced by the
     baseline's (deletion: x_s = x with those pixels from the baseline) or taken from the input onto the
     baseline (insertion: x_s = baseline with those pixels from x); curve_k[s] = score_k(x_s). Tied
     pixels go in an order drawn with ``seed``.
@@ -80,6 +85,8 @@ def perturbation_curves(
         rows = torch.arange(begin, min(begin + batch_size, len(curves)), device=maps.device)
         target, step = rows // (steps + 1), rows % (steps + 1)
         moved = (ranks[target] < counts[step][:, None]).reshape(-1, 1, height, width)
+        if (height, width) != tuple(image.shape[-2:]):
+            moved = F.interpolate(moved.float(), size=tuple(image.shape[-2:]), mode="nearest") > 0
         copies = torch.where(moved, destination, source)
         curves[rows] = scorer(copies).float().gather(1, target[:, None])[:, 0]
     return curves.reshape(targets, steps + 1)
@@ -220,6 +227,52 @@ class Deletion(PixelCurve):
 
 class Insertion(PixelCurve):
     name, label, better, insertion = "insertion", "insertion AUC", "higher", True
+
+
+class GridCurve(Metric):
+    """The area under the deletion (or insertion) curve on the token / patch grid: each map averaged over
+    cells of ``patch`` px (16: the patch grid of the bundled ViT-style models), cells removed in the map's
+    order and filled as occlusion fills them, with the per-image background estimate
+    (``baseline_image(kind="background")``); ``steps`` points per curve. A constant map (the ``uniform``
+    baseline) removes cells in a seeded random order: the random reference."""
+
+    insertion: bool
+    needs = frozenset({"settings", "score"})
+
+    def __call__(self, case: Case) -> Tensor:
+        settings = case.settings
+        height, width = case.image.shape[-2:]
+        cells = (-(-height // settings.patch), -(-width // settings.patch))
+        pooled = F.adaptive_avg_pool2d(case.maps[:, None].float(), cells)[:, 0]
+        curves = perturbation_curves(
+            case.score,
+            case.image,
+            pooled,
+            baseline_image(case.image, "background"),
+            settings.steps,
+            self.insertion,
+            settings.batch_size,
+            settings.seed,
+        )
+        return curve_area(curves)
+
+
+class GridDeletion(GridCurve):
+    name, label, better, insertion = (
+        "deletion-grid",
+        "deletion AUC, patch cells to background",
+        "lower",
+        False,
+    )
+
+
+class GridInsertion(GridCurve):
+    name, label, better, insertion = (
+        "insertion-grid",
+        "insertion AUC, patch cells from background",
+        "higher",
+        True,
+    )
 
 
 class OcclusionCorrelation(Metric):

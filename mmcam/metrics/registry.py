@@ -11,13 +11,23 @@ from mmcam.metrics.faithfulness import (
     ConfidenceDrop,
     ConfidenceIncrease,
     Deletion,
+    GridDeletion,
+    GridInsertion,
     Infidelity,
     Insertion,
     MaxSensitivity,
     OcclusionCorrelation,
 )
 from mmcam.metrics.localization import LocalizationError
-from mmcam.metrics.pointing import EnergyPointing, PeakPointing
+from mmcam.metrics.pointing import (
+    EnergyPointing,
+    Hallucinated,
+    PeakPointing,
+    TolerantPointing,
+    UnambiguousPointing,
+    UnambiguousTolerantPointing,
+)
+from mmcam.metrics.reliance import RelianceMass, ReliancePeak, RelianceRank
 from mmcam.metrics.road import Road, RoadLeastFirst, RoadMostFirst
 from mmcam.metrics.sanity import Cascading, EfficientMPRT, SmoothMPRT
 from mmcam.metrics.similarity import RandomLogit
@@ -26,9 +36,18 @@ from mmcam.metrics.unit_ablation import CitedUnits, ConceptDeletion, NextUnits, 
 METRICS = by_name(
     LocalizationError(),
     PeakPointing(),
+    TolerantPointing(),
+    UnambiguousPointing(),
+    UnambiguousTolerantPointing(),
+    Hallucinated(),
     EnergyPointing(),
+    ReliancePeak(),
+    RelianceMass(),
+    RelianceRank(),
     Deletion(),
     Insertion(),
+    GridDeletion(),
+    GridInsertion(),
     OcclusionCorrelation(),
     Discrimination(),
     Cascading(),

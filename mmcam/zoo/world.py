@@ -81,12 +81,17 @@ class Question:
 
 @dataclass(frozen=True, eq=False)
 class Scene:
-    """A rendered scene with its objects, caption and questions."""
+    """A rendered scene with its objects, caption and questions, and the background they were painted on."""
 
     image: np.ndarray  # uint8 (CANVAS, CANVAS, 3)
     objects: list[ShapeObject]
     caption: Caption
     questions: list[Question]
+    background: np.ndarray  # uint8 (CANVAS, CANVAS, 3), the image before any object was painted
+
+    def without(self, index: int) -> np.ndarray:
+        """The scene's image re-rendered without object ``index`` (``without_object``)."""
+        return without_object(self.image, self.background, self.objects[index].mask)
 
     @property
     def labels(self) -> np.ndarray:
@@ -95,6 +100,12 @@ class Scene:
         for obj in self.objects:
             labels[obj.class_index] = 1.0
         return labels
+
+
+def without_object(image: np.ndarray, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The image with the object painted at ``mask`` left out: objects do not overlap and each painted
+    exactly its mask's pixels, so this is the scene rendered without it, other objects and noise unchanged."""
+    return np.where(np.asarray(mask, dtype=bool)[:, :, None], background, image)
 
 
 def shape_mask(shape: str, side: int) -> np.ndarray:
@@ -221,7 +232,8 @@ def render_scene(rng: np.random.Generator, n_objects: int | None = None) -> Scen
     while boxes is None:  # rare with three objects: start the layout over
         boxes = _place_boxes(rng, sides)
 
-    image = _background(rng)
+    background = _background(rng)
+    image = background.copy()
     objects = []
     for pair, size, side, box in zip(pairs, sizes, sides, boxes):
         color, shape = CLASS_NAMES[pair].split()
@@ -232,7 +244,7 @@ def render_scene(rng: np.random.Generator, n_objects: int | None = None) -> Scen
         mask[y0:y1, x0:x1] = local
         objects.append(ShapeObject(color=color, shape=shape, size=size, box=box, mask=mask))
 
-    return Scene(image, objects, make_caption(objects), make_questions(rng, objects))
+    return Scene(image, objects, make_caption(objects), make_questions(rng, objects), background)
 
 
 def make_scenes(n: int, seed: int, n_objects: int | tuple[int, ...] | None = None) -> list[Scene]:
