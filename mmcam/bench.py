@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from torch import nn
@@ -356,15 +357,17 @@ def ratio_table(timings: list[Timing]) -> list[dict]:
 @dataclass(frozen=True)
 class PeerMethod:
     """A method mmcam took from a peer: mmcam's ``method`` with Explainer ``options`` (pytorch-grad-cam takes
-    the same flags in its call), timed against ``peer``'s class ``name``; ``samples``: the Score-CAM variants'
-    copies of each mask, the same in both tools."""
+    the same flags in its call), timed against ``peer``'s class ``name``; ``arguments``: the method's own
+    (the Score-CAM variants' copies of each mask, occlusion's window and fill), the same in both tools."""
 
     method: str
     peer: str
     name: str
     options: tuple[tuple[str, bool], ...] = ()
-    samples: int | None = None
+    arguments: tuple[tuple[str, Any], ...] = ()
 
+
+OCCLUDED = 8  # occlusion's window and stride in the methods suite, in pixels: an 8 x 8 grid at 64 px
 
 # Case label -> the method and its peer. IS-CAM and SS-CAM run 1 copy of each mask here, not their 10 and
 # 35: at 512 channels their defaults make one call a minute and more on a CPU, for both tools alike.
@@ -376,10 +379,16 @@ PEER_METHODS = {
     "ablationcam": PeerMethod("ablationcam", "pytorch-grad-cam", "AblationCAM"),
     "gradcam, eigen_smooth": PeerMethod("gradcam", "pytorch-grad-cam", "GradCAM", (("eigen_smooth", True),)),
     "gradcam, aug_smooth": PeerMethod("gradcam", "pytorch-grad-cam", "GradCAM", (("aug_smooth", True),)),
-    "iscam, 1 sample": PeerMethod("iscam", "torch-cam", "ISCAM", samples=1),
-    "sscam, 1 sample": PeerMethod("sscam", "torch-cam", "SSCAM", samples=1),
+    "iscam, 1 sample": PeerMethod("iscam", "torch-cam", "ISCAM", arguments=(("samples", 1),)),
+    "sscam, 1 sample": PeerMethod("sscam", "torch-cam", "SSCAM", arguments=(("samples", 1),)),
     "shapleycam": PeerMethod("shapleycam", "pytorch-grad-cam", "ShapleyCAM"),
     "fullgrad": PeerMethod("fullgrad", "pytorch-grad-cam", "FullGrad"),
+    "occlusion, 8 px windows": PeerMethod(
+        "occlusion",
+        "captum",
+        "Occlusion",
+        arguments=(("cell", OCCLUDED), ("fill", "zero"), ("batch_size", 64)),
+    ),
 }
 
 
@@ -420,15 +429,29 @@ def methods_cases(
         import torchcam.methods
 
         cam = getattr(torchcam.methods, peer.name)
-        with cam(model, "layer4", num_samples=peer.samples, input_shape=(3, size, size)) as extractor:
+        samples = dict(peer.arguments)["samples"]
+        with cam(model, "layer4", num_samples=samples, input_shape=(3, size, size)) as extractor:
             return extractor(class_idx=column, scores=model(images), normalized=False)[0].detach()
 
-    calls = {"pytorch-grad-cam": pytorch_grad_cam_call, "torch-cam": torch_cam_call}
+    def captum_call(peer: PeerMethod, column: list[int]):
+        from captum.attr import Occlusion
+
+        window = (3, OCCLUDED, OCCLUDED)  # a window over all channels, as mmcam's
+        return Occlusion(model).attribute(
+            images,
+            sliding_window_shapes=window,
+            strides=window,
+            baselines=0,
+            target=column,
+            perturbations_per_eval=32,
+        )
+
+    calls = {"pytorch-grad-cam": pytorch_grad_cam_call, "torch-cam": torch_cam_call, "captum": captum_call}
     missing = missing_peers()
     cases: list[Case] = [("forward only", "torch", forward_only)]
     for label in labels:
         peer = PEER_METHODS[label]
-        method = METHODS[peer.method](samples=peer.samples) if peer.samples else peer.method
+        method = METHODS[peer.method](**dict(peer.arguments)) if peer.arguments else peer.method
         explainer = mmcam.Explainer(model, layer="layer4", method=method, **dict(peer.options))
         one, every = f"{label}, 1 target", f"{label}, {targets} targets"
         cases.append((one, "mmcam", lambda e=explainer: e(images, first)))

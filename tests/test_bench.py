@@ -143,3 +143,18 @@ def test_the_chat_suite_asks_for_its_model(capsys):
 
     assert main(["bench", "--task", "chat"]) == 2
     assert "needs a chat model: --model DIR" in capsys.readouterr().err
+
+
+def test_the_methods_suite_times_occlusion_on_the_same_maps_as_captum():
+    """mmcam's occlusion of all targets in one call and captum's Occlusion, a call per target, on the same
+    8 px windows and zero baseline: the same maps (captum's per pixel, mmcam's per 8 px cell)."""
+    pytest.importorskip("captum.attr", reason="the comparison needs the dev extra (captum)")
+    from mmcam.bench import methods_cases
+
+    label = "occlusion, 8 px windows"
+    outputs = _outputs(methods_cases(CPU, batch=1, targets=2, size=64, labels=[label]))
+    every = outputs[(f"{label}, 2 targets", "mmcam")]
+    theirs = outputs[(f"{label}, 2 targets", "captum, a call per target")]
+    for k, attribution in enumerate(theirs):
+        ours = every.raw[:, k].repeat_interleave(8, dim=-2).repeat_interleave(8, dim=-1)
+        torch.testing.assert_close(ours, torch.relu(attribution[:, 0]), rtol=0, atol=1e-5)

@@ -313,7 +313,7 @@ def test_method_names_are_forgiving_and_unknown_ones_list_the_valid():
     assert get_method("grad_cam").name == "gradcam"
     with pytest.raises(ValueError, match="gradcam, counterfactual"):
         get_method("gradcam+++")
-    assert len(METHODS) == 26
+    assert len(METHODS) == 28
 
 
 def test_gradcam_equals_cam_up_to_positive_scale(cam_net, images):

@@ -27,6 +27,8 @@ METHODS = (  # mmcam.engine.methods.METHODS, in its order
     "guided-backprop",
     "guided-gradcam",
     "fullgrad",
+    "occlusion",
+    "rise",
     "perturbation",
 )
 WORD_CHOICES = ("all", "content")  # mmcam.adapters.captioning.WORD_CHOICES
