@@ -560,3 +560,43 @@ def test_float64_models_and_inputs_give_float64_maps(method):
     expected = mmcam.explain(net32, image, [[1, 2]], layer="features", method=method)
     assert got.maps.dtype == got.raw.dtype == got.scores.dtype == torch.float64
     torch.testing.assert_close(got.maps.float(), expected.maps, atol=1e-4, rtol=1e-4)
+
+
+class _OutMatmul(torch.autograd.Function):
+    """x @ w whose backward writes into a buffer (``out=``), as a torch.compile graph's backward does:
+    such a backward has no batching rule, so the targets cannot share one vectorized backward."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(w)
+        return x @ w
+
+    @staticmethod
+    def backward(ctx, grad):
+        (w,) = ctx.saved_tensors
+        out = torch.empty(grad.shape[0], w.shape[0], dtype=grad.dtype)
+        torch.mm(grad, w.t(), out=out)
+        return out, None
+
+
+def test_a_backward_without_a_batching_rule_falls_back_to_one_backward_per_target():
+    """torch.compile's backward (CPU, inductor) refused the vectorized backward of K > 1 targets
+    ("Batching rule not implemented for aten::mm.out"): the targets then get one backward each, with a
+    warning, and the maps of each target alone."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU())
+            self.head = nn.Parameter(torch.randn(6, 4))
+
+        def forward(self, x):
+            return _OutMatmul.apply(self.features(x).mean(dim=(2, 3)), self.head)
+
+    net, image = Net().eval(), torch.rand(2, 3, 8, 8)
+    with pytest.warns(UserWarning, match="cannot be batched over targets"):
+        together = mmcam.explain(net, image, [[0, 1, 2], [3, 2, 1]], layer="features")
+    for k in range(3):
+        alone = mmcam.explain(net, image, [[0, 1, 2][k], [3, 2, 1][k]], layer="features")
+        torch.testing.assert_close(together.raw[:, k], alone.raw[:, 0])

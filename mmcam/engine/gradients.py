@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mmcam.engine.warn import warn_user
+
 
 def _seeds(scores: Tensor, per_sample: bool) -> Tensor:
     """One-hot ``grad_outputs`` shaped like ``scores`` (B, K): one per target (K), or per target and sample (B*K)."""
@@ -13,6 +15,34 @@ def _seeds(scores: Tensor, per_sample: bool) -> Tensor:
     if per_sample:
         return one_hot.reshape(count, *scores.shape)
     return one_hot[:, None, :].expand(count, *scores.shape)
+
+
+def _batched_or_one_by_one(scores: Tensor, tensors: list[Tensor], seeds: Tensor, options: dict) -> list:
+    """The gradients of ``seeds`` (S, ...) from one batched backward; where the backward cannot be batched
+    (a graph compiled by ``torch.compile``, whose backward has no batching rule for ``aten::mm.out``), from
+    S backwards, seed by seed (with a warning). The batched try keeps the graph, so the seed-by-seed
+    backwards can follow it."""
+    try:
+        return list(
+            torch.autograd.grad(
+                scores, tensors, seeds, is_grads_batched=True, **{**options, "retain_graph": True}
+            )
+        )
+    except RuntimeError as error:
+        if "Batching rule not implemented" not in str(error):
+            raise
+    warn_user(
+        "the model's backward cannot be batched over targets (a torch.compile graph?): the targets' gradients "
+        "come from one backward each, which is slower; explain the uncompiled module (model._orig_mod) for speed"
+    )
+    last = len(seeds) - 1
+    singles = [
+        torch.autograd.grad(
+            scores, tensors, seed, **{**options, "retain_graph": options["retain_graph"] or s < last}
+        )
+        for s, seed in enumerate(seeds)
+    ]
+    return [None if parts[0] is None else torch.stack(parts) for parts in zip(*singles)]
 
 
 def target_gradients(
@@ -53,7 +83,7 @@ def target_gradients(
             found = torch.autograd.grad(scores, tensors, seeds[begin], **options)
             found = [None if g is None else g[None] for g in found]
         else:
-            found = torch.autograd.grad(scores, tensors, seeds[begin:end], is_grads_batched=True, **options)
+            found = _batched_or_one_by_one(scores, tensors, seeds[begin:end], options)
         # zeros for a start no score reaches (materialize_grads would drop the seeds' axis when batched)
         chunks.append(
             [
