@@ -607,3 +607,17 @@ def test_a_rerun_with_its_output_inside_the_input_folder_reads_no_output_and_say
     assert "files in" in runs[1][1] and "were written by mmcam: not read as inputs" in runs[1][1]
     for _, err in runs:
         assert "1 subfolder(s) (more) whose images are not read" in err
+
+
+def test_target_figures_sort_in_target_order(scene_folder, tmp_path, capsys):
+    """Issue 32, item 15: the figures of 12 targets sort -01 ... -12, not -1, -10, -11, -12, -2."""
+    path = str(scene_folder / "scene-0.png")
+    assert main(["classify", path, "--top", "12", "--json", "-o", str(tmp_path)]) == 0
+    maps = [Path(target["map"]).name for target in json.loads(capsys.readouterr().out)["targets"]]
+    assert maps == sorted(maps) and maps[0].startswith("scene-0-classify-01-")
+
+
+def test_a_frame_stack_of_no_frame_is_refused(capsys):
+    """Issue 32, item 14: rl --frame-stack 0 ran with no stack at all."""
+    assert main(["rl", "--frame-stack", "0", "--episodes", "1"]) == 2
+    assert "the frame stack must be at least 1 frame (--frame-stack), not 0" in capsys.readouterr().err

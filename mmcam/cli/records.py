@@ -60,6 +60,12 @@ def saved_maps(explanation: Explanation, path: Path) -> dict:
     return {"maps_file": str(path)}
 
 
+def map_name(stem: str, task: str, k: int, count: int, label: str) -> str:
+    """The file name of target ``k``'s figure (of ``count``): its number padded to ``count``'s digits, so
+    the files sort in target order (-01, -02, ..., -10)."""
+    return f"{stem}-{task}-{k + 1:0{len(str(count))}d}-{slug(label)[:40]}.png"
+
+
 def write_png(picture, path: Path) -> None:
     """An (H, W, 3) uint8 tensor written as a PNG file at ``path``."""
     with stage("encoding"):
@@ -111,7 +117,7 @@ def explanation_record(
     targets = []
     for k, (label, index) in enumerate(zip(explanation.labels[0], explanation.indices[0])):
         heatmap = explanation.maps[0, k]
-        map_path = output / f"{stem}-{task}-{k + 1}-{slug(label)[:40]}.png"
+        map_path = output / map_name(stem, task, k, len(explanation.labels[0]), label)
         if figures:
             write_png(pictures[k], map_path)
         with stage("map post-processing"):
@@ -159,7 +165,7 @@ def clip_record(
     for k, (label, index) in enumerate(zip(explanation.labels[0], explanation.indices[0])):
         clip_map = explanation.maps[0, k]  # (T, h, w)
         t = int(clip_map.flatten(1).amax(dim=1).argmax())
-        map_path = output / f"{stem}-{task}-{k + 1}-{slug(label)[:40]}.png"
+        map_path = output / map_name(stem, task, k, len(explanation.labels[0]), label)
         if figures:
             title = f"{label} ({float(explanation.scores[0, k]):.2f})"
             save_figure(frames_figure(frames, clip_map, title), map_path)

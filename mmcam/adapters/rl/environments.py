@@ -15,8 +15,10 @@ def make_env(env_id: str, frame_stack: int | None = None) -> VecEnv:
     """One environment as an SB3 VecEnv. Atari ids get the usual preprocessing: SB3's ``AtariWrapper``
     (no-op starts, frame skip 4 with max-pooling, 84x84 gray, episode per life) and a stack of 4 frames.
 
-    ShapesReach is registered on the way; ``frame_stack`` overrides the stack depth.
+    ShapesReach is registered on the way; ``frame_stack`` overrides the stack depth (at least 1).
     """
+    if frame_stack is not None and frame_stack < 1:
+        raise ValueError(f"the frame stack must be at least 1 frame (--frame-stack), not {frame_stack}")
     if env_id == SHAPES_REACH and env_id not in gym.registry:
         gym.register(env_id, entry_point="mmcam.zoo.reach:ShapesReach")
     spec = _env_spec(env_id)
