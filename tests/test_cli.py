@@ -621,3 +621,31 @@ def test_a_frame_stack_of_no_frame_is_refused(capsys):
     """Issue 32, item 14: rl --frame-stack 0 ran with no stack at all."""
     assert main(["rl", "--frame-stack", "0", "--episodes", "1"]) == 2
     assert "the frame stack must be at least 1 frame (--frame-stack), not 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ctrl_c_midway_writes_the_report_of_the_finished_inputs(
+    workers, scene_folder, tmp_path, capsys, monkeypatch
+):
+    """Issue 32, item 9: Ctrl-C while the third batch is explained: the records of the first two are
+    printed and in the report, and the command ends as interrupted."""
+    from mmcam.cli import batches
+
+    calls = []
+    explained = batches.explained
+
+    def interrupted_on_the_third(explain_batch, loaded):
+        calls.append(len(loaded))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return explained(explain_batch, loaded)
+
+    monkeypatch.setattr(batches, "explained", interrupted_on_the_third)
+    options = ["--json", "--batch-size", "2", "--workers", str(workers), "-o", str(tmp_path)]
+    assert main(["classify", str(scene_folder), *options]) == 130
+    captured = capsys.readouterr()
+    finished = [json.loads(line)["image"] for line in captured.out.splitlines()]
+    assert len(finished) == 3  # the first two batches: scene-3.png is not an image
+    assert "report of the 3 finished inputs" in captured.err and "mmcam: interrupted" in captured.err
+    report = (tmp_path / "report.html").read_text()
+    assert all(Path(image).name in report for image in finished)

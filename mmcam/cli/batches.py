@@ -132,6 +132,16 @@ class FigureWriters:
         while self._pending and (wait or self._pending[0][0].done()):
             self._hand_first()
 
+    def finished(self) -> None:
+        """Hand on, in order, every record its job still makes, up to the first job that fails (after
+        Ctrl-C: the workers were interrupted too)."""
+        while self._pending:
+            try:
+                self._pending[0][0].result()
+            except BaseException:  # noqa: BLE001 - an interrupted worker's KeyboardInterrupt included
+                return
+            self._hand_first()
+
     def _hand_first(self) -> None:
         future, then, failed = self._pending.popleft()
         try:
@@ -260,25 +270,37 @@ def for_each_input(
     progress = tqdm(total=len(mine), desc="explaining", unit="image", disable=len(paths) < 2, file=sys.stderr)
     pin = processes.device.startswith("cuda")
     with closing(FigureWriters(workers if figures else 0)) as writers:
-        for batch in loaded_batches(mine, stems, load, prepare, options.batch_size, workers, pin):
-            good = [item for item in batch if item.error is None]
-            for item in batch:
-                if item.error is not None:
-                    skip(item.path, item.error)
-            with stage("forward + backward"):
-                jobs = explained(explain_batch, good) if good else []
-            for item, job in zip(good, jobs):
-                if isinstance(job, ValueError):
-                    skip(item.path, str(job))
-                else:
-                    writers.submit(
-                        job[0],
-                        lambda record, item=item, finish=job[1]: done(item.path, finish(record)),
-                        lambda error, item=item: skip(item.path, error),
-                    )
-            progress.update(len(batch))
-            writers.ready()
-        writers.ready(wait=True)
+        try:
+            for batch in loaded_batches(mine, stems, load, prepare, options.batch_size, workers, pin):
+                good = [item for item in batch if item.error is None]
+                for item in batch:
+                    if item.error is not None:
+                        skip(item.path, item.error)
+                with stage("forward + backward"):
+                    jobs = explained(explain_batch, good) if good else []
+                for item, job in zip(good, jobs):
+                    if isinstance(job, ValueError):
+                        skip(item.path, str(job))
+                    else:
+                        writers.submit(
+                            job[0],
+                            lambda record, item=item, finish=job[1]: done(item.path, finish(record)),
+                            lambda error, item=item: skip(item.path, error),
+                        )
+                progress.update(len(batch))
+                writers.ready()
+            writers.ready(wait=True)
+        except KeyboardInterrupt:
+            progress.close()
+            writers.finished()
+            if processes.world == 1 and figures and records:  # the report of everything finished
+                ordered = [record for _, record in sorted(records, key=lambda pair: pair[0])]
+                report = write_records_report(ordered, output / "report.html")
+                note_written(output, [report])
+                print(
+                    f"report of the {len(ordered)} finished inputs: open {report.resolve()}", file=sys.stderr
+                )
+            raise
     progress.close()
     everything = processes.gather(records)
     failed = len(processes.gather(failures))
