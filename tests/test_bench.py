@@ -75,10 +75,10 @@ def test_bench_runs_without_the_peers_installed(monkeypatch):
     assert bench.missing_peers() == ["pytorch-grad-cam", "captum", "torch-cam"]
 
 
-def test_the_folder_suite_times_mmcam_with_and_without_figures_against_the_forward_and_a_peer_loop():
+def test_the_folder_suite_times_mmcam_with_and_without_figures_against_the_forward_and_a_peer_loop(tmp_path):
     from mmcam.cli.bench import folder_cases, scene_folder
 
-    cases = folder_cases(CPU, scene_folder(3), batch=2, workers=0)
+    cases = folder_cases(CPU, scene_folder(3, parent=tmp_path), batch=2, workers=0)
     assert [(case, tool) for case, tool, _ in cases] == [
         ("folder", "torch"),
         ("folder, no figures", "mmcam"),
@@ -90,11 +90,11 @@ def test_the_folder_suite_times_mmcam_with_and_without_figures_against_the_forwa
     assert next(r for r in rows if r["tool"] == "torch")["share_of_forward_throughput"] == 1.0
 
 
-def test_the_folder_breakdown_times_every_stage_of_the_command():
+def test_the_folder_breakdown_times_every_stage_of_the_command(tmp_path):
     from mmcam.cli.bench import folder_stages, scene_folder
     from mmcam.cli.stages import STAGES
 
-    stages = folder_stages(CPU, scene_folder(3), batch=2)
+    stages = folder_stages(CPU, scene_folder(3, parent=tmp_path), batch=2)
     assert list(stages) == list(STAGES)
     assert all(seconds > 0 for seconds in stages.values())
 

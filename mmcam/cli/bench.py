@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import sys
 from pathlib import Path
 
@@ -78,15 +79,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def scene_folder(count: int = 500, seed: int = 40_000) -> Path:
-    """A new temporary folder of ``count`` JPEG shapes scenes (256 px, quality 90)."""
+def scene_folder(count: int = 500, seed: int = 40_000, parent: Path | None = None) -> Path:
+    """A new temporary folder (in ``parent``, default the system's) of ``count`` JPEG shapes scenes (256 px,
+    quality 90)."""
     import tempfile
 
     from PIL import Image
 
     from mmcam.zoo import make_scenes
 
-    folder = Path(tempfile.mkdtemp(prefix="mmcam-bench-folder-"))
+    folder = Path(tempfile.mkdtemp(prefix="mmcam-bench-folder-", dir=parent))
     for i, scene in enumerate(make_scenes(count, seed)):
         Image.fromarray(scene.image).resize((256, 256)).save(folder / f"scene-{i:04d}.jpg", quality=90)
     return folder
@@ -223,9 +225,12 @@ def run(arguments: argparse.Namespace) -> int:
     stages = None
     if FOLDER in suites:
         folder = scene_folder(arguments.images)
-        cases = folder_cases(device, folder, arguments.batch)
-        timings += measure("folder", cases, arguments.images, device, min(arguments.repeats, 2))
-        stages = folder_stages(device, folder, arguments.batch)
+        try:
+            cases = folder_cases(device, folder, arguments.batch)
+            timings += measure("folder", cases, arguments.images, device, min(arguments.repeats, 2))
+            stages = folder_stages(device, folder, arguments.batch)
+        finally:
+            shutil.rmtree(folder)
     rows = ratio_table(timings)
     header = {
         "device": str(device),
