@@ -15,7 +15,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="name a layer's units by the concepts they detect (Network Dissection)",
         description="With concept masks (the shapes world by default, or --dataset with per-object masks): "
         "threshold each unit's upsampled activation at its top 0.5%% over the probe images and name it after "
-        "the concept whose masks it overlaps best (IoU >= 0.05). With captions only (--dataset with a "
+        "the formula over the concepts (up to 3, joined by AND, OR, AND NOT: 'red AND circle') whose masks it "
+        "overlaps best (IoU >= 0.05; a longer formula only where it adds 0.02 IoU). With captions only (--dataset with a "
         "'caption' column): name it after the noun or adjective whose presence its peak activation predicts "
         "best (AUC >= 0.8). The table is cached and reused by --concepts of classify, caption and vqa.",
     )

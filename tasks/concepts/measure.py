@@ -23,6 +23,8 @@ import math
 import time
 from pathlib import Path
 
+from PIL import Image
+
 from mmcam.concepts.ablation import sentence_drops
 from mmcam.concepts.compose import positive_atoms
 from mmcam.concepts.probes import shapes_probe
@@ -35,7 +37,8 @@ FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "models"
 MODELS = {  # name -> (model spec, layer whose units are named)
     "shapes": ("shapes", "features.block5"),
     "resnet18": (f"torchvision:resnet18:{FIXTURES / 'resnet18-shapes'}", "layer4"),
-    "vit": (str(FIXTURES / "vit-shapes"), "vit.layers.-1"),
+    "vit": (str(FIXTURES / "vit-shapes"), "vit.layers.2"),  # the token layer's channels (residual stream)
+    "vit-mlp": (str(FIXTURES / "vit-shapes"), "vit.layers.2.mlp.activation_fn"),  # its MLP's hidden units
 }
 
 
@@ -54,7 +57,7 @@ def measure(name: str, scenes: int, seed: int) -> dict:
     examples = {}
     start = time.time()
     for scene in make_scenes(scenes, seed=seed):
-        inputs = classifier.preprocess([scene.image])
+        inputs = classifier.preprocess([Image.fromarray(scene.image)])
         present = sorted({obj.class_index for obj in scene.objects})
         explanation = explainer(inputs, [present])
         for kind, table in tables.items():
