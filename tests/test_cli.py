@@ -590,8 +590,8 @@ def test_a_top_beyond_the_models_outputs_explains_every_one(command, outputs, sc
 def test_a_rerun_with_its_output_inside_the_input_folder_reads_no_output_and_says_what_it_skips(
     scene_folder, tmp_path, capsys
 ):
-    """Issue 32, items 8 and 14: -o the input folder, run twice: the second run explains the same images,
-    not the first run's figures; a subfolder's images are not read, and that is said."""
+    """Issue 32, items 8 and 14: -o the input folder, run twice (--overwrite): the second run explains the
+    same images, not the first run's figures; a subfolder's images are not read, and that is said."""
     folder = tmp_path / "photos"
     (folder / "more").mkdir(parents=True)
     for name in ("scene-0.png", "scene-1.png"):
@@ -604,7 +604,6 @@ def test_a_rerun_with_its_output_inside_the_input_folder_reads_no_output_and_say
         captured = capsys.readouterr()
         runs.append(([json.loads(line)["image"] for line in captured.out.splitlines()], captured.err))
     assert runs[0][0] == runs[1][0] == [str(folder / "scene-0.png"), str(folder / "scene-1.png")]
-    assert "files in" in runs[1][1] and "were written by mmcam: not read as inputs" in runs[1][1]
     for _, err in runs:
         assert "1 subfolder(s) (more) whose images are not read" in err
 
@@ -649,3 +648,20 @@ def test_ctrl_c_midway_writes_the_report_of_the_finished_inputs(
     assert "report of the 3 finished inputs" in captured.err and "mmcam: interrupted" in captured.err
     report = (tmp_path / "report.html").read_text()
     assert all(Path(image).name in report for image in finished)
+
+
+def test_a_rerun_keeps_every_earlier_file_unless_overwrite_removes_them_all(tmp_path, capsys):
+    """Issue 32, item 7: saved maps were replaced silently (only report.html was guarded), and --overwrite
+    left the previous run's figures beside the new ones."""
+    image = _scene(tmp_path / "scene.png")
+    out = tmp_path / "out"
+    assert main(["classify", image, "--no-figures", "--save-maps", "-o", str(out)]) == 0
+    maps = (out / "scene-classify-maps.safetensors").read_bytes()
+    assert main(["classify", image, "--no-figures", "--save-maps", "--top", "1", "-o", str(out)]) == 2
+    assert "holds the outputs of an earlier run" in capsys.readouterr().err
+    assert (out / "scene-classify-maps.safetensors").read_bytes() == maps
+    assert main(["classify", image, "--top", "3", "--json", "-o", str(out), "--overwrite"]) == 0
+    assert main(["classify", image, "--top", "1", "--json", "-o", str(out), "--overwrite"]) == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[-1])
+    written = {path.name for path in out.iterdir()}
+    assert written == {Path(record["targets"][0]["map"]).name, "report.html", ".mmcam-files"}

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mmcam.cli.options import BatchOptions
-from mmcam.cli.output import note_written, write_records_report, written_here
+from mmcam.cli.output import note_written, write_records_report
 from mmcam.cli.stages import stage
 from mmcam.evaluation.distributed import Processes
 
@@ -183,22 +183,14 @@ def explained(explain_batch: Callable[[list], list[Job]], loaded: list[Loaded]) 
     return [job for item in loaded for job in explained(explain_batch, [item])]
 
 
-def inputs_of(names: list[str], output: Path | None) -> list[str]:
-    """The image files ``names`` give (``image_paths``), less the files mmcam wrote in ``output`` (its
-    manifest: when ``-o`` is an input folder, a rerun would explain its figures); what is left out, and
-    the subfolders of a named folder (not read), are said in a line each."""
+def inputs_of(names: list[str]) -> list[str]:
+    """The image files ``names`` give (``image_paths``); the subfolders of a named folder, not read, are
+    said in a line. (An earlier run's outputs in ``-o DIR`` are gone by now: ``output_folder`` refuses
+    them or, with ``--overwrite``, removes them, so a rerun with ``-o`` in an input folder never reads
+    them.)"""
     from mmcam.images import image_paths
 
     paths = image_paths(names)
-    ours = written_here(output) if output is not None else set()
-    if ours:
-        kept = [path for path in paths if Path(path).resolve() not in ours]
-        if len(kept) < len(paths):
-            print(
-                f"mmcam: {len(paths) - len(kept)} files in {output} were written by mmcam: not read as inputs",
-                file=sys.stderr,
-            )
-        paths = kept
     for name in names:
         folder = Path(name)
         inner = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
@@ -239,7 +231,7 @@ def for_each_input(
 
     if options.batch_size < 1:
         raise ValueError("--batch-size must be at least 1")
-    paths = list(options.images) if clips else inputs_of(options.images, output)
+    paths = list(options.images) if clips else inputs_of(options.images)
     stems = unique_stems(paths)
     mine = [path for i, path in enumerate(paths) if processes.owns(i)]
     workers = (0 if len(paths) == 1 else 2) if options.workers is None else options.workers

@@ -60,18 +60,34 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "on a published architecture with random weights (llava-1.5-7b, qwen2-vl-7b), by depth",
     )
     parser.add_argument(
-        "--depth", nargs="+", default=["2", "4", "8"], help="chat --config: language model layers, or full (default 2 4 8)"
+        "--depth",
+        nargs="+",
+        default=["2", "4", "8"],
+        help="chat --config: language model layers, or full (default 2 4 8)",
     )
-    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="chat --config (default bfloat16)")
-    parser.add_argument("--words", type=int, default=30, help="chat --config: reply tokens explained (default 30)")
     parser.add_argument(
-        "--peer-words", type=int, default=2, help="chat --config: words the peers are timed on, scaled to --words"
+        "--dtype",
+        choices=["bfloat16", "float32"],
+        default="bfloat16",
+        help="chat --config (default bfloat16)",
+    )
+    parser.add_argument(
+        "--words", type=int, default=30, help="chat --config: reply tokens explained (default 30)"
+    )
+    parser.add_argument(
+        "--peer-words",
+        type=int,
+        default=2,
+        help="chat --config: words the peers are timed on, scaled to --words",
     )
     parser.add_argument(
         "--many", type=int, default=300, help="chat --config: a reply this long, at the first depth (0: none)"
     )
     parser.add_argument(
-        "--max-targets-per-backward", type=int, default=None, help="chat --config: targets per batched backward"
+        "--max-targets-per-backward",
+        type=int,
+        default=None,
+        help="chat --config: targets per batched backward",
     )
     parser.add_argument("--images", type=int, default=500, help="folder: images in the folder (default 500)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is kept (default 5)")
@@ -195,7 +211,13 @@ def run(arguments: argparse.Namespace) -> int:
             print(f"mmcam bench: {error}", file=sys.stderr)
             return 2
         return chat_cost.run(
-            arguments.config, depths, device.type, arguments.dtype, arguments.words, chunk, arguments.peer_words,
+            arguments.config,
+            depths,
+            device.type,
+            arguments.dtype,
+            arguments.words,
+            chunk,
+            arguments.peer_words,
             arguments.many,
         )
     for tool in missing_peers():

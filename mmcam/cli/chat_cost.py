@@ -48,7 +48,8 @@ def run(
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
     )
     print(
-        "peak memory: " + ("max_memory_allocated" if device == "cuda" else "peak resident memory of a fresh process")
+        "peak memory: "
+        + ("max_memory_allocated" if device == "cuda" else "peak resident memory of a fresh process")
         + f"; peers timed on {peer_words} words, scaled to {words}"
     )
     measured = []
@@ -60,7 +61,9 @@ def run(
             f"in one call ({chunk} per backward) {row.explain.seconds:.2f} s, {row.explain.peak_mb:.0f} MB"
         )
         print(f"memory ratio {row.memory_ratio:.2f}x")
-        print(f"time ratio {row.time_ratio:.2f}x (against {row.explain.forward_seconds:.2f} s, the forward timed in its process)")
+        print(
+            f"time ratio {row.time_ratio:.2f}x (against {row.explain.forward_seconds:.2f} s, the forward timed in its process)"
+        )
         for tool in row.peers:
             peer = row.peers[tool]
             print(
@@ -69,7 +72,9 @@ def run(
             )
             print(f"{tool} time ratio {row.peer_ratio(tool):.1f}x mmcam's")
         sys.stdout.flush()
-    if len({row.depth for row in measured}) >= 2 and architecture.full_depth not in {row.depth for row in measured}:
+    if len({row.depth for row in measured}) >= 2 and architecture.full_depth not in {
+        row.depth for row in measured
+    }:
         estimate = full_depth_estimate(config, measured)
         print(
             f"full depth {architecture.full_depth}, extrapolated (assumption: every layer adds the same memory and "

@@ -11,8 +11,9 @@ from pathlib import Path
 
 
 def output_folder(output: str | Path, overwrite: bool) -> Path:
-    """The command's ``-o DIR``, created if missing and checked before any work: it must be writable,
-    and an earlier run's report in it is kept unless ``overwrite`` (``--overwrite``)."""
+    """The command's ``-o DIR``, created if missing and checked before any work: it must be writable, and
+    an earlier run's outputs in it (its report, and every file its manifest lists: figures, maps) are kept
+    unless ``overwrite`` (``--overwrite``), which removes them all first."""
     output = Path(output)
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -23,10 +24,15 @@ def output_folder(output: str | Path, overwrite: bool) -> Path:
         raise ValueError(
             f"cannot write to the output folder {output}: {reason}; pass another -o DIR"
         ) from None
-    if (output / "report.html").exists() and not overwrite:
+    earlier = written_here(output)
+    if ((output / "report.html").exists() or earlier) and not overwrite:
         raise ValueError(
-            f"{output} holds the report of an earlier run; pass --overwrite to replace it, or another -o DIR"
+            f"{output} holds the outputs of an earlier run (its report, figures or maps); pass --overwrite to "
+            "replace them, or another -o DIR"
         )
+    for path in earlier:
+        path.unlink(missing_ok=True)
+    (output / MANIFEST).unlink(missing_ok=True)
     return output
 
 
