@@ -198,13 +198,9 @@ def run(arguments: argparse.Namespace) -> int:
 
     device = chosen_device(arguments.device)
     if arguments.config is not None:
-        import inspect
-
-        from mmcam import Explainer
         from mmcam.cli import chat_cost
 
-        default = inspect.signature(Explainer).parameters["chunk_size"].default
-        chunk = arguments.max_targets_per_backward or default
+        chunk = arguments.max_targets_per_backward or chat_cost.MAX_TARGETS_PER_BACKWARD
         try:
             depths = chat_cost.depths_of(arguments.depth)
         except ValueError as error:
