@@ -26,6 +26,9 @@ class Explanation:
              w_kc * mean_ij A_cij (for a pooled linear head, exactly its part of the logit), else None.
     token_weights: (B, K, L) gradient x input per token of a token layer (question words), if one was given.
     kinds:   K names of what each score is ("logit", "log-probability", "logit difference", ...), if known.
+    evidence: (B, K) how much of each score the map accounts for, in the score's units (``engine.evidence``).
+    negligible: (B, K) bool, True where the map shows nothing (constant, or evidence under
+             ``engine.evidence.NEGLIGIBLE``): its ``maps`` entry is all zero, not scaled up; ``raw`` is kept.
     """
 
     maps: Tensor
@@ -39,6 +42,8 @@ class Explanation:
     contributions: Tensor | None = None
     token_weights: Tensor | None = None
     kinds: list[str] | None = None
+    evidence: Tensor | None = None
+    negligible: Tensor | None = None
 
     def cpu(self) -> Explanation:
         """The same explanation with its tensors on the CPU (to draw, save or compare with masks)."""
@@ -56,7 +61,16 @@ class Explanation:
         return torch.stack((flat % width, flat // width), dim=-1)
 
 
-TENSOR_FIELDS = ("maps", "raw", "scores", "weights", "contributions", "token_weights")
+TENSOR_FIELDS = (
+    "maps",
+    "raw",
+    "scores",
+    "weights",
+    "contributions",
+    "token_weights",
+    "evidence",
+    "negligible",
+)
 
 
 def _joined_tensor(parts: list[Explanation], name: str, dim: int) -> Tensor | None:
@@ -79,6 +93,8 @@ def join_targets(parts: list[Explanation]) -> Explanation:
         weights=_joined_tensor(parts, "weights", 1),
         contributions=_joined_tensor(parts, "contributions", 1),
         token_weights=_joined_tensor(parts, "token_weights", 1),
+        evidence=_joined_tensor(parts, "evidence", 1),
+        negligible=_joined_tensor(parts, "negligible", 1),
         kinds=None
         if any(p.kinds is None for p in parts)
         else [kind for part in parts for kind in part.kinds],
@@ -99,6 +115,8 @@ def join_samples(parts: list[Explanation]) -> Explanation:
         weights=_joined_tensor(parts, "weights", 0),
         contributions=_joined_tensor(parts, "contributions", 0),
         token_weights=_joined_tensor(parts, "token_weights", 0),
+        evidence=_joined_tensor(parts, "evidence", 0),
+        negligible=_joined_tensor(parts, "negligible", 0),
         kinds=first.kinds,
     )
 

@@ -107,7 +107,7 @@ def test_classify_json_schema_and_files(image_path, tmp_path, capsys):
     assert record["task"] == "classify" and record["layer"] == "layer4" and record["method"] == "gradcam++"
     assert record["size"] == [90, 150] and len(record["targets"]) == 2
     for target in record["targets"]:
-        assert set(target) == {"label", "index", "score", "score_kind", "peak", "map"}
+        assert set(target) == {"label", "index", "score", "score_kind", "evidence", "peak", "map"}
         assert target["score_kind"] == "logit"
         x, y = target["peak"]
         assert 0 <= x < 150 and 0 <= y < 90

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmcam.cli.options import BatchOptions
 from mmcam.cli.output import note_written, write_records_report
 from mmcam.cli.stages import stage
+from mmcam.engine.evidence import negligible_note
 from mmcam.evaluation.distributed import Processes
 
 # Per input: (a picklable call that writes its figures and makes its record, what to add to the record),
@@ -302,6 +303,10 @@ def for_each_input(
     if processes.world > 1:
         for record in ordered:
             said(record)
+    shown = [target for record in ordered for target in record["targets"]]
+    if any(target.get("negligible") for target in shown):
+        count = sum(bool(target.get("negligible")) for target in shown)
+        print(f"mmcam: warning: {negligible_note(count, len(shown))}", file=sys.stderr)
     if figures and ordered and not clips:
         with stage("report"):
             report = write_records_report(ordered, output / "report.html")

@@ -80,6 +80,15 @@ def score_kind(explanation: Explanation, k: int) -> dict:
     return {} if explanation.kinds is None else {"score_kind": explanation.kinds[k]}
 
 
+def evidence_fields(explanation: Explanation, k: int) -> dict:
+    """``{"evidence": E}`` for target k (how much of its score the map accounts for, in the score's units,
+    where the method has a measure of it), with ``"negligible": true`` where the map shows nothing and is
+    drawn empty (``engine.evidence``)."""
+    fields = {} if explanation.evidence is None else {"evidence": round(float(explanation.evidence[0, k]), 6)}
+    flagged = explanation.negligible is not None and bool(explanation.negligible[0, k])
+    return {**fields, "negligible": True} if flagged else fields
+
+
 def explanation_record(
     task: str,
     model: str,
@@ -97,7 +106,8 @@ def explanation_record(
     ``{"task", "model", "layer", "method", "image", "size": [H, W], "targets": [{"label", "index",
     "score", "peak": [x, y], "map"}]}``, ``size`` and ``peak`` in the image file's own pixels. An image
     reduced on loading adds ``"explained_size": [h, w]``; a map that is the same everywhere has
-    ``"peak": null``. Both come with a sentence in ``"notes"``. ``save_maps`` also writes the maps for
+    ``"peak": null``. Both come with a sentence in ``"notes"``, except a map with negligible evidence
+    (``"negligible": true``, drawn empty), which the run reports once. ``save_maps`` also writes the maps for
     scripts (``saved_maps``) and adds ``"maps_file"``.
     """
     explained = (image.height, image.width)
@@ -123,7 +133,8 @@ def explanation_record(
         with stage("map post-processing"):
             flat = bool(heatmap.amax() == heatmap.amin())
             peak = None if flat else list(peak_in_image(heatmap, size))
-        if flat:
+        fields = evidence_fields(explanation, k)
+        if flat and "negligible" not in fields:  # a negligible map is said once per run (cli.batches)
             notes.append(
                 f"the map of '{label}' is the same everywhere ({explanation.method} at {explanation.layer} "
                 "finds no region that raises it), so it has no peak; try another --layer or --method"
@@ -134,6 +145,7 @@ def explanation_record(
                 "index": index,
                 "score": round(float(explanation.scores[0, k]), 6),
                 **score_kind(explanation, k),
+                **fields,
                 "peak": peak,
                 **({"map": str(map_path)} if figures else {}),
             }
@@ -175,6 +187,7 @@ def clip_record(
                 "index": index,
                 "score": round(float(explanation.scores[0, k]), 6),
                 **score_kind(explanation, k),
+                **evidence_fields(explanation, k),
                 "peak": [t, *peak_in_image(clip_map[t], size)],
                 **({"map": str(map_path)} if figures else {}),
             }
@@ -208,6 +221,7 @@ def describe_record(record: dict) -> str:
         lines.append(f"  Q: {record['question']}  A: {record['answer']}")
     for t in record["targets"]:
         peak = "no peak" if t["peak"] is None else f"peak at {tuple(t['peak'])}"
+        peak = "negligible evidence, no map" if t.get("negligible") else peak
         kind = f" ({t['score_kind']})" if "score_kind" in t else ""
         shown = f"  -> {t['map']}" if "map" in t else ""  # no figures: no map file
         lines.append(f"  {t['label']:<20} score {t['score']:8.3f}{kind}  {peak}{shown}")

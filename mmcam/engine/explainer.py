@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from mmcam.engine.context import CamContext, Forward
 from mmcam.engine.devices import on_model_device
+from mmcam.engine.evidence import negligible
 from mmcam.engine.layers import auto_layer, resolve_layer
 from mmcam.engine.layouts import Layout
 from mmcam.engine.methods import CamResult, capable, get_method
@@ -124,7 +125,7 @@ class Explainer:
         """``aug_smooth``: the mean of the maps of the image as it is, scaled by 0.9 and 1.1, and each of
         the three flipped left to right (the flipped maps flipped back): pytorch-grad-cam's test-time
         augmentation. Scores, labels and weights are the image's own (explained first, so a ``TopClass``
-        target keeps its classes)."""
+        target keeps its classes); a map is negligible when it is in every copy (the others' maps count)."""
         parts = []
         for flip, factor in AUGMENTATIONS:
             image = inputs[self.image_key] * factor
@@ -136,6 +137,10 @@ class Explainer:
             parts[0],
             maps=torch.stack([part.maps for part in parts]).mean(dim=0),
             raw=torch.stack([part.raw for part in parts]).mean(dim=0),
+            evidence=None
+            if parts[0].evidence is None
+            else torch.stack([part.evidence for part in parts]).mean(dim=0),
+            negligible=torch.stack([part.negligible for part in parts]).all(dim=0),
         )
 
     def _explain(
@@ -143,9 +148,15 @@ class Explainer:
     ) -> Explanation:
         size = tuple(inputs[self.image_key].shape[2:])
 
-        def explain_group(context: CamContext) -> tuple[CamResult, Tensor | None]:
+        def explain_group(context: CamContext) -> tuple[CamResult, Tensor | None, Tensor | None]:
             result = self.method.eigen_smoothed(context) if self.eigen_smooth else self.method(context)
-            return result, context.token_weights.detach() if self.token_layer else None
+            # an eigen-smoothed map is a principal component, not score contributions: judged at the layer
+            method = self.method
+            evidence = (
+                method.layer_evidence(context) if self.eigen_smooth else method.evidence(context, result)
+            )
+            token_weights = context.token_weights.detach() if self.token_layer else None
+            return result, token_weights, None if evidence is None else evidence.detach()
 
         def explain(context: CamContext):
             scores = context.scores.detach().to(context.dtype)
@@ -153,13 +164,19 @@ class Explainer:
             grouped = self.method.per_target and context.target_count > self.chunk_size
             parts = [explain_group(group) for group in (context.target_groups() if grouped else [context])]
             result = CamResult(
-                torch.cat([part.signed for part, _ in parts], dim=1),
-                None if parts[0][0].weights is None else torch.cat([part.weights for part, _ in parts], dim=1),
+                torch.cat([part.signed for part, _, _ in parts], dim=1),
+                None
+                if parts[0][0].weights is None
+                else torch.cat([part.weights for part, _, _ in parts], dim=1),
             )
-            token_weights = torch.cat([w for _, w in parts], dim=1) if self.token_layer else None
+            token_weights = torch.cat([w for _, w, _ in parts], dim=1) if self.token_layer else None
+            evidence = (
+                None if parts[0][2] is None else torch.cat([e for _, _, e in parts], dim=1).to(context.dtype)
+            )
             return (
                 context.layer,
                 result,
+                evidence,
                 scores,
                 token_weights,
                 context.tiles,
@@ -168,16 +185,22 @@ class Explainer:
                 context.dtype,
             )
 
-        layer, result, scores, token_weights, tiles, batch, means, dtype = self._in_context(
+        layer, result, evidence, scores, token_weights, tiles, batch, means, dtype = self._in_context(
             inputs, target_list, explain, copies
         )
         raw = (result.signed if self.signed else result.raw).detach().to(dtype)
         weights = None if result.weights is None else result.weights.detach()
         if tiles is not None:  # one map per tile: each image's map is stitched from its tiles', on its pixels
             raw, weights = tiles.stitch(raw, batch, size, self.upsampling), None
+            if evidence is not None:  # an image's evidence is its tiles'
+                owners = tiles.owners.to(evidence.device)
+                evidence = evidence.new_zeros(batch, evidence.shape[1]).index_add_(0, owners, evidence)
         contributions = None if weights is None else weights.to(dtype) * means[:, None].to(weights.device)
+        kinds = [target.kind for target in target_list]
+        empty = negligible(evidence, raw, scores, kinds)
+        maps = normalize(upsample(raw, size, self.upsampling), len(size), self.signed)
         return Explanation(
-            maps=normalize(upsample(raw, size, self.upsampling), len(size), self.signed),
+            maps=maps * ~empty.reshape(*empty.shape, *[1] * len(size)),
             raw=raw,
             scores=scores,
             labels=[[t.label(b, self.class_names) for t in target_list] for b in range(batch)],
@@ -187,7 +210,9 @@ class Explainer:
             weights=weights,
             contributions=contributions,
             token_weights=token_weights,
-            kinds=[target.kind for target in target_list],
+            kinds=kinds,
+            evidence=evidence,
+            negligible=empty,
         )
 
     def zeroed_scores(

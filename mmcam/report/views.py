@@ -58,6 +58,8 @@ def explanation_view(
         target = {"label": label, "index": index, "score": float(explanation.scores[0, k])}
         if explanation.kinds is not None:
             target["score_kind"] = explanation.kinds[k]
+        if explanation.negligible is not None and bool(explanation.negligible[0, k]):
+            target["negligible"] = True
         if tokens and explanation.token_weights is not None:
             weights = explanation.token_weights[0, k].tolist()
             target["question_weights"] = [[t, w] for t, w in zip(tokens, weights) if t is not None]
@@ -113,9 +115,21 @@ def target_view(record: dict, image: Image.Image, overlays: Sequence[Image.Image
         said = f'<p class="hint">Scores: {escape(", ".join(kinds))}.</p>' if kinds else ""
         body += f'<h3>{heading}</h3>{said}<ul class="choices">{buttons}</ul>'
     text = record["targets"][first].get("text", "")
-    body += f'<p class="explanation" aria-live="polite">{escape(text)}</p>'
+    body += f'<p class="explanation" aria-live="polite">{escape(text)}</p>' + _negligible(record)
     model = f"{record['model']} · " if record.get("model") else ""
     return View(record["task"], name, f"{model}{record['method']} at {record['layer']}", body)
+
+
+def _negligible(record: dict) -> str:
+    """A warning naming the targets whose maps show negligible evidence and are drawn empty, if any."""
+    labels = [target["label"] for target in record["targets"] if target.get("negligible")]
+    if not labels:
+        return ""
+    named = ", ".join(repr(label) for label in labels)
+    return (
+        f'<p class="hint warning">Negligible evidence for {escape(named)}: the map accounts for almost none '
+        "of the score (or is the same everywhere), so it is drawn empty.</p>"
+    )
 
 
 def _counterfactuals(targets: list[dict]) -> dict[int, int]:

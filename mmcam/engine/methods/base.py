@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor
 
+from mmcam.engine.evidence import first_order, spread
 from mmcam.engine.methods.components import first_component
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ class CamMethod:
     probabilities above the layer. ``needs_gradients``: the method differentiates the targets (a target
     that does not depend on the layer is an error). ``perturbation``: the method runs forwards on altered
     copies of the input (masked, ablated, occluded), so its cost grows with the copies, not the targets.
+    ``map_in_score_units``: the map's cells are first-order contributions to the score (not bounds on
+    them, which cancellations make loose: LayerCAM, NormGrad), so the map's own sum says how much of the
+    score it accounts for (``evidence``).
     """
 
     name: ClassVar[str]
@@ -64,6 +68,7 @@ class CamMethod:
     # reads only G and A of its own targets: the engine may explain the targets a group of ``chunk_size`` at a
     # time, each group's gradients freed before the next (not a capability of the table: a cost bound)
     per_target: ClassVar[bool] = False
+    map_in_score_units: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -77,6 +82,17 @@ class CamMethod:
 
     def __call__(self, ctx: CamContext) -> CamResult:
         raise NotImplementedError
+
+    def evidence(self, ctx: CamContext, result: CamResult) -> Tensor | None:
+        """How much of each target's score the map accounts for, (B, K) in the score's units
+        (``engine.evidence``): E = sum_ij (L_kij - min L_k) of the map itself where ``map_in_score_units``,
+        else ``layer_evidence``."""
+        return spread(result.raw) if self.map_in_score_units else self.layer_evidence(ctx)
+
+    def layer_evidence(self, ctx: CamContext) -> Tensor | None:
+        """E of HiResCAM's map at the layer, the target's first-order evidence there, for a method that reads
+        the gradients; None for one that does not (its map is then judged only on being constant)."""
+        return first_order(ctx) if self.needs_gradients else None
 
     def eigen_smoothed(self, ctx: CamContext) -> CamResult:
         """The map with the sum over channels replaced by their first principal component (``--eigen-smooth``);

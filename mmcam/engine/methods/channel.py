@@ -22,6 +22,7 @@ class GradCAM(ChannelWeightCAM):
 
     name = "gradcam"
     per_target = True
+    map_in_score_units = True
     summary = "spatial mean of gradients"
     paper = "Selvaraju et al., arXiv 1610.02391"
     peers = "pytorch-grad-cam (1e-4), captum (1e-6); torch-cam"
@@ -38,6 +39,7 @@ class CounterfactualCAM(ChannelWeightCAM):
 
     name = "counterfactual"
     per_target = True
+    map_in_score_units = True
     summary = "Grad-CAM of the negated target"
     paper = "Selvaraju et al., arXiv 1610.02391"
 
@@ -109,6 +111,7 @@ class ShapleyCAM(ChannelWeightCAM):
     """
 
     name = "shapleycam"
+    map_in_score_units = True
     summary = (
         "Grad-CAM's weights corrected by the target's curvature, mean of G - 1/2 (H A) (a second vectorized "
         "backward for all targets; equal to Grad-CAM for a logit above a linear head)"
@@ -130,6 +133,7 @@ class XGradCAM(ChannelWeightCAM):
 
     name = "xgradcam"
     per_target = True
+    map_in_score_units = True
     summary = "activation-normalized gradients"
     paper = "Fu et al., arXiv 2008.02312"
     peers = "pytorch-grad-cam (1e-4); torch-cam"

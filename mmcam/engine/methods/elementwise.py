@@ -20,6 +20,7 @@ class HiResCAM(CamMethod):
 
     name = "hirescam"
     per_target = True
+    map_in_score_units = True
     summary = "gradient x activation, per element"
     paper = "Draelos & Carin, arXiv 2011.08891"
     peers = "pytorch-grad-cam (1e-4)"

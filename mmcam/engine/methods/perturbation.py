@@ -290,6 +290,12 @@ class Perturbation(CamMethod):
         batch, targets = ctx.scores.shape
         return CamResult(change.transpose(1, 2).reshape(batch, targets, rows, columns))
 
+    def evidence(self, ctx: CamContext, result: CamResult) -> Tensor:
+        """In the score's units: the largest score change a blurred disc causes beyond the smallest,
+        max sqrt(2 S_k) - min sqrt(2 S_k)."""
+        change = (2 * result.raw).sqrt().flatten(2)
+        return change.amax(dim=-1) - change.amin(dim=-1)
+
 
 def _bumps(length: int, count: int, sigma: float, device: torch.device) -> Tensor:
     """(count, length) Gaussians exp(-(t - c)^2 / (2 sigma^2)) centred on the middles of ``count`` equal
