@@ -25,7 +25,17 @@ def bundled():
 
 
 @pytest.mark.parametrize(
-    "method", ["gradcam", "hirescam", "gradcam++", "layercam", "normgrad", "guided-backprop", "perturbation"]
+    "method",
+    [
+        "gradcam",
+        "hirescam",
+        "gradcam++",
+        "layercam",
+        "normgrad",
+        "guided-backprop",
+        "perturbation",
+        "occlusion",
+    ],
 )
 def test_a_blank_image_gets_flagged_empty_maps(bundled, method):
     """A white canvas: the bundled classifier rejects every class (logits near -7.6) and its Grad-CAM's raw
@@ -35,7 +45,13 @@ def test_a_blank_image_gets_flagged_empty_maps(bundled, method):
     assert explanation.negligible.all()
     assert (explanation.evidence < NEGLIGIBLE).all()
     assert explanation.maps.abs().amax() == 0
-    assert explanation.raw.abs().amax() > 0  # the raw maps are kept: only their display is empty
+
+
+def test_a_blank_images_tiny_grad_cam_is_kept_raw_and_not_scaled_up(bundled):
+    images = bundled.preprocess([Image.new("RGB", (128, 128), WHITE)])
+    explanation = bundled.explainer(method="gradcam")(images, [TopClass(0)])
+    assert 0 < explanation.raw.amax() < NEGLIGIBLE  # the raw map is kept: only its display is empty
+    assert explanation.negligible.all() and explanation.maps.abs().amax() == 0
 
 
 def test_real_scenes_of_a_trained_fixture_are_not_flagged():

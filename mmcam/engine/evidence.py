@@ -6,7 +6,9 @@ here once per call, from quantities in the score's own units:
 - a method whose map is a sum of first-order score contributions (Grad-CAM: sum_ij L_kij = sum_c alpha_kc
   sum_ij A_cij, which is y_k - y_k(A = 0) for a head that averages the grid) is judged on its own map:
   E_k = sum_ij (L_kij - min L_k), the part of the score the map's shape accounts for;
-- perturbation saliency, whose cells are half squared score changes, on max sqrt(2 L) - min sqrt(2 L);
+- occlusion and RISE, whose cells are score changes (the mean drop of the windows over a cell; the mean
+  score of the masks that keep it), on max L - min L; perturbation saliency, whose cells are half squared
+  score changes, on max sqrt(2 L) - min sqrt(2 L);
 - every other method that reads gradients (units of gradients, relevance, attention) on the first-order
   evidence of its target at the same layer: E_k of HiResCAM's map ReLU(sum_c G_kcij A_cij);
 - the methods without gradients (Eigen-CAM, KPCA-CAM, FEM, RandomCAM: the same map for every target;
@@ -42,6 +44,12 @@ def spread(maps: Tensor) -> Tensor:
     """E = sum over the grid of (L - min L): (B, K, *grid) -> (B, K)."""
     flat = maps.flatten(2)
     return (flat - flat.amin(dim=-1, keepdim=True)).sum(dim=-1)
+
+
+def span(maps: Tensor) -> Tensor:
+    """max L - min L over the grid: (B, K, *grid) -> (B, K)."""
+    flat = maps.flatten(2)
+    return flat.amax(dim=-1) - flat.amin(dim=-1)
 
 
 def first_order(ctx: CamContext) -> Tensor:

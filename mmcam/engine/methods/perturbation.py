@@ -17,6 +17,7 @@ from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 from tqdm import tqdm
 
+from mmcam.engine.evidence import span
 from mmcam.engine.methods.base import CamMethod, CamResult
 
 if TYPE_CHECKING:
@@ -151,6 +152,10 @@ class Occlusion(CamMethod):
             covered = covered + cells.sum(dim=0)
         return CamResult(total / covered)
 
+    def evidence(self, ctx: CamContext, result: CamResult) -> Tensor:
+        """In the score's units: the largest mean score drop over a cell beyond the smallest, max L - min L."""
+        return span(result.raw)
+
 
 def progress(ctx: CamContext, copies: int, chunk: int, batch_size: int, what: str) -> Iterable[int]:
     """The first copy of each chunk of ``chunk`` copies of the batch, with a progress bar on stderr when the
@@ -247,6 +252,11 @@ class RISE(CamMethod):
             total = total + torch.einsum("bnk,nij->bkij", scores, masks.to(scores.dtype))
         return CamResult(total / (self.masks * self.keep))
 
+    def evidence(self, ctx: CamContext, result: CamResult) -> Tensor:
+        """In the score's units: the mean score of the masks that keep a cell, its largest beyond its
+        smallest, max L - min L."""
+        return span(result.raw)
+
 
 class Perturbation(CamMethod):
     """Perturbation saliency (Greydanus et al., arXiv 1711.00138): how much each target's score changes
@@ -293,8 +303,7 @@ class Perturbation(CamMethod):
     def evidence(self, ctx: CamContext, result: CamResult) -> Tensor:
         """In the score's units: the largest score change a blurred disc causes beyond the smallest,
         max sqrt(2 S_k) - min sqrt(2 S_k)."""
-        change = (2 * result.raw).sqrt().flatten(2)
-        return change.amax(dim=-1) - change.amin(dim=-1)
+        return span((2 * result.raw).sqrt())
 
 
 def _bumps(length: int, count: int, sigma: float, device: torch.device) -> Tensor:
