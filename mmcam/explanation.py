@@ -28,7 +28,8 @@ class Explanation:
     kinds:   K names of what each score is ("logit", "log-probability", "logit difference", ...), if known.
     evidence: (B, K) how much of each score the map accounts for, in the score's units (``engine.evidence``).
     negligible: (B, K) bool, True where the map shows nothing (constant, or evidence under
-             ``engine.evidence.NEGLIGIBLE``): its ``maps`` entry is all zero, not scaled up; ``raw`` is kept.
+             ``engine.evidence.NEGLIGIBLE``): the command line and report draw it empty (``maps`` and ``raw``
+             are kept, for metrics that compare maps).
     """
 
     maps: Tensor

@@ -12,7 +12,6 @@ from mmcam.adapters.captioning import explain_caption
 from mmcam.adapters.chat import CAPTION_PROMPT
 from mmcam.adapters.vqa import explain_answers
 from mmcam.cli import main
-from mmcam.engine.resize import upsample
 from mmcam.loading import load_captioner, load_vqa
 from tests.chat_checks import assert_contrast_is_the_difference_of_two_replies, caption_maps_while
 from tests.hf_tiny import save_gemma3, save_llava, save_paligemma
@@ -147,9 +146,7 @@ def test_the_map_lands_on_the_patch_whose_token_alone_reaches_the_language_model
     explanation = caption_maps_while(captioner, picture, PROJECTOR, one_token(row, column), layer)
     raw = explanation.raw[0].abs()  # (words, 4, 4)
     assert (raw.flatten(1).argmax(dim=1) == row * GRID + column).all()
-    # upsampled to 32x32 (the random tiny model's evidence is negligible, so its shown maps are empty:
-    # the raw maps are upsampled as they would be shown): the peak lies in that 8 px cell
-    maps = upsample(explanation.raw[0], (32, 32))
+    maps = explanation.maps[0]  # upsampled to 32x32: the peak lies in that 8 px cell
     peaks = [divmod(int(m.flatten().argmax()), m.shape[-1]) for m in maps]
     assert all(row * 8 <= y < (row + 1) * 8 and column * 8 <= x < (column + 1) * 8 for y, x in peaks)
 
@@ -207,7 +204,7 @@ def test_bfloat16_autocast_gives_the_full_precision_maps(captioner, picture):
         half = explain_caption(captioner, picture, caption="a red circle").explanation
     assert half.maps.dtype == torch.float32
     torch.testing.assert_close(half.scores, full.scores, atol=0.05, rtol=0.02)
-    for ours, reference in zip(half.raw[0], full.raw[0]):  # raw: a random tiny model's maps are drawn empty
+    for ours, reference in zip(half.maps[0], full.maps[0]):
         assert torch.corrcoef(torch.stack([ours.flatten(), reference.flatten()]))[0, 1] > 0.98
 
 

@@ -209,11 +209,7 @@ def test_every_task_command_explains_with_occlusion(tmp_path, capsys):
         assert main([*command, "--method", "occlusion", "--json", "-o", str(tmp_path / task)]) == 0
         records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
         assert records and all(r["task"] == task and r["method"] == "occlusion" for r in records)
-        # a word the image barely moves (occluding any window changes the caption's "a" by under 0.01 of
-        # its logit margin) has negligible evidence and no peak (engine/evidence.py); the rest have one
-        shown = [t for r in records for t in r["targets"] if not t.get("negligible")]
-        assert len(shown) >= 0.8 * sum(len(r["targets"]) for r in records)
-        assert all(t["peak"] is not None for t in shown)
+        assert all(t["peak"] is not None for r in records for t in r["targets"])
 
 
 def test_long_occlusion_shows_its_progress_and_short_one_does_not(capsys):

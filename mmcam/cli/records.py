@@ -21,6 +21,8 @@ from mmcam.viz.figures import frames_figure, save_figure
 from mmcam.viz.overlay import image_tensor, overlays, peak_in_image
 
 if TYPE_CHECKING:  # only for annotations: the RL extra stays optional for the image commands
+    from torch import Tensor
+
     from mmcam.adapters.rl.rollouts import Rollout
 
 OVERLAY_SIDE = 1024  # overlays of larger images are written at this size; peaks are in full-size pixels
@@ -80,6 +82,14 @@ def score_kind(explanation: Explanation, k: int) -> dict:
     return {} if explanation.kinds is None else {"score_kind": explanation.kinds[k]}
 
 
+def shown_maps(explanation: Explanation) -> Tensor:
+    """The maps as drawn: all zero where the evidence is negligible (``Explanation.negligible``), not scaled up."""
+    if explanation.negligible is None:
+        return explanation.maps
+    empty = explanation.negligible.reshape(*explanation.negligible.shape, *[1] * (explanation.maps.ndim - 2))
+    return explanation.maps * ~empty.to(explanation.maps.device)
+
+
 def evidence_fields(explanation: Explanation, k: int) -> dict:
     """``{"evidence": E}`` for target k (how much of its score the map accounts for, in the score's units,
     where the method has a measure of it), with ``"negligible": true`` where the map shows nothing and is
@@ -123,10 +133,10 @@ def explanation_record(
     stem = stem or slug(Path(path).stem)
     if figures:
         with stage("colouring"):
-            pictures = overlays(image_tensor(reduced(image, OVERLAY_SIDE)), explanation.maps[0]).cpu()
+            pictures = overlays(image_tensor(reduced(image, OVERLAY_SIDE)), shown_maps(explanation)[0]).cpu()
     targets = []
     for k, (label, index) in enumerate(zip(explanation.labels[0], explanation.indices[0])):
-        heatmap = explanation.maps[0, k]
+        heatmap = shown_maps(explanation)[0, k]
         map_path = output / map_name(stem, task, k, len(explanation.labels[0]), label)
         if figures:
             write_png(pictures[k], map_path)

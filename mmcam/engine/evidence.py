@@ -17,9 +17,10 @@ here once per call, from quantities in the score's own units:
 
 E_k is in the score's units (nats for logits and log-probabilities). A log-probability near 0 (p close to
 1) has a gradient scaled by 1 - p (d log p_i = sum_(j != i) p_j d(z_i - z_j)): a certain word's evidence
-is judged in logit-margin units, E_k / (1 - p), so certainty is not mistaken for blindness. A map is
-negligible when that evidence is under ``NEGLIGIBLE`` or the map is constant (a 1 x 1 grid, a blank
-input): its normalized map is all zero and the explanation says so (``Explanation.negligible``).
+is judged in logit-margin units, E_k / (1 - p), so certainty is not mistaken for blindness (measured, not yet
+applied: see ``negligible``). A map is negligible when that evidence is under ``NEGLIGIBLE`` or the map is
+constant (a 1 x 1 grid, a blank input): the explanation says so (``Explanation.negligible``) and the command
+line and report draw it empty.
 """
 
 from __future__ import annotations
@@ -74,9 +75,14 @@ def in_margin_units(evidence: Tensor, scores: Tensor, kinds: list[str]) -> Tenso
 
 def negligible(evidence: Tensor | None, raw: Tensor, scores: Tensor, kinds: list[str]) -> Tensor:
     """(B, K) True where a map shows nothing: constant, or its evidence (if the method has a measure of it)
-    under ``NEGLIGIBLE``."""
+    under ``NEGLIGIBLE`` for a score in logit units. Log-probabilities (caption words, generated answers) are
+    judged only on being constant: trained fixtures' real maps (blip-vqa-shapes, llava-shapes) fell under the
+    threshold even in margin units (``in_margin_units``), so it is not calibrated for them."""
     flat = constant(raw)
-    return flat if evidence is None else flat | (in_margin_units(evidence, scores, kinds) < NEGLIGIBLE)
+    if evidence is None:
+        return flat
+    logits = torch.tensor(["logit" in kind for kind in kinds], device=scores.device)
+    return flat | (logits & (in_margin_units(evidence, scores, kinds) < NEGLIGIBLE))
 
 
 def negligible_note(count: int, total: int) -> str:

@@ -200,7 +200,7 @@ class Explainer:
         empty = negligible(evidence, raw, scores, kinds)
         maps = normalize(upsample(raw, size, self.upsampling), len(size), self.signed)
         return Explanation(
-            maps=maps * ~empty.reshape(*empty.shape, *[1] * len(size)),
+            maps=maps,
             raw=raw,
             scores=scores,
             labels=[[t.label(b, self.class_names) for t in target_list] for b in range(batch)],

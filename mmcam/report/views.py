@@ -72,7 +72,11 @@ def explanation_view(
         "targets": targets,
         **fields,
     }
-    return target_view(record, small, [overlay(small, heatmap) for heatmap in explanation.maps[0]])
+    shown = [
+        heatmap * 0 if target.get("negligible") else heatmap
+        for heatmap, target in zip(explanation.maps[0], targets)
+    ]
+    return target_view(record, small, [overlay(small, heatmap) for heatmap in shown])
 
 
 def caption_view(name: str, image: Image.Image, result) -> View:
