@@ -107,3 +107,14 @@ def test_the_command_says_once_and_records_it(tmp_path, capsys):
         Image.open(records["blank a.png"]["targets"][0]["map"]).convert("RGB"), dtype=float
     )
     assert np.ptp(blank_map, axis=(0, 1)).max() == 0  # one colour over the uniform canvas: no spot
+
+
+def test_a_question_longer_than_vilt_reads_is_refused_in_one_line():
+    """A 2000-word question to the ViLT fixture (32 text positions) failed with a tensor size mismatch."""
+    from mmcam.adapters.vqa import explain_answers
+    from mmcam.loading import load_vqa
+
+    vilt = load_vqa("tests/fixtures/models/vilt-vqa-shapes")
+    picture = Image.fromarray(make_scenes(1, seed=77)[0].image)
+    with pytest.raises(ValueError, match=r"the question is \d+ tokens long; this model reads at most 32"):
+        explain_answers(vilt, picture, " ".join(["what"] * 2000) + "?")

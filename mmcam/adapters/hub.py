@@ -153,3 +153,18 @@ def require_filled(model: Any, info: dict[str, list], path: str) -> None:
         f"'{path}' was saved from {saved}; loaded as {type(model).__name__}, {' and '.join(parts)}",
         architectures,
     )
+
+
+def text_limit(config: Any) -> int | None:
+    """The most text tokens a model reads: its text config's (or its own) ``max_position_embeddings``."""
+    text = getattr(config, "text_config", None) or config
+    return getattr(text, "max_position_embeddings", None)
+
+
+def check_text_length(input_ids: Any, limit: int | None, what: str) -> None:
+    """Refuse, in one line, ``input_ids`` (B, L) longer than the model's ``limit`` of text tokens."""
+    if limit is not None and input_ids.shape[-1] > limit:
+        raise ValueError(
+            f"the {what} is {input_ids.shape[-1]} tokens long; this model reads at most {limit} "
+            f"(max_position_embeddings in its config): shorten the {what}"
+        )

@@ -20,7 +20,14 @@ from PIL import Image
 from torch import Tensor, nn
 
 from mmcam.adapters.explained import ExplainedModel
-from mmcam.adapters.hub import family_titles, load_local, quiet_generation, unknown_words
+from mmcam.adapters.hub import (
+    check_text_length,
+    family_titles,
+    load_local,
+    quiet_generation,
+    text_limit,
+    unknown_words,
+)
 from mmcam.adapters.tokens import TOKEN_METHOD, block_norm
 from mmcam.engine import Explainer, Layout
 from mmcam.engine.devices import on_model_device
@@ -342,6 +349,7 @@ def _vilt(model: nn.Module, processor, name: str) -> VQAModel:
 
     def prepare(images, questions):
         encoded = processor(images=list(images), text=list(questions), return_tensors="pt", padding=True)
+        check_text_length(encoded["input_ids"], text_limit(model.config), "question")
         return dict(encoded)
 
     def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
