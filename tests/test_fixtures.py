@@ -21,7 +21,7 @@ from mmcam.adapters.tokens import PRE_ATTENTION_NORMS
 from mmcam.adapters.vqa import explain_answers
 from mmcam.loading import load_captioner, load_classifier, load_vqa
 from mmcam.metrics.pointing import peak_hit_shares
-from mmcam.targets import TokenLogProb, logits_of
+from mmcam.targets import TailLogits, TokenLogProb, logits_of
 from mmcam.zoo.world import make_scenes
 
 try:
@@ -149,6 +149,11 @@ def last_block(model: torch.nn.Module) -> str:
     return norms[read]
 
 
+def absolute_rows(output):
+    """A chat captioner's logits of the reply's rows (``TailLogits``) as the full (N, L, V) logits."""
+    return output.padded() if isinstance(output, TailLogits) else output
+
+
 def reference_case(name: str, task: str):
     """(wrapped model, layer, reshape transform or None, pytorch-grad-cam target, our raw map) for one
     image of 3 objects, Grad-CAM at the CNN's default layer and the transformers' last block."""
@@ -176,7 +181,7 @@ def reference_case(name: str, task: str):
         ours, model, forward, layer_name = (
             result.explanation,
             captioner.model,
-            captioner.forward,
+            lambda m, i: absolute_rows(captioner.forward(m, i)),  # pytorch-grad-cam reads a tensor
             result.explanation.layer,
         )
         tokenized = captioner.tokenize(result.caption)
