@@ -118,3 +118,14 @@ def test_a_question_longer_than_vilt_reads_is_refused_in_one_line():
     picture = Image.fromarray(make_scenes(1, seed=77)[0].image)
     with pytest.raises(ValueError, match=r"the question is \d+ tokens long; this model reads at most 32"):
         explain_answers(vilt, picture, " ".join(["what"] * 2000) + "?")
+
+
+def test_a_caption_longer_than_blip_reads_is_refused_in_one_line():
+    """A 2000-word --caption ran for over 5 minutes with no output; BLIP's fixture reads 32 text positions."""
+    from mmcam.adapters.captioning import explain_caption
+    from mmcam.loading import load_captioner
+
+    blip = load_captioner("tests/fixtures/models/blip-caption-shapes")
+    picture = Image.fromarray(make_scenes(1, seed=77)[0].image)
+    with pytest.raises(ValueError, match=r"the caption is \d+ tokens long; this model reads at most 32"):
+        explain_caption(blip, picture, caption=" ".join(["circle"] * 2000))

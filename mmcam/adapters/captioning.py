@@ -18,7 +18,14 @@ from PIL import Image
 from torch import Tensor, nn
 
 from mmcam.adapters.explained import ExplainedModel
-from mmcam.adapters.hub import family_titles, load_local, quiet_generation, unknown_words
+from mmcam.adapters.hub import (
+    check_text_length,
+    family_titles,
+    load_local,
+    quiet_generation,
+    text_limit,
+    unknown_words,
+)
 from mmcam.adapters.tokens import TOKEN_METHOD, block_norm
 from mmcam.engine import Explainer
 from mmcam.engine.devices import on_model_device
@@ -167,8 +174,9 @@ def explain_caption(
     return explain_captions(captioner, pixels, captions, words, whole_caption, counterfactual, explainer)[0]
 
 
-def huggingface_tokenize(tokenizer, start_id: int) -> Callable[[str], Tokenized]:
-    """Sub-word tokens grouped into words by a fast tokenizer's word ids; ``start_id`` goes first."""
+def huggingface_tokenize(tokenizer, start_id: int, limit: int | None = None) -> Callable[[str], Tokenized]:
+    """Sub-word tokens grouped into words by a fast tokenizer's word ids; ``start_id`` goes first. A caption
+    longer than ``limit`` tokens (the model's text positions) is refused in one line."""
 
     def tokenize(caption: str) -> Tokenized:
         encoding = tokenizer(caption, add_special_tokens=False, return_offsets_mapping=True)
@@ -177,6 +185,7 @@ def huggingface_tokenize(tokenizer, start_id: int) -> Callable[[str], Tokenized]
             groups.setdefault(word_id, []).append(position)
         offsets = encoding["offset_mapping"]
         words = [caption[offsets[group[0] - 1][0] : offsets[group[-1] - 1][1]] for group in groups.values()]
+        check_text_length(1 + len(encoding["input_ids"]), limit, "caption")
         return Tokenized([start_id, *encoding["input_ids"]], words, list(groups.values()))
 
     return tokenize
@@ -263,7 +272,7 @@ def from_huggingface(model: nn.Module, image_processor, tokenizer, name: str | N
         model=model.eval(),
         preprocess=preprocess,
         generate=generate,
-        tokenize=huggingface_tokenize(tokenizer, start),
+        tokenize=huggingface_tokenize(tokenizer, start, text_limit(model.config)),
         forward=family.forward,
         layer=block_norm(model, family.tower) or "auto",
         method=TOKEN_METHOD,

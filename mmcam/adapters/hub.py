@@ -161,10 +161,10 @@ def text_limit(config: Any) -> int | None:
     return getattr(text, "max_position_embeddings", None)
 
 
-def check_text_length(input_ids: Any, limit: int | None, what: str) -> None:
-    """Refuse, in one line, ``input_ids`` (B, L) longer than the model's ``limit`` of text tokens."""
-    if limit is not None and input_ids.shape[-1] > limit:
+def check_text_length(length: int, limit: int | None, what: str) -> None:
+    """Refuse, in one line, a text of ``length`` tokens longer than the model's ``limit``."""
+    if limit is not None and length > limit:
         raise ValueError(
-            f"the {what} is {input_ids.shape[-1]} tokens long; this model reads at most {limit} "
+            f"the {what} is {length} tokens long; this model reads at most {limit} "
             f"(max_position_embeddings in its config): shorten the {what}"
         )

@@ -349,7 +349,7 @@ def _vilt(model: nn.Module, processor, name: str) -> VQAModel:
 
     def prepare(images, questions):
         encoded = processor(images=list(images), text=list(questions), return_tensors="pt", padding=True)
-        check_text_length(encoded["input_ids"], text_limit(model.config), "question")
+        check_text_length(encoded["input_ids"].shape[-1], text_limit(model.config), "question")
         return dict(encoded)
 
     def forward(m: nn.Module, inputs: dict[str, Tensor]) -> Tensor:
