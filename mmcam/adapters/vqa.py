@@ -28,7 +28,7 @@ from mmcam.adapters.hub import (
     text_limit,
     unknown_words,
 )
-from mmcam.adapters.tokens import TOKEN_METHOD, block_norm
+from mmcam.adapters.tokens import TOKEN_METHOD, VILT_METHOD, block_norm
 from mmcam.engine import Explainer, Layout
 from mmcam.engine.devices import on_model_device
 from mmcam.engine.state import model_lock
@@ -363,7 +363,7 @@ def _vilt(model: nn.Module, processor, name: str) -> VQAModel:
         forward=forward,
         question_tokens=lambda inputs: hf_question_tokens(processor.tokenizer, inputs),
         layer=block_norm(model, "vilt.encoder") or "auto",
-        method=TOKEN_METHOD,
+        method=VILT_METHOD,
         question_layer="vilt.embeddings.text_embeddings.word_embeddings",
         answers=[model.config.id2label[i] for i in range(len(model.config.id2label))],
         layout=layout,
