@@ -16,8 +16,8 @@ ViLT (``VILT_METHOD``).
 
 Judged by the model's own evidence (docs/evaluation.md, "Defaults judged by the model's own evidence": 50
 scenes, seed 41000, occlusion of each patch as the reference), NormGrad at the second block meets occlusion's
-deletion AUC on every token fixture (0.91-1.05 x occlusion's) and its tolerant pointing on BLIP caption and
-ViLT; its peak is on the object the model relies on 0.72-0.92 x as often as occlusion's. On ViLT, whose text
+deletion AUC on every token fixture (0.89-1.05 x occlusion's) and its tolerant pointing (within 0.05) on BLIP
+caption, ViT + GPT-2 and ViLT; its peak is on the object the model relies on 0.72-0.92 x as often as occlusion's. On ViLT, whose text
 and image tokens share one stack, attention relevance at the same block puts the peak there 0.748 of the
 time against NormGrad's 0.578 (paired difference +0.171, 95% interval [+0.076, +0.262]; occlusion 0.802)
 with the same deletion AUC (0.346 / 0.349) and tolerant pointing within the interval (0.835 / 0.863); on
