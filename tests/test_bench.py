@@ -142,7 +142,14 @@ def test_the_chat_suite_asks_for_its_model(capsys):
     from mmcam.cli import main
 
     assert main(["bench", "--task", "chat"]) == 2
-    assert "needs a chat model: --model DIR" in capsys.readouterr().err
+    assert capsys.readouterr().err == "mmcam: error: the chat suite needs a chat model: --model DIR\n"
+
+
+def test_bench_errors_read_as_every_other_command_s(capsys):
+    from mmcam.cli import main
+
+    assert main(["bench", "--config", "llava", "--depth", "0"]) == 2
+    assert capsys.readouterr().err.startswith("mmcam: error: --depth takes layer counts")
 
 
 def test_the_methods_suite_times_occlusion_on_the_same_maps_as_captum():

@@ -201,14 +201,9 @@ def run(arguments: argparse.Namespace) -> int:
         from mmcam.cli import chat_cost
 
         chunk = arguments.max_targets_per_backward or chat_cost.MAX_TARGETS_PER_BACKWARD
-        try:
-            depths = chat_cost.depths_of(arguments.depth)
-        except ValueError as error:
-            print(f"mmcam bench: {error}", file=sys.stderr)
-            return 2
         return chat_cost.run(
             arguments.config,
-            depths,
+            chat_cost.depths_of(arguments.depth),
             device.type,
             arguments.dtype,
             arguments.words,
@@ -218,15 +213,14 @@ def run(arguments: argparse.Namespace) -> int:
         )
     for tool in missing_peers():
         print(
-            f'mmcam bench: {tool} is not installed, its cases are skipped (pip install -e ".[dev]")',
+            f'mmcam: {tool} is not installed, its cases are skipped (pip install -e ".[dev]")',
             file=sys.stderr,
         )
     suites = [*SUITES, FOLDER] if arguments.task == "all" else [arguments.task]
     if "chat" in suites and arguments.model is None:
         if arguments.task == "chat":
-            print("mmcam bench: the chat suite needs a chat model: --model DIR", file=sys.stderr)
-            return 2
-        print("mmcam bench: no --model, the chat suite is skipped", file=sys.stderr)
+            raise ValueError("the chat suite needs a chat model: --model DIR")
+        print("mmcam: no --model, the chat suite is skipped", file=sys.stderr)
         suites.remove("chat")
     timings = []
     if "classify" in suites:
