@@ -4,6 +4,7 @@ Acceptance figures of the shapes world: the classifier's class maps, each captio
 each VQA answer's map (including a wrong color's map landing on the object that has that color)."""
 
 import json
+import re
 from pathlib import Path
 
 from mmcam.cli import main
@@ -57,6 +58,22 @@ def test_demo_writes_figures_and_a_summary(tmp_path, capsys):
         assert scene["caption"] and scene["answer"] and scene["question word weights"]
     printed = capsys.readouterr().out
     assert set(summary["pointing"]) == {"classes", "caption words", "vqa answers"}
-    for kind, fraction in summary["pointing"].items():
-        assert f"{kind}: the map's peak fell inside the named object for {fraction}" in printed
+    for kind, said in summary["pointing"].items():
+        hits, maps = re.fullmatch(r"([0-9.]+) hits of ([0-9]+) maps", said).groups()
+        assert 0 <= float(hits) <= int(maps)
+        assert f"{kind}: {said} (a hit: the map's peak fell inside the named object)" in printed
     assert str(tmp_path) in printed
+
+
+def test_a_demo_rerun_keeps_the_earlier_run_unless_overwrite(tmp_path, capsys):
+    """The demo's folder follows the rule of every command's -o DIR: an earlier run's files are kept
+    unless --overwrite, which removes them all (a smaller rerun leaves no stale figures)."""
+    assert main(["demo", "--scenes", "2", "-o", str(tmp_path)]) == 0
+    assert (tmp_path / "scene-1-vqa.png").is_file()
+    assert main(["demo", "--scenes", "1", "-o", str(tmp_path)]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "scene-1-vqa.png").is_file()
+    assert main(["demo", "--scenes", "1", "-o", str(tmp_path), "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("scene-*.png")) == [
+        f"scene-0-{task}.png" for task in ("caption", "classify", "vqa")
+    ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -19,6 +18,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--scenes", type=int, default=6, help="how many scenes (default 6)")
     parser.add_argument("--seed", type=int, default=20_000, help="scene seed (default 20000)")
     parser.add_argument("-o", "--output", default="mmcam-demo", metavar="DIR", help="default ./mmcam-demo")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the figures, summary and report of an earlier run in -o DIR (kept otherwise)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -28,6 +32,7 @@ def run(arguments: argparse.Namespace) -> int:
 
     from mmcam.adapters.captioning import explain_caption
     from mmcam.adapters.vqa import explain_answers
+    from mmcam.cli.output import note_written, output_folder
     from mmcam.evaluation.pointing import scene_masks, word_hits
     from mmcam.loading import load_captioner, load_classifier, load_vqa
     from mmcam.metrics.pointing import peak_hit_shares
@@ -35,8 +40,7 @@ def run(arguments: argparse.Namespace) -> int:
     from mmcam.viz.figures import save_figure, targets_figure
     from mmcam.zoo import make_scenes
 
-    output = Path(arguments.output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = output_folder(arguments.output, arguments.overwrite)
     classifier, captioner, vqa = load_classifier("shapes"), load_captioner("shapes"), load_vqa("shapes")
     class_explainer, caption_explainer = classifier.explainer(), captioner.explainer()
     vqa_explainer = vqa.explainer()
@@ -50,6 +54,7 @@ def run(arguments: argparse.Namespace) -> int:
 
     def save(figure, name: str) -> str:
         save_figure(figure, output / name)
+        note_written(output, [name])
         return str(output / name)
 
     for number, scene in enumerate(tqdm(scenes, desc="demo", unit="scene")):
@@ -105,10 +110,15 @@ def run(arguments: argparse.Namespace) -> int:
             vqa_view(name, image, answer),
         ]
 
-    summary = {"pointing": {kind: f"{hits[kind]:g}/{totals[kind]}" for kind in kinds}, "scenes": records}
+    pointing = {kind: f"{hits[kind]:g} hits of {totals[kind]} maps" for kind in kinds}
+    summary = {"pointing": pointing, "scenes": records}
     (output / "summary.json").write_text(json.dumps(summary, indent=2))
-    for kind, fraction in summary["pointing"].items():
-        print(f"{kind}: the map's peak fell inside the named object for {fraction}")
+    note_written(output, ["summary.json"])
+    for kind, maps in summary["pointing"].items():
+        print(f"{kind}: {maps} (a hit: the map's peak fell inside the named object)")
+    print("a map whose peak is tied over several pixels scores the share of them inside: a partial hit")
     print(f"figures: {output.resolve()}/scene-*.png   summary: {output.resolve()}/summary.json")
-    print(f"report: open {write_report(output / 'report.html', views, 'mmcam demo').resolve()}")
+    report = write_report(output / "report.html", views, "mmcam demo")
+    note_written(output, [report])
+    print(f"report: open {report.resolve()}")
     return 0
