@@ -129,3 +129,63 @@ def test_a_caption_longer_than_blip_reads_is_refused_in_one_line():
     picture = Image.fromarray(make_scenes(1, seed=77)[0].image)
     with pytest.raises(ValueError, match=r"the caption is \d+ tokens long; this model reads at most 32"):
         explain_caption(blip, picture, caption=" ".join(["circle"] * 2000))
+
+
+@pytest.fixture(scope="module")
+def llava_vqa():
+    from mmcam.loading import load_vqa
+
+    return load_vqa("tests/fixtures/models/llava-shapes")
+
+
+@pytest.fixture(scope="module")
+def picture():
+    return Image.fromarray(make_scenes(1, seed=77)[0].image)
+
+
+LLAVA_LIMIT = r"this model's language model reads at most 128 \(max_position_embeddings of its text config\)"
+
+
+def test_a_question_past_llava_context_is_refused_in_one_line(llava_vqa, picture):
+    """The LLaVA fixture reads 128 positions, 64 of them the image's: a 200-word question answered "the
+    model's answer is empty"; the image's tokens and the answer's 10 count against the limit."""
+    from mmcam.adapters.vqa import explain_answers
+
+    with pytest.raises(
+        ValueError, match=r"the prompt is \d+ tokens long .* " + LLAVA_LIMIT + ": shorten the q"
+    ):
+        explain_answers(llava_vqa, picture, " ".join(["what"] * 200) + "?")
+    question = " ".join(["what"] * 40) + "?"  # 41 question tokens + 64 image tokens + template: under 128
+    assert llava_vqa.prepare([picture], [question])["input_ids"].shape[1] + 10 <= 128
+
+
+def test_a_given_answer_past_llava_context_is_refused(llava_vqa, picture):
+    from mmcam.adapters.vqa import explain_answers
+
+    with pytest.raises(ValueError, match="the given answer takes up to .* " + LLAVA_LIMIT):
+        explain_answers(llava_vqa, picture, "what shape?", answers=[" ".join(["circle"] * 100)])
+
+
+def test_a_caption_past_llava_context_is_refused(picture):
+    """A 200-word given caption ran past the 128 positions the LLaVA fixture's language model reads."""
+    from mmcam.adapters.captioning import explain_caption
+    from mmcam.loading import load_captioner
+
+    llava = load_captioner("tests/fixtures/models/llava-shapes")
+    with pytest.raises(
+        ValueError, match="the given caption takes up to .* " + LLAVA_LIMIT + ": shorten the c"
+    ):
+        explain_caption(llava, picture, caption=" ".join(["circle"] * 200))
+    long_prompt = load_captioner("tests/fixtures/models/llava-shapes", prompt=" ".join(["describe"] * 100))
+    with pytest.raises(ValueError, match="the caption takes up to 30 more; .*" + LLAVA_LIMIT):
+        explain_caption(long_prompt, picture)
+
+
+def test_a_question_longer_than_blip_vqa_reads_is_refused_in_one_line(picture):
+    """A 200-word question to the BLIP VQA fixture (32 text positions) failed with a tensor size mismatch."""
+    from mmcam.adapters.vqa import explain_answers
+    from mmcam.loading import load_vqa
+
+    blip = load_vqa("tests/fixtures/models/blip-vqa-shapes")
+    with pytest.raises(ValueError, match=r"the question is \d+ tokens long; this model reads at most 32"):
+        explain_answers(blip, picture, " ".join(["what"] * 200) + "?")

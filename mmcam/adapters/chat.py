@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from mmcam.adapters.captioning import CaptionModel, Tokenized, huggingface_tokenize
 from mmcam.adapters.chat_family import ChatFamily, layouts
 from mmcam.adapters.gemma3 import Gemma3
-from mmcam.adapters.hub import quiet_generation, unknown_words
+from mmcam.adapters.hub import quiet_generation, text_limit, unknown_words
 from mmcam.adapters.idefics3 import Idefics3
 from mmcam.adapters.llava import Llava
 from mmcam.adapters.llava_next import LlavaNext
@@ -72,6 +72,19 @@ FAMILIES = {
 def chat_inputs(family: ChatFamily, images: Sequence[Image.Image], texts: Sequence[str]) -> dict[str, Tensor]:
     """The model inputs of one request per image (``ChatFamily.inputs``)."""
     return family.inputs(images, [family.prompt(text) for text in texts])
+
+
+def check_fits(model: nn.Module, prompt: int, reply: int, follows: str, fix: str) -> None:
+    """Refuse, in one line, a prompt of ``prompt`` tokens (the image's tokens included) that ``follows`` of
+    ``reply`` tokens would run past the language model's positions (``hub.text_limit``): prompt + reply >
+    limit. Beyond the limit the model's replies come back empty or its forward fails on a size mismatch."""
+    limit = text_limit(model.config)
+    if limit is not None and prompt + reply > limit:
+        raise ValueError(
+            f"the prompt is {prompt} tokens long with the image's tokens and {follows} takes up to {reply} more; "
+            f"this model's language model reads at most {limit} (max_position_embeddings of its text config): "
+            f"{fix}"
+        )
 
 
 def with_replies(inputs: dict[str, Tensor], replies: Sequence[Sequence[int]]) -> dict[str, Tensor]:
@@ -134,11 +147,13 @@ def captioner(
         return {**rows, "pixel_values": pixels}
 
     def generate(pixels: Tensor) -> list[str]:
+        check_fits(model, len(prompt_ids), MAX_CAPTION_TOKENS, "the caption", "shorten the prompt (--prompt)")
         return _replies(family, model, tokenizer, repeated(request, pixels), MAX_CAPTION_TOKENS)
 
     def tokenize(caption: str) -> Tokenized:
         """The prompt, then the caption: word positions count from the prompt's start."""
         reply = words(caption)
+        check_fits(model, len(prompt_ids), len(reply.ids) - 1, "the given caption", "shorten the caption")
         return Tokenized(
             prompt_ids[:-1] + reply.ids,
             reply.words,
@@ -173,10 +188,25 @@ def vqa_model(model: nn.Module, processor, name: str, family: ChatFamily | None 
     tokenizer = processor.tokenizer
 
     def prepare(images: Sequence[Image.Image], questions: Sequence[str]) -> dict[str, Tensor]:
-        return chat_inputs(family, images, questions)
+        inputs = chat_inputs(family, images, questions)
+        check_fits(
+            model,
+            family.arguments(inputs)["input_ids"].shape[1],
+            MAX_ANSWER_TOKENS,
+            "the answer",
+            "shorten the question",
+        )
+        return inputs
 
     def answer_inputs(inputs: dict[str, Tensor], answers: Sequence[str]) -> tuple[dict, list[list[int]]]:
         replies = [answer_token_ids(tokenizer, answer) for answer in answers]
+        check_fits(
+            model,
+            family.arguments(inputs)["input_ids"].shape[1],
+            max(map(len, replies)),
+            "the given answer",
+            "shorten the question or the answer",
+        )
         extended = with_replies(inputs, replies)
         start = inputs["input_ids"].shape[1]
         positions = [list(range(start, start + len(reply))) for reply in replies]

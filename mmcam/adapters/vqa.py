@@ -388,6 +388,7 @@ def _blip(model: nn.Module, processor, name: str) -> VQAModel:
 
     def prepare(images, questions):
         encoded = processor(images=list(images), text=list(questions), return_tensors="pt", padding=True)
+        check_text_length(encoded["input_ids"].shape[-1], text_limit(model.config), "question")
         return {k: encoded[k] for k in ("pixel_values", "input_ids", "attention_mask")}
 
     def generate(inputs: dict[str, Tensor]) -> list[str]:
