@@ -133,7 +133,7 @@ def test_caption_command_writes_a_figure_and_one_target_per_word(tmp_path, capsy
     assert code == 0
     record = json.loads(capsys.readouterr().out)
     assert record["task"] == "caption" and record["caption"] == "a blue square"
-    assert record["model"] == f"hf:{folder}" and record["size"] == [30, 45]
+    assert record["model"] == str(folder) and record["size"] == [30, 45]
     assert [(t["label"], t["index"]) for t in record["targets"]] == [("a", 0), ("blue", 1), ("square", 2)]
     assert all((tmp_path / "out" / Path(t["map"]).name).is_file() for t in record["targets"])
     written = {path.name for path in (tmp_path / "out").iterdir()}  # only what the record and report use

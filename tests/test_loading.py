@@ -148,3 +148,27 @@ print("network:", calls)
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "network: []"
+
+
+@pytest.mark.parametrize("shown", [True, False])
+def test_a_hugging_face_load_prints_no_progress_bar_and_leaves_the_switch_as_it_found_it(shown, capfd):
+    """transformers 5 draws a "Loading weights" bar on every load; mmcam's loads draw none, and the user's
+    own setting of the bars (on or off) is what it was after the load."""
+    from transformers.utils import logging as transformers_logging
+
+    before = transformers_logging.is_progress_bar_enabled()
+    try:
+        (transformers_logging.enable_progress_bar if shown else transformers_logging.disable_progress_bar)()
+        load_classifier(str(FIXTURES / "vit-shapes"))
+        assert "Loading weights" not in capfd.readouterr().err
+        assert transformers_logging.is_progress_bar_enabled() is shown
+    finally:
+        (transformers_logging.enable_progress_bar if before else transformers_logging.disable_progress_bar)()
+
+
+def test_a_local_folder_is_named_by_its_path_as_given(monkeypatch):
+    """Records and reports name a local checkpoint folder by the path the user gave, not ``hf:../...``."""
+    monkeypatch.chdir(FIXTURES / "resnet18-shapes")
+    given = "../vit-shapes"
+    assert load_classifier(given).name == given
+    assert load_classifier(f"hf:{given}").name == given

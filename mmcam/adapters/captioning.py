@@ -22,6 +22,7 @@ from mmcam.adapters.hub import (
     check_text_length,
     family_titles,
     load_local,
+    model_name,
     quiet_generation,
     text_limit,
     unknown_words,
@@ -296,4 +297,4 @@ def from_pretrained(path: str, trust_pickle: bool = False) -> CaptionModel:
             f"cannot load the captioner '{path}' from a local directory or the local cache: "
             f"{str(error).splitlines()[0]}"
         ) from error
-    return from_huggingface(model, image_processor, tokenizer, name=f"hf:{path}")
+    return from_huggingface(model, image_processor, tokenizer, name=model_name(path))

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from mmcam.adapters.captioning import CaptionModel, Tokenized, huggingface_tokenize
 from mmcam.adapters.chat_family import ChatFamily, layouts
 from mmcam.adapters.gemma3 import Gemma3
-from mmcam.adapters.hub import quiet_generation, text_limit, unknown_words
+from mmcam.adapters.hub import model_name, quiet_generation, text_limit, unknown_words
 from mmcam.adapters.idefics3 import Idefics3
 from mmcam.adapters.llava import Llava
 from mmcam.adapters.llava_next import LlavaNext
@@ -259,5 +259,5 @@ def from_pretrained(path: str, task: str, trust_pickle: bool = False, prompt: st
         raise ValueError(f"cannot load the chat model '{path}': {str(error).splitlines()[0]}") from error
     family = FAMILIES[model.config.model_type].family(model, processor)
     if task == "caption":
-        return captioner(model, processor, f"hf:{path}", prompt, family)
-    return vqa_model(model, processor, f"hf:{path}", family)
+        return captioner(model, processor, model_name(path), prompt, family)
+    return vqa_model(model, processor, model_name(path), family)

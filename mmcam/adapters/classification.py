@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from mmcam.adapters.hub import WrongCheckpoint, load_local
+from mmcam.adapters.hub import WrongCheckpoint, load_local, model_name
 from mmcam.adapters.tokens import PRE_ATTENTION_NORMS
 from mmcam.engine import Explainer, Layout
 from mmcam.explanation import Explanation
@@ -320,7 +320,7 @@ def from_pretrained(path: str, trust_pickle: bool = False) -> ImageClassifier:
 
     layer, method = default_layer_and_method(model)
     return ImageClassifier(
-        f"hf:{path}",
+        model_name(path),
         model.eval(),
         preprocess,
         class_names_of(model),

@@ -53,30 +53,87 @@ def quiet_generation() -> Iterator[None]:
                 logger.removeFilter(_quiet)
 
 
-_offline = [0, False]  # [holders, huggingface_hub.constants.HF_HUB_OFFLINE before the first holder]
-_offline_lock = threading.Lock()
+class _HeldSetting:
+    """A process-wide setting that overlapping blocks hold (loads in several threads): the first to enter
+    saves its value and sets ``value``, the last to leave puts back the saved one."""
+
+    def __init__(self, read: Any, write: Any, value: Any) -> None:
+        self.read, self.write, self.value = read, write, value
+        self.holders, self.saved, self.lock = 0, None, threading.Lock()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self.lock:
+            if self.holders == 0:
+                self.saved = self.read()
+                self.write(self.value)
+            self.holders += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.holders -= 1
+                if self.holders == 0:
+                    self.write(self.saved)
 
 
-@contextmanager
-def hub_offline() -> Iterator[None]:
+def _set_offline(value: bool) -> None:
+    from huggingface_hub import constants
+
+    constants.HF_HUB_OFFLINE = value
+
+
+def _read_offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE
+
+
+def _read_progress_bars() -> tuple[bool, bool]:
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers.utils import logging as transformers_logging
+
+    return transformers_logging.is_progress_bar_enabled(), not are_progress_bars_disabled()
+
+
+def _set_progress_bars(shown: tuple[bool, bool]) -> None:
+    """Show or hide transformers' bars (its "Loading weights") and the hub's, each as ``shown`` says."""
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    transformers, hub = shown
+    if transformers:
+        transformers_logging.enable_progress_bar()
+    else:
+        transformers_logging.disable_progress_bar()
+    if hub:  # after transformers' switch, which sets the hub's too
+        hub_utils.enable_progress_bars()
+    else:
+        hub_utils.disable_progress_bars()
+
+
+_OFFLINE = _HeldSetting(_read_offline, _set_offline, True)
+_NO_BARS = _HeldSetting(_read_progress_bars, _set_progress_bars, (False, False))
+
+
+def hub_offline() -> Any:
     """Inside: the Hugging Face hub library makes no network request (``HF_HUB_OFFLINE``). Loading with
     ``local_files_only`` alone still let it fetch a registry of agents from huggingface.co (a DNS query
     on every load). The switch is process-wide, so other threads' hub requests are refused meanwhile;
     overlapping loads are counted, and the last to leave puts back the value the first found."""
-    from huggingface_hub import constants
+    return _OFFLINE.held()
 
-    with _offline_lock:
-        if _offline[0] == 0:
-            _offline[1] = constants.HF_HUB_OFFLINE
-        _offline[0] += 1
-        constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        with _offline_lock:
-            _offline[0] -= 1
-            if _offline[0] == 0:
-                constants.HF_HUB_OFFLINE = _offline[1]
+
+def no_progress_bars() -> Any:
+    """Inside: a load prints no progress bar (transformers 5's "Loading weights", the hub's); process-wide
+    like ``hub_offline``, and put back as the first load found it when the last leaves."""
+    return _NO_BARS.held()
+
+
+def model_name(path: str) -> str:
+    """How records and reports name a Hugging Face checkpoint: a local folder by its path as given, a hub
+    id as ``hf:ID``."""
+    return path if Path(path).is_dir() else f"hf:{path}"
 
 
 def family_titles(registry: Mapping[str, Any]) -> str:
@@ -117,7 +174,7 @@ def load_local(loader: Any, path: str, trust_pickle: bool = False, weights: bool
         if not trust_pickle:
             options["use_safetensors"] = True
     try:
-        with hub_offline():
+        with hub_offline(), no_progress_bars():
             loaded = loader.from_pretrained(path, **options)
     except SafetensorError as error:
         raise ValueError(

@@ -24,6 +24,7 @@ from mmcam.adapters.hub import (
     check_text_length,
     family_titles,
     load_local,
+    model_name,
     quiet_generation,
     text_limit,
     unknown_words,
@@ -446,7 +447,7 @@ def from_pretrained(path: str, trust_pickle: bool = False) -> VQAModel:
             raise ValueError(f"'{path}' is a {model_type} model; VQA supports {family_titles(FAMILIES)}")
         family = FAMILIES[model_type]
         model = load_local(getattr(transformers, family.model_class), path, trust_pickle)
-        return family.build(model, load_local(AutoProcessor, path, weights=False), f"hf:{path}")
+        return family.build(model, load_local(AutoProcessor, path, weights=False), model_name(path))
     except OSError as error:
         raise ValueError(
             f"cannot load the VQA model '{path}' from a local directory or the local cache: "
