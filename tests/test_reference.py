@@ -170,6 +170,23 @@ def test_gradcam_matches_captum(resnet18, images, captum_attr):
     torch.testing.assert_close(ours.raw[:, 0], expected[:, 0].detach(), atol=1e-6, rtol=1e-4)
 
 
+def test_a_layer_over_features_is_refused_where_captum_gives_one_value(captum_attr):
+    """Issue 32 item 18, a deliberate difference (docs/python.md, 'What is refused'): on a (B, F) layer
+    captum's LayerGradCam has no positions to map, so it returns one value per sample, the sum over features of
+    gradient x activation (captum's LayerGradientXActivation per feature); mmcam refuses such inputs in one
+    line that says what to take instead, and the model comes back in training mode as it went in."""
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).train()
+    features = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.3, -0.2]])
+    one_value = captum_attr.LayerGradCam(mlp, mlp[0]).attribute(features, target=1, relu_attributions=False)
+    per_feature = captum_attr.LayerGradientXActivation(mlp, mlp[0]).attribute(features, target=1)
+    assert one_value.shape == (2, 1)
+    torch.testing.assert_close(one_value[:, 0], per_feature.sum(dim=1))
+    with pytest.raises(ValueError, match=r"\(2, 3\) \(B, F\) have no spatial grid.*gradient times"):
+        mmcam.explain(mlp, features, 1, layer="0")
+    assert mlp.training and all(module.training for module in mlp.modules())
+
+
 def test_scorecam_matches_pytorch_grad_cam(scaled, monkeypatch, grad_cam):
     """Score-CAM exactly, with one convention of pytorch-grad-cam's brought to ours: it upsamples the
     masks with ``UpsamplingBilinear2d`` (align_corners=True), mmcam with half-pixel centres like every

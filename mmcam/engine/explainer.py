@@ -291,6 +291,12 @@ class Explainer:
                 f"inputs must be an image tensor (B, C, H, W) or a dict with a '{self.image_key}' entry"
             )
         image = inputs[self.image_key]
+        if image.ndim == 2:
+            raise ValueError(
+                f"inputs of shape {tuple(image.shape)} (B, F) have no spatial grid, and mmcam's maps lie on an "
+                "image's or a video's: for one value per feature of a layer, take the target's gradient times "
+                "the layer's output (docs/python.md, 'What is refused')"
+            )
         if image.ndim not in (4, 5) or not image.is_floating_point():
             raise ValueError(
                 "the image must be a float tensor (B, C, H, W), or (B, C, T, H, W) for video, "
