@@ -267,6 +267,13 @@ def test_report_is_small_and_self_contained(hand_made_report, rollout):
     assert hand_made_report.stat().st_size < 30_000 + 2 * 4 * 12_000 + steps * 8_000
 
 
+def test_the_rl_report_says_which_shape_is_the_agent_and_which_the_goal(hand_made_report, rollout):
+    html = hand_made_report.read_text()
+    assert "In the frames, the black plus sign is the agent, the red circle its goal" in html
+    other = type(rollout)(rollout.policy, "ALE/Pong-v5", rollout.action_names, rollout.episodes)
+    assert "In the frames" not in rl_views(other)[0].body
+
+
 def test_caption_command_report_has_one_button_per_word(tmp_path, capsys):
     from tests.hf_tiny import save_blip_captioner
 

@@ -311,7 +311,8 @@ def rl_views(rollout, sentences: Sequence[str] = (), compared: dict | None = Non
         empty = int(episode.empty.sum())
         title += f", {empty} empty map{'s' if empty != 1 else ''}" if empty else ""
         others = [*explanation.labels[0][1:], *(f"{method}: chosen action" for method in compared)]
-        body = _episode(steps, others) + _attention_chart(episode) + _sentences(sentences)
+        legend = f'<p class="hint">In the frames, {escape(rollout.legend)}.</p>' if rollout.legend else ""
+        body = legend + _episode(steps, others) + _attention_chart(episode) + _sentences(sentences)
         meta = f"{rollout.policy} on {rollout.env} · {rollout.method} at {rollout.layer}"
         meta += f" · chosen action: {explanation.kinds[0]}" if explanation.kinds else ""
         views.append(View("rl", title, meta, body))

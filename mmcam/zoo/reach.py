@@ -69,7 +69,11 @@ class ShapesReach(gym.Env):
     (row, column), ``distractors`` (their names), ``is_success`` (the agent is on the goal).
     """
 
-    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": 4}
+    metadata: ClassVar[dict] = {
+        "render_modes": ["rgb_array"],
+        "render_fps": 4,
+        "legend": "the black plus sign is the agent, the red circle its goal; other shapes are distractors",
+    }
 
     def __init__(self, render_mode: str | None = None):
         if render_mode not in (None, "rgb_array"):

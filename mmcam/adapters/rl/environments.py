@@ -62,6 +62,12 @@ def env_name(venv: VecEnv) -> str:
     return spec.id if spec is not None else type(venv.get_attr("unwrapped")[0]).__name__
 
 
+def env_legend(venv: VecEnv) -> str:
+    """What the objects in the environment's frames are, where it says (``metadata["legend"]``, as
+    ShapesReach does), else empty."""
+    return str(venv.get_attr("unwrapped")[0].metadata.get("legend", ""))
+
+
 def env_action_names(venv: VecEnv) -> list[str]:
     """The environment's action names (``get_action_meanings``, as Atari and ShapesReach have) or numbers."""
     unwrapped = venv.get_attr("unwrapped")[0]

@@ -15,7 +15,13 @@ import torch
 from stable_baselines3.common.vec_env import VecEnv
 from torch import Tensor
 
-from mmcam.adapters.rl.environments import as_vec_env, display_frames, env_action_names, env_name
+from mmcam.adapters.rl.environments import (
+    as_vec_env,
+    display_frames,
+    env_action_names,
+    env_legend,
+    env_name,
+)
 from mmcam.adapters.rl.policies import RLPolicy
 from mmcam.engine import Explainer
 from mmcam.engine.devices import on_model_device
@@ -155,6 +161,7 @@ class Rollout:
     env: str
     action_names: list[str]
     episodes: list[Episode]
+    legend: str = ""  # what the frames' objects are, where the environment says (``env_legend``)
 
     @property
     def method(self) -> str:
@@ -220,9 +227,11 @@ def explain_episodes(
     venv = as_vec_env(env)
     trajectories = [play(policy, venv, seed + i, deterministic, max_steps) for i in range(episodes)]
     names = policy.action_names or env_action_names(venv)
-    return explain_trajectories(
+    rollout = explain_trajectories(
         policy, trajectories, names, env_name(venv), method, layer, all_actions, value, batch_size, target
     )
+    rollout.legend = env_legend(venv)
+    return rollout
 
 
 def explain_trajectories(
