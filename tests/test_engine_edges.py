@@ -600,3 +600,16 @@ def test_a_backward_without_a_batching_rule_falls_back_to_one_backward_per_targe
     for k in range(3):
         alone = mmcam.explain(net, image, [[0, 1, 2][k], [3, 2, 1][k]], layer="features")
         torch.testing.assert_close(together.raw[:, k], alone.raw[:, 0])
+
+
+def test_a_long_list_of_targets_shows_its_progress_and_a_short_one_does_not(capsys):
+    """The batched backward over many targets (a long caption's words) is the long part of a call: from
+    four chunks of targets on, a progress bar on stderr counts them."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(40)).eval()
+    image = torch.randn(1, 3, 8, 8)
+    net(image)
+    mmcam.explain(net, image, [list(range(40))], layer="0", chunk_size=10)
+    assert "targets:   0%|          | 0/4" in capsys.readouterr().err  # four chunks of 10 targets
+    mmcam.explain(net, image, [list(range(30))], layer="0", chunk_size=10)
+    assert "targets" not in capsys.readouterr().err

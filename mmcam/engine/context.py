@@ -17,7 +17,7 @@ from mmcam.engine.attention import AttentionRecorder
 from mmcam.engine.biases import bias_outputs, channel_biases
 from mmcam.engine.capture import LayerCapture, SelectedTokens, channel_zeroing
 from mmcam.engine.copies import RowGroups, summed
-from mmcam.engine.gradients import mixes_samples, target_gradients
+from mmcam.engine.gradients import chunk_starts, mixes_samples, target_gradients
 from mmcam.engine.guided import guided_relus
 from mmcam.engine.layers import forward_identity
 from mmcam.engine.layouts import Layout, as_layout
@@ -103,7 +103,7 @@ class CamContext:
         (its graph kept for the next group) and gets its gradients from its own batched backward, so that what
         a method keeps per target (gradients B x k x C x grid) is held for one group at a time (a group is
         dropped when the next is made). Iterate it before anything is computed on this context."""
-        for begin in range(0, self.target_count, self.chunk_size):
+        for begin in chunk_starts(self.target_count, self.chunk_size):
             end = min(begin + self.chunk_size, self.target_count)
             group = copy.copy(self)
             group.targets, group.scores = self.targets[begin:end], self.scores[:, begin:end]

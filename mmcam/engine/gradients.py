@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from mmcam.engine.warn import warn_user
+
+LONG_BACKWARD = 4  # chunks of targets from which the batched backward shows a progress bar on stderr
+
+
+def chunk_starts(count: int, chunk_size: int) -> Iterable[int]:
+    """0, ``chunk_size``, 2 ``chunk_size``, ... below ``count``: the first target of each chunk of targets, with a
+    progress bar on stderr from ``LONG_BACKWARD`` chunks on (a long caption's words)."""
+    starts = range(0, count, chunk_size)
+    return tqdm(
+        starts,
+        desc="targets",
+        unit="chunk",
+        file=sys.stderr,
+        leave=False,
+        disable=len(starts) < LONG_BACKWARD,
+    )
 
 
 def _seeds(scores: Tensor, per_sample: bool) -> Tensor:
@@ -72,7 +92,7 @@ def target_gradients(
     seeds = _seeds(scores, per_sample)
     count = seeds.shape[0]
     chunks = []
-    for begin in range(0, count, chunk_size):
+    for begin in chunk_starts(count, chunk_size):
         end = min(begin + chunk_size, count)
         options = {
             "retain_graph": create_graph or keep_graph or end < count,
