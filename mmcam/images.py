@@ -37,6 +37,7 @@ def image_paths(arguments: list[str]) -> list[str]:
 
 
 ORIGINAL_SIZE = "mmcam_original_size"  # image.info key: (W, H) of a file reduced on loading
+FRAMES = "mmcam_frames"  # image.info key: how many frames an animated file has (its first is read)
 ROW = "#"  # FOLDER#ROW: a row of a saved datasets.Dataset
 
 
@@ -72,7 +73,8 @@ def _dataset_image(path: str) -> Image.Image | None:
 def load_image(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image:
     """The image at ``path`` as RGB: turned upright by its EXIF orientation, grayscale and 16-bit or float
     images stretched to 0-255, RGBA over white, and reduced to ``max_side`` pixels on its long side. A
-    reduced image keeps the file's upright size (W, H) in ``image.info[ORIGINAL_SIZE]``. ``FOLDER#ROW``
+    reduced image keeps the file's upright size (W, H) in ``image.info[ORIGINAL_SIZE]``; of an animated file
+    (GIF, WebP, APNG) the first frame is read, and ``image.info[FRAMES]`` holds its frame count. ``FOLDER#ROW``
     reads the ``image`` of a row of a saved ``datasets.Dataset``."""
     row_image = _dataset_image(str(path))
     if row_image is not None:
@@ -88,6 +90,7 @@ def load_image(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # large images are reduced below
             with Image.open(path) as opened:
                 original = _upright_size(opened)
+                frames = getattr(opened, "n_frames", 1)
                 opened.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale, cheaply
                 image = ImageOps.exif_transpose(opened)
                 image.load()
@@ -95,7 +98,10 @@ def load_image(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image:
         raise ValueError(f"cannot read image {path}: too large for PIL to open safely ({error})") from error
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"cannot read image {path}: not an image file PIL can open ({error})") from error
-    return _reduced_keeping_size(_as_rgb(image), original, max_side)
+    image = _reduced_keeping_size(_as_rgb(image), original, max_side)
+    if frames > 1:
+        image.info[FRAMES] = frames
+    return image
 
 
 def _reduced_keeping_size(image: Image.Image, original: tuple[int, int], max_side: int) -> Image.Image:

@@ -122,3 +122,24 @@ def test_a_reduced_image_is_announced_and_its_peaks_are_in_the_files_pixels(tmp_
     scale = wide["size"][1] / small["size"][1]
     (x, y), (x_small, y_small) = wide["targets"][0]["peak"], small["targets"][0]["peak"]
     assert abs(x - x_small * scale) <= 2 * scale and abs(y - y_small * scale) <= 2 * scale
+
+
+def test_an_animated_gif_is_read_at_its_first_frame_and_says_so(tmp_path, capsys):
+    """An animated GIF is explained at its first frame: the record and stderr say so, once; a still GIF
+    says nothing."""
+    frames = [Image.new("RGB", (48, 48), color) for color in ((200, 30, 30), (30, 30, 200), (30, 200, 30))]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:], duration=100)
+    frames[0].save(tmp_path / "still.gif")
+    first = load_image(tmp_path / "moving.gif")
+    assert (
+        np.asarray(first)[24, 24].tolist() == np.asarray(load_image(tmp_path / "still.gif"))[24, 24].tolist()
+    )
+    options = ["--model", "shapes", "--top", "1", "--json", "--no-figures"]
+    assert main(["classify", str(tmp_path / "moving.gif"), *options, "-o", str(tmp_path / "a")]) == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    said = "the file is animated (3 frames); its first frame was explained"
+    assert [note for note in record["notes"] if said in note] and captured.err.count(said) == 1
+    assert main(["classify", str(tmp_path / "still.gif"), *options, "-o", str(tmp_path / "b")]) == 0
+    captured = capsys.readouterr()
+    assert "the file is animated" not in captured.out + captured.err

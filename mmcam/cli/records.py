@@ -16,7 +16,7 @@ from PIL import Image
 
 from mmcam.cli.stages import stage
 from mmcam.explanation import Explanation
-from mmcam.images import MAX_SIDE, ORIGINAL_SIZE, reduced
+from mmcam.images import FRAMES, MAX_SIDE, ORIGINAL_SIZE, reduced
 from mmcam.viz.figures import frames_figure, save_figure
 from mmcam.viz.overlay import image_tensor, overlays, peak_in_image
 
@@ -116,7 +116,8 @@ def explanation_record(
     ``{"task", "model", "layer", "method", "image", "size": [H, W], "targets": [{"label", "index",
     "score", "peak": [x, y], "map"}]}``, ``size`` and ``peak`` in the image file's own pixels. An image
     reduced on loading adds ``"explained_size": [h, w]``; a map that is the same everywhere has
-    ``"peak": null``. Both come with a sentence in ``"notes"``, except a map with negligible evidence
+    ``"peak": null``. Both, and an animated file (its first frame is explained), come with a sentence in
+    ``"notes"``, except a map with negligible evidence
     (``"negligible": true``, drawn empty), which the run reports once. ``save_maps`` also writes the maps for
     scripts (``saved_maps``) and adds ``"maps_file"``.
     """
@@ -129,6 +130,11 @@ def explanation_record(
         notes.append(
             f"the image is {size[1]}x{size[0]} pixels; it was explained at {explained[1]}x{explained[0]} "
             f"(at most {MAX_SIDE} on its long side), and peaks are given in the original's pixels"
+        )
+    if image.info.get(FRAMES):
+        notes.append(
+            f"the file is animated ({image.info[FRAMES]} frames); its first frame was explained (--video "
+            "explains every frame, with a video model)"
         )
     stem = stem or slug(Path(path).stem)
     if figures:
