@@ -665,3 +665,17 @@ def test_a_rerun_keeps_every_earlier_file_unless_overwrite_removes_them_all(tmp_
     record = json.loads(capsys.readouterr().out.splitlines()[-1])
     written = {path.name for path in out.iterdir()}
     assert written == {Path(record["targets"][0]["map"]).name, "report.html", ".mmcam-files"}
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"), [("--workers", "-1", "0 or more"), ("--batch-size", "0", "1 or more")]
+)
+def test_counts_below_their_minimum_are_refused_before_any_folder_is_made(
+    tmp_path, capsys, option, value, said
+):
+    image = _scene(tmp_path / "s.png")
+    with pytest.raises(SystemExit) as exited:
+        main(["classify", image, option, value, "-o", str(tmp_path / "out")])
+    assert exited.value.code == 2
+    assert f"argument {option}: must be {said}, got {value}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

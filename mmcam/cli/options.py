@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from typing import TypeVar
 
@@ -83,6 +83,21 @@ def capped_top(top: int, names: Sequence[str] | None, what: str) -> int:
         )
         return len(names)
     return top
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of ``minimum`` or more, refused at parse time (before any folder is made)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    return parse
 
 
 def comma_separated(text: str) -> list[str]:
@@ -178,14 +193,14 @@ def add_smoothing_options(parser: argparse.ArgumentParser) -> None:
 def add_batch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=at_least(1),
         default=8,
         metavar="B",
         help="inputs per forward and backward pass (default 8; vqa --answer and --why-not go one by one)",
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=at_least(0),
         default=None,
         metavar="W",
         help="processes that decode the images and draw the figures while the model runs (default: 2, "
