@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
+from mmcam.engine.methods.perturbation import filling
 from mmcam.metrics.contract import Case, Metric
 from mmcam.metrics.ranks import spearman
 
@@ -31,15 +32,15 @@ INFIDELITY_SIGMA = 0.05
 def baseline_image(image: Tensor, kind: str = "blur") -> Tensor:
     """What removed pixels become: ``blur``, a Gaussian blur (sigma 5 px) of the (C, H, W) input,
     ``zero``, the value 0 of the model's input space (the dataset mean color for normalized inputs), or
-    ``background``, the per-image background estimate: each channel's median over the image (objects
-    cover less than half of it)."""
+    ``background``, the per-image background estimate occlusion fills with (``filling``: each channel's
+    median over the image's frame), so deletion removes cells as occlusion does."""
     if kind == "blur":
         kernel = int(4 * BLUR_SIGMA) | 1
         return gaussian_blur(image[None], [kernel, kernel], [BLUR_SIGMA, BLUR_SIGMA])[0]
     if kind == "zero":
         return torch.zeros_like(image)
     if kind == "background":
-        return image.flatten(1).median(dim=1).values[:, None, None].expand_as(image).clone()
+        return filling(image[None], "background")[0].clone()
     raise ValueError(f"unknown perturbation baseline '{kind}'; choose one of: {', '.join(PERTURBATIONS)}")
 
 
