@@ -76,13 +76,17 @@ def chat_inputs(architecture: str, model, reply: int, seed: int = 0) -> tuple[ob
     generator = torch.Generator().manual_seed(seed)
     config = model.config
     vocabulary = config.get_text_config().vocab_size
-    text = torch.randint(3, min(vocabulary, 32000), (PROMPT_BEFORE + PROMPT_AFTER + reply,), generator=generator)
+    text = torch.randint(
+        3, min(vocabulary, 32000), (PROMPT_BEFORE + PROMPT_AFTER + reply,), generator=generator
+    )
     special = [v for k, v in vars(config).items() if k.endswith("token_id") and isinstance(v, int)]
     text[torch.isin(text, torch.tensor(special))] = min(set(range(3, 3 + len(special) + 1)) - set(special))
     if architecture == "qwen2-vl-7b":
         vision = config.vision_config
         images = SimpleNamespace(
-            patch_size=vision.patch_size, merge_size=vision.spatial_merge_size, temporal_patch_size=vision.temporal_patch_size
+            patch_size=vision.patch_size,
+            merge_size=vision.spatial_merge_size,
+            temporal_patch_size=vision.temporal_patch_size,
         )
         family = FAMILIES[config.model_type].family(model, SimpleNamespace(image_processor=images))
         image = [config.image_token_id]  # one token, which the family expands into the image's
@@ -129,7 +133,9 @@ def _peers(model, family, inputs: dict, positions: Sequence[int], tool: str):
     if tool == "pytorch-grad-cam":
         captioner = SimpleCaptioner(model, family.layer, forward, layouts(family, model)(family.layer))
         cam = _peer_token_gradcam(captioner, inputs)["pytorch-grad-cam"]
-        return lambda k: cam(pixels, {"pytorch-grad-cam": [_output_score((positions[k] - 1, int(ids[0, positions[k]])))]})
+        return lambda k: cam(
+            pixels, {"pytorch-grad-cam": [_output_score((positions[k] - 1, int(ids[0, positions[k]])))]}
+        )
     from captum.attr import LayerGradCam
 
     text = {key: value for key, value in inputs.items() if key != "pixel_values"}
@@ -180,7 +186,9 @@ def run_cases(cases: Sequence[Case]) -> list[Measured]:
         except Exception as error:  # a peer that cannot run this model is reported, not fatal
             if cases[index].tool in ("forward", "mmcam"):
                 raise
-            print(f"mmcam bench: {cases[index].tool} failed on {first.architecture}: {error}", file=sys.stderr)
+            print(
+                f"mmcam bench: {cases[index].tool} failed on {first.architecture}: {error}", file=sys.stderr
+            )
     return [measured[i] for i in range(len(cases)) if i in measured]
 
 
@@ -205,7 +213,9 @@ def _run(model, case: Case, device: torch.device) -> Measured:
 
     else:
         model.requires_grad_(False)
-        inputs["pixel_values"].requires_grad_(True)  # the peers' graph then starts at the image, not at the weights
+        inputs["pixel_values"].requires_grad_(
+            True
+        )  # the peers' graph then starts at the image, not at the weights
         call = _peers(model, family, inputs, positions, case.tool)
 
         def work(count: int) -> None:
@@ -319,7 +329,9 @@ def measure_depth(
         + [case(tool=tool, words=peer_words) for tool in peers]
     )
     timed = {m.case.tool: m for m in timed}
-    return Depth(depth if depth is not None else ARCHITECTURES[architecture].full_depth, forward, explain, timed)
+    return Depth(
+        depth if depth is not None else ARCHITECTURES[architecture].full_depth, forward, explain, timed
+    )
 
 
 def full_depth_estimate(architecture: str, depths: Sequence[Depth]) -> dict[str, float]:

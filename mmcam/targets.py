@@ -323,7 +323,11 @@ class TokenLogProb(Target):
         self.reads = torch.tensor([[p in sample for p in self.read] for sample in self.sample_positions])
 
     def __call__(self, output: Any) -> Tensor:
-        logits, start = (output.logits, output.start) if isinstance(output, TailLogits) else (sequence_logits_of(output), 0)
+        logits, start = (
+            (output.logits, output.start)
+            if isinstance(output, TailLogits)
+            else (sequence_logits_of(output), 0)
+        )
         if self.read[0] - 1 < start:
             raise ValueError(
                 f"token position {self.read[0]} is predicted by logits row {self.read[0] - 1}, before the kept "

@@ -237,7 +237,9 @@ def test_attention_below_the_layer_is_left_out_when_a_token_layer_reaches_it(met
     image = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     classes = [0, 3]
     layer = "vit.layers.1.layernorm_before"
-    with_tokens = mmcam.explain(model, image, [classes], layer=layer, method=method, token_layer="vit.embeddings")
+    with_tokens = mmcam.explain(
+        model, image, [classes], layer=layer, method=method, token_layer="vit.embeddings"
+    )
     alone = mmcam.explain(model, image, [classes], layer=layer, method=method)
     torch.testing.assert_close(with_tokens.raw, alone.raw, rtol=1e-4, atol=1e-8)
     if method == "legrad":
