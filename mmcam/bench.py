@@ -37,7 +37,8 @@ class Timing:
     peak_memory_mb: float | None
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a timer reads finished work (a no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -53,14 +54,14 @@ def measure(
     memory: list[float | None] = [None] * len(cases)
     for _, _, run in cases:
         run()
-    _sync(device)
+    synchronize(device)
     for _ in tqdm(range(repeats), desc=f"{suite} rounds", unit="round", disable=not progress):
         for index, (_, _, run) in enumerate(cases):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
             run()
-            _sync(device)
+            synchronize(device)
             seconds[index].append(time.perf_counter() - start)
             if device.type == "cuda":
                 memory[index] = torch.cuda.max_memory_allocated(device) / 2**20

@@ -27,6 +27,7 @@ from functools import partial
 
 import torch
 
+from mmcam.bench import synchronize
 from mmcam.published import ARCHITECTURES, build
 
 PROMPT_BEFORE, PROMPT_AFTER = 5, 10  # text tokens around the image's tokens ("USER: <image>\n... ASSISTANT:")
@@ -224,7 +225,7 @@ def _run(model, case: Case, device: torch.device) -> Measured:
 
     forward_seconds = _timed(forward, 1, case.repeats, device)
     work(1)
-    _sync(device)
+    synchronize(device)
     _reset_peak(device)
     seconds = _timed(work, case.words, case.repeats, device)
     return Measured(case, seconds, _peak_mb(device), forward_seconds)
@@ -236,17 +237,12 @@ def _timed(work, count: int, repeats: int, device: torch.device) -> float:
         work(1)
     seconds = []
     for _ in range(repeats):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         work(count)
-        _sync(device)
+        synchronize(device)
         seconds.append(time.perf_counter() - start)
     return statistics.median(seconds)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(cases: Sequence[Case]) -> list[Measured]:
