@@ -199,14 +199,22 @@ def explain_top_answers(
             if not kept:
                 continue
             indices, answers = [indices[k] for k in kept], [answers[k] for k in kept]
-            extended, positions = vqa.answer_inputs({name: v[kept] for name, v in inputs.items()}, answers)
-            explained = explainer(extended, TokenLogProb(extended["answer_ids"], positions, answers))
+            extended, target = answer_scores(vqa, {name: v[kept] for name, v in inputs.items()}, answers)
+            explained = explainer(extended, target)
             explanation = replace(explained, token_weights=explained.token_weights[..., : len(tokens)]).cpu()
         else:
             explanation = explainer(inputs, [TopClass(rank) for rank in range(top)]).cpu()
         for i, one in zip(indices, split_samples(explanation)):
             results[i] = VQAExplanation(question, tokens, one.labels[0][0], one)
     return [results[i] for i in range(len(images))]
+
+
+def answer_scores(vqa: VQAModel, inputs: dict[str, Tensor], answers: Sequence[str]) -> tuple[dict, Target]:
+    """A generative model's ``inputs`` extended with one teacher-forced answer per sample
+    (``answer_inputs``), and the target that reads each sample's answer: its log-probability under teacher
+    forcing, s_b = sum_{p in answer b} log p(a_{b,p} | image, question, a_{b,<p}) (``TokenLogProb``)."""
+    extended, positions = vqa.answer_inputs(inputs, answers)
+    return extended, TokenLogProb(extended["answer_ids"], positions, list(answers))
 
 
 def _explain_generated(

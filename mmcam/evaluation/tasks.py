@@ -16,6 +16,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from mmcam.adapters.captioning import generate_captions, right_padded, word_targets
+from mmcam.adapters.vqa import VQAModel, answer_scores
 from mmcam.concepts.dissect import ConceptTable
 from mmcam.engine import Explainer
 from mmcam.engine.context import Forward
@@ -224,14 +225,11 @@ def caption_task(spec: str, layer: str | None, device: torch.device, trust_pickl
 
 
 def vqa_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bool = False) -> Task:
-    """Questions about one object (color, shape, size; "is there ..." answered yes): the predicted
-    answer, against that object and the others that share the true answer (``grounding.answer_objects``). Probabilities: softmax over the
-    answers. Needs a classifier-style VQA model (answer logits: the bundled one, ViLT)."""
+    """Questions about one object (color, shape, size; "is there ..." answered yes): the model's answer,
+    against that object and the others that share the true answer (``grounding.answer_objects``). The
+    target and its probability are those of ``answered``: a classifier-style model's (the bundled one,
+    ViLT) predicted answer, a generative model's (BLIP, chat models such as LLaVA) greedy answer."""
     vqa = load_vqa(spec, trust_pickle)
-    if vqa.answers is None:
-        raise ValueError(
-            f"{vqa.name} generates its answers: mmcam eval --task vqa needs answer logits (e.g. ViLT)"
-        )
     vqa.model.to(device)
 
     def items(record: dict) -> list[Item]:
@@ -241,9 +239,11 @@ def vqa_task(spec: str, layer: str | None, device: torch.device, trust_pickle: b
         ):
             if not is_single_object(kind, answer):
                 continue
-            inputs = {k: v.to(device) for k, v in vqa.prepare([record["image"]], [question]).items()}
-            with torch.no_grad():
-                predicted = int(logits_of(vqa.forward(vqa.model, inputs)).argmax(dim=1))
+            asked = {k: v.to(device) for k, v in vqa.prepare([record["image"]], [question]).items()}
+            given = answered(vqa, asked)
+            if given is None:
+                continue
+            inputs, target, probabilities = given
             about = answer_objects(kind, answer, objects[:1], record_objects(record))
 
             def preprocess(images: list[Image.Image], question: str = question) -> Tensor:
@@ -252,16 +252,38 @@ def vqa_task(spec: str, layer: str | None, device: torch.device, trust_pickle: b
             truth = ground_truth(
                 record, tuple(inputs["pixel_values"].shape[-2:]), [about], preprocess=preprocess
             )
-
-            def probabilities(output: Any, answer: int = predicted) -> Tensor:
-                return logits_of(output).float().softmax(dim=1)[:, [answer]]
-
-            found.append(Item(inputs, [ClassScore(predicted)], truth, probabilities))
+            found.append(Item(inputs, [target], truth, probabilities))
         return found
 
     return Task(
         "vqa", vqa.name, vqa.model, vqa.forward, adapter_explainers(vqa, layer), items, subject=vqa.subject
     )
+
+
+def answered(
+    vqa: VQAModel, inputs: dict[str, Tensor]
+) -> tuple[dict[str, Tensor], Target, Callable[[Any], Tensor]] | None:
+    """The model's answer to the one question of ``inputs``, as ``mmcam vqa`` explains it: the inputs that
+    score it, its target and its probability (output on M rows -> (M, 1)).
+
+    Classifier-style: the top answer a*; target its logit z_a*, probability softmax(z)_a*. Generative: the
+    greedy answer a; the inputs extended with its teacher-forced ids, target its log-probability
+    log p(a) = sum_p log p(a_p | image, question, a_<p) (``answer_scores``), probability p(a) = exp(log p(a)).
+    None when a generative model answers nothing (the question is left out)."""
+    if vqa.answers is None:
+        with torch.no_grad():
+            answer = vqa.generate(inputs)[0]
+        if not answer:
+            return None
+        extended, target = answer_scores(vqa, inputs, [answer])
+        return extended, target, _stacked([target], torch.exp)
+    with torch.no_grad():
+        predicted = int(logits_of(vqa.forward(vqa.model, inputs)).argmax(dim=1))
+
+    def probabilities(output: Any) -> Tensor:
+        return logits_of(output).float().softmax(dim=1)[:, [predicted]]
+
+    return inputs, ClassScore(predicted), probabilities
 
 
 def rl_task(spec: str, layer: str | None, device: torch.device, trust_pickle: bool = False) -> Task:
