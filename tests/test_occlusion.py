@@ -219,3 +219,81 @@ def test_long_occlusion_shows_its_progress_and_short_one_does_not(capsys):
     assert "occlusion" in capsys.readouterr().err  # 144 windows, 2 a forward: 72 forwards
     mmcam.explain(model, image, 0, layer="features", method=Occlusion(cell=1, batch_size=64))
     assert "occlusion" not in capsys.readouterr().err  # 3 forwards
+
+
+@pytest.fixture(scope="module")
+def scene_file(tmp_path_factory):
+    from PIL import Image
+
+    from mmcam.zoo import make_scenes
+
+    image = tmp_path_factory.mktemp("scene") / "scene.png"
+    Image.fromarray(make_scenes(1, seed=11, n_objects=(3, 3))[0].image).save(image)
+    return image
+
+
+@pytest.mark.parametrize(
+    ("options", "method"),
+    [
+        (["--occlusion-window", "2", "--occlusion-stride", "1", "--fill", "0.25"], Occlusion(2, 1, 0.25)),
+        (["--rise-masks", "40", "--rise-cells", "4", "--fill", "mean"], RISE(masks=40, cells=4, fill="mean")),
+    ],
+)
+def test_classify_builds_occlusion_and_rise_from_their_options(scene_file, tmp_path, capsys, options, method):
+    """The command line's settings reach the method: the maps classify saves equal those of the Python API
+    with the same settings, and differ from the method's defaults."""
+    import json
+
+    from PIL import Image
+    from safetensors import safe_open
+
+    from mmcam.adapters.classification import top_targets
+    from mmcam.cli import main
+    from mmcam.loading import load_classifier
+
+    argv = ["classify", str(scene_file), "--top", "1", "--method", method.name, "--save-maps", "--json"]
+    assert main([*argv, *options, "--no-figures", "-o", str(tmp_path)]) == 0
+    with safe_open(json.loads(capsys.readouterr().out)["maps_file"], "pt") as saved:
+        raw = saved.get_tensor("raw")
+    classifier = load_classifier("shapes")
+    pixels = classifier.preprocess([Image.open(scene_file).convert("RGB")])
+    expected = classifier.explainer(None, method)(pixels, top_targets(1)).raw
+    torch.testing.assert_close(raw, expected, rtol=1e-5, atol=1e-6)
+    default = classifier.explainer(None, method.name)(pixels, top_targets(1)).raw
+    assert raw.abs().amax() > 0 and not torch.allclose(raw, default, atol=1e-3)
+
+
+COMMANDS = {
+    "classify": lambda image: ["classify", str(image)],
+    "caption": lambda image: ["caption", str(image)],
+    "vqa": lambda image: ["vqa", str(image), "-q", "what color is the circle?"],
+    "rl": lambda image: ["rl", "--episodes", "1", "--max-steps", "2"],
+    "eval": lambda image: ["eval", "--task", "classify", "--limit", "1", "--metric", "pointing"],
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_hands_its_occlusion_and_rise_settings_to_the_method(
+    command, scene_file, tmp_path, capsys
+):
+    """Bad values are refused at parse time naming the option; a setting of a method not asked for is
+    refused before any work; a window larger than the explained grid reaches occlusion, which refuses it
+    (so the option got there, in every command)."""
+    from mmcam.cli import main
+
+    argv = COMMANDS[command](scene_file)
+    method = ["--methods" if command == "eval" else "--method"]
+    for bad, message in [
+        (["--occlusion-window", "0"], "argument --occlusion-window: must be 1 or more, got 0"),
+        (["--fill", "gray"], "argument --fill: expected one of background, blur, mean, zero or a number"),
+        (["--rise-cells", "two"], "argument --rise-cells: expected a whole number, got 'two'"),
+    ]:
+        with pytest.raises(SystemExit):
+            main([*argv, *bad, "-o", str(tmp_path / "bad")])
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()
+    assert main([*argv, *method, "gradcam", "--rise-masks", "10", "-o", str(tmp_path / "other")]) == 2
+    assert "--rise-masks is a setting of rise, not of gradcam" in capsys.readouterr().err
+    too_large = [*method, "occlusion", "--occlusion-window", "99", "-o", str(tmp_path / "large")]
+    assert main([*argv, *too_large]) == 2
+    assert "the window (99, 99) is larger than the grid of cells" in capsys.readouterr().err

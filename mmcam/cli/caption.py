@@ -10,10 +10,12 @@ from mmcam.cli.options import (
     BatchOptions,
     ConceptOptions,
     ExplainOptions,
+    PerturbationOptions,
     SmoothingOptions,
     add_batch_options,
     add_concept_options,
     add_explain_options,
+    add_perturbation_options,
     add_smoothing_options,
     parsed,
 )
@@ -32,6 +34,7 @@ class CaptionOptions:
     explain: ExplainOptions
     concepts: ConceptOptions
     smoothing: SmoothingOptions
+    perturbation: PerturbationOptions
     batch: BatchOptions
 
 
@@ -78,6 +81,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_concept_options(parser)
     add_explain_options(parser)
     add_smoothing_options(parser)
+    add_perturbation_options(parser)
     add_batch_options(parser)
     parser.set_defaults(run=run)
 
@@ -94,7 +98,7 @@ def caption(options: CaptionOptions) -> int:
     from mmcam.cli.batches import for_each_input
     from mmcam.cli.concepts import add_concepts, concept_table_of
     from mmcam.cli.output import output_folder, record_job, unknown_words_said
-    from mmcam.cli.policy import chosen_method, smoothing
+    from mmcam.cli.policy import chosen_method, configured, perturbation_settings, smoothing
     from mmcam.evaluation.distributed import distributed
     from mmcam.images import load_image
     from mmcam.loading import load_captioner
@@ -104,7 +108,11 @@ def caption(options: CaptionOptions) -> int:
         captioner = load_captioner(options.model, explain.trust_pickle, options.prompt)
         captioner.model.to(processes.device)
         method = chosen_method(explain.method, options.concepts.concepts, captioner)
-        explainer = captioner.explainer(explain.layer, method, **smoothing(options.smoothing, method))
+        explainer = captioner.explainer(
+            explain.layer,
+            configured(method, perturbation_settings(options.perturbation, [method])),
+            **smoothing(options.smoothing, method),
+        )
         table = concept_table_of(options.concepts, method, captioner.subject(explain.layer))
         output = output_folder(explain.output, explain.overwrite)
         unknown = unknown_words_said(captioner.unknown_words, {"caption": options.caption})

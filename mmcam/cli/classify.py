@@ -10,10 +10,12 @@ from mmcam.cli.options import (
     BatchOptions,
     ConceptOptions,
     ExplainOptions,
+    PerturbationOptions,
     SmoothingOptions,
     add_batch_options,
     add_concept_options,
     add_explain_options,
+    add_perturbation_options,
     add_smoothing_options,
     capped_top,
     check_top,
@@ -39,6 +41,7 @@ class ClassifyOptions:
     explain: ExplainOptions
     concepts: ConceptOptions
     smoothing: SmoothingOptions
+    perturbation: PerturbationOptions
     batch: BatchOptions
 
 
@@ -103,6 +106,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_concept_options(parser)
     add_explain_options(parser)
     add_smoothing_options(parser)
+    add_perturbation_options(parser)
     add_batch_options(parser)
     parser.set_defaults(run=run)
 
@@ -110,19 +114,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def layer_explainer(options: ClassifyOptions, method: str, classifier):
     """The explainer of ``--layer`` with ``method``, or with ``--fuse-layers`` one per layer, their maps
     fused."""
-    from mmcam.cli.policy import smoothing
+    from mmcam.cli.policy import configured, perturbation_settings, smoothing
     from mmcam.engine.fusion import fused_explainer
     from mmcam.engine.methods import get_method
 
     layer, smooth = options.explain.layer, smoothing(options.smoothing, method)
+    built = configured(method, perturbation_settings(options.perturbation, [method]))
     if not options.fuse_layers:
-        return classifier.explainer(layer, method, **smooth)
+        return classifier.explainer(layer, built, **smooth)
     if layer or options.concepts.concepts:
         raise ValueError(
             "--fuse-layers names the layers itself and its fused maps have no channel weights: drop "
             + ("--layer" if layer else "--concepts")
         )
-    explainers = [classifier.explainer(fused, method, **smooth) for fused in options.fuse_layers]
+    explainers = [classifier.explainer(fused, built, **smooth) for fused in options.fuse_layers]
     gamma = LAYERCAM_GAMMA if get_method(method).name == "layercam" else None
     return fused_explainer(explainers, gamma, options.fuse_by)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import astuple
 from pathlib import Path
 
 from mmcam.cli.choices import (
@@ -15,7 +16,13 @@ from mmcam.cli.choices import (
     SHAPES_SEED,
     TASKS,
 )
-from mmcam.cli.options import add_trust_pickle_option, comma_separated
+from mmcam.cli.options import (
+    PerturbationOptions,
+    add_perturbation_options,
+    add_trust_pickle_option,
+    comma_separated,
+    parsed,
+)
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "guided-gradcam", *BASELINES)
 ROLLOUT_METHODS = ("gradcam", "hirescam", "perturbation")  # --episodes: Grad-CAM, the RL default, Greydanus
@@ -81,10 +88,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--shard-size", type=int, default=20, metavar="N", help="samples per stored shard")
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps (default 16)")
     parser.add_argument(
-        "--baseline", default="blur", choices=PERTURBATIONS, help="what removed pixels become"
+        "--baseline",
+        default="blur",
+        choices=PERTURBATIONS,
+        help="what the pixels deletion, insertion and the occlusion metric remove become (default blur; the "
+        "occlusion and RISE methods' is --fill)",
     )
-    parser.add_argument("--patch", type=int, default=16, help="occlusion patch side in px (default 16)")
-    parser.add_argument("--stride", type=int, default=8, help="occlusion stride in px (default 8)")
+    parser.add_argument(
+        "--patch",
+        type=int,
+        default=16,
+        help="the cell side in px of deletion-grid, insertion-grid and the occlusion metric's patches (default 16)",
+    )
+    parser.add_argument(
+        "--stride", type=int, default=8, help="the occlusion metric's stride in px (default 8)"
+    )
     parser.add_argument(
         "--tolerance",
         type=int,
@@ -92,6 +110,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="the strict pointing game's tolerance in px (default 0; pointing-tolerant: 15 px at 224, scaled)",
     )
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_perturbation_options(parser)
     add_trust_pickle_option(parser)
     parser.add_argument("-o", "--output", default="mmcam-eval", metavar="DIR", help="results folder")
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
@@ -99,6 +118,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
+    from mmcam.cli.policy import perturbation_settings
     from mmcam.evaluation.distributed import distributed
     from mmcam.evaluation.runner import Evaluation, run_evaluation
     from mmcam.evaluation.summary import table_text
@@ -107,11 +127,17 @@ def run(arguments: argparse.Namespace) -> int:
     for option in ("steps", "patch", "stride"):
         if getattr(arguments, option) < 1:
             raise ValueError(f"--{option} must be at least 1")
+    perturbation = parsed(PerturbationOptions, arguments)
     if arguments.episodes is not None:
+        if any(value is not None for value in astuple(perturbation)):
+            raise ValueError(
+                "--episodes explains with each method's defaults: drop the occlusion and RISE options"
+            )
         return run_rollouts(arguments)
+    methods = arguments.methods or list(DEFAULT_METHODS)
     evaluation = Evaluation(
         task=arguments.task,
-        methods=arguments.methods or list(DEFAULT_METHODS),
+        methods=methods,
         metrics=arguments.metric,
         output=Path(arguments.output),
         model=arguments.model,
@@ -121,6 +147,7 @@ def run(arguments: argparse.Namespace) -> int:
         seed=arguments.seed,
         shard_size=arguments.shard_size,
         trust_pickle=arguments.trust_pickle,
+        method_options=perturbation_settings(perturbation, [m for m in methods if m not in BASELINES]),
         settings=Settings(
             steps=arguments.steps,
             baseline=arguments.baseline,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from typing import TypeVar
 
-from mmcam.cli.choices import METHODS
+from mmcam.cli.choices import FILLS, METHODS
 
 Options = TypeVar("Options")
 
@@ -59,6 +59,18 @@ class SmoothingOptions:
 
 
 @dataclass(frozen=True)
+class PerturbationOptions:
+    """``add_perturbation_options``: occlusion's window and stride, RISE's mask count and grid (in cells), and
+    what fills the cells they remove; None where the option was not given (the method's default)."""
+
+    occlusion_window: int | None
+    occlusion_stride: int | None
+    rise_masks: int | None
+    rise_cells: int | None
+    fill: str | float | None
+
+
+@dataclass(frozen=True)
 class BatchOptions:
     """``add_batch_options`` and the inputs: files, folders or glob patterns (clips with ``--video``)."""
 
@@ -98,6 +110,18 @@ def at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def fill_value(text: str) -> str | float:
+    """An argparse type: one of ``FILLS``, or a number (a constant baseline, in the model's input units)."""
+    if text in FILLS:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(FILLS)} or a number, got {text!r}"
+        ) from None
 
 
 def comma_separated(text: str) -> list[str]:
@@ -210,4 +234,43 @@ def add_batch_options(parser: argparse.ArgumentParser) -> None:
         "--no-figures",
         action="store_true",
         help="write no figures and no report: the JSON (and --save-maps) only, for whole folders at speed",
+    )
+
+
+def add_perturbation_options(parser: argparse.ArgumentParser) -> None:
+    """The settings of the perturbation methods (``--method occlusion`` or ``rise``), in cells of the
+    explained grid: a token model's patches, a CNN's cells of the explained layer."""
+    parser.add_argument(
+        "--occlusion-window",
+        type=at_least(1),
+        metavar="N",
+        help="occlusion: fill N x N cells of the explained grid at a time (a token model's patches, a CNN "
+        "layer's cells; default 1)",
+    )
+    parser.add_argument(
+        "--occlusion-stride",
+        type=at_least(1),
+        metavar="N",
+        help="occlusion: move the window N cells at a time (default 1)",
+    )
+    parser.add_argument(
+        "--rise-masks",
+        type=at_least(1),
+        metavar="N",
+        help="RISE: how many random masks to score (default 1000)",
+    )
+    parser.add_argument(
+        "--rise-cells",
+        type=at_least(1),
+        metavar="N",
+        help="RISE: draw each mask as N x N cells, each kept with probability 0.5, then upsampled smoothly "
+        "to the image (default: the explained layer's grid)",
+    )
+    parser.add_argument(
+        "--fill",
+        type=fill_value,
+        metavar="F",
+        help=f"occlusion and RISE: what fills a removed cell: {', '.join(FILLS)} or a number (a constant "
+        "baseline in the model's input units, after its normalization); background (default) is each "
+        "image's per-channel median over its outermost pixels, blur a Gaussian blur of the image",
     )

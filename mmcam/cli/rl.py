@@ -8,7 +8,15 @@ import sys
 from dataclasses import dataclass
 
 from mmcam.cli.choices import ACTION_TARGETS
-from mmcam.cli.options import ConceptOptions, ExplainOptions, add_explain_options, comma_separated, parsed
+from mmcam.cli.options import (
+    ConceptOptions,
+    ExplainOptions,
+    PerturbationOptions,
+    add_explain_options,
+    add_perturbation_options,
+    comma_separated,
+    parsed,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class RlOptions:
     video: str
     concepts: bool
     explain: ExplainOptions
+    perturbation: PerturbationOptions
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -91,6 +100,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "named on 20 episodes of the agent's own play, from the environment's object masks)",
     )
     add_explain_options(parser)
+    add_perturbation_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -143,7 +153,7 @@ def rl(options: RlOptions) -> int:
     from mmcam.adapters.rl import explain_episodes, explain_trajectories, make_env
     from mmcam.cli.concepts import add_concepts, concept_table_of
     from mmcam.cli.output import output_folder
-    from mmcam.cli.policy import chosen_method
+    from mmcam.cli.policy import chosen_method, configured, perturbation_settings
     from mmcam.cli.records import rollout_records, rollout_table, saved_maps
     from mmcam.engine.devices import chosen_device
     from mmcam.loading import load_policy
@@ -157,6 +167,7 @@ def rl(options: RlOptions) -> int:
     policy = load_policy(options.policy, venv, explain.trust_pickle)
     policy.model.to(device)
     method = chosen_method(explain.method, options.concepts, policy)
+    settings = perturbation_settings(options.perturbation, [method, *options.compare])
     table = None
     if options.concepts:
         concepts = ConceptOptions(concepts=True, probe_dataset=None)
@@ -168,7 +179,7 @@ def rl(options: RlOptions) -> int:
         venv,
         episodes=options.episodes,
         seed=options.seed,
-        method=method,
+        method=configured(method, settings),
         layer=explain.layer,
         all_actions=options.all_actions,
         value=options.value,
@@ -183,7 +194,7 @@ def rl(options: RlOptions) -> int:
             trajectories,
             rollout.action_names,
             rollout.env,
-            other,
+            configured(other, settings),
             explain.layer,
             target=options.target,
         )

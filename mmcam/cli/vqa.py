@@ -9,10 +9,12 @@ from mmcam.cli.options import (
     BatchOptions,
     ConceptOptions,
     ExplainOptions,
+    PerturbationOptions,
     SmoothingOptions,
     add_batch_options,
     add_concept_options,
     add_explain_options,
+    add_perturbation_options,
     add_smoothing_options,
     capped_top,
     check_top,
@@ -32,6 +34,7 @@ class VqaOptions:
     explain: ExplainOptions
     concepts: ConceptOptions
     smoothing: SmoothingOptions
+    perturbation: PerturbationOptions
     batch: BatchOptions
 
 
@@ -72,6 +75,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_concept_options(parser)
     add_explain_options(parser)
     add_smoothing_options(parser)
+    add_perturbation_options(parser)
     add_batch_options(parser)
     parser.set_defaults(run=run)
 
@@ -86,7 +90,7 @@ def vqa(options: VqaOptions) -> int:
     from mmcam.cli.batches import Job, for_each_input, one_by_one
     from mmcam.cli.concepts import add_concepts, concept_table_of
     from mmcam.cli.output import output_folder, record_job, unknown_words_said
-    from mmcam.cli.policy import chosen_method, smoothing
+    from mmcam.cli.policy import chosen_method, configured, perturbation_settings, smoothing
     from mmcam.evaluation.distributed import distributed
     from mmcam.images import load_image
     from mmcam.loading import load_vqa
@@ -99,7 +103,11 @@ def vqa(options: VqaOptions) -> int:
         method = chosen_method(explain.method, options.concepts.concepts, model)
         table = concept_table_of(options.concepts, method, model.subject(explain.layer))
         output = output_folder(explain.output, explain.overwrite)
-        explainer = model.explainer(explain.layer, method, **smoothing(options.smoothing, method))
+        explainer = model.explainer(
+            explain.layer,
+            configured(method, perturbation_settings(options.perturbation, [method])),
+            **smoothing(options.smoothing, method),
+        )
         texts = {"question": options.question}
         if model.answers is None:  # a generative model reads the answers asked about as words too
             texts["answers"] = " ".join([*options.answer, *options.why_not])

@@ -41,6 +41,7 @@ class Evaluation:
     shard_size: int = 20
     settings: Settings = field(default_factory=Settings)
     trust_pickle: bool = False  # let the model's loader unpickle (pickles can run code)
+    method_options: dict[str, dict] = field(default_factory=dict)  # by method name, e.g. occlusion's window
 
     def check(self) -> None:
         """Canonical names and the task's default model, or one clear error."""
@@ -59,8 +60,9 @@ class Evaluation:
             raise ValueError(f"--limit must be at least 1, got {self.limit}")
 
     def config(self) -> dict:
-        """What stored shards depend on (methods and limit aside: shards are per method, per sample range)."""
-        return {
+        """What stored shards depend on (methods and limit aside: shards are per method, per sample range);
+        the methods' options only when some are given, so that folders written before they existed resume."""
+        config = {
             "task": self.task,
             "model": self.model,
             "layer": self.layer,
@@ -69,6 +71,7 @@ class Evaluation:
             "shard_size": self.shard_size,
             "settings": asdict(self.settings),
         }
+        return {**config, "method_options": self.method_options} if self.method_options else config
 
     def records(self) -> Records:
         if self.task == "rl":
@@ -90,7 +93,12 @@ def run_evaluation(evaluation: Evaluation, processes: Processes, progress: bool 
         store.write_config()
     records = evaluation.records()
     task = build_task(
-        evaluation.task, evaluation.model, evaluation.layer, processes.device, evaluation.trust_pickle
+        evaluation.task,
+        evaluation.model,
+        evaluation.layer,
+        processes.device,
+        evaluation.trust_pickle,
+        evaluation.method_options,
     )
     began = time.perf_counter()
     ranges = shard_ranges(len(records), evaluation.shard_size)

@@ -20,6 +20,7 @@ from mmcam.adapters.vqa import VQAModel, answer_scores
 from mmcam.concepts.dissect import ConceptTable
 from mmcam.engine import Explainer
 from mmcam.engine.context import Forward
+from mmcam.engine.methods import CamMethod, get_method
 from mmcam.evaluation.data import REACH_OBJECTS, object_boxes, object_masks, without_each_object
 from mmcam.evaluation.grounding import answer_objects, is_single_object, record_objects, word_objects
 from mmcam.loading import load_captioner, load_classifier, load_policy, load_vqa
@@ -52,10 +53,11 @@ class Task:
     model_name: str
     model: nn.Module
     forward: Forward
-    make_explainer: Callable[[nn.Module, str], Explainer]
+    make_explainer: Callable[[nn.Module, CamMethod], Explainer]
     items: Callable[[dict], list[Item]]
     image_key: str = "pixel_values"
     subject: Callable[[str], Subject] | None = None  # a layer of the model, to name its units
+    method_options: dict[str, dict] = field(default_factory=dict)  # by method name: its constructor's options
     _explainers: dict[str, Explainer] = field(default_factory=dict, repr=False)
     _tables: dict[str, ConceptTable] = field(default_factory=dict, repr=False)
     _randomized: dict[int, nn.Module] = field(default_factory=dict, repr=False)
@@ -82,13 +84,17 @@ class Task:
         return self._randomized[seed]
 
     def explainer(self, method: str, model: nn.Module | None = None) -> Explainer:
-        """The explainer of ``method`` on the task's model (one per method, reused by every item), or on
-        ``model`` (such as a randomized copy, built anew)."""
+        """The explainer of ``method`` (built with its ``method_options``) on the task's model (one per
+        method, reused by every item), or on ``model`` (such as a randomized copy, built anew)."""
         if model is not None and model is not self.model:
-            return self.make_explainer(model, method)
+            return self.make_explainer(model, self.built_method(method))
         if method not in self._explainers:
-            self._explainers[method] = self.make_explainer(self.model, method)
+            self._explainers[method] = self.make_explainer(self.model, self.built_method(method))
         return self._explainers[method]
+
+    def built_method(self, method: str) -> CamMethod:
+        """The method named ``method``, built with its entry of ``method_options`` (none: its defaults)."""
+        return get_method(method, **self.method_options.get(method, {}))
 
 
 def ground_truth(
@@ -120,11 +126,11 @@ def ground_truth(
     return Truth(target_masks, target_boxes, others, masks, groups, described, removed)
 
 
-def adapter_explainers(adapter: Any, layer: str | None) -> Callable[[nn.Module, str], Explainer]:
+def adapter_explainers(adapter: Any, layer: str | None) -> Callable[[nn.Module, CamMethod], Explainer]:
     """``(model, method) -> explainer``: the task adapter's own explainer of ``layer`` (None: its default)
     and ``method``, on its model or on another one of the same architecture (a randomized copy)."""
 
-    def make(model: nn.Module, method: str) -> Explainer:
+    def make(model: nn.Module, method: CamMethod) -> Explainer:
         own = adapter if model is adapter.model else replace(adapter, model=model)
         return own.explainer(layer, method)
 
@@ -318,9 +324,13 @@ def build_task(
     layer: str | None = None,
     device: torch.device | str = "cpu",
     trust_pickle: bool = False,
+    method_options: dict[str, dict] | None = None,
 ) -> Task:
     """The task ``name`` on the model ``spec`` (``shapes``: the bundled one); ``trust_pickle`` lets the
-    loader unpickle a checkpoint (which can run code), as ``--trust-pickle`` does."""
+    loader unpickle a checkpoint (which can run code), as ``--trust-pickle`` does; ``method_options``: by
+    method name, the options its explainer's method is built with (``{"occlusion": {"window": 2}}``)."""
     if name not in BUILDERS:
         raise ValueError(f"unknown task '{name}'; choose one of: {', '.join(BUILDERS)}")
-    return BUILDERS[name](spec, layer, torch.device(device), trust_pickle)
+    return replace(
+        BUILDERS[name](spec, layer, torch.device(device), trust_pickle), method_options=method_options or {}
+    )

@@ -155,9 +155,12 @@ def _key(name: str) -> str:
     return name.lower().replace("plusplus", "++").replace("_", "").replace("-", "").replace(" ", "")
 
 
-def get_method(method: str | CamMethod) -> CamMethod:
-    """A method instance from its name (case, '-' and '_' ignored; 'plusplus' = '++') or an instance."""
+def get_method(method: str | CamMethod, **options) -> CamMethod:
+    """A method instance from its name (case, '-' and '_' ignored; 'plusplus' = '++'), built with ``options``
+    (its constructor's keywords, such as occlusion's ``window``), or an instance (taken as it is)."""
     if isinstance(method, CamMethod):
+        if options:
+            raise ValueError(f"{method.name} is already built: give its options to its constructor")
         return method
     if not isinstance(method, str):
         raise TypeError(
@@ -166,4 +169,4 @@ def get_method(method: str | CamMethod) -> CamMethod:
     by_key = {_key(name): cls for name, cls in METHODS.items()}
     if _key(method) not in by_key:
         raise ValueError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
-    return by_key[_key(method)]()
+    return by_key[_key(method)](**options)
