@@ -10,7 +10,7 @@ from mmcam.concepts.ablation import ablation_sets, curve_sets, deletion_curves, 
 from mmcam.concepts.compose import SignatureCounter, positive_atoms, search
 from mmcam.concepts.dissect import ConceptTable, UnitName
 from mmcam.concepts.probes import name_units, shapes_probe
-from mmcam.concepts.sentences import concept_evidence, describe, verb_of
+from mmcam.concepts.sentences import ablation_text, concept_evidence, describe, verb_of
 from mmcam.loading import load_classifier
 from mmcam.zoo import make_scenes
 from mmcam.zoo.concepts import ATOMS, concept_masks
@@ -110,6 +110,19 @@ def test_ablation_sets_take_the_named_concepts_then_the_next_ones():
     sets = ablation_sets(contributions, table, top=2)
     assert sets["named"] == [0, 1, 2] and sets["next"] == [3, 4, 5] and len(sets["random"]) == 3
     assert curve_sets(contributions, table) == [[0, 1], [0, 1, 2], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5]]
+
+
+def test_the_ablation_is_said_in_the_scores_units_and_direction():
+    drops = {"units": 3, "named": 1.234, "random": 0.1, "next": -0.05}
+    assert ablation_text(drops, "logit") == (
+        "Zeroing its 3 units lowers the logit by 1.23 (as many random units: 0.10; "
+        "as many units of the next concepts: -0.05)."
+    )
+    raised = ablation_text({**drops, "units": 1, "named": -0.5, "inputs": 7}, "log-probability", "steps")
+    assert raised.startswith(
+        "Zeroing its 1 unit raises the log-probability by 0.50 on average over 7 steps ("
+    )
+    assert ablation_text({"units": 0, "named": math.nan, "random": math.nan, "next": math.nan}) == ""
 
 
 @pytest.fixture(scope="module")

@@ -74,9 +74,14 @@ class CaptionModel(ExplainedModel):
 
 @dataclass
 class CaptionExplanation:
+    """One image's caption, its words and their explanation; ``inputs`` and ``targets``: the image's model
+    inputs and word targets alone, to score its words again with units zeroed (``concepts.ablation``)."""
+
     caption: str
     words: list[str]
     explanation: Explanation
+    inputs: dict[str, Tensor] | None = None
+    targets: list[Target] | None = None
 
 
 def word_targets(
@@ -149,15 +154,26 @@ def explain_captions(
     tokenized = [captioner.tokenize(caption) for caption in captions]
     targets = word_targets(tokenized, words, whole_caption)
     own = [[k for k, target in enumerate(targets) if target.reads_sample(b)] for b in range(len(captions))]
-    if counterfactual:
-        targets = [-target for target in targets]
     explainer = explainer or captioner.explainer()
-    inputs = {"pixel_values": pixels, "input_ids": right_padded([t.ids for t in tokenized])}
+    inputs, targets = _caption_inputs(pixels, tokenized, targets, counterfactual)
     explanation = explainer(inputs, targets).cpu()
-    return [
-        CaptionExplanation(caption, t.words, select_targets(one, keep))
-        for caption, t, one, keep in zip(captions, tokenized, split_samples(explanation), own)
+    alone = [
+        _caption_inputs(pixels[b : b + 1], [t], word_targets([t], words, whole_caption), counterfactual)
+        for b, t in enumerate(tokenized)
     ]
+    return [
+        CaptionExplanation(caption, t.words, select_targets(one, keep), *replay)
+        for caption, t, one, keep, replay in zip(captions, tokenized, split_samples(explanation), own, alone)
+    ]
+
+
+def _caption_inputs(
+    pixels: Tensor, tokenized: Sequence[Tokenized], targets: list[Target], counterfactual: bool
+) -> tuple[dict[str, Tensor], list[Target]]:
+    """The decoder's inputs for ``tokenized`` captions of ``pixels``, and ``targets`` negated where
+    ``counterfactual``."""
+    inputs = {"pixel_values": pixels, "input_ids": right_padded([t.ids for t in tokenized])}
+    return inputs, [-target for target in targets] if counterfactual else targets
 
 
 def explain_caption(

@@ -84,10 +84,16 @@ NO_ANSWER = "the model's answer is empty: there is no word of it to explain"
 
 @dataclass
 class VQAExplanation:
+    """The answers to one question about one image, explained; ``inputs`` and ``targets``: that image's
+    model inputs and its answers' targets (fixed answers), to score them again with units zeroed
+    (``concepts.ablation``); None for a generative model, whose answers are read in rows of copies."""
+
     question: str
     tokens: list[str | None]
     answer: str
     explanation: Explanation
+    inputs: dict[str, Tensor] | None = None
+    targets: list[Target] | None = None
 
 
 def _folded(answer: str) -> str:
@@ -165,7 +171,7 @@ def explain_answers(
         logits = logits_of(vqa.forward(vqa.model, inputs))
     targets = answer_targets(logits, vqa, answers, top, why_not)
     explanation = explainer(inputs, targets).cpu()
-    return VQAExplanation(question, tokens, explanation.labels[0][0], explanation)
+    return VQAExplanation(question, tokens, explanation.labels[0][0], explanation, inputs, targets)
 
 
 def explain_top_answers(
@@ -204,8 +210,12 @@ def explain_top_answers(
             explanation = replace(explained, token_weights=explained.token_weights[..., : len(tokens)]).cpu()
         else:
             explanation = explainer(inputs, [TopClass(rank) for rank in range(top)]).cpu()
-        for i, one in zip(indices, split_samples(explanation)):
-            results[i] = VQAExplanation(question, tokens, one.labels[0][0], one)
+        for j, (i, one) in enumerate(zip(indices, split_samples(explanation))):
+            replay = (None, None)
+            if vqa.answers is not None:  # this image alone, its ranked answers fixed
+                alone = {name: value[j : j + 1] for name, value in inputs.items()}
+                replay = (alone, [ClassScore(index) for index in one.indices[0]])
+            results[i] = VQAExplanation(question, tokens, one.labels[0][0], one, *replay)
     return [results[i] for i in range(len(images))]
 
 

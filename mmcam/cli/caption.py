@@ -96,7 +96,7 @@ def caption(options: CaptionOptions) -> int:
 
     from mmcam.adapters.captioning import chosen_words, explain_captions, generate_captions
     from mmcam.cli.batches import for_each_input
-    from mmcam.cli.concepts import add_concepts, concept_table_of
+    from mmcam.cli.concepts import add_concepts, concept_table_of, replayed_drops
     from mmcam.cli.output import output_folder, record_job, unknown_words_said
     from mmcam.cli.policy import chosen_method, configured, perturbation_settings, smoothing
     from mmcam.evaluation.distributed import distributed
@@ -123,7 +123,8 @@ def caption(options: CaptionOptions) -> int:
             def finished(record: dict) -> dict:
                 if table is not None:
                     decided = None if options.caption else [True] * len(record["targets"])  # its own words
-                    add_concepts(record, result.explanation.contributions[0], table, "wrote", decided)
+                    ablate = replayed_drops(explainer, result.inputs, result.targets, table)
+                    add_concepts(record, result.explanation.contributions[0], table, "wrote", decided, ablate)
                 record = {**record, "caption": result.caption, "words": result.words}
                 return {**record, "unknown_words": unknown} if unknown else record
 

@@ -39,12 +39,28 @@ def add_concepts(record: dict, contributions: Tensor, table, action: str, decide
     ``decided[k]`` is True, "rejected" where False, "scored" where None or without ``decided``.
     ``ablate(contributions)``, if given, gives per target the score drops of zeroing its sentence's units
     (``concepts.ablation.sentence_drops``)."""
-    from mmcam.concepts.sentences import describe, verb_of
+    from mmcam.concepts.sentences import ablation_text, describe, verb_of
 
     drops = ablate(contributions) if ablate is not None else [{}] * len(record["targets"])
     for k, target in enumerate(record["targets"]):
         verb = verb_of(action, None if decided is None else decided[k])
-        score = f"{target.get('score_kind', 'score')} {target['score']:.2f}"
-        described = describe(target["label"], contributions[k], table, verb, score=score)
+        kind = target.get("score_kind", "score")
+        described = describe(
+            target["label"], contributions[k], table, verb, score=f"{kind} {target['score']:.2f}"
+        )
         described.ablation = drops[k]
+        said = ablation_text(drops[k], kind)
+        described.text += f" {said}" if said else ""
         target["concepts"], target["text"] = described.as_json(), described.text
+
+
+def replayed_drops(explainer, inputs, targets, table):
+    """``add_concepts``' ``ablate`` for one input scored again: its model ``inputs`` and ``targets``, fixed
+    as the record's (None where there are none to replay, e.g. a generative model's answers: no ablation)."""
+    if inputs is None:
+        return None
+    from functools import partial
+
+    from mmcam.concepts.ablation import sentence_drops
+
+    return partial(sentence_drops, explainer, inputs, targets, table=table)

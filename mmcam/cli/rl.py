@@ -106,20 +106,29 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def _why_actions(rollout, table) -> list[str]:
     """One sentence per action the agent took, from its chosen-action unit contributions averaged over the
-    steps where it chose that action."""
+    steps where it chose that action, with the mean drop of its score at those steps when the sentence's
+    units are zeroed (``concepts.ablation.mean_drops``)."""
     import torch
 
-    from mmcam.concepts.sentences import describe
+    from mmcam.concepts.ablation import mean_drops
+    from mmcam.concepts.sentences import ablation_text, describe
 
     contributions = torch.cat([episode.explanation.contributions[:, 0] for episode in rollout.episodes])
-    actions = torch.tensor([a for episode in rollout.episodes for a in episode.trajectory.actions])
-    return [
-        describe(rollout.action_names[a], contributions[actions == a].mean(0), table, verb="chose").text
-        for a in actions.unique().tolist()
-    ]
+    steps = [(e, t) for e, episode in enumerate(rollout.episodes) for t in range(episode.steps)]
+    actions = torch.tensor([rollout.episodes[e].trajectory.actions[t] for e, t in steps])
+    kind = (rollout.episodes[0].explanation.kinds or ["score"])[0]
+    sentences = []
+    for a in actions.unique().tolist():
+        chosen = (actions == a).nonzero()[:, 0].tolist()
+        mean = contributions[chosen].mean(0)
+        replays = [rollout.replay(*steps[i]) for i in chosen]
+        said = ablation_text(mean_drops(rollout.explainer, replays, mean, table), kind, "steps")
+        text = describe(rollout.action_names[a], mean, table, verb="chose").text
+        sentences.append(f"{text} {said}" if said else text)
+    return sentences
 
 
-def _rollout_probe(policy, venv, episodes: int = 20, seed: int = 50_000):
+def rollout_probe(policy, venv, episodes: int = 20, seed: int = 50_000):
     """The observations of ``episodes`` of the policy's own play (from ``reset`` with seeds ``seed + i``),
     with the object masks the environment gives in ``info`` as concepts (ShapesReach: agent, goal,
     distractors): the states the agent meets, to name its units with."""
@@ -151,7 +160,7 @@ def run(arguments: argparse.Namespace) -> int:
 def rl(options: RlOptions) -> int:
     """Play the episodes and explain the agent's actions, as ``options`` ask."""
     from mmcam.adapters.rl import explain_episodes, explain_trajectories, make_env
-    from mmcam.cli.concepts import add_concepts, concept_table_of
+    from mmcam.cli.concepts import add_concepts, concept_table_of, replayed_drops
     from mmcam.cli.output import output_folder
     from mmcam.cli.policy import chosen_method, configured, perturbation_settings
     from mmcam.cli.records import rollout_records, rollout_table, saved_maps
@@ -172,7 +181,7 @@ def rl(options: RlOptions) -> int:
     if options.concepts:
         concepts = ConceptOptions(concepts=True, probe_dataset=None)
         table = concept_table_of(
-            concepts, method, policy.subject(explain.layer), _rollout_probe(policy, venv)
+            concepts, method, policy.subject(explain.layer), rollout_probe(policy, venv)
         )
     rollout = explain_episodes(
         policy,
@@ -233,7 +242,10 @@ def rl(options: RlOptions) -> int:
         for record in rollout_records(rollout, compared):
             if table is not None:
                 steps = rollout.episodes[record["episode"]].explanation.contributions[record["step"]]
-                add_concepts(record, steps, table, "chose", [True] + [None] * (len(record["targets"]) - 1))
+                decided = [True] + [None] * (len(record["targets"]) - 1)
+                replayed = rollout.replay(record["episode"], record["step"])
+                ablate = replayed_drops(rollout.explainer, *replayed, table)
+                add_concepts(record, steps, table, "chose", decided, ablate)
             print(json.dumps({**record, "animation": str(animations[record["episode"]])}))
         return 0
     print(f"{rollout.policy} on {rollout.env} ({rollout.method} at {rollout.layer}):")

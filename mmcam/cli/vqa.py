@@ -88,7 +88,7 @@ def vqa(options: VqaOptions) -> int:
     """Answer the question about each input and explain the answers, as ``options`` ask."""
     from mmcam.adapters.vqa import explain_answers, explain_top_answers
     from mmcam.cli.batches import Job, for_each_input, one_by_one
-    from mmcam.cli.concepts import add_concepts, concept_table_of
+    from mmcam.cli.concepts import add_concepts, concept_table_of, replayed_drops
     from mmcam.cli.output import output_folder, record_job, unknown_words_said
     from mmcam.cli.policy import chosen_method, configured, perturbation_settings, smoothing
     from mmcam.evaluation.distributed import distributed
@@ -127,7 +127,9 @@ def vqa(options: VqaOptions) -> int:
                     ]
                 if table is not None:
                     decided = [target["label"] == result.answer for target in record["targets"]]
-                    add_concepts(record, result.explanation.contributions[0], table, "answered", decided)
+                    ablate = replayed_drops(explainer, result.inputs, result.targets, table)
+                    contributions = result.explanation.contributions[0]
+                    add_concepts(record, contributions, table, "answered", decided, ablate)
                 record = {**record, "question": result.question, "answer": result.answer}
                 return {**record, "unknown_words": unknown} if unknown else record
 

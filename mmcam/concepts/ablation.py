@@ -72,6 +72,24 @@ def sentence_drops(
     ]
 
 
+def mean_drops(
+    explainer: Explainer, replays: list[tuple], contributions: Tensor, table: ConceptTable, seed: int = 0
+) -> dict:
+    """One sentence over many inputs (an RL action over the steps it was chosen at, from their mean
+    contributions (C,)): its ``named``, ``random`` and ``next`` sets, and each set's drop of the first target
+    averaged over ``replays``, (inputs, targets) of one input each: mean_n d_n(U)."""
+    sets = ablation_sets(contributions, table, seed=seed)
+    if not sets["named"]:
+        return {"units": 0} | {name: float("nan") for name in sets}
+    per_input = [
+        zeroed_drops(explainer, inputs, targets[:1], [list(sets.values())])[0] for inputs, targets in replays
+    ]
+    means = [sum(column) / len(per_input) for column in zip(*per_input)]
+    return {"units": len(sets["named"]), "inputs": len(replays)} | {
+        name: round(d, 6) for name, d in zip(sets, means)
+    }
+
+
 def deletion_curves(
     explainer: Explainer, inputs, targets: list, contributions: Tensor, table: ConceptTable
 ) -> list[list[float]]:

@@ -13,6 +13,12 @@ once with compositional labels (formulas up to 3 atoms over colors, shapes, size
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python tasks/concepts/measure.py [--scenes 100] [--models shapes,resnet18,vit]``
 (probe: 200 scenes of seed 60000; held-out scenes from seed 70000; tables cached under $MMCAM_CACHE).
+
+``--rl-targets log-prob,logit,advantage,margin [--episodes 10]`` measures the RL sentences instead: the strong
+ShapesReach agent's units named on 20 episodes of its play (seeds 50000+), its chosen action explained at every
+step of held-out episodes (seeds 80000+) by each action target; per target: the share of steps whose sentence
+names a supporting unit, the share whose first supporting concept is the goal, and the ablation drops (in the
+target's own units, so compare the ratios across targets).
 """
 
 from __future__ import annotations
@@ -115,6 +121,46 @@ def measure(name: str, scenes: int, seed: int) -> dict:
     return result
 
 
+def measure_rl(target: str, episodes: int, seed: int = 80_000) -> dict:
+    """The RL sentences of the strong agent's chosen actions, explained by ``target`` (see the docstring)."""
+    from mmcam.adapters.rl import explain_episodes, make_env
+    from mmcam.cli.rl import rollout_probe
+    from mmcam.concepts.sentences import verb_of
+    from mmcam.loading import load_policy
+
+    venv = make_env("mmcam/ShapesReach-v0")
+    policy = load_policy("strong", venv)
+    table = concept_table(policy.subject(), rollout_probe(policy, venv), progress=False)
+    rollout = explain_episodes(policy, venv, episodes=episodes, seed=seed, method="gradcam", target=target)
+    counts = {"steps": 0, "named": 0, "goal_first": 0}
+    drops = {"named": [], "random": [], "next": []}
+    for e, episode in enumerate(rollout.episodes):
+        for t in range(episode.steps):
+            contributions = episode.explanation.contributions[t, :1]
+            inputs, targets = rollout.replay(e, t)
+            ablation = sentence_drops(rollout.explainer, inputs, targets[:1], contributions, table)[0]
+            described = describe("action", contributions[0], table, verb_of("chose", True))
+            counts["steps"] += 1
+            counts["named"] += bool(described.supporting)
+            counts["goal_first"] += bool(described.supporting) and "goal" in positive_atoms(
+                described.supporting[0].concept
+            )
+            for key in drops:
+                if not math.isnan(ablation[key]):
+                    drops[key].append(ablation[key])
+    mean = {key: sum(v) / max(len(v), 1) for key, v in drops.items()}
+    steps = max(counts["steps"], 1)
+    return {
+        "target": target,
+        "steps": counts["steps"],
+        "named_share": round(counts["named"] / steps, 3),
+        "goal_first": round(counts["goal_first"] / steps, 3),
+        **{f"drop_{key}": round(value, 4) for key, value in mean.items()},
+        "ratio_random": round(mean["named"] / mean["random"], 1) if mean["random"] > 0 else None,
+        "ratio_next": round(mean["named"] / mean["next"], 1) if mean["next"] > 0 else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -122,7 +168,13 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=70_000)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--rl-targets", default="", help="measure the RL sentences by these action targets")
+    parser.add_argument("--episodes", type=int, default=10)
     arguments = parser.parse_args()
+    for target in filter(None, arguments.rl_targets.split(",")):
+        print(json.dumps(measure_rl(target, arguments.episodes)), flush=True)
+    if arguments.rl_targets:
+        return
     for name in arguments.models.split(","):
         print(json.dumps(measure(name, arguments.scenes, arguments.seed)), flush=True)
 

@@ -162,6 +162,9 @@ class Rollout:
     action_names: list[str]
     episodes: list[Episode]
     legend: str = ""  # what the frames' objects are, where the environment says (``env_legend``)
+    explainer: Explainer | None = None  # the explainer of the episodes' maps
+    # (episode, step) -> that step's model inputs and targets alone, to score them again with units zeroed
+    replay: Callable[[int, int], tuple[dict[str, Tensor], list[Target]]] | None = None
 
     @property
     def method(self) -> str:
@@ -256,6 +259,7 @@ def explain_trajectories(
     _check_target(target)
     explainer = policy.explainer(layer, method, class_names=action_names)
     extra: list[Target] = [ClassScore(k) for k in range(len(action_names))] if all_actions else []
+    extra += [StateValue()] if value else []
     chosen = ACTION_TARGETS[target]
     explained = []
     for trajectory in trajectories:
@@ -267,7 +271,7 @@ def explain_trajectories(
             pixels,
             trajectory.actions,
             chosen,
-            extra + ([StateValue()] if value else []),
+            extra,
             batch_size,
         )
         empty = empty_maps(explanation)
@@ -291,4 +295,10 @@ def explain_trajectories(
                 against,
             )
         )
-    return Rollout(policy.name, env, action_names, explained)
+
+    def replay(episode: int, step: int) -> tuple[dict[str, Tensor], list[Target]]:
+        trajectory = trajectories[episode]
+        pixels = policy.to_pixels(trajectory.observations[step : step + 1])
+        return {"pixel_values": pixels}, [chosen([trajectory.actions[step]]), *extra]
+
+    return Rollout(policy.name, env, action_names, explained, explainer=explainer, replay=replay)
