@@ -113,14 +113,15 @@ def test_ablation_sets_take_the_named_concepts_then_the_next_ones():
 
 
 def test_the_ablation_is_said_in_the_scores_units_and_direction():
-    drops = {"units": 3, "named": 1.234, "random": 0.1, "next": -0.05}
+    drops = {"units": 3, "next_units": 3, "named": 1.234, "random": 0.1, "next": -0.05}
     assert ablation_text(drops, "logit") == (
         "Zeroing its 3 units lowers the logit by 1.23 (as many random units: 0.10; "
         "as many units of the next concepts: -0.05)."
     )
-    raised = ablation_text({**drops, "units": 1, "named": -0.5, "inputs": 7}, "log-probability", "steps")
-    assert raised.startswith(
-        "Zeroing its 1 unit raises the log-probability by 0.50 on average over 7 steps ("
+    raised = {**drops, "units": 1, "named": -0.5, "inputs": 7, "next_units": 0}  # no next concepts: unsaid
+    assert ablation_text(raised, "log-probability", "steps") == (
+        "Zeroing its 1 unit raises the log-probability by 0.50 on average over 7 steps "
+        "(as many random units: 0.10)."
     )
     assert ablation_text({"units": 0, "named": math.nan, "random": math.nan, "next": math.nan}) == ""
 

@@ -128,14 +128,15 @@ def test_rl_concepts_name_the_strong_agents_units_by_the_objects_they_detect(tmp
     for record in records:
         target = record["targets"][0]
         assert target["text"].startswith(f"The model chose '{record['action']}'")
+        assert target["score_kind"] == "logit minus the mean logit"  # the advantage: it does not saturate
         assert target["concepts"]["ablation"]["units"] == len(_named(target))
-        if _named(target):  # the recorded drop: the chosen action's log-probability with those units zeroed
+        if _named(target):  # the recorded drop: the chosen action's advantage with those units zeroed
             episode = record["episode"]
             trajectory = trajectories.setdefault(episode, play(policy, venv, record["seed"]))
             pixels = policy.to_pixels(trajectory.observations[record["step"] : record["step"] + 1])
             with _zeroed(policy.model, record["layer"], _named(target), channel_axis=1), torch.no_grad():
                 logits = policy.forward(policy.model, {"pixel_values": pixels}).logits
-            rescored = float(logits.log_softmax(-1)[0, record["action_index"]])
+            rescored = float(logits[0, record["action_index"]] - logits[0].mean())
             assert target["concepts"]["ablation"]["named"] == pytest.approx(
                 target["score"] - rescored, abs=1e-4
             )

@@ -29,7 +29,7 @@ class RlOptions:
     seed: int
     max_steps: int
     frame_stack: int | None
-    target: str
+    target: str | None
     compare: list[str]
     all_actions: bool
     value: bool
@@ -73,9 +73,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--target",
         choices=ACTION_TARGETS,
-        default="log-prob",  # mmcam.adapters.rl.rollouts.ACTION_TARGET
-        help="what the chosen action's map explains: its log-probability (default), its logit (a DQN's "
-        "Q-value), its advantage over the mean logit, or its margin over the best other action",
+        default=None,
+        help="what the chosen action's map explains: its log-probability (the default), its logit (a DQN's "
+        "Q-value), its advantage over the mean logit (the default with --concepts: it does not saturate), or "
+        "its margin over the best other action",
     )
     parser.add_argument(
         "--compare",
@@ -160,6 +161,7 @@ def run(arguments: argparse.Namespace) -> int:
 def rl(options: RlOptions) -> int:
     """Play the episodes and explain the agent's actions, as ``options`` ask."""
     from mmcam.adapters.rl import explain_episodes, explain_trajectories, make_env
+    from mmcam.adapters.rl.rollouts import ACTION_TARGET, SENTENCE_TARGET
     from mmcam.cli.concepts import add_concepts, concept_table_of, replayed_drops
     from mmcam.cli.output import output_folder
     from mmcam.cli.policy import chosen_method, configured, perturbation_settings
@@ -176,13 +178,12 @@ def rl(options: RlOptions) -> int:
     policy = load_policy(options.policy, venv, explain.trust_pickle)
     policy.model.to(device)
     method = chosen_method(explain.method, options.concepts, policy)
+    target = options.target or (SENTENCE_TARGET if options.concepts else ACTION_TARGET)
     settings = perturbation_settings(options.perturbation, [method, *options.compare])
     table = None
     if options.concepts:
         concepts = ConceptOptions(concepts=True, probe_dataset=None)
-        table = concept_table_of(
-            concepts, method, policy.subject(explain.layer), rollout_probe(policy, venv)
-        )
+        table = concept_table_of(concepts, method, policy.subject(explain.layer), rollout_probe(policy, venv))
     rollout = explain_episodes(
         policy,
         venv,
@@ -194,7 +195,7 @@ def rl(options: RlOptions) -> int:
         value=options.value,
         deterministic=not options.stochastic,
         max_steps=options.max_steps,
-        target=options.target,
+        target=target,
     )
     trajectories = [episode.trajectory for episode in rollout.episodes]
     compared = {
@@ -205,7 +206,7 @@ def rl(options: RlOptions) -> int:
             rollout.env,
             configured(other, settings),
             explain.layer,
-            target=options.target,
+            target=target,
         )
         for other in options.compare
         if other != rollout.method

@@ -62,11 +62,12 @@ def sentence_drops(
     explainer: Explainer, inputs, targets: list, contributions: Tensor, table: ConceptTable, seed: int = 0
 ) -> list[dict]:
     """Per target of one input (contributions (K, C)): the drops of its ``named``, ``random`` and ``next``
-    sets and how many units ``named`` holds (NaN drops where the sentence names no supporting unit)."""
+    sets, how many units ``named`` holds (``units``) and ``next`` holds (``next_units``: fewer, or none, where
+    the table has few concepts), NaN drops where the sentence names no supporting unit."""
     chosen = [ablation_sets(row, table, seed=seed + k) for k, row in enumerate(contributions)]
     drops = zeroed_drops(explainer, inputs, targets, [list(sets.values()) for sets in chosen])
     return [
-        {"units": len(sets["named"])}
+        {"units": len(sets["named"]), "next_units": len(sets["next"])}
         | {name: round(d, 6) if sets["named"] else float("nan") for name, d in zip(sets, per_target)}
         for sets, per_target in zip(chosen, drops)
     ]
@@ -85,9 +86,8 @@ def mean_drops(
         zeroed_drops(explainer, inputs, targets[:1], [list(sets.values())])[0] for inputs, targets in replays
     ]
     means = [sum(column) / len(per_input) for column in zip(*per_input)]
-    return {"units": len(sets["named"]), "inputs": len(replays)} | {
-        name: round(d, 6) for name, d in zip(sets, means)
-    }
+    counts = {"units": len(sets["named"]), "next_units": len(sets["next"]), "inputs": len(replays)}
+    return counts | {name: round(d, 6) for name, d in zip(sets, means)}
 
 
 def deletion_curves(

@@ -83,7 +83,7 @@ def concept_evidence(
 def ablation_text(ablation: dict, score_kind: str = "score", inputs: str = "inputs") -> str:
     """What zeroing the sentence's units did (``ablation.sentence_drops``): "Zeroing its 13 units lowers the
     logit by 13.70 (as many random units: 0.96; as many units of the next concepts: 4.80)."; empty where it
-    names no unit. Over several inputs (``mean_drops``) the drops are means, and the text says over how many
+    names no unit, and without the next concepts' where there are none. Over several inputs (``mean_drops``) the drops are means, and the text says over how many
     ``inputs`` ("steps" for an RL action)."""
     if not ablation.get("units"):
         return ""
@@ -91,10 +91,10 @@ def ablation_text(ablation: dict, score_kind: str = "score", inputs: str = "inpu
     named = ablation["named"]
     change = f"{'lowers' if named >= 0 else 'raises'} the {score_kind} by {abs(named):.2f}"
     over = f" on average over {ablation['inputs']} {inputs}" if ablation.get("inputs") else ""
-    return (
-        f"Zeroing its {units} {change}{over} (as many random units: {ablation['random']:.2f}; "
-        f"as many units of the next concepts: {ablation['next']:.2f})."
+    following = (
+        f"; as many units of the next concepts: {ablation['next']:.2f}" if ablation.get("next_units") else ""
     )
+    return f"Zeroing its {units} {change}{over} (as many random units: {ablation['random']:.2f}{following})."
 
 
 def verb_of(action: str, decided: bool | None) -> str:

@@ -145,9 +145,9 @@ def measure_rl(target: str, episodes: int, seed: int = 80_000) -> dict:
             counts["goal_first"] += bool(described.supporting) and "goal" in positive_atoms(
                 described.supporting[0].concept
             )
-            for key in drops:
+            for key, values in drops.items():
                 if not math.isnan(ablation[key]):
-                    drops[key].append(ablation[key])
+                    values.append(ablation[key])
     mean = {key: sum(v) / max(len(v), 1) for key, v in drops.items()}
     steps = max(counts["steps"], 1)
     return {
