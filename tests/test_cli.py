@@ -62,7 +62,7 @@ def test_the_names_the_command_line_offers_are_those_of_the_registries():
     assert choices.TASKS == tasks.TASKS
     assert choices.BASELINES == tuple(baselines.BASELINES)
     assert choices.PERTURBATIONS == faithfulness.PERTURBATIONS
-    assert choices.FILLS == perturbation.FILLS
+    assert choices.FILLS == perturbation.FILLS and choices.DROP == perturbation.DROP
     assert choices.SUITES == tuple(bench.SUITES)
     assert choices.ACTION_TARGETS == tuple(rollouts.ACTION_TARGETS)
     assert choices.SHAPES_SEED == data.SHAPES_SEED

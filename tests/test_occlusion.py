@@ -285,7 +285,10 @@ def test_every_command_hands_its_occlusion_and_rise_settings_to_the_method(
     method = ["--methods" if command == "eval" else "--method"]
     for bad, message in [
         (["--occlusion-window", "0"], "argument --occlusion-window: must be 1 or more, got 0"),
-        (["--fill", "gray"], "argument --fill: expected one of background, blur, mean, zero or a number"),
+        (
+            ["--fill", "gray"],
+            "argument --fill: expected one of background, blur, mean, zero, drop or a number",
+        ),
         (["--rise-cells", "two"], "argument --rise-cells: expected a whole number, got 'two'"),
     ]:
         with pytest.raises(SystemExit):
@@ -297,3 +300,57 @@ def test_every_command_hands_its_occlusion_and_rise_settings_to_the_method(
     too_large = [*method, "occlusion", "--occlusion-window", "99", "-o", str(tmp_path / "large")]
     assert main([*argv, *too_large]) == 2
     assert "the window (99, 99) is larger than the grid of cells" in capsys.readouterr().err
+
+
+def _vit_blocks(model, tokens):
+    """The ViT fixture's classifier from its embeddings' output on: the blocks, the final norm, the head
+    on the class token (transformers' ViTForImageClassification.forward, written out)."""
+    for layer in model.vit.layers:
+        tokens = layer(tokens, None)
+    return model.classifier(model.vit.layernorm(tokens)[:, 0])
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_dropping_tokens_equals_a_forward_without_them(window):
+    """fill='drop' on a ViT (the trained fixture): each window's score drop is that of a forward by hand with
+    the window's patch tokens left out of the embeddings' output (class token and the others kept, in
+    order); the map keeps its positive part, as every map does."""
+    from PIL import Image
+
+    from mmcam.loading import load_classifier
+    from mmcam.zoo.world import make_scenes
+
+    classifier = load_classifier("tests/fixtures/models/vit-shapes")
+    model = classifier.model
+    scene = make_scenes(1, 51_000, n_objects=2)[0]
+    pixels = classifier.preprocess([Image.fromarray(scene.image)])
+    classes = [o.class_index for o in scene.objects]
+    method = Occlusion(window=window, stride=window, fill="drop")
+    raw = classifier.explainer(None, method)(pixels, [classes]).raw[0]
+    expected = torch.zeros(len(classes), 8, 8)
+    with torch.no_grad():
+        tokens = model.vit.embeddings(pixels)
+        clean = _vit_blocks(model, tokens)[0, classes]
+        torch.testing.assert_close(clean, model(pixels).logits[0, classes])
+        for top in range(0, 8, window):
+            for left in range(0, 8, window):
+                dropped = {
+                    1 + row * 8 + column
+                    for row in range(top, top + window)
+                    for column in range(left, left + window)
+                }
+                kept = [t for t in range(tokens.shape[1]) if t not in dropped]
+                drop = clean - _vit_blocks(model, tokens[:, kept])[0, classes]
+                expected[:, top : top + window, left : left + window] = drop[:, None, None]
+    assert expected.amax() > 1  # the objects' tokens carry their classes
+    torch.testing.assert_close(raw, expected.clamp(min=0), rtol=1e-4, atol=1e-5)
+
+
+def test_tokens_are_dropped_only_where_a_layer_has_them():
+    model = ConvPoolLinear().eval()
+    with pytest.raises(ValueError, match="dropping tokens needs a layer whose output is each image's tokens"):
+        mmcam.explain(model, torch.rand(1, 3, 24, 24), 0, layer="features", method=Occlusion(fill="drop"))
+    with pytest.raises(ValueError, match="RISE's masks are smooth, not whole tokens"):
+        RISE(fill="drop")
+    with pytest.raises(ValueError, match="give no cell"):
+        Occlusion(fill="drop", cell=1)

@@ -71,6 +71,7 @@ TASKS = ("classify", "caption", "vqa", "rl")  # mmcam.evaluation.tasks.TASKS
 BASELINES = ("uniform", "center")  # the keys of mmcam.metrics.baselines.BASELINES
 PERTURBATIONS = ("blur", "zero", "background")  # mmcam.metrics.faithfulness.PERTURBATIONS
 FILLS = ("background", "blur", "mean", "zero")  # mmcam.engine.methods.perturbation.FILLS
+DROP = "drop"  # mmcam.engine.methods.perturbation.DROP
 ACTION_TARGETS = ("logit", "log-prob", "advantage", "margin")  # mmcam.adapters.rl.rollouts.ACTION_TARGETS
 SUITES = ("classify", "caption", "vqa", "methods", "chat")  # the keys of mmcam.bench.SUITES
 SHAPES_SEED = 30_000  # mmcam.evaluation.data.SHAPES_SEED

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from typing import TypeVar
 
-from mmcam.cli.choices import FILLS, METHODS
+from mmcam.cli.choices import DROP, FILLS, METHODS
 
 Options = TypeVar("Options")
 
@@ -113,15 +113,15 @@ def at_least(minimum: int) -> Callable[[str], int]:
 
 
 def fill_value(text: str) -> str | float:
-    """An argparse type: one of ``FILLS``, or a number (a constant baseline, in the model's input units)."""
-    if text in FILLS:
+    """An argparse type: one of ``FILLS``, ``DROP``, or a number (a constant baseline, in the model's input
+    units)."""
+    if text in (*FILLS, DROP):
         return text
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected one of {', '.join(FILLS)} or a number, got {text!r}"
-        ) from None
+        names = ", ".join((*FILLS, DROP))
+        raise argparse.ArgumentTypeError(f"expected one of {names} or a number, got {text!r}") from None
 
 
 def comma_separated(text: str) -> list[str]:
@@ -272,5 +272,7 @@ def add_perturbation_options(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help=f"occlusion and RISE: what fills a removed cell: {', '.join(FILLS)} or a number (a constant "
         "baseline in the model's input units, after its normalization); background (default) is each "
-        "image's per-channel median over its outermost pixels, blur a Gaussian blur of the image",
+        "image's per-channel median over its outermost pixels, blur a Gaussian blur of the image. "
+        f"Occlusion of a token layer also takes {DROP}: the window's patch tokens leave the sequence "
+        "(ViT-family towers, which run on fewer tokens)",
     )

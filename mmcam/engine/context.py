@@ -22,6 +22,7 @@ from mmcam.engine.guided import guided_relus
 from mmcam.engine.layers import forward_identity
 from mmcam.engine.layouts import Layout, as_layout
 from mmcam.engine.precision import Precision
+from mmcam.engine.token_drop import dropping, kept_tokens, token_source
 from mmcam.engine.warn import warn_user
 from mmcam.targets import Target, per_row
 
@@ -448,6 +449,36 @@ class CamContext:
                     images = images + fill[:, None].to(self.image.dtype) * (1 - chunk)
                 scores = self.score(self._run(self._with_image(images.transpose(0, 1).flatten(0, 1))))
                 chunks.append(scores.reshape(chunk.shape[1], batch, -1))
+        return torch.cat(chunks).transpose(0, 1).to(self.dtype)
+
+    def dropped_scores(self, cells: Tensor, batch_size: int) -> Tensor:
+        """Scores with the tokens of each window of ``cells`` (n, h, w; 0/1 on the layer's token grid, as many
+        cells each) dropped from the sequence where the model makes it (``token_drop``): (B, n, K),
+        ``batch_size`` rows a forward. Needs a layer laid out as (prefix + h*w, C) tokens per sample."""
+        self.refuse_rows("tokens are dropped from each image's sequence")
+        layout = self.layout
+        if layout.kind != "tokens" or layout.features_first or layout.token_reader() or self.tiles:
+            raise ValueError(
+                f"dropping tokens needs a layer whose output is each image's tokens (prefix + h*w, C), such as "
+                f"a ViT block's, not layer '{self.layer}': use a fill, such as background"
+            )
+        name = token_source(self.model, lambda: self._run(self.inputs), tuple(self._start.shape))
+        batch, kept = self.image.shape[0], kept_tokens(cells, layout.prefix)
+        per_forward = max(1, batch_size // batch)
+        chunks = []
+        with torch.no_grad():
+            for begin in range(0, len(kept), per_forward):
+                chunk = kept[begin : begin + per_forward]
+                images = self.image.repeat(len(chunk), *[1] * (self.image.ndim - 1))
+                try:
+                    with dropping(self.model.get_submodule(name), chunk, batch):
+                        scores = self.score(self._run(self._with_image(images)))
+                except ValueError as error:
+                    raise ValueError(
+                        f"the model does not run with tokens dropped from the output of '{name}' ({error}): "
+                        "use a fill, such as background"
+                    ) from error
+                chunks.append(scores.reshape(len(chunk), batch, -1))
         return torch.cat(chunks).transpose(0, 1).to(self.dtype)
 
     def ablated_scores(self, batch_size: int, channel_sets: list[list[int]] | None = None) -> Tensor:

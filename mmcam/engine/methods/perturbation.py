@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mmcam.engine.context import CamContext
 
 FILLS = ("background", "blur", "mean", "zero")
+DROP = "drop"  # occlusion on token layers: the window's tokens leave the sequence (engine.token_drop)
 
 
 def filling(image: Tensor, fill: str | float | Tensor) -> Tensor:
@@ -83,6 +84,8 @@ class Occlusion(CamMethod):
 
     W_p: the cells of window p (``window`` cells a side, every ``stride`` cells);  x_p = x outside W_p, f
     inside (``fill``: ``filling``);  D_kp = y_k(x) - y_k(x_p);  L_kij = sum_{p: ij in W_p} D_kp / #{p: ij in W_p}.
+    ``fill="drop"`` on a token layer: x_p is x, and the tokens of W_p are dropped from the sequence where the
+    model makes it (``engine.token_drop``), for models that run on fewer tokens (ViT-family towers).
     The cells are those of the explained layer's grid (a token model's patches; a CNN's layer cells, each
     some pixels a side), or ``cell`` pixels a side when given (``cell=1``: window and stride in pixels).
     Signed (a cell whose filling raises the score is negative). P windows of B images take P B / batch_size
@@ -110,9 +113,13 @@ class Occlusion(CamMethod):
     ):
         self.window = _pair(window, "window")
         self.stride = _pair(stride, "stride")
-        if isinstance(fill, str) and fill not in FILLS:
+        if isinstance(fill, str) and fill not in (*FILLS, DROP):
             raise ValueError(
-                f"unknown fill '{fill}'; use one of {', '.join(FILLS)}, a number or a baseline tensor"
+                f"unknown fill '{fill}'; use one of {', '.join(FILLS)}, {DROP}, a number or a baseline tensor"
+            )
+        if fill == DROP and cell is not None:
+            raise ValueError(
+                "fill='drop' drops the layer's tokens: its cells are the token grid, give no cell"
             )
         self.fill = fill
         self.cell = cell
@@ -136,7 +143,7 @@ class Occlusion(CamMethod):
             for left in window_starts(columns, self.window[1], self.stride[1])
         ]
         edges = cell_edges(height, rows), cell_edges(width, columns)
-        fill = filling(ctx.image, self.fill)
+        fill = None if self.fill == DROP else filling(ctx.image, self.fill)
         clean = ctx.scores.detach().to(ctx.activations.dtype)[:, None]
         total, covered = 0.0, 0.0
         for begin in progress(ctx, len(starts), self.chunk, self.batch_size, "occlusion"):
@@ -146,8 +153,11 @@ class Occlusion(CamMethod):
             )
             for index, (top, left) in enumerate(chunk):
                 cells[index, top : top + self.window[0], left : left + self.window[1]] = 1
-            keep = (1 - _on_pixels(cells, *edges))[None].expand(ctx.image.shape[0], -1, -1, -1)
-            scores = ctx.masked_scores(keep, self.batch_size, fill=fill)  # (B, n, K)
+            if fill is None:
+                scores = ctx.dropped_scores(cells, self.batch_size)  # (B, n, K)
+            else:
+                keep = (1 - _on_pixels(cells, *edges))[None].expand(ctx.image.shape[0], -1, -1, -1)
+                scores = ctx.masked_scores(keep, self.batch_size, fill=fill)
             total = total + torch.einsum("bpk,pij->bkij", clean - scores, cells)
             covered = covered + cells.sum(dim=0)
         return CamResult(total / covered)
@@ -206,6 +216,8 @@ class RISE(CamMethod):
     ):
         if not 0 < keep < 1:
             raise ValueError(f"keep is the probability that a cell is kept, in (0, 1), got {keep}")
+        if fill == DROP:
+            raise ValueError("RISE's masks are smooth, not whole tokens: use a fill, such as background")
         self.masks = masks
         self.keep = keep
         self.cells = None if cells is None else _pair(cells, "cells")
