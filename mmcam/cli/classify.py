@@ -147,6 +147,7 @@ def classify(options: ClassifyOptions) -> int:
     from mmcam.cli.concepts import add_concepts, concept_table_of
     from mmcam.cli.output import output_folder, record_job
     from mmcam.cli.policy import chosen_method
+    from mmcam.engine.explainer import Explainer
     from mmcam.evaluation.distributed import distributed
     from mmcam.explanation import split_samples
     from mmcam.images import load_image
@@ -201,7 +202,11 @@ def classify(options: ClassifyOptions) -> int:
             return finished
 
         def explain_batch(loaded: list) -> list:
-            """One forward and one backward for the batch: the --class classes, else each input's top ones."""
+            """One forward and one backward for the batch: the --class classes, else each input's top ones.
+            While the layer is still to be found (``--layer auto``), the first input goes alone: the probe
+            costs about three forwards of its batch, and what it finds holds for the rest."""
+            if len(loaded) > 1 and isinstance(explainer, Explainer) and explainer.probes(loaded[0].inputs):
+                return explain_batch(loaded[:1]) + explain_batch(loaded[1:])
             pixels = torch.cat([item.inputs for item in loaded])
             if options.against_similar:  # each class against its nearest classes (Finer-CAM)
                 targets = [SimilarClassContrast(c) for c in chosen] or [

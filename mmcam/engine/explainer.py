@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from mmcam.engine.context import CamContext, Forward
 from mmcam.engine.devices import on_model_device
 from mmcam.engine.evidence import negligible
-from mmcam.engine.layers import auto_layer, resolve_layer
+from mmcam.engine.layers import auto_layer, layer_known, resolve_layer
 from mmcam.engine.layouts import Layout
 from mmcam.engine.methods import CamResult, capable, get_method
 from mmcam.engine.precision import Precision
@@ -118,6 +118,17 @@ class Explainer:
         if not self.aug_smooth:
             return self._explain(inputs, target_list, copies)
         return self._augmentation_smoothed(inputs, target_list, copies)
+
+    def probes(self, inputs: Tensor | dict[str, Tensor]) -> bool:
+        """Whether a call on ``inputs`` first probes for its layer (``layer="auto"``, not yet found for this
+        model, forward and per-sample input shapes). The probe makes every layer's output a start of the
+        graph and differentiates them all, about three forwards of the batch it runs on; the layer it finds
+        holds for any batch of the same shapes, so a caller with many batches runs the first on one input."""
+        if self.layer is not None:
+            return False
+        if isinstance(inputs, Tensor):
+            inputs = {self.image_key: inputs[None] if inputs.ndim == 3 else inputs}
+        return not layer_known(self.model, self.forward, inputs)
 
     def _augmentation_smoothed(
         self, inputs: dict[str, Tensor], targets: list[Target], copies: Tensor | None

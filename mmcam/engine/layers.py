@@ -184,13 +184,26 @@ def auto_layer(
     The first call with a new key probes (on that call's targets) and logs the choice on the
     ``"mmcam"`` logger; later calls reuse it for free.
     """
-    shapes = tuple(
-        sorted((key, tuple(value.shape[1:])) for key, value in inputs.items() if isinstance(value, Tensor))
-    )
-    key = (forward_identity(forward), shapes)
+    key = _probe_key(forward, inputs)
     with _auto_lock:
         known = _auto_layers.setdefault(model, {})
     if key not in known:
         known[key] = find_spatial_layer(model, run, image_size)
-        logger.info("auto layer for %s on inputs %s: '%s'", type(model).__name__, dict(shapes), known[key])
+        logger.info("auto layer for %s on inputs %s: '%s'", type(model).__name__, dict(key[1]), known[key])
     return known[key]
+
+
+def _probe_key(forward: Callable, inputs: dict[str, Any]) -> tuple:
+    """What ``auto_layer`` remembers a choice by: the forward function and the per-sample input shapes."""
+    shapes = tuple(
+        sorted((key, tuple(value.shape[1:])) for key, value in inputs.items() if isinstance(value, Tensor))
+    )
+    return forward_identity(forward), shapes
+
+
+def layer_known(model: nn.Module, forward: Callable, inputs: dict[str, Any]) -> bool:
+    """Whether ``auto_layer`` already found the layer of ``model`` for this forward and these per-sample
+    input shapes (a call on them does not probe)."""
+    with _auto_lock:
+        known = _auto_layers.get(model, {})
+    return _probe_key(forward, inputs) in known
