@@ -1,6 +1,7 @@
 """The mmcam command: JSON schema, files written, one-line errors."""
 
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -176,8 +177,10 @@ def test_a_bad_image_in_a_batch_is_skipped_and_the_rest_go_on(image_path, tmp_pa
     assert json.loads(captured.out)["image"] == str(image_path)
 
 
-def _record_of(path: str) -> dict:
-    return {"image": path, "targets": []}
+def _record_of(path: str):
+    from mmcam.cli.records import Made
+
+    return Made({"image": path, "targets": []})
 
 
 def test_an_input_that_fails_its_batch_is_retried_alone_and_the_others_succeed(tmp_path, capsys):
@@ -297,7 +300,7 @@ def test_a_map_that_is_the_same_everywhere_has_no_peak_and_says_why(tmp_path):
         method="gradcam",
     )
     image = Image.new("RGB", (30, 20))
-    record = explanation_record("classify", "m", "x.png", image, explanation, tmp_path)
+    record = explanation_record("classify", "m", "x.png", image, explanation, tmp_path).record
     assert record["targets"][0]["peak"] == [7, 5] and record["targets"][1]["peak"] is None
     expected = (
         "the map of 'dog' is the same everywhere (gradcam at layer4 finds no region that raises it), so it "
@@ -439,6 +442,84 @@ def test_a_folder_in_batches_with_workers_gives_what_one_image_at_a_time_gives(
     assert [r.get("caption") for r in got] == [r.get("caption") for r in expected]
     assert all(Path(t["map"]).is_file() for r in got for t in r["targets"])
     assert (tmp_path / "batched" / "report.html").is_file()
+
+
+def test_a_folder_probes_for_its_layer_on_one_input_and_gives_the_named_layer_s_results(
+    scene_folder, tmp_path, capsys, monkeypatch
+):
+    """The auto layer's probe (about three forwards of its batch) runs once, on the first input alone; the
+    records are those of the layer named."""
+    from mmcam.engine import layers
+
+    probed = []
+    find = layers.find_spatial_layer
+
+    def counted(model, run, size):
+        def counted_run():
+            scores = run()
+            probed.append(scores.shape[0])
+            return scores
+
+        return find(model, counted_run, size)
+
+    monkeypatch.setattr(layers, "find_spatial_layer", counted)
+    command = ["classify", str(scene_folder), "--model", "torchvision:resnet18:random", "--json"]
+    command += ["--batch-size", "4", "--workers", "0", "--no-figures"]
+    torch.manual_seed(0)
+    assert main([*command, "--layer", "layer4", "-o", str(tmp_path / "named")]) == 1  # scene-3.png fails
+    named = _records(capsys.readouterr().out)
+    assert probed == []
+    torch.manual_seed(0)
+    assert main([*command, "-o", str(tmp_path / "auto")]) == 1
+    found = _records(capsys.readouterr().out)
+    assert probed == [1] and len(found) == 7 and {r["layer"] for r in found} == {"layer4"}
+    _same_results(found, named)
+
+
+def test_the_report_embeds_the_pictures_of_the_files_it_names(scene_folder, tmp_path, capsys):
+    """The report's pictures are made where the overlays are drawn, in the writer processes: they are those
+    made from the written overlays and the input files (what the report read back before)."""
+    from mmcam.images import load_image
+    from mmcam.report.pictures import data_uri, thumbnail
+
+    options = ["--json", "--top", "2", "--batch-size", "3", "--workers", "2", "-o", str(tmp_path)]
+    assert main(["classify", str(scene_folder), *options]) == 1
+    records = _records(capsys.readouterr().out)
+    report = (tmp_path / "report.html").read_text()
+    for record in records:
+        assert data_uri(thumbnail(load_image(record["image"]))) in report
+        for target in record["targets"]:
+            with Image.open(target["map"]) as written:
+                assert data_uri(thumbnail(written)) in report
+
+
+def test_a_job_reaches_a_writer_process_with_the_same_tensors():
+    """A job's tensors are handed to a writer process as NumPy copies and come back as equal tensors of
+    the same type; a type NumPy lacks stays a tensor."""
+    from functools import partial
+
+    from mmcam.cli.batches import _packed, _unpacked
+    from mmcam.explanation import Explanation, split_samples
+
+    maps = torch.rand(3, 2, 6, 5)
+    explanation = Explanation(
+        maps=maps,
+        raw=maps[:, :, :3].double(),
+        scores=torch.rand(3, 2).bfloat16(),
+        labels=[["a", "b"]] * 3,
+        indices=[[0, 1]] * 3,
+        layer="layer4",
+        method="gradcam",
+        negligible=torch.tensor([[True, False]] * 3),
+    )
+    one = split_samples(explanation)[1]
+    job = _unpacked(pickle.loads(pickle.dumps(_packed(partial(dict, one=one, n=2)))))
+    back = job()["one"]
+    assert job()["n"] == 2 and back.labels == one.labels and back.layer == "layer4"
+    for name in ("maps", "raw", "scores", "negligible"):
+        assert getattr(back, name).dtype == getattr(one, name).dtype
+        assert torch.equal(getattr(back, name), getattr(one, name))
+    assert back.weights is None
 
 
 def test_no_figures_writes_only_the_json_and_the_maps(scene_folder, tmp_path, capsys):

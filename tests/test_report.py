@@ -293,6 +293,7 @@ def test_caption_command_report_has_one_button_per_word(tmp_path, capsys):
 
 
 def test_classes_are_listed_by_score_and_say_what_the_score_is():
+    from mmcam.report.pictures import record_pictures
     from mmcam.report.views import target_view
 
     targets = [
@@ -301,7 +302,7 @@ def test_classes_are_listed_by_score_and_say_what_the_score_is():
     ]
     record = {"task": "classify", "image": "x.png", "layer": "l", "method": "gradcam", "targets": targets}
     picture = Image.new("RGB", (8, 8))
-    body = target_view(record, picture, [picture] * 3).body
+    body = target_view(record, record_pictures(picture, [picture] * 3)).body
     labels = [part.split('"')[0] for part in body.split('data-label="')[1:]]
     assert labels == ["dog", "fox", "cat"] and "Scores: logit." in body
 

@@ -8,6 +8,11 @@ import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the records module imports the figures' libraries
+    from mmcam.cli.records import Made
+    from mmcam.report import RecordPictures
 
 
 def output_folder(output: str | Path, overwrite: bool) -> Path:
@@ -61,10 +66,10 @@ def record_job(
     save_maps: bool,
     figures: bool,
     clip: bool = False,
-) -> Callable[[], dict]:
+) -> Callable[[], Made]:
     """The picklable call that writes the figures of one loaded input's explanation (unless not
-    ``figures``) and its maps (``save_maps``) and makes its record (``explanation_record``,
-    ``clip_record`` for a clip)."""
+    ``figures``) and its maps (``save_maps``) and makes its record and the report's pictures
+    (``explanation_record``, ``clip_record`` for a clip)."""
     from mmcam.cli.records import clip_record, explanation_record
 
     return partial(
@@ -98,8 +103,9 @@ def note_written(output: Path, files: list[str | Path]) -> None:
         manifest.writelines(f"{Path(name).name}\n" for name in files)
 
 
-def write_records_report(records: list[dict], path: Path) -> Path:
-    """The interactive HTML report of classify, caption or vqa records, at ``path``."""
-    from mmcam.report import record_view, write_report
+def write_records_report(records: list[dict], pictures: list[RecordPictures], path: Path) -> Path:
+    """The interactive HTML report of classify, caption or vqa records, with their ``pictures``, at ``path``."""
+    from mmcam.report import target_view, write_report
 
-    return write_report(path, [record_view(record) for record in records], f"mmcam {records[0]['task']}")
+    views = [target_view(record, shown) for record, shown in zip(records, pictures)]
+    return write_report(path, views, f"mmcam {records[0]['task']}")

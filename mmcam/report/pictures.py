@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from PIL import Image
 
@@ -26,3 +28,18 @@ def data_uri(image: Image.Image, format: str = "JPEG") -> str:
     else:
         image.save(buffer, format, optimize=True)
     return f"data:image/{format.lower()};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
+@dataclass(frozen=True)
+class RecordPictures:
+    """An explained image's pictures as its report view embeds them (data URIs): the input, and the overlay
+    of each target in the record's order."""
+
+    image: str
+    maps: list[str]
+
+
+def record_pictures(image: Image.Image, overlays: Sequence[Image.Image]) -> RecordPictures:
+    """The report's pictures of an input and its overlays: each a ``thumbnail``, as a JPEG data URI. Made
+    where the overlays are drawn, from the pictures in memory (not read back from their files)."""
+    return RecordPictures(data_uri(thumbnail(image)), [data_uri(thumbnail(picture)) for picture in overlays])

@@ -13,8 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from mmcam.explanation import Explanation
-from mmcam.images import load_image
-from mmcam.report.pictures import data_uri, thumbnail
+from mmcam.report.pictures import RecordPictures, data_uri, record_pictures, thumbnail
 from mmcam.viz.overlay import overlay
 from mmcam.words import analyze
 
@@ -30,15 +29,6 @@ class View:
     title: str
     meta: str
     body: str
-
-
-def record_view(record: dict) -> View:
-    """The view of a classify, caption or vqa record, its pictures read from the files it names."""
-    overlays = []
-    for target in record["targets"]:
-        with Image.open(target["map"]) as opened:
-            overlays.append(thumbnail(opened))
-    return target_view(record, thumbnail(load_image(record["image"])), overlays)
 
 
 def explanation_view(
@@ -76,7 +66,7 @@ def explanation_view(
         heatmap * 0 if target.get("negligible") else heatmap
         for heatmap, target in zip(explanation.maps[0], targets)
     ]
-    return target_view(record, small, [overlay(small, heatmap) for heatmap in shown])
+    return target_view(record, record_pictures(small, [overlay(small, heatmap) for heatmap in shown]))
 
 
 def caption_view(name: str, image: Image.Image, result) -> View:
@@ -93,16 +83,17 @@ def vqa_view(name: str, image: Image.Image, result) -> View:
     )
 
 
-def target_view(record: dict, image: Image.Image, overlays: Sequence[Image.Image]) -> View:
-    """A view of an image with one overlay per target of ``record`` (in the shared JSON schema)."""
+def target_view(record: dict, pictures: RecordPictures) -> View:
+    """A view of an image with one overlay per target of ``record`` (a classify, caption or vqa record in
+    the shared JSON schema), its ``pictures`` made where the overlays were drawn (``record_pictures``)."""
     name = Path(record["image"]).name
-    maps = [data_uri(picture) for picture in overlays]
+    maps = pictures.maps
     counterfactuals = _counterfactuals(record["targets"]) if record["task"] == "vqa" else {}
     choices = [k for k in range(len(maps)) if k not in counterfactuals.values()]
     if record["task"] == "classify":
         choices.sort(key=lambda k: -record["targets"][k]["score"])
     first = _first_content_word(record, choices) if record["task"] == "caption" else choices[0]
-    body = _pictures(name, data_uri(image), record["targets"][first]["label"], maps[first], counterfactuals)
+    body = _pictures(name, pictures.image, record["targets"][first]["label"], maps[first], counterfactuals)
     if record["task"] == "caption":
         body += _caption(record, maps, first)
     else:
