@@ -35,6 +35,16 @@ class Timing:
     seconds: float
     images_per_second: float
     peak_memory_mb: float | None
+    cpu_seconds: float | None = None  # of this process's threads and of the worker processes it ended
+
+
+def process_cpu_seconds() -> float:
+    """CPU seconds so far of this process (all its threads) and of its child processes that have ended
+    (a command's worker processes, once it has joined them)."""
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def synchronize(device: torch.device) -> None:
@@ -46,11 +56,15 @@ def synchronize(device: torch.device) -> None:
 def measure(
     suite: str, cases: list[Case], batch: int, device: torch.device, repeats: int, progress: bool = True
 ) -> list[Timing]:
-    """Median seconds (and peak CUDA memory) of each case, timed round-robin after one warm-up each.
+    """Median seconds (and peak CUDA memory, and the median CPU seconds of this process and its worker
+    processes) of each case, timed round-robin after one warm-up each.
 
-    Interleaving the cases spreads any drift of the machine's speed over all tools alike.
+    Interleaving the cases spreads any drift of the machine's speed over all tools alike. CPU seconds over
+    seconds is how many cores a case kept busy, on average; on a loaded machine its CPU seconds move less
+    than its seconds do.
     """
     seconds: list[list[float]] = [[] for _ in cases]
+    cpu: list[list[float]] = [[] for _ in cases]
     memory: list[float | None] = [None] * len(cases)
     for _, _, run in cases:
         run()
@@ -59,15 +73,16 @@ def measure(
         for index, (_, _, run) in enumerate(cases):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            start = time.perf_counter()
+            start, busy = time.perf_counter(), process_cpu_seconds()
             run()
             synchronize(device)
             seconds[index].append(time.perf_counter() - start)
+            cpu[index].append(process_cpu_seconds() - busy)
             if device.type == "cuda":
                 memory[index] = torch.cuda.max_memory_allocated(device) / 2**20
     return [
-        Timing(suite, case, tool, statistics.median(s), batch / statistics.median(s), m)
-        for (case, tool, _), s, m in zip(cases, seconds, memory)
+        Timing(suite, case, tool, statistics.median(s), batch / statistics.median(s), m, statistics.median(c))
+        for (case, tool, _), s, m, c in zip(cases, seconds, memory, cpu)
     ]
 
 

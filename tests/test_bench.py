@@ -91,12 +91,27 @@ def test_the_folder_suite_times_mmcam_with_and_without_figures_against_the_forwa
 
 
 def test_the_folder_breakdown_times_every_stage_of_the_command(tmp_path):
-    from mmcam.cli.bench import folder_stages, scene_folder
+    from mmcam.cli.bench import OUTSIDE, folder_stages, scene_folder
     from mmcam.cli.stages import STAGES
 
     stages = folder_stages(CPU, scene_folder(3, parent=tmp_path), batch=2)
-    assert list(stages) == list(STAGES)
-    assert all(seconds > 0 for seconds in stages.values())
+    assert list(stages) == [*STAGES, OUTSIDE]
+    assert all(seconds > 0 and cpu > 0 for seconds, cpu in stages.values())
+
+
+def test_measure_counts_the_cpu_seconds_of_the_worker_processes_a_case_ends():
+    import subprocess
+    import sys
+    import time
+
+    child = [sys.executable, "-c", "sum(range(3 * 10**7))"]  # about 0.45 CPU seconds
+    cases = [
+        ("waits", "torch", lambda: time.sleep(0.2)),
+        ("works in a child", "mmcam", lambda: subprocess.run(child, check=True)),
+    ]
+    waits, works = bench.measure("cpu", cases, 1, CPU, repeats=1, progress=False)
+    assert waits.seconds >= 0.2 and waits.cpu_seconds < 0.1
+    assert works.cpu_seconds > 0.25
 
 
 def test_the_methods_suite_times_the_same_maps_as_the_peers():

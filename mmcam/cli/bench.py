@@ -170,15 +170,30 @@ def folder_cases(device, folder: Path, batch: int = 8, workers: int = 2):
     return cases
 
 
-def folder_stages(device, folder: Path, batch: int = 8) -> dict[str, float]:
-    """Seconds per stage (``mmcam.cli.stages.STAGES``) of ``mmcam classify`` with figures on ``folder``,
-    run once in this process (no workers, so every stage is timed here and none overlaps another)."""
-    from mmcam.cli.stages import SECONDS, STAGES
+OUTSIDE = "outside the stages"  # the folder breakdown's last row: model loading, the output folder, records
+
+
+def folder_stages(device, folder: Path, batch: int = 8) -> dict[str, tuple[float, float]]:
+    """(seconds, CPU seconds of all threads) per stage (``mmcam.cli.stages.STAGES``) of ``mmcam classify``
+    with figures on ``folder``, run once in this process (no workers, so every stage is timed here and none
+    overlaps another), and ``OUTSIDE``: the rest of the run (loading the model, checking the output folder,
+    printing the records), so that the rows add up to the whole run."""
+    import time
+
+    from mmcam.cli.stages import CPU_SECONDS, SECONDS, STAGES
 
     _classify_folder(folder, device, batch, 0)  # warm-up
     SECONDS.clear()
+    CPU_SECONDS.clear()
+    start, cpu = time.perf_counter(), time.process_time()
     _classify_folder(folder, device, batch, 0)
-    return {name: round(SECONDS[name], 4) for name in STAGES}
+    whole, whole_cpu = time.perf_counter() - start, time.process_time() - cpu
+    stages = {name: (round(SECONDS[name], 4), round(CPU_SECONDS[name], 4)) for name in STAGES}
+    outside = (
+        whole - sum(SECONDS[name] for name in STAGES),
+        whole_cpu - sum(CPU_SECONDS[name] for name in STAGES),
+    )
+    return {**stages, OUTSIDE: (round(outside[0], 4), round(outside[1], 4))}
 
 
 def run(arguments: argparse.Namespace) -> int:
@@ -258,18 +273,22 @@ def run(arguments: argparse.Namespace) -> int:
     tool_width = max(32, *(len(row["tool"]) + 2 for row in rows))
     print(
         f"{'suite':<10}{'case':<{case_width}}{'tool':<{tool_width}}{'seconds':>9}{'img/s':>9}{'mmcam x':>9}"
-        f"{'of fwd':>8}{'MB':>7}"
+        f"{'of fwd':>8}{'MB':>7}{'CPU s':>9}"
     )
     for row in rows:
         speedup = f"{row['mmcam_speedup']:.2f}" if row["mmcam_speedup"] is not None else "-"
         memory = f"{row['peak_memory_mb']:.0f}" if row["peak_memory_mb"] is not None else "-"
+        cpu = f"{row['cpu_seconds']:.3f}" if row["cpu_seconds"] is not None else "-"
         print(
             f"{row['suite']:<10}{row['case']:<{case_width}}{row['tool']:<{tool_width}}{row['seconds']:>9.4f}"
             f"{row['images_per_second']:>9.2f}{speedup:>9}{row['share_of_forward_throughput']:>8.3f}{memory:>7}"
+            f"{cpu:>9}"
         )
     if stages:
-        total = sum(stages.values())
-        print(f"\nfolder, figures, one process without workers: {total:.2f} s, by stage")
-        for name, seconds in stages.items():
-            print(f"  {name:<22}{seconds:>9.2f} s{seconds / total:>7.1%}")
+        total = sum(seconds for seconds, _ in stages.values())
+        cpu = sum(seconds for _, seconds in stages.values())
+        print(f"\nfolder, figures, one process without workers: {total:.2f} s, {cpu:.2f} CPU s, by stage")
+        print(f"  {'stage':<22}{'seconds':>9}{'share':>8}{'CPU s':>9}  (CPU s / s: cores kept busy)")
+        for name, (seconds, busy) in stages.items():
+            print(f"  {name:<22}{seconds:>9.2f}{seconds / total:>8.1%}{busy:>9.2f}")
     return 0
