@@ -37,7 +37,7 @@ PROMPT_BEFORE, PROMPT_AFTER = 5, 10  # text tokens around the image's tokens ("U
 class Case:
     """One measurement: ``tool`` ("forward", "mmcam", "pytorch-grad-cam" or "captum") on ``architecture``
     cut to ``depth`` layers, explaining ``words`` words (the first ``words`` of a ``reply``-token reply),
-    ``chunk`` targets per batched backward (mmcam)."""
+    ``chunk`` targets per batched backward (mmcam), at ``layer`` (``layer_name``)."""
 
     architecture: str
     depth: int | None
@@ -48,6 +48,7 @@ class Case:
     device: str
     dtype: str
     repeats: int = 1
+    layer: str = "default"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,11 @@ def chat_inputs(architecture: str, model, reply: int, seed: int = 0) -> tuple[ob
         family = FAMILIES[config.model_type].family(model, SimpleNamespace(image_processor=images))
         image = [config.image_token_id]  # one token, which the family expands into the image's
         pixels = torch.randn(1, 3, 448, 448, generator=generator)
+    elif architecture == "smolvlm-2b":
+        family = FAMILIES[config.model_type].family(model, SpelledTiles.of(config))
+        image = [config.image_token_id]  # one token, which the family expands into the tiles'
+        side = 4 * config.vision_config.image_size  # the processor's longest edge: 4 x 4 tiles
+        pixels = torch.rand(1, 3, side, side, generator=generator)  # the tiled families read [0, 1]
     else:
         family = FAMILIES[config.model_type].family(model, None)
         side, patch = config.vision_config.image_size, config.vision_config.patch_size
@@ -103,6 +109,52 @@ def chat_inputs(architecture: str, model, reply: int, seed: int = 0) -> tuple[ob
     return family, inputs, list(range(start, ids.shape[1]))
 
 
+@dataclass(frozen=True)
+class SpelledTiles:
+    """What the Idefics3 family (``adapters.idefics3``) reads of SmolVLM's processor, built from the published
+    config without its tokenizer: transformers' ``Idefics3ImageProcessor`` at the processor's tiling (the
+    longest edge resized to 4 tiles, tiles of the vision tower's image size) and the image's tokens as ids
+    (``replace_image_token``, which ``tokenizer`` passes through)."""
+
+    image_processor: object
+    image_token: int
+    tile_tokens: int
+
+    @classmethod
+    def of(cls, config) -> SpelledTiles:
+        """From an ``Idefics3Config``: a tile's tokens are its (side / patch)^2 patches merged
+        ``scale_factor``^2 at a time by the pixel shuffle (SmolVLM: 27^2 / 9 = 81)."""
+        from transformers import Idefics3ImageProcessor
+
+        vision = config.vision_config
+        tile = vision.image_size
+        images = Idefics3ImageProcessor(
+            size={"longest_edge": 4 * tile}, max_image_size={"longest_edge": tile}
+        )
+        tokens = (tile // vision.patch_size) ** 2 // config.scale_factor**2
+        return cls(images, config.image_token_id, tokens)
+
+    def replace_image_token(self, image_inputs: dict, index: int) -> list[int]:
+        """Image ``index``'s tokens, as the processor spells them for ``rows`` x ``cols`` tiles: per tile
+        (row-major) ``<fake_token_around_image>``, ``<row_r_col_c>`` and ``tile_tokens`` image tokens, a
+        newline after each row; then a newline, ``<fake_token_around_image>``, ``<global-img>``, the global
+        image's tokens and ``<fake_token_around_image>`` (0 x 0 tiles: the global image's part alone, without
+        the newline). Every tag and newline is one token; all get one placeholder id, ``image_token`` - 1
+        (the cost depends on how many there are, not on their ids)."""
+        rows = [count for per_sample in image_inputs["rows"] for count in per_sample][index]
+        columns = [count for per_sample in image_inputs["cols"] for count in per_sample][index]
+        tag = self.image_token - 1
+        tile = [tag, tag] + [self.image_token] * self.tile_tokens
+        ids = [token for _ in range(rows) for token in tile * columns + [tag]]
+        if rows or columns:
+            ids.append(tag)
+        return ids + tile + [tag]
+
+    def tokenizer(self, ids: list[int], add_special_tokens: bool = False) -> dict:
+        """``replace_image_token``'s ids as they are."""
+        return {"input_ids": list(ids)}
+
+
 def word_targets(inputs: dict, positions: Sequence[int]) -> list:
     """A ``TokenLogProb`` per reply token: log p(token | everything before it)."""
     from mmcam.targets import TokenLogProb
@@ -110,20 +162,35 @@ def word_targets(inputs: dict, positions: Sequence[int]) -> list:
     return [TokenLogProb(inputs["input_ids"], [p], f"w{i}", i) for i, p in enumerate(positions)]
 
 
-def explainer(model, family, inputs: dict, start: int, chunk: int):
-    """mmcam's Grad-CAM at the family's default layer, as the chat captioner builds it (logits from row
+def layer_name(model, family, choice: str = "default") -> str:
+    """The layer a case explains: ``default`` the family's default layer, ``last`` the last decoder layer's
+    input norm (the top of the language model, read at the image's tokens), else ``choice`` itself."""
+    from mmcam.adapters.chat_family import language_model_name
+
+    if choice == "default":
+        return family.layer
+    if choice == "last":
+        decoder = model.get_decoder()
+        return f"{language_model_name(model)}.layers.{len(decoder.layers) - 1}.input_layernorm"
+    return choice
+
+
+def explainer(model, family, inputs: dict, start: int, chunk: int, layer: str = "default"):
+    """mmcam's Grad-CAM at ``layer`` (``layer_name``), as the chat captioner builds it (logits from row
     ``start`` on: ``adapters.chat.reply_forward``)."""
     from mmcam import Explainer
     from mmcam.adapters.chat import reply_forward
     from mmcam.adapters.chat_family import layouts
 
-    layout = layouts(family, model)(family.layer)
+    name = layer_name(model, family, layer)
+    layout = layouts(family, model)(name)
     forward = partial(reply_forward, family, start)
-    return Explainer(model, family.layer, "gradcam", layout=layout(inputs), forward=forward, chunk_size=chunk)
+    return Explainer(model, name, "gradcam", layout=layout(inputs), forward=forward, chunk_size=chunk)
 
 
-def _peers(model, family, inputs: dict, positions: Sequence[int], tool: str):
-    """``tool``'s Grad-CAM as ``f(k)``: one call explaining reply word k (its token's log-probability)."""
+def _peers(model, family, inputs: dict, positions: Sequence[int], tool: str, layer: str = "default"):
+    """``tool``'s Grad-CAM at ``layer`` as ``f(k)``: one call explaining reply word k (its token's
+    log-probability)."""
     from mmcam.adapters.chat import _forward
     from mmcam.adapters.chat_family import layouts
     from mmcam.bench import _FixedText, _output_score, _peer_token_gradcam
@@ -131,8 +198,9 @@ def _peers(model, family, inputs: dict, positions: Sequence[int], tool: str):
     ids = inputs["input_ids"]
     pixels = inputs["pixel_values"]
     forward = partial(_forward, family)
+    name = layer_name(model, family, layer)
     if tool == "pytorch-grad-cam":
-        captioner = SimpleCaptioner(model, family.layer, forward, layouts(family, model)(family.layer))
+        captioner = SimpleCaptioner(model, name, forward, layouts(family, model)(name))
         cam = _peer_token_gradcam(captioner, inputs)["pytorch-grad-cam"]
         return lambda k: cam(
             pixels, {"pytorch-grad-cam": [_output_score((positions[k] - 1, int(ids[0, positions[k]])))]}
@@ -141,7 +209,7 @@ def _peers(model, family, inputs: dict, positions: Sequence[int], tool: str):
 
     text = {key: value for key, value in inputs.items() if key != "pixel_values"}
     wrapped = _FixedText(model, forward, text, log_softmax=True).eval()
-    cam = LayerGradCam(wrapped, model.get_submodule(family.layer))
+    cam = LayerGradCam(wrapped, model.get_submodule(name))
     return lambda k: cam.attribute(pixels, target=(positions[k] - 1, int(ids[0, positions[k]])))
 
 
@@ -206,7 +274,7 @@ def _run(model, case: Case, device: torch.device) -> Measured:
     if case.tool == "forward":
         work = forward
     elif case.tool == "mmcam":
-        explain = explainer(model, family, inputs, positions[0] - 1, case.chunk)
+        explain = explainer(model, family, inputs, positions[0] - 1, case.chunk, case.layer)
         targets = word_targets(inputs, positions[: case.words])
 
         def work(count: int) -> None:
@@ -217,7 +285,7 @@ def _run(model, case: Case, device: torch.device) -> Measured:
         inputs["pixel_values"].requires_grad_(
             True
         )  # the peers' graph then starts at the image, not at the weights
-        call = _peers(model, family, inputs, positions, case.tool)
+        call = _peers(model, family, inputs, positions, case.tool, case.layer)
 
         def work(count: int) -> None:
             for k in range(count):
@@ -317,9 +385,13 @@ def measure_depth(
     chunk: int,
     peer_words: int,
     peers: Sequence[str],
+    layer: str = "default",
 ) -> Depth:
-    """The forward, mmcam and each of ``peers`` on one depth (None: the full depth), in one fresh process."""
-    case = partial(Case, architecture, depth, device=device, dtype=dtype, reply=words, chunk=chunk)
+    """The forward, mmcam and each of ``peers`` at ``layer`` (``layer_name``) on one depth (None: the full
+    depth), in one fresh process."""
+    case = partial(
+        Case, architecture, depth, device=device, dtype=dtype, reply=words, chunk=chunk, layer=layer
+    )
     forward, explain, *timed = measure(
         [case(tool="forward", words=words), case(tool="mmcam", words=words)]
         + [case(tool=tool, words=peer_words) for tool in peers]

@@ -15,9 +15,20 @@ an explanation costs at a real model's widths (``chat_cost``), not to explain an
   1280 wide (MLP 5120, 16 heads, patch 14, temporal patch 2, 2 x 2 merge into 3584), Qwen2-7B (3584 wide,
   28 layers, 28 heads, 4 key-value heads of 128, MLP 18944, vocabulary 152064, image token 151655).
   A 448 x 448 image: 32 x 32 patches merged into 256 tokens.
-SmolVLM-2B (Idefics3) is not here yet: its SmolVLM-Instruct config (``scale_factor`` 3, SigLIP so400m at
-384 px, patch 14, SmolLM2-1.7B) was read, but its image token's id was not, and its tiled inputs need the
-processor's tokens.
+- ``smolvlm-2b`` (``HuggingFaceTB/SmolVLM-Instruct``, an ``Idefics3ForConditionalGeneration``): its model
+  card (81 visual tokens per 384 x 384 tile, larger images split into tiles; "based on Idefics3", SmolLM2
+  1.7B) and the SmolVLM report's summary (pixel shuffle 9x: ``scale_factor`` 3; SigLIP with 14 px patches at
+  384 px; RoPE base raised to 273k for a 16k context). The vision tower is SigLIP so400m (27 layers, 1152
+  wide, 16 heads of 72, MLP 4304, patch 14: 27 x 27 patches, 81 tokens after the shuffle); the language
+  model SmolLM2-1.7B's Llama layers (2048 wide, 24 layers, 32 heads, 32 key-value heads, MLP 8192, RoPE
+  base 273768, untied head) over a vocabulary of 49280. The sizes of both were read from kornia-rs's
+  SmolVLM-Instruct port (``crates/kornia-vlm/src/smolvlm``, which loads that checkpoint's weights by these
+  shapes), not from the checkpoint's own ``config.json``, which was not at hand; the vision MLP's 4304 is
+  so400m's published width. The image token's id, 49190, is the SmolVLM family's ``<image>`` (as in
+  SmolVLM2's published configs; assumed the same for SmolVLM-Instruct): the cost does not depend on it.
+  Its processor resizes an image to a longest edge of 1536 px (4 tiles; kornia-rs's port does the same)
+  and splits it into 384 px tiles: a square image is 4 x 4 tiles and the global image, 17 x 81 = 1377
+  image tokens (``chat_cost.SpelledTiles`` spells them out).
 """
 
 from __future__ import annotations
@@ -105,9 +116,40 @@ def _qwen2_vl(depth: int):
     )
 
 
+def _smolvlm(depth: int):
+    from transformers import Idefics3Config
+
+    return Idefics3Config(
+        vision_config={
+            "hidden_size": 1152,
+            "intermediate_size": 4304,
+            "num_hidden_layers": 27,
+            "num_attention_heads": 16,
+            "image_size": 384,
+            "patch_size": 14,
+        },
+        text_config={
+            "model_type": "llama",
+            "hidden_size": 2048,
+            "intermediate_size": 8192,
+            "num_hidden_layers": depth,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 32,
+            "vocab_size": 49280,
+            "max_position_embeddings": 16384,
+            "rope_theta": 273768.0,
+            "rms_norm_eps": 1e-5,
+        },
+        scale_factor=3,
+        image_token_id=49190,
+        tie_word_embeddings=False,
+    )
+
+
 ARCHITECTURES = {
     "llava-1.5-7b": Architecture("llava-1.5-7b", 32, "LlavaForConditionalGeneration", 576, _llava),
     "qwen2-vl-7b": Architecture("qwen2-vl-7b", 28, "Qwen2VLForConditionalGeneration", 256, _qwen2_vl),
+    "smolvlm-2b": Architecture("smolvlm-2b", 24, "Idefics3ForConditionalGeneration", 17 * 81, _smolvlm),
 }
 
 

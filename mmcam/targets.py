@@ -8,6 +8,7 @@ that hold one value per sample tile it over the blocks.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -274,6 +275,15 @@ class TailLogits:
     def __init__(self, logits: Tensor, start: int):
         self.logits, self.start = logits, start
 
+    @cached_property
+    def rows(self) -> tuple[Tensor, ...]:
+        """The T rows (N, V) as views, from one ``unbind`` that every target reading this output shares. A
+        target that indexed ``logits`` itself would get, in the backward, a gradient as large as all the rows
+        (N, T, V), zero but at its own, added to the other targets': K targets cost K (N, T, V) tensors per
+        batched backward. Through the shared rows each target's gradient is its own row's, and the rows'
+        gradients are stacked once."""
+        return self.logits.unbind(dim=1)
+
     def padded(self) -> Tensor:
         """The full (N, L, V) logits, the rows before ``start`` zero: for code that reads absolute rows."""
         return torch.nn.functional.pad(self.logits, (0, 0, self.start, 0))
@@ -334,7 +344,11 @@ class TokenLogProb(Target):
                 f"rows, which start at {start}"
             )
         ids = per_row(self.token_ids.to(logits.device), logits.shape[0])[:, self.read]
-        predicting = logits[:, [p - 1 - start for p in self.read]].float().log_softmax(dim=-1)
+        if isinstance(output, TailLogits):  # the shared rows (``TailLogits.rows``)
+            predicting = torch.stack([output.rows[p - 1 - start] for p in self.read], dim=1)
+        else:
+            predicting = logits[:, [p - 1 - start for p in self.read]]
+        predicting = predicting.float().log_softmax(dim=-1)
         token_log_probs = predicting.gather(-1, ids[..., None])[..., 0]
         return (token_log_probs * per_row(self.reads.to(logits.device), logits.shape[0])).sum(dim=1)
 

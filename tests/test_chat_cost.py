@@ -108,3 +108,95 @@ def test_the_bench_inputs_hold_the_images_tokens_and_every_word_is_explained(fam
     ids = inputs["input_ids"][0]
     expected = torch.stack([log_probs[p - 1, ids[p]] for p in positions])
     torch.testing.assert_close(explanation.scores[0], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("rows, columns", [(0, 0), (1, 1), (2, 3), (4, 4)])
+def test_smolvlm_image_tokens_are_spelled_as_the_processor_spells_them(rows, columns, tmp_path):
+    """SmolVLM's prompt, built without its tokenizer (``SpelledTiles``): the same tokens in the same order as
+    the tiny Idefics3 processor's text for ``rows`` x ``columns`` tiles, each tag and newline one token, with
+    ``image_seq_len`` image tokens per tile (here (32 / 8)^2 / 2^2 = 4, as the processor was saved)."""
+    import re
+
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from mmcam.chat_cost import SpelledTiles
+    from tests.hf_tiny import save_idefics3
+
+    folder = save_idefics3(tmp_path / "m")
+    processor = AutoProcessor.from_pretrained(folder)
+    config = AutoModelForImageTextToText.from_pretrained(folder).config
+    spelled = SpelledTiles.of(config)
+    assert spelled.tile_tokens == processor.image_seq_len == 4
+    tiles = {"rows": [[rows]], "cols": [[columns]]}
+    text = processor.replace_image_token(tiles, 0)
+    image, tag = config.image_token_id, config.image_token_id - 1
+    expected = [image if token == "<image>" else tag for token in re.findall(r"<[^<>]+>|\n", text)]
+    assert "".join(re.findall(r"<[^<>]+>|\n", text)) == text  # nothing in the text but tags and newlines
+    ids = spelled.tokenizer(spelled.replace_image_token(tiles, 0))["input_ids"]
+    assert ids == expected
+    assert ids.count(image) == 4 * (rows * columns + 1)
+
+
+def test_smolvlm_bench_explains_every_word_from_the_tiles(tmp_path):
+    """The bench's inputs on a tiny Idefics3 (SmolVLM's family): a square image of 4 tiles' side becomes
+    4 x 4 tiles and the global image (17 tiles' image tokens in the expanded prompt), and every reply word gets
+    a map, scored with the full forward's log-probabilities."""
+    from transformers import AutoModelForImageTextToText
+
+    from mmcam.adapters.chat import _forward
+    from mmcam.chat_cost import chat_inputs, explainer, word_targets
+    from tests.hf_tiny import save_idefics3
+
+    model = AutoModelForImageTextToText.from_pretrained(save_idefics3(tmp_path / "m")).eval()
+    chat, inputs, positions = chat_inputs("smolvlm-2b", model, reply=4)
+    assert inputs["pixel_values"].shape == (1, 3, 128, 128)
+    expanded, _ = chat.expanded_ids(inputs)
+    assert int((expanded == model.config.image_token_id).sum()) == 17 * 4
+    explanation = explainer(model, chat, inputs, positions[0] - 1, chunk=3)(
+        inputs, word_targets(inputs, positions)
+    )
+    assert explanation.raw.shape[:2] == (1, 4)
+    assert torch.isfinite(explanation.raw).all() and explanation.raw.abs().amax() > 0
+    with torch.no_grad():
+        log_probs = _forward(chat, model, inputs)[0].float().log_softmax(-1)
+    ids = inputs["input_ids"][0]
+    expected = torch.stack([log_probs[p - 1, ids[p]] for p in positions])
+    torch.testing.assert_close(explanation.scores[0], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_word_targets_on_kept_rows_share_one_row_gradient_per_backward():
+    """K word targets on ``TailLogits`` read the rows through one shared ``unbind``: scores and gradients are
+    those of targets indexing the full logits, and a batched backward makes one gradient as large as all the
+    rows (S, N, T, V), not one per target (before: K of them, added up; 300 words cost 300 per backward)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from mmcam.engine.gradients import target_gradients
+    from mmcam.targets import TailLogits, TokenLogProb
+
+    torch.manual_seed(0)
+    rows, vocabulary, chunk = 12, 50, 4
+    hidden = torch.randn(1, rows, 8, requires_grad=True)
+    head = torch.randn(8, vocabulary)
+    ids = torch.randint(0, vocabulary, (1, rows + 1))
+    targets = [TokenLogProb(ids, [p], f"w{p}") for p in range(1, rows + 1)]
+
+    class RowGradients(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.shape == (chunk, 1, rows, vocabulary):
+                RowGradients.count += 1
+            return out
+
+    found = {}
+    for name, output in (("indexed", hidden @ head), ("shared", TailLogits(hidden @ head, 0))):
+        scores = torch.stack([target(output) for target in targets], dim=1)
+        RowGradients.count = 0
+        with RowGradients():
+            gradients = target_gradients(scores, hidden, chunk_size=chunk)
+        found[name] = scores, gradients, RowGradients.count
+    torch.testing.assert_close(found["shared"][0], found["indexed"][0])
+    torch.testing.assert_close(found["shared"][1], found["indexed"][1])
+    assert found["indexed"][2] >= rows  # a row gradient per target (and more for the sums)
+    assert found["shared"][2] == rows // chunk  # one per batched backward

@@ -28,7 +28,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "chat: a chat model (--model DIR, a local checkpoint) on a 30-word reply: one word, all words in one "
         "call, a call per word, and pytorch-grad-cam through a wrapper, a call per word; on CUDA the MB column "
         "is the peak memory of each case. "
-        "chat --config NAME (llava-1.5-7b, qwen2-vl-7b): the published architecture with random weights and its "
+        "chat --config NAME (llava-1.5-7b, qwen2-vl-7b, smolvlm-2b): the published architecture with random weights and its "
         "language model cut to --depth layers; every word of a reply explained in one call against the plain "
         "forward over the same tokens (peak memory and time, as ratios, each case in a fresh process), "
         "pytorch-grad-cam's and captum's call per word, and a --many-token reply. "
@@ -57,7 +57,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--config",
         default=None,
         help="chat: instead of --model, the cost of explaining every word of a reply against the plain forward "
-        "on a published architecture with random weights (llava-1.5-7b, qwen2-vl-7b), by depth",
+        "on a published architecture with random weights (llava-1.5-7b, qwen2-vl-7b, smolvlm-2b), by depth",
     )
     parser.add_argument(
         "--depth",
@@ -78,7 +78,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--peer-words",
         type=int,
         default=2,
-        help="chat --config: words the peers are timed on, scaled to --words",
+        help="chat --config: words the peers are timed on, scaled to --words (0: the peers are not run)",
     )
     parser.add_argument(
         "--many", type=int, default=300, help="chat --config: a reply this long, at the first depth (0: none)"
@@ -88,6 +88,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="chat --config: targets per batched backward",
+    )
+    parser.add_argument(
+        "--layer",
+        default="default",
+        help="chat --config: the layer explained: default (the family's), last (the last decoder layer's "
+        "input norm, at the top of the language model), or a module name (default: default)",
     )
     parser.add_argument("--images", type=int, default=500, help="folder: images in the folder (default 500)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds; the median is kept (default 5)")
@@ -225,6 +231,7 @@ def run(arguments: argparse.Namespace) -> int:
             chunk,
             arguments.peer_words,
             arguments.many,
+            arguments.layer,
         )
     for tool in missing_peers():
         print(

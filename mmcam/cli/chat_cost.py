@@ -35,6 +35,7 @@ def run(
     chunk: int,
     peer_words: int,
     many: int,
+    layer: str = "default",
 ) -> int:
     import torch
 
@@ -42,12 +43,13 @@ def run(
     from mmcam.chat_cost import full_depth_estimate, many_targets, measure_depth
     from mmcam.published import ARCHITECTURES
 
-    peers = [tool for tool in PEERS if tool not in missing_peers()]
+    peers = [tool for tool in PEERS if tool not in missing_peers()] if peer_words > 0 else []
     architecture = ARCHITECTURES[config]
     name = torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or platform.machine()
     print(
-        f"{config}: {architecture.image_tokens} image tokens, a {words}-token reply, Grad-CAM at the family's "
-        f"default layer, {dtype}, {device} ({name}, {torch.get_num_threads()} threads), random weights; "
+        f"{config}: {architecture.image_tokens} image tokens, a {words}-token reply, Grad-CAM at "
+        + ("the family's default layer" if layer == "default" else f"layer {layer}")
+        + f", {dtype}, {device} ({name}, {torch.get_num_threads()} threads), random weights; "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
     )
     print(
@@ -57,7 +59,7 @@ def run(
     )
     measured = []
     for depth in depths:
-        row = measure_depth(config, depth, device, dtype, words, chunk, peer_words, peers)
+        row = measure_depth(config, depth, device, dtype, words, chunk, peer_words, peers, layer)
         measured.append(row)
         print(
             f"depth {row.depth}: forward {row.forward.seconds:.2f} s, {row.forward.peak_mb:.0f} MB; all {words} words "
