@@ -21,7 +21,11 @@ caption, ViT + GPT-2 and ViLT; its peak is on the object the model relies on 0.7
 and image tokens share one stack, attention relevance at the same block puts the peak there 0.748 of the
 time against NormGrad's 0.578 (paired difference +0.171, 95% interval [+0.076, +0.262]; occlusion 0.802)
 with the same deletion AUC (0.346 / 0.349) and tolerant pointing within the interval (0.835 / 0.863); on
-BLIP caption and GIT it does not (deletion AUC worse, peak agreement not better).
+BLIP caption and GIT it does not (deletion AUC worse, peak agreement not better). The Hugging Face
+captioners are read instead at the image's tokens as their text decoder reads them, with NormGrad
+(``adapters.captioning.default_layer``: BLIP's last vision block, GIT's visual projection, ViT + GPT-2's
+final encoder norm), where the peak lands on the object the model relies on more often and deletion AUC is
+as low or lower.
 """
 
 from __future__ import annotations
