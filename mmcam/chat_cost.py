@@ -53,14 +53,15 @@ class Case:
 
 @dataclass(frozen=True)
 class Measured:
-    """A case's median seconds over its timed runs, its peak memory in MB, and the median seconds of the
-    plain forward timed in the same process just before (the machine is shared: a time is read against a
-    forward timed under the same load)."""
+    """A case's median seconds over its timed runs, its peak memory in MB, and the seconds of the plain forward
+    timed in the same process: the mean of its medians just before and just after the case (``forwards``; the
+    machine is shared: a time is read against forwards timed under the same load, on both sides of it)."""
 
     case: Case
     seconds: float
     peak_mb: float
     forward_seconds: float
+    forwards: tuple[float, ...] = ()
 
     @property
     def in_forwards(self) -> float:
@@ -242,7 +243,8 @@ def _peak_mb(device: torch.device) -> float:
 def run_cases(cases: Sequence[Case]) -> list[Measured]:
     """``cases`` (one architecture, depth, device and dtype) in this process, on one model built once: for each,
     time the plain forward over its tokens (after one warm-up), warm the case up on one word, reset the peak
-    memory (on a CPU the high-water mark drops to the memory resident then: the weights), time the case.
+    memory (on a CPU the high-water mark drops to the memory resident then: the weights), time the case, then
+    the forward again.
     The peers come last: they unfreeze nothing but need the image to require gradients."""
     first = cases[0]
     device = torch.device(first.device)
@@ -291,12 +293,14 @@ def _run(model, case: Case, device: torch.device) -> Measured:
             for k in range(count):
                 call(k)
 
-    forward_seconds = _timed(forward, 1, case.repeats, device)
+    before = _timed(forward, 1, case.repeats, device)
     work(1)
     synchronize(device)
     _reset_peak(device)
     seconds = _timed(work, case.words, case.repeats, device)
-    return Measured(case, seconds, _peak_mb(device), forward_seconds)
+    peak = _peak_mb(device)
+    after = _timed(forward, 1, case.repeats, device)
+    return Measured(case, seconds, peak, (before + after) / 2, (before, after))
 
 
 def _timed(work, count: int, repeats: int, device: torch.device) -> float:

@@ -67,7 +67,8 @@ def run(
         )
         print(f"memory ratio {row.memory_ratio:.2f}x")
         print(
-            f"time ratio {row.time_ratio:.2f}x (against {row.explain.forward_seconds:.2f} s, the forward timed in its process)"
+            f"time ratio {row.time_ratio:.2f}x (against {row.explain.forward_seconds:.2f} s, the mean of the forward "
+            f"timed in its process before and after it: {' and '.join(f'{t:.2f} s' for t in row.explain.forwards)})"
         )
         for tool in row.peers:
             peer = row.peers[tool]
