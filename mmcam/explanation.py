@@ -22,8 +22,10 @@ class Explanation:
     labels:  B lists of K names; indices: the output index each target read (class, answer, word).
     weights: (B, K, C) per-channel importance where the method has it (Grad-CAM's alpha; per tile, so
              None, on a layer of tiles), else None.
-    contributions: (B, K, C) each channel's share of the target's weighted activation where weights are known,
-             w_kc * mean_ij A_cij (for a pooled linear head, exactly its part of the logit), else None.
+    contributions: (B, K, C) each channel's part in the target's score where the method has channel weights
+             (``CamMethod.unit_contributions``): Grad-CAM's first-order sum_ij G_kcij A_cij (for a head that
+             reads the layer linearly, exactly its part of the score), another method's w_kc * mean_ij A_cij;
+             else None.
     token_weights: (B, K, L) gradient x input per token of a token layer (question words), if one was given.
     kinds:   K names of what each score is ("logit", "log-probability", "logit difference", ...), if known.
     evidence: (B, K) how much of each score the map accounts for, in the score's units (``engine.evidence``).

@@ -126,6 +126,39 @@ def test_the_ablation_is_said_in_the_scores_units_and_direction():
     assert ablation_text({"units": 0, "named": math.nan, "random": math.nan, "next": math.nan}) == ""
 
 
+@pytest.mark.parametrize("head", ["pooled", "flattened"])
+def test_a_units_contribution_is_what_zeroing_it_removes_from_a_linear_read_of_the_layer(head):
+    """Grad-CAM's unit contributions sum_ij G_kcij A_cij: for a head that reads the layer linearly, pooled (a
+    classifier) or cell by cell (a policy's flatten-and-linear head), exactly the score lost when the unit alone
+    is zeroed; the channel weight times the mean activation is that only for the pooled head."""
+    from torch import nn
+
+    from mmcam.engine import Explainer
+
+    torch.manual_seed(0)
+    pooled = head == "pooled"
+    read = (
+        nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+        if pooled
+        else nn.Sequential(nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    )
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), *read).eval()
+    explainer = Explainer(model, layer="1", method="gradcam")
+    image = torch.randn(1, 3, 8, 8)
+    explanation = explainer(image, [[0, 1, 2]])
+    clean, zeroed = explainer.zeroed_scores(image, [[0, 1, 2]], [[c] for c in range(4)])
+    drops = (clean[:, None] - zeroed)[0].T  # (K, C)
+    assert torch.allclose(explanation.contributions[0], drops, atol=1e-5)
+    weighted = explanation.weights[0] * _summed_activations(model, image)  # alpha_kc * mean_ij A_cij * hw
+    assert torch.allclose(weighted, drops, atol=1e-5) == pooled
+
+
+def _summed_activations(model, image):
+    """(C,) hw * mean_ij A_cij at the model's ReLU."""
+    with torch.no_grad():
+        return model[1](model[0](image))[0].flatten(1).sum(-1)
+
+
 @pytest.fixture(scope="module")
 def classifier():
     return load_classifier("shapes")

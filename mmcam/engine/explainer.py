@@ -159,7 +159,9 @@ class Explainer:
     ) -> Explanation:
         size = tuple(inputs[self.image_key].shape[2:])
 
-        def explain_group(context: CamContext) -> tuple[CamResult, Tensor | None, Tensor | None]:
+        def explain_group(
+            context: CamContext,
+        ) -> tuple[CamResult, Tensor | None, Tensor | None, Tensor | None]:
             result = self.method.eigen_smoothed(context) if self.eigen_smooth else self.method(context)
             # an eigen-smoothed map is a principal component, not score contributions: judged at the layer
             method = self.method
@@ -167,22 +169,30 @@ class Explainer:
                 method.layer_evidence(context) if self.eigen_smooth else method.evidence(context, result)
             )
             token_weights = context.token_weights.detach() if self.token_layer else None
-            return result, token_weights, None if evidence is None else evidence.detach()
+            units = method.unit_contributions(context, result)
+            return (
+                result,
+                token_weights,
+                None if evidence is None else evidence.detach(),
+                None if units is None else units.detach(),
+            )
 
         def explain(context: CamContext):
             scores = context.scores.detach().to(context.dtype)
-            means = context.activations.flatten(2).mean(-1)  # (B, C): each channel's mean over the grid
             grouped = self.method.per_target and context.target_count > self.chunk_size
             parts = [explain_group(group) for group in (context.target_groups() if grouped else [context])]
             result = CamResult(
-                torch.cat([part.signed for part, _, _ in parts], dim=1),
+                torch.cat([part[0].signed for part in parts], dim=1),
                 None
                 if parts[0][0].weights is None
-                else torch.cat([part.weights for part, _, _ in parts], dim=1),
+                else torch.cat([part[0].weights for part in parts], dim=1),
             )
-            token_weights = torch.cat([w for _, w, _ in parts], dim=1) if self.token_layer else None
-            evidence = (
-                None if parts[0][2] is None else torch.cat([e for _, _, e in parts], dim=1).to(context.dtype)
+            token_weights = torch.cat([part[1] for part in parts], dim=1) if self.token_layer else None
+            evidence, units = (
+                None
+                if parts[0][i] is None
+                else torch.cat([part[i] for part in parts], dim=1).to(context.dtype)
+                for i in (2, 3)
             )
             return (
                 context.layer,
@@ -192,11 +202,11 @@ class Explainer:
                 token_weights,
                 context.tiles,
                 context.samples,
-                means,
+                units,
                 context.dtype,
             )
 
-        layer, result, evidence, scores, token_weights, tiles, batch, means, dtype = self._in_context(
+        layer, result, evidence, scores, token_weights, tiles, batch, units, dtype = self._in_context(
             inputs, target_list, explain, copies
         )
         raw = (result.signed if self.signed else result.raw).detach().to(dtype)
@@ -206,7 +216,7 @@ class Explainer:
             if evidence is not None:  # an image's evidence is its tiles'
                 owners = tiles.owners.to(evidence.device)
                 evidence = evidence.new_zeros(batch, evidence.shape[1]).index_add_(0, owners, evidence)
-        contributions = None if weights is None else weights.to(dtype) * means[:, None].to(weights.device)
+        contributions = None if tiles is not None or units is None else units.to(dtype)
         kinds = [target.kind for target in target_list]
         empty = negligible(evidence, raw, scores, kinds)
         maps = normalize(upsample(raw, size, self.upsampling), len(size), self.signed)

@@ -94,6 +94,15 @@ class CamMethod:
         the gradients; None for one that does not (its map is then judged only on being constant)."""
         return first_order(ctx) if self.needs_gradients else None
 
+    def unit_contributions(self, ctx: CamContext, result: CamResult) -> Tensor | None:
+        """Each channel's part in each target's score, (B, K, C), what the sentences of ``mmcam.concepts`` rank
+        units by: x_kc = w_kc mean_ij A_cij, the method's channel weight times the channel's mean activation;
+        None without channel weights."""
+        if result.weights is None:
+            return None
+        means = ctx.activations.flatten(2).mean(-1)[:, None]  # (B, 1, C)
+        return result.weights * means.to(result.weights.device, result.weights.dtype)
+
     def eigen_smoothed(self, ctx: CamContext) -> CamResult:
         """The map with the sum over channels replaced by their first principal component (``--eigen-smooth``);
         only methods with channel weights have one."""

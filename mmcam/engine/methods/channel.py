@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from mmcam.engine.methods.base import ChannelWeightCAM, grid_axes, safe_divide
+from mmcam.engine.methods.base import CamResult, ChannelWeightCAM, grid_axes, safe_divide
 
 if TYPE_CHECKING:
     from mmcam.engine.context import CamContext
@@ -30,6 +30,19 @@ class GradCAM(ChannelWeightCAM):
     def weights(self, ctx: CamContext) -> Tensor:
         return ctx.gradients.mean(dim=grid_axes(ctx.gradients, 3))
 
+    def unit_contributions(self, ctx: CamContext, result: CamResult) -> Tensor:
+        """x_kc = sum_ij G_kcij A_cij, the channel's first-order part in the score (what zeroing it removes, to
+        first order; exactly, where the score reads the layer linearly). Where the gradient is the same over the
+        grid (a pooled linear head) it is hw alpha_kc mean_ij A_cij, Grad-CAM's weight times the activation;
+        where the score reads the cells unequally (a policy's flatten-and-linear head, a ViT's attention) it
+        counts the activation where the gradient reaches it."""
+        return first_order_units(ctx)
+
+
+def first_order_units(ctx: CamContext) -> Tensor:
+    """(B, K, C): sum_ij G_kcij A_cij, each channel's first-order contribution to each target."""
+    return (ctx.gradients * ctx.activations[:, None]).flatten(3).sum(-1)
+
 
 class CounterfactualCAM(ChannelWeightCAM):
     """Counterfactual Grad-CAM: the regions whose presence lowers the target (negated gradients).
@@ -45,6 +58,10 @@ class CounterfactualCAM(ChannelWeightCAM):
 
     def weights(self, ctx: CamContext) -> Tensor:
         return -ctx.gradients.mean(dim=grid_axes(ctx.gradients, 3))
+
+    def unit_contributions(self, ctx: CamContext, result: CamResult) -> Tensor:
+        """x_kc = -sum_ij G_kcij A_cij: Grad-CAM's, of the negated target."""
+        return -first_order_units(ctx)
 
 
 def plusplus_weights(activations: Tensor, g1: Tensor, g2: Tensor, g3: Tensor) -> Tensor:
