@@ -123,6 +123,7 @@ def test_the_ablation_is_said_in_the_scores_units_and_direction():
         "Zeroing its 1 unit raises the log-probability by 0.50 on average over 7 steps "
         "(as many random units: 0.10)."
     )
+    assert " on average over 1 step (" in ablation_text({**raised, "inputs": 1}, "logit", "steps")
     assert ablation_text({"units": 0, "named": math.nan, "random": math.nan, "next": math.nan}) == ""
 
 

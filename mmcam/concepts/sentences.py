@@ -1,8 +1,9 @@
 """Textual explanations: the concepts whose units drove a decision, strongest first.
 
-The evidence of unit c for target k is its contribution x_kc = w_kc * mean_ij A_cij (the method's channel
-weight times the unit's mean activation on this input; for a pooled linear head exactly the unit's part of
-the logit). Units are grouped by their concept label l: the concept's net evidence is X_kl = sum_{c in l}
+The evidence of unit c for target k is its contribution x_kc (``Explanation.contributions``): with Grad-CAM its
+first-order part in the score, sum_ij G_kcij A_cij (exactly what zeroing it removes where the score reads the
+layer linearly), with another method its channel weight times its mean activation, w_kc mean_ij A_cij. Units
+are grouped by their concept label l: the concept's net evidence is X_kl = sum_{c in l}
 x_kc. A concept stands on the side of its net sign (for the target where X_kl > 0, against it where
 X_kl < 0) and only there; the units of that concept pulling the other way are counted in the sentence as
 outweighed ("blue (4 units, IoU 0.17; 1 against, outweighed)"). Concepts are ranked by |X_kl|.
@@ -90,7 +91,8 @@ def ablation_text(ablation: dict, score_kind: str = "score", inputs: str = "inpu
     units = f"{ablation['units']} unit{'s' if ablation['units'] > 1 else ''}"
     named = ablation["named"]
     change = f"{'lowers' if named >= 0 else 'raises'} the {score_kind} by {abs(named):.2f}"
-    over = f" on average over {ablation['inputs']} {inputs}" if ablation.get("inputs") else ""
+    count = ablation.get("inputs")
+    over = f" on average over {count} {inputs.removesuffix('s') if count == 1 else inputs}" if count else ""
     following = (
         f"; as many units of the next concepts: {ablation['next']:.2f}" if ablation.get("next_units") else ""
     )
