@@ -21,11 +21,14 @@ an explanation costs at a real model's widths (``chat_cost``), not to explain an
   384 px; RoPE base raised to 273k for a 16k context). The vision tower is SigLIP so400m (27 layers, 1152
   wide, 16 heads of 72, MLP 4304, patch 14: 27 x 27 patches, 81 tokens after the shuffle); the language
   model SmolLM2-1.7B's Llama layers (2048 wide, 24 layers, 32 heads, 32 key-value heads, MLP 8192, RoPE
-  base 273768, untied head) over a vocabulary of 49280. The sizes of both were read from kornia-rs's
-  SmolVLM-Instruct port (``crates/kornia-vlm/src/smolvlm``, which loads that checkpoint's weights by these
-  shapes), not from the checkpoint's own ``config.json``, which was not at hand; the vision MLP's 4304 is
-  so400m's published width. The image token's id, 49190, is the SmolVLM family's ``<image>`` (as in
-  SmolVLM2's published configs; assumed the same for SmolVLM-Instruct): the cost does not depend on it.
+  base 273768, untied head) over a vocabulary of 49280. Read from kornia-rs's SmolVLM-Instruct port
+  (``crates/kornia-vlm/src/smolvlm``, which loads that checkpoint's weights: 27 vision blocks of 16 heads of
+  72, 24 text blocks of 32 heads of 64 with as many key-value heads, RoPE base 273768 over 16384 positions,
+  an ``lm_head`` of its own, tiles of 384 px and 81 tokens) and, for the MLP's 8192 and the vocabulary's
+  49280, a candle port's Llama config for the same checkpoint; not from the checkpoint's own
+  ``config.json``, which was not at hand. The vision MLP's 4304 is SigLIP so400m's published width. The
+  image token's id, 49190, is the SmolVLM family's ``<image>`` (as in SmolVLM2's published configs; assumed
+  the same for SmolVLM-Instruct): the cost does not depend on it.
   Its processor resizes an image to a longest edge of 1536 px (4 tiles; kornia-rs's port does the same)
   and splits it into 384 px tiles: a square image is 4 x 4 tiles and the global image, 17 x 81 = 1377
   image tokens (``chat_cost.SpelledTiles`` spells them out).

@@ -13,5 +13,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
     --peer-words 2 --many 300 2>&1 | tee "$OUT/chat-llava-1.5-7b-full.txt"
 "$PYTHON" -m mmcam bench --task chat --config qwen2-vl-7b --device cuda --depth full --dtype bfloat16 \
     --peer-words 2 --many 0 2>&1 | tee "$OUT/chat-qwen2-vl-7b-full.txt"
+# the same reply explained at the top of the language model (the last decoder layer's input norm): the time trade-off
+"$PYTHON" -m mmcam bench --task chat --config llava-1.5-7b --device cuda --depth full --dtype bfloat16 \
+    --layer last --peer-words 0 --many 0 2>&1 | tee "$OUT/chat-llava-1.5-7b-full-last-layer.txt"
+"$PYTHON" -m mmcam bench --task chat --config smolvlm-2b --device cuda --depth full --dtype bfloat16 \
+    --peer-words 2 --many 0 2>&1 | tee "$OUT/chat-smolvlm-2b-full.txt"
 # every suite, the folder bench among them (the chat suite needs --model DIR and is skipped without one)
 "$PYTHON" -m mmcam bench --device cuda 2>&1 | tee "$OUT/bench-all.txt"
