@@ -257,7 +257,7 @@ def test_caption_and_vqa_commands_accept_a_chat_model(chat_dir, picture, tmp_pat
         == 0
     )
     record = json.loads(capsys.readouterr().out)
-    default = "model.language_model" if chat_dir.name.startswith("llava") else "model.vision_tower"
+    default = "model.multi_modal_projector" if chat_dir.name.startswith("llava") else "model.vision_tower"
     assert record["words"] == ["a", "red", "circle"] and record["layer"].startswith(default)
     assert (
         main(

@@ -7,8 +7,8 @@ user turn, ``[image, text]``, with the generation prompt, or PaliGemma's image t
 has no chat template). A reply's word scores are log-probabilities of its sub-word tokens given the
 prompt and the reply before them (``TokenLogProb``). The explained layer is the family's (``layer``): the
 vision tower's second block (``tokens.TOKEN_BLOCK``), whose tokens still sit on the image's patches, or for
-LLaVA the language model's first input norm read at the image's tokens; any layer's layout comes from
-``chat_family.layouts``.
+LLaVA the projector's output (the image's tokens as the language model reads them); any layer's layout
+comes from ``chat_family.layouts``.
 
 What differs between families (the prompt, how images and prompts become the model's inputs, how replies
 are marked, how its logits are read, the layer and its layout) is a ``chat_family.ChatFamily``:

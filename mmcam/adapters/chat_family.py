@@ -79,10 +79,10 @@ def language_model_name(model: nn.Module) -> str:
     return next(name for name, module in model.named_modules() if module is decoder)
 
 
-def first_input_norm(model: nn.Module) -> str | None:
-    """The language model's first block's input norm (``layers.0.input_layernorm``), None if it has none."""
-    name = f"{language_model_name(model)}.layers.0.input_layernorm"
-    return name if name in dict(model.named_modules()) else None
+def projector_output(model: nn.Module) -> str | None:
+    """The module that projects the vision tower's tokens into the language model's inputs (a name ending in
+    ``multi_modal_projector``), None if the model has none."""
+    return next((name for name, _ in model.named_modules() if name.endswith("multi_modal_projector")), None)
 
 
 def layouts(

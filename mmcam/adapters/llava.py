@@ -3,17 +3,17 @@ into its tokens by the processor, the prompt the processor's chat template. Fami
 whose inputs also mark token types (PaliGemma, Gemma 3) set ``REPLY_TOKEN_TYPE``: the prompt's
 ``token_type_ids`` are continued with it over the reply.
 
-LLaVA's default layer is the language model's first input norm, read at the image's tokens: the image as
-the language model reads it, after the vision tower and the projector. On the trained ``llava-shapes``
-fixture (answer accuracy 0.873; 200 scenes of 2-3 objects, ``tasks/fixtures/pointing.py``) its NormGrad
-maps peak in the object of a single-object answer 0.451 of the time and in the object a caption's color or
-shape word names 0.243, against 0.388 and 0.283 at the tower's second block (the other chat families'
-default), 0.380 and 0.288 at the last tower block the language model reads and 0.329 and 0.221 at its first
-block; over both tasks 0.347 against 0.336 for the second block. Grad-CAM was lower at each of
-these layers (0.193 and 0.073 at the default). On the fixture's earlier, shorter-trained checkpoint the
-default led on both (0.437 and 0.353, against 0.308 and 0.272 at the first block). PaliGemma and Gemma 3
-take the vision tower's second block, as the other families: not measured on a trained model, and
-Gemma 3's projector pools the tower's patches into a coarser grid."""
+LLaVA's default layer is the projector's output: the image's tokens as the language model reads them, after
+the vision tower and the projector. Judged by the model's own evidence on the trained ``llava-shapes``
+fixture (docs/evaluation.md, "Defaults judged by the model's own evidence": 100 scenes, seed 41000), NormGrad
+there puts a caption word's peak on the object the model relies on 0.613 of the time against 0.550 at the
+language model's first input norm (the default before; paired difference +0.063, 95% interval [+0.028,
++0.100]), with a lower deletion AUC (0.268 against 0.280, [-0.015, -0.009]); on answers (60 scenes) the two are
+within the noise (peak -0.027 [-0.093, +0.037], deletion AUC -0.001 [-0.004, +0.002]); lone objects 12 and 12
+of 12 (caption, answer) against 11 and 12. By the strict pointing game of ``tasks/fixtures/pointing.py`` (200
+scenes) the two were close: answers 0.451 at the input norm, 0.448 at the projector's output; caption words
+0.243 and 0.273. PaliGemma and Gemma 3 take the vision tower's second block, as the other families: not
+measured on a trained model, and Gemma 3's projector pools the tower's patches into a coarser grid."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from mmcam.adapters.chat_family import (
     chat_template_prompt,
-    first_input_norm,
     image_grid_positions,
+    projector_output,
     square_grid,
 )
 from mmcam.adapters.tokens import block_norm
@@ -37,13 +37,14 @@ class Llava:
 
     KEYS = ("input_ids", "attention_mask", "pixel_values")  # the processor's outputs the model reads
     REPLY_TOKEN_TYPE: int | None = None  # the token type of a reply's tokens, where inputs mark token types
-    LANGUAGE_DEFAULT = True  # the default layer is the language model's first input norm (else the tower's)
+    # the default layer is the image's tokens as the language model reads them (else the tower's)
+    LANGUAGE_DEFAULT = True
 
     def __init__(self, model: nn.Module, processor):
         self.processor = processor
         self.image_token = model.config.image_token_id
         tower = next(name for name, _ in model.named_modules() if name.endswith("vision_tower"))
-        language = first_input_norm(model) if self.LANGUAGE_DEFAULT else None
+        language = projector_output(model) if self.LANGUAGE_DEFAULT else None
         self.layer = language or block_norm(model, tower) or "auto"
 
     def prompt(self, text: str) -> str:
