@@ -12,8 +12,11 @@ from typing import Any
 from torch import nn
 
 from mmcam.engine.layers import resolve_layer
+from mmcam.engine.layouts import Layout
 
 Forward = Callable[[nn.Module, Any], Any]  # forward(model, inputs) -> the model's output
+# how a layer's output lies on the image: the explainer's layout, or a function of the model's inputs giving it
+LayoutSpec = str | Layout | Callable[[Any], str | Layout]
 
 
 @dataclass
@@ -26,6 +29,7 @@ class Subject:
     layer: str
     inputs: Callable[[list[Any]], Any]
     forward: Forward | None = None
+    layout: LayoutSpec = "auto"
 
     def __post_init__(self) -> None:
         if self.layer != "auto":  # one name per layer: "layers.-1" becomes "layers.11"

@@ -56,7 +56,7 @@ class ImageClassifier:
 
     def subject(self, layer: str | None = None) -> Subject:
         """This classifier's layer as a subject for naming its units (``mmcam.concepts``)."""
-        return Subject(self.name, self.model, layer or self.layer, self.preprocess)
+        return Subject(self.name, self.model, layer or self.layer, self.preprocess, layout=self.layout)
 
     def class_index(self, name_or_index: str) -> int:
         """A class given by its name (any case) or its output number, as ``--class`` takes it."""

@@ -48,11 +48,17 @@ class ExplainedModel:
             self.model,
             layer=layer,
             method=method or self.method,
-            layout=self.layout if self.layouts is None else self.layouts(layer),
+            layout=self.layout_of(layer),
             forward=self.forward,
             **{**self.explainer_options(), **options},
         )
 
+    def layout_of(self, layer: str) -> LayoutOf:
+        """The layout of ``layer`` as a function of the inputs: ``layouts(layer)``, else ``layout``."""
+        return self.layout if self.layouts is None else self.layouts(layer)
+
     def subject(self, layer: str | None = None) -> Subject:
-        """This model's layer as a subject for naming its units, probed with ``probe_inputs``."""
-        return Subject(self.name, self.model, layer or self.layer, self.probe_inputs, self.forward)
+        """This model's layer as a subject for naming its units, probed with ``probe_inputs`` and read with the
+        layout its explainer reads it with (``layout_of``)."""
+        layer = layer or self.layer
+        return Subject(self.name, self.model, layer, self.probe_inputs, self.forward, self.layout_of(layer))

@@ -26,7 +26,8 @@ from mmcam.engine.capture import first_tensor
 from mmcam.engine.layers import resolve_layer
 from mmcam.engine.layouts import Layout, as_layout
 from mmcam.engine.resize import upsample
-from mmcam.subject import Forward
+from mmcam.engine.tiles import Tiles
+from mmcam.subject import Forward, LayoutSpec
 
 IOU_CUTOFF = 0.05
 
@@ -72,15 +73,19 @@ class ConceptTable:
         return cls(data["model"], data["layer"], data["concepts"], [UnitName(**u) for u in data["units"]])
 
 
-def layer_activations(
-    model: nn.Module, layer: str, inputs: Any, forward: Forward | None = None, layout: str | Layout = "auto"
-) -> Tensor:
-    """The layer's output as a (B, C, h, w) grid, without gradients.
+def layer_rows(
+    model: nn.Module, layer: str, inputs: Any, forward: Forward | None = None, layout: LayoutSpec = "auto"
+) -> tuple[Tensor, Tiles | None]:
+    """The layer's output as grids (N, C, h, w), one per row, without gradients, read as the explainer reads
+    it, and the tiles of the images those rows are (``engine.tiles.Tiles``), None where the rows are the images.
 
     ``inputs`` is what ``forward(model, inputs)`` takes (default ``model(inputs)``): an image batch, or a
     dict holding ``pixel_values`` and the text inputs of a vision-language model. ``layout`` as the
-    explainer's (``engine.layouts.as_layout``).
+    explainer's (``engine.layouts.as_layout``), or a function of ``inputs`` that gives it (a chat model's:
+    its packed or selected tokens, or its tiles), raising where the layer cannot be read on the image.
     """
+    spec = layout(inputs) if callable(layout) else layout
+    reader = spec.token_reader() if isinstance(spec, Layout) else None
     captured = {}
     module = model.get_submodule(resolve_layer(model, layer))
     handle = module.register_forward_hook(
@@ -94,8 +99,36 @@ def layer_activations(
     if "a" not in captured:
         raise ValueError(f"layer '{layer}' did not run in the forward pass; pick one that does")
     images = inputs["pixel_values"] if isinstance(inputs, dict) else inputs
-    activation = captured["a"]
-    return as_layout(layout, activation, tuple(images.shape[-2:]), layer).to_grid(activation).float()
+    activation = captured["a"] if reader is None else reader.read(captured["a"], layer)
+    grid = as_layout(spec, activation, tuple(images.shape[-2:]), layer).to_grid(activation).float()
+    tiles = spec.tiles if isinstance(spec, Layout) else None
+    if tiles is not None:
+        tiles.check(len(grid), len(images), layer)
+    return grid, tiles
+
+
+def layer_activations(
+    model: nn.Module,
+    layer: str,
+    inputs: Any,
+    forward: Forward | None = None,
+    layout: LayoutSpec = "auto",
+    size: tuple[int, ...] | None = None,
+) -> Tensor:
+    """The layer's output as a (B, C, h, w) grid per image (``layer_rows``), upsampled to ``size`` if given.
+
+    Where the layer's rows are tiles of the images, each image's grid is stitched from its tiles' as the
+    explainer stitches maps (``Tiles.stitch``: A_b(p) = sum of the tiles of b over p), at ``size`` (default:
+    the image's).
+    """
+    grid, tiles = layer_rows(model, layer, inputs, forward, layout)
+    if tiles is None:
+        return grid if size is None else upsample(grid, size)
+    images = inputs["pixel_values"] if isinstance(inputs, dict) else inputs
+    image_size = tuple(images.shape[-2:])
+    size = size or image_size
+    scale = torch.tensor([size[0] / image_size[0], size[1] / image_size[1]] * 2)
+    return Tiles(tiles.owners, tiles.boxes * scale).stitch(grid, len(images), size)
 
 
 def dissect(
@@ -109,6 +142,7 @@ def dissect(
     progress: bool = True,
     forward: Forward | None = None,
     max_length: int = MAX_LENGTH,
+    layout: LayoutSpec = "auto",
 ) -> ConceptTable:
     """Name every channel of ``layer`` from a probe set with concept masks, by formulas of up to
     ``max_length`` concepts (1: Network Dissection's single concepts).
@@ -120,7 +154,7 @@ def dissect(
     model.eval()
     kept: Tensor | None = None
     for inputs, masks in tqdm(batches(), desc="dissect: thresholds", unit="batch", disable=not progress):
-        up = upsample(layer_activations(model, layer, inputs, forward), tuple(masks.shape[-2:]))
+        up = layer_activations(model, layer, inputs, forward, layout, tuple(masks.shape[-2:]))
         values = up.transpose(0, 1).flatten(1)
         count = max(1, round(quantile * probe_size * masks.shape[-2] * masks.shape[-1]))
         pool = values if kept is None else torch.cat([kept, values], dim=1)
@@ -128,7 +162,7 @@ def dissect(
     thresholds = kept[:, -1]
     counter = SignatureCounter(len(thresholds), len(concepts))
     for inputs, masks in tqdm(batches(), desc="dissect: IoU", unit="batch", disable=not progress):
-        up = upsample(layer_activations(model, layer, inputs, forward), tuple(masks.shape[-2:]))
+        up = layer_activations(model, layer, inputs, forward, layout, tuple(masks.shape[-2:]))
         active = (up > thresholds[None, :, None, None]).flatten(2)  # (B, C, HW)
         counter.add(active, masks.flatten(2).bool())
     formulas, scores, atoms, atom_scores = search(counter.active, counter.pixels, counter.truth(), max_length)
@@ -157,6 +191,7 @@ def name_from_labels(
     model_name: str = "",
     progress: bool = True,
     forward: Forward | None = None,
+    layout: LayoutSpec = "auto",
 ) -> ConceptTable:
     """Name channels from image-level labels only (no masks), e.g. the nouns and adjectives of captions.
 
@@ -168,7 +203,14 @@ def name_from_labels(
     model.eval()
     peaks, presence = [], []
     for inputs, labels in tqdm(batches(), desc="name from labels", unit="batch", disable=not progress):
-        peaks.append(layer_activations(model, layer, inputs, forward).amax(dim=(-2, -1)).cpu())
+        grid, tiles = layer_rows(model, layer, inputs, forward, layout)
+        peak = grid.amax(dim=(-2, -1))
+        if tiles is not None:  # an image's peak is its tiles' highest
+            images = len(labels)
+            peak = peak.new_full((images, peak.shape[1]), -torch.inf).index_reduce_(
+                0, tiles.owners.to(peak.device), peak, "amax"
+            )
+        peaks.append(peak.cpu())
         presence.append(labels.bool().cpu())
     activation, present = torch.cat(peaks), torch.cat(presence)
     ranks = activation.argsort(dim=0).argsort(dim=0).double() + 1  # (N, C), ties broken arbitrarily

@@ -157,7 +157,12 @@ def name_units(
         for images, evidence in probe.batches():
             yield on_model_device(subject.inputs(images), subject.model), evidence
 
-    common = {"model_name": subject.name, "progress": progress, "forward": subject.forward}
+    common = {
+        "model_name": subject.name,
+        "progress": progress,
+        "forward": subject.forward,
+        "layout": subject.layout,
+    }
     if probe.kind == "masks":
         return dissect(
             subject.model, subject.layer, batches, probe.concepts, probe.size, max_length=max_length, **common

@@ -488,7 +488,7 @@ class CamContext:
         input and the layer does not pack its tokens, the layers below the explained one run once per
         forward, on the batch itself, and the layer's output is copied; otherwise the inputs are copied."""
         self.refuse_rows("units are zeroed in each image's rows", tiles_too=False)
-        batch, channels = self.activations.shape[:2]
+        batch, channels = self.image.shape[0], self.activations.shape[1]  # the layer's rows may be tiles
         sets = channel_sets if channel_sets is not None else [[c] for c in range(channels)]
         per_forward = max(1, batch_size // batch)
         module = self.model.get_submodule(self.layer)

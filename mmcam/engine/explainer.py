@@ -213,10 +213,10 @@ class Explainer:
         weights = None if result.weights is None else result.weights.detach()
         if tiles is not None:  # one map per tile: each image's map is stitched from its tiles', on its pixels
             raw, weights = tiles.stitch(raw, batch, size, self.upsampling), None
-            if evidence is not None:  # an image's evidence is its tiles'
-                owners = tiles.owners.to(evidence.device)
-                evidence = evidence.new_zeros(batch, evidence.shape[1]).index_add_(0, owners, evidence)
-        contributions = None if tiles is not None or units is None else units.to(dtype)
+            # an image's evidence, and a unit's contribution (x_kc = sum over its rows and cells), are its tiles'
+            evidence = None if evidence is None else tiles.summed(evidence, batch)
+            units = None if units is None else tiles.summed(units, batch)
+        contributions = None if units is None else units.to(dtype)
         kinds = [target.kind for target in target_list]
         empty = negligible(evidence, raw, scores, kinds)
         maps = normalize(upsample(raw, size, self.upsampling), len(size), self.signed)

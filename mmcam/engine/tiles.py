@@ -50,6 +50,11 @@ class Tiles:
                 "pick a layer of the vision tower, which runs on the tiles"
             )
 
+    def summed(self, values: Tensor, images: int) -> Tensor:
+        """Per image, the sum of its tiles' rows: (N, ...) -> (B, ...), v_b = sum over the tiles t of b of v_t."""
+        owners = self.owners.to(values.device)
+        return values.new_zeros(images, *values.shape[1:]).index_add_(0, owners, values)
+
     def stitch(self, maps: Tensor, images: int, size: tuple[int, int], mode: str = "bilinear") -> Tensor:
         """One map per image, (B, K, H, W), from the tiles' maps (N, K, h, w): M_b(p) = sum over the tiles
         t of image b whose box holds pixel p of m_t sampled at p's place in the box (``mode``: "bilinear"
