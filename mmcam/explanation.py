@@ -25,7 +25,7 @@ class Explanation:
     contributions: (B, K, C) each channel's part in the target's score where the method has channel weights
              (``CamMethod.unit_contributions``): Grad-CAM's first-order sum_ij G_kcij A_cij (for a head that
              reads the layer linearly, exactly its part of the score), another method's w_kc * mean_ij A_cij;
-             else None.
+             on a layer of tiles, the sum over an image's tiles; else None.
     token_weights: (B, K, L) gradient x input per token of a token layer (question words), if one was given.
     kinds:   K names of what each score is ("logit", "log-probability", "logit difference", ...), if known.
     evidence: (B, K) how much of each score the map accounts for, in the score's units (``engine.evidence``).

@@ -15,7 +15,14 @@ from mmcam.concepts.dissect import ConceptTable, layer_activations
 from mmcam.concepts.probes import name_units, shapes_probe
 from mmcam.loading import load_captioner
 from mmcam.zoo.dataset import shapes_dataset
-from tests.hf_tiny import save_gemma3, save_idefics3, save_llava, save_llava_next, save_paligemma, save_qwen_vl
+from tests.hf_tiny import (
+    save_gemma3,
+    save_idefics3,
+    save_llava,
+    save_llava_next,
+    save_paligemma,
+    save_qwen_vl,
+)
 from tests.model_state import assert_unchanged, snapshot
 from tests.test_concepts_cli import _check_concepts, _named, _zeroed
 
@@ -58,7 +65,15 @@ def test_concepts_on_every_chat_family(family, probe, tmp_path, monkeypatch, cap
     save, layer = FAMILIES[family]
     model = str(save(tmp_path / "model"))
     arguments = ["caption", str(image), "--model", model, "--caption", CAPTION, "--concepts", "--json"]
-    arguments += ["--probe-dataset", str(folder), "--no-figures", "--workers", "0", "-o", str(tmp_path / "out")]
+    arguments += [
+        "--probe-dataset",
+        str(folder),
+        "--no-figures",
+        "--workers",
+        "0",
+        "-o",
+        str(tmp_path / "out"),
+    ]
     assert main(arguments + (["--layer", layer] if layer else [])) == 0
     record = json.loads(capsys.readouterr().out)
     _check_concepts(record, "wrote", layer or record["layer"])
@@ -66,7 +81,9 @@ def test_concepts_on_every_chat_family(family, probe, tmp_path, monkeypatch, cap
     for k, target in enumerate(record["targets"]):
         if _named(target):  # the recorded drop is the model's own when those units are zeroed
             rescored = _rescored(model, picture, record["layer"], _named(target))[k]
-            assert target["concepts"]["ablation"]["named"] == pytest.approx(target["score"] - rescored, abs=1e-4)
+            assert target["concepts"]["ablation"]["named"] == pytest.approx(
+                target["score"] - rescored, abs=1e-4
+            )
             checked += 1
     assert checked >= 1
     (cached,) = (tmp_path / "cache" / "concepts").glob("*.json")
@@ -105,12 +122,22 @@ def test_a_tiled_models_language_layer_is_one_clear_error_before_naming(probe, t
     captioner = load_captioner(model)
     before = snapshot(captioner.model)
     arguments = ["caption", str(image), "--model", model, "--caption", CAPTION, "--concepts", "--json"]
-    arguments += ["--probe-dataset", str(folder), "--no-figures", "--workers", "0", "-o", str(tmp_path / "out")]
+    arguments += [
+        "--probe-dataset",
+        str(folder),
+        "--no-figures",
+        "--workers",
+        "0",
+        "-o",
+        str(tmp_path / "out"),
+    ]
     layer = "model.language_model.layers.0.input_layernorm"
     assert main(arguments + ["--layer", layer]) == 2
     error = capsys.readouterr().err
     assert "tokens form no one grid" in error and "layer of the vision tower" in error
-    assert not (tmp_path / "cache" / "concepts").exists() or not list((tmp_path / "cache" / "concepts").iterdir())
+    assert not (tmp_path / "cache" / "concepts").exists() or not list(
+        (tmp_path / "cache" / "concepts").iterdir()
+    )
     with pytest.raises(ValueError, match="tokens form no one grid"):
         name_units(captioner.subject(layer), shapes_probe(4), progress=False)
     assert_unchanged(captioner.model, before)
@@ -121,7 +148,15 @@ def test_the_llava_shapes_fixture_names_its_units_in_sentences(tmp_path, monkeyp
     folder, image, picture = probe
     model = "tests/fixtures/models/llava-shapes"
     arguments = ["caption", str(image), "--model", model, "--caption", CAPTION, "--concepts", "--json"]
-    arguments += ["--probe-dataset", str(folder), "--no-figures", "--workers", "0", "-o", str(tmp_path / "out")]
+    arguments += [
+        "--probe-dataset",
+        str(folder),
+        "--no-figures",
+        "--workers",
+        "0",
+        "-o",
+        str(tmp_path / "out"),
+    ]
     assert main(arguments) == 0
     record = json.loads(capsys.readouterr().out)
     _check_concepts(record, "wrote", record["layer"])
@@ -130,4 +165,6 @@ def test_the_llava_shapes_fixture_names_its_units_in_sentences(tmp_path, monkeyp
     for k, target in enumerate(record["targets"]):
         if _named(target):
             rescored = _rescored(model, picture, record["layer"], _named(target))[k]
-            assert target["concepts"]["ablation"]["named"] == pytest.approx(target["score"] - rescored, abs=1e-3)
+            assert target["concepts"]["ablation"]["named"] == pytest.approx(
+                target["score"] - rescored, abs=1e-3
+            )
