@@ -27,15 +27,17 @@ from tests.model_state import assert_unchanged, snapshot
 from tests.test_concepts_cli import _check_concepts, _named, _zeroed
 
 CAPTION = "a red circle"
+LANGUAGE = "model.language_model.layers.0.input_layernorm"
 # one tiny model per chat family class of adapters.chat.FAMILIES, and the layer --concepts names (None: default)
 FAMILIES = {
-    "llava": (save_llava, None),  # the language model's first input norm, at the image's tokens
+    "llava": (save_llava, None),  # the projector's output
+    "llava-language": (save_llava, LANGUAGE),  # the image's tokens among the language model's hidden states
     "llava_next": (save_llava_next, None),  # tiles
     "paligemma": (save_paligemma, None),
     "gemma3": (save_gemma3, None),
     "idefics3": (save_idefics3, None),  # tiles
     "qwen2_vl": (save_qwen_vl, None),  # packed tokens
-    "qwen2_vl-language": (save_qwen_vl, "model.language_model.layers.0.input_layernorm"),
+    "qwen2_vl-language": (save_qwen_vl, LANGUAGE),
 }
 
 
@@ -95,7 +97,7 @@ def test_units_are_read_on_the_images_tokens_as_the_explainer_reads_them(tmp_pat
     """The naming reads a language layer at the image's tokens (not the prompt's) and a tiled tower's rows
     stitched onto the image: planted values on those tokens come back where the image shows them."""
     captioner = load_captioner(str(save_llava(tmp_path / "llava")))
-    subject = captioner.subject()
+    subject = captioner.subject(LANGUAGE)
     inputs = captioner.probe_inputs([Image.new("RGB", (32, 32), (200, 30, 30))])
     positions, grid = captioner.layouts(subject.layer)(inputs).selected, (4, 4)
     planted = torch.arange(16.0)
@@ -131,15 +133,14 @@ def test_a_tiled_models_language_layer_is_one_clear_error_before_naming(probe, t
         "-o",
         str(tmp_path / "out"),
     ]
-    layer = "model.language_model.layers.0.input_layernorm"
-    assert main(arguments + ["--layer", layer]) == 2
+    assert main(arguments + ["--layer", LANGUAGE]) == 2
     error = capsys.readouterr().err
     assert "tokens form no one grid" in error and "layer of the vision tower" in error
     assert not (tmp_path / "cache" / "concepts").exists() or not list(
         (tmp_path / "cache" / "concepts").iterdir()
     )
     with pytest.raises(ValueError, match="tokens form no one grid"):
-        name_units(captioner.subject(layer), shapes_probe(4), progress=False)
+        name_units(captioner.subject(LANGUAGE), shapes_probe(4), progress=False)
     assert_unchanged(captioner.model, before)
 
 
