@@ -55,7 +55,7 @@ def run(
     print(
         "peak memory: "
         + ("max_memory_allocated" if device == "cuda" else "peak resident memory of a fresh process")
-        + f"; peers timed on {peer_words} words, scaled to {words}"
+        + (f"; peers timed on {peer_words} words, scaled to {words}" if peers else "; the peers are not run")
     )
     measured = []
     for depth in depths:
