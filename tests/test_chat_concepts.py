@@ -4,6 +4,7 @@ tokens, the image's tokens among a language model's hidden states), each sentenc
 the model run with its units zeroed by hand; a layer whose image tokens lie on no one grid is one clear error."""
 
 import json
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -52,11 +53,34 @@ def probe(tmp_path_factory):
 
 
 def _rescored(model: str, picture, layer: str, units: list[int]) -> list[float]:
-    """The caption's word scores with ``units`` of ``layer`` zeroed on their last axis (every row: each tile,
-    each packed token, each position of the sequence), by the test's hook, through the public API."""
+    """The caption's word scores with ``units`` of ``layer`` zeroed by the test's own hooks, through the public
+    API: on every row of a vision tower's output (each tile, each packed token), and at a layer of the language
+    model at the image's tokens only (the positions of the image token in the ids the model is called with)."""
     captioner = load_captioner(model)
-    with _zeroed(captioner.model, layer, units):
-        explained = explain_caption(captioner, picture, CAPTION, explainer=captioner.explainer(layer))
+    handles, ids = [], {}
+    if layer.startswith(LANGUAGE.split(".layers.")[0]):
+        image_token = captioner.model.config.image_token_id
+
+        def record(_module, _args, kwargs):
+            ids["image"] = kwargs["input_ids"] == image_token
+
+        def zero(_module, _inputs, output):
+            zeroed = output.clone()
+            rows, positions = ids["image"].nonzero(as_tuple=True)
+            zeroed[rows[:, None], positions[:, None], torch.tensor(units)] = 0
+            return zeroed
+
+        handles.append(captioner.model.register_forward_pre_hook(record, with_kwargs=True))
+        handles.append(captioner.model.get_submodule(layer).register_forward_hook(zero))
+        zeroing = nullcontext()
+    else:
+        zeroing = _zeroed(captioner.model, layer, units)
+    try:
+        with zeroing:
+            explained = explain_caption(captioner, picture, CAPTION, explainer=captioner.explainer(layer))
+    finally:
+        for handle in handles:
+            handle.remove()
     return explained.explanation.scores[0].tolist()
 
 

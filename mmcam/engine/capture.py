@@ -42,11 +42,15 @@ def replace_first(output: object, tensor: Tensor) -> object:
     return replaced
 
 
-def channel_zeroing(sets: list[list[int]], channels: int, axis: int, copy_output: bool) -> Callable:
+def channel_zeroing(
+    sets: list[list[int]], channels: int, axis: int, copy_output: bool, positions: Tensor | None = None
+) -> Callable:
     """A forward hook that gives copy j of a batch the layer's output with the channels ``sets[j]`` (on
     ``axis``) set to zero, copy j being rows j R .. j R + R - 1 of R = rows / copies (B samples, or the
     packed tokens of B samples, which come sample after sample); with ``copy_output`` the layer's output
-    is first repeated once per set, so the layers below ran on the batch alone."""
+    is first repeated once per set, so the layers below ran on the batch alone. With ``positions`` (B, L),
+    the grid's tokens among sequences (B, S, C) (``SelectedTokens``), only those are zeroed: the unit is the
+    channel at the image's tokens, the other tokens keep their values."""
 
     def hook(_module, _inputs, output):
         tensor = first_tensor(output)
@@ -55,10 +59,15 @@ def channel_zeroing(sets: list[list[int]], channels: int, axis: int, copy_output
         keep = torch.ones(len(sets), channels, dtype=tensor.dtype, device=tensor.device)
         for row, zeroed in enumerate(sets):
             keep[row, list(zeroed)] = 0
+        rows = tensor.shape[0] // len(sets)
+        keep = keep.repeat_interleave(rows, dim=0)  # (rows of the output, C)
+        if positions is not None:
+            index = positions.to(tensor.device).repeat(len(sets), 1)[..., None].expand(-1, -1, channels)
+            kept = torch.ones_like(tensor).scatter(1, index, keep[:, None].expand_as(index).to(tensor.dtype))
+            return replace_first(output, tensor * kept)
         shape = [1] * tensor.ndim
         shape[0], shape[axis] = tensor.shape[0], channels
-        rows = tensor.shape[0] // len(sets)
-        return replace_first(output, tensor * keep.repeat_interleave(rows, dim=0).reshape(shape))
+        return replace_first(output, tensor * keep.reshape(shape))
 
     return hook
 

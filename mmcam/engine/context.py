@@ -486,18 +486,22 @@ class CamContext:
         ``channel_sets`` (default: each channel alone, S = C), the model run on ``batch_size`` rows a
         forward (copies of the batch, each with another set zeroed). When the image is the model's only
         input and the layer does not pack its tokens, the layers below the explained one run once per
-        forward, on the batch itself, and the layer's output is copied; otherwise the inputs are copied."""
+        forward, on the batch itself, and the layer's output is copied; otherwise the inputs are copied. At a
+        layer read at selected tokens (a language model's, at the image's tokens) only those tokens are zeroed."""
         self.refuse_rows("units are zeroed in each image's rows", tiles_too=False)
         batch, channels = self.image.shape[0], self.activations.shape[1]  # the layer's rows may be tiles
         sets = channel_sets if channel_sets is not None else [[c] for c in range(channels)]
         per_forward = max(1, batch_size // batch)
         module = self.model.get_submodule(self.layer)
         copy_at_layer = set(self.inputs) == {self.image_key} and not self._readers
+        reader = self._readers.get(self.layer)
+        # at a language layer, the units are the channels at the image's tokens, and only those are zeroed
+        positions = reader.positions if isinstance(reader, SelectedTokens) else None
         chunks = []
         with torch.no_grad():
             for begin in range(0, len(sets), per_forward):
                 chunk = sets[begin : begin + per_forward]
-                hook = channel_zeroing(chunk, channels, self.layout.channel_axis(), copy_at_layer)
+                hook = channel_zeroing(chunk, channels, self.layout.channel_axis(), copy_at_layer, positions)
                 handle = module.register_forward_hook(hook)
                 try:
                     copies = 1 if copy_at_layer else len(chunk)
