@@ -160,6 +160,16 @@ def test_table_round_trip(table, tmp_path):
     assert ConceptTable.load(tmp_path / "table.json") == table
 
 
+def test_a_table_read_another_way_is_not_found_in_the_cache(monkeypatch):
+    """A change of how activations are read (tables.READING) moves every cached table's path, so a table read
+    the old way is rebuilt, not reused."""
+    from mmcam.concepts import tables
+
+    before = tables.table_path("llava", "model.language_model.layers.0.input_layernorm")
+    monkeypatch.setattr(tables, "READING", tables.READING + 1)
+    assert tables.table_path("llava", "model.language_model.layers.0.input_layernorm") != before
+
+
 def test_dissect_caches_a_table_that_classify_concepts_reuses(tmp_path, monkeypatch, capsys, scenes):
     from PIL import Image
 

@@ -10,6 +10,11 @@ from mmcam.concepts.compose import MAX_LENGTH
 from mmcam.concepts.dissect import ConceptTable
 from mmcam.concepts.probes import ProbeSet, Subject, name_units, shapes_probe
 
+# How a table's activations are read; raised when that changes, so a table read the old way is rebuilt instead
+# of found. 2: a chat model's layer is read at the image's tokens, in the explainer's layout (tiles stitched,
+# packed tokens placed), where 1 read a language-model layer's first tokens, prompt included.
+READING = 2
+
 
 def cache_dir() -> Path:
     """``$MMCAM_CACHE/concepts`` or ``~/.cache/mmcam/concepts``."""
@@ -18,9 +23,10 @@ def cache_dir() -> Path:
 
 def table_path(model_name: str, layer: str, probe: str = "shapes", max_length: int = MAX_LENGTH) -> Path:
     """Where the table of ``model_name``'s ``layer`` named on ``probe`` (a probe set's name) by formulas of up
-    to ``max_length`` concepts is cached."""
+    to ``max_length`` concepts and read as ``READING`` says is cached."""
     parts = [model_name, layer] + ([] if probe == "shapes" else [probe])
     parts += [] if max_length == 1 else [f"formulas{max_length}"]
+    parts += [f"reading{READING}"]
     return cache_dir() / ("--".join(re.sub(r"[^A-Za-z0-9.]+", "-", part) for part in parts) + ".json")
 
 
