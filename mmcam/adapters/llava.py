@@ -8,9 +8,10 @@ the vision tower and the projector. Judged by the model's own evidence on the tr
 fixture (docs/evaluation.md, "Defaults judged by the model's own evidence": 100 scenes, seed 41000), NormGrad
 there puts a caption word's peak on the object the model relies on 0.613 of the time against 0.550 at the
 language model's first input norm (the default before; paired difference +0.063, 95% interval [+0.028,
-+0.100]), with a lower deletion AUC (0.268 against 0.280, [-0.015, -0.009]); on answers (60 scenes) the two are
-within the noise (peak -0.027 [-0.093, +0.037], deletion AUC -0.001 [-0.004, +0.002]); lone objects 12 and 12
-of 12 (caption, answer) against 11 and 12. By the strict pointing game of ``tasks/fixtures/pointing.py`` (200
++0.100]), with a lower deletion AUC (0.268 against 0.280, [-0.015, -0.009]); on answers (200 scenes) its peak
+agrees a little less often, within the noise (0.652 against 0.681, [-0.062, +0.004]; deletion AUC equal,
+[-0.001, +0.002]): over both tasks the projector's output leads. Lone objects 12 and 12 of 12 (caption,
+answer) against 11 and 12. By the strict pointing game of ``tasks/fixtures/pointing.py`` (200
 scenes) the two were close: answers 0.451 at the input norm, 0.448 at the projector's output; caption words
 0.243 and 0.273. PaliGemma and Gemma 3 take the vision tower's second block, as the other families: not
 measured on a trained model, and Gemma 3's projector pools the tower's patches into a coarser grid."""
