@@ -90,16 +90,7 @@ def test_concepts_on_every_chat_family(family, probe, tmp_path, monkeypatch, cap
     folder, image, picture = probe
     save, layer = FAMILIES[family]
     model = str(save(tmp_path / "model"))
-    arguments = ["caption", str(image), "--model", model, "--caption", CAPTION, "--concepts", "--json"]
-    arguments += [
-        "--probe-dataset",
-        str(folder),
-        "--no-figures",
-        "--workers",
-        "0",
-        "-o",
-        str(tmp_path / "out"),
-    ]
+    arguments = _caption_arguments(model, image, folder, tmp_path)
     assert main(arguments + (["--layer", layer] if layer else [])) == 0
     record = json.loads(capsys.readouterr().out)
     _check_concepts(record, "wrote", layer or record["layer"])
@@ -147,16 +138,7 @@ def test_a_tiled_models_language_layer_is_one_clear_error_before_naming(probe, t
     model = str(save_llava_next(tmp_path / "next"))
     captioner = load_captioner(model)
     before = snapshot(captioner.model)
-    arguments = ["caption", str(image), "--model", model, "--caption", CAPTION, "--concepts", "--json"]
-    arguments += [
-        "--probe-dataset",
-        str(folder),
-        "--no-figures",
-        "--workers",
-        "0",
-        "-o",
-        str(tmp_path / "out"),
-    ]
+    arguments = _caption_arguments(model, image, folder, tmp_path)
     assert main(arguments + ["--layer", LANGUAGE]) == 2
     error = capsys.readouterr().err
     assert "tokens form no one grid" in error and "layer of the vision tower" in error
@@ -172,16 +154,7 @@ def test_the_llava_shapes_fixture_names_its_units_in_sentences(tmp_path, monkeyp
     monkeypatch.setenv("MMCAM_CACHE", str(tmp_path / "cache"))
     folder, image, picture = probe
     model = "tests/fixtures/models/llava-shapes"
-    arguments = ["caption", str(image), "--model", model, "--caption", CAPTION, "--concepts", "--json"]
-    arguments += [
-        "--probe-dataset",
-        str(folder),
-        "--no-figures",
-        "--workers",
-        "0",
-        "-o",
-        str(tmp_path / "out"),
-    ]
+    arguments = _caption_arguments(model, image, folder, tmp_path)
     assert main(arguments) == 0
     record = json.loads(capsys.readouterr().out)
     _check_concepts(record, "wrote", record["layer"])
@@ -193,3 +166,17 @@ def test_the_llava_shapes_fixture_names_its_units_in_sentences(tmp_path, monkeyp
             assert target["concepts"]["ablation"]["named"] == pytest.approx(
                 target["score"] - rescored, abs=1e-3
             )
+
+
+def _caption_arguments(model, image, folder, tmp_path):
+    """`mmcam caption` of ``image`` by ``model`` with the given caption, units named on ``folder``, JSON only."""
+    arguments = ["caption", str(image), "--model", model, "--caption", CAPTION, "--concepts", "--json"]
+    return arguments + [
+        "--probe-dataset",
+        str(folder),
+        "--no-figures",
+        "--workers",
+        "0",
+        "-o",
+        str(tmp_path / "out"),
+    ]

@@ -87,7 +87,6 @@ def test_the_bench_inputs_hold_the_images_tokens_and_every_word_is_explained(fam
     last token on (TailLogits): the scores are the full forward's log-probabilities."""
     from transformers import AutoModelForImageTextToText
 
-    from mmcam.adapters.chat import _forward
     from mmcam.chat_cost import chat_inputs, explainer, word_targets
     from tests.hf_tiny import save_qwen_vl
 
@@ -103,11 +102,7 @@ def test_the_bench_inputs_hold_the_images_tokens_and_every_word_is_explained(fam
     grid = (4, 4) if family == "llava" else (56, 56)
     assert explanation.raw.shape == (1, 4, *grid)
     assert torch.isfinite(explanation.raw).all() and explanation.raw.abs().amax() > 0
-    with torch.no_grad():
-        log_probs = _forward(chat, model, inputs)[0].float().log_softmax(-1)
-    ids = inputs["input_ids"][0]
-    expected = torch.stack([log_probs[p - 1, ids[p]] for p in positions])
-    torch.testing.assert_close(explanation.scores[0], expected, rtol=1e-4, atol=1e-4)
+    _check_word_scores(explanation, chat, model, inputs, positions)
 
 
 @pytest.mark.parametrize("rows, columns", [(0, 0), (1, 1), (2, 3), (4, 4)])
@@ -143,7 +138,6 @@ def test_smolvlm_bench_explains_every_word_from_the_tiles(tmp_path):
     a map, scored with the full forward's log-probabilities."""
     from transformers import AutoModelForImageTextToText
 
-    from mmcam.adapters.chat import _forward
     from mmcam.chat_cost import chat_inputs, explainer, word_targets
     from tests.hf_tiny import save_idefics3
 
@@ -157,11 +151,7 @@ def test_smolvlm_bench_explains_every_word_from_the_tiles(tmp_path):
     )
     assert explanation.raw.shape[:2] == (1, 4)
     assert torch.isfinite(explanation.raw).all() and explanation.raw.abs().amax() > 0
-    with torch.no_grad():
-        log_probs = _forward(chat, model, inputs)[0].float().log_softmax(-1)
-    ids = inputs["input_ids"][0]
-    expected = torch.stack([log_probs[p - 1, ids[p]] for p in positions])
-    torch.testing.assert_close(explanation.scores[0], expected, rtol=1e-4, atol=1e-4)
+    _check_word_scores(explanation, chat, model, inputs, positions)
 
 
 def test_word_targets_on_kept_rows_share_one_row_gradient_per_backward():
@@ -200,3 +190,14 @@ def test_word_targets_on_kept_rows_share_one_row_gradient_per_backward():
     torch.testing.assert_close(found["shared"][1], found["indexed"][1])
     assert found["indexed"][2] >= rows  # a row gradient per target (and more for the sums)
     assert found["shared"][2] == rows // chunk  # one per batched backward
+
+
+def _check_word_scores(explanation, chat, model, inputs, positions):
+    """Each word's score is its log-probability in the plain forward: log p(w_p | w_<p) at row p - 1."""
+    from mmcam.adapters.chat import _forward
+
+    with torch.no_grad():
+        log_probs = _forward(chat, model, inputs)[0].float().log_softmax(-1)
+    ids = inputs["input_ids"][0]
+    expected = torch.stack([log_probs[p - 1, ids[p]] for p in positions])
+    torch.testing.assert_close(explanation.scores[0], expected, rtol=1e-4, atol=1e-4)

@@ -31,13 +31,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from measure import MODELS  # tasks/concepts/measure.py, beside this script
+from measure import MODELS, count_sentence, sentence_figures  # tasks/concepts/measure.py, beside this script
 from PIL import Image
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mmcam.concepts.ablation import ablation_sets
-from mmcam.concepts.compose import positive_atoms
 from mmcam.concepts.dissect import dissect
 from mmcam.concepts.factorization import nmf
 from mmcam.concepts.probes import shapes_probe
@@ -209,14 +208,7 @@ def measure(
             label = classifier.class_names[c]
             color, shape = label.split()
             described = describe(label, contributions, table)
-            supporting = [e.concept for e in described.supporting]
-            asserted = [positive_atoms(s) for s in supporting]
-            tally["n"] += 1
-            tally["first"] += bool(asserted) and bool({color, shape} & asserted[0])
-            tally["both"] += any(color in a for a in asserted) and any(shape in a for a in asserted)
-            tally["conflicts"] += len(set(supporting) & {e.concept for e in described.opposing})
-            listed = supporting + [e.concept for e in described.opposing]
-            tally["repeats"] += len(listed) - len(set(listed))
+            count_sentence(tally, described, color, shape)
             ious += [table.units[u].score for e in described.supporting for u in e.units]
             example = example or described.text
             sets = ablation_sets(contributions, table, seed=k)
@@ -229,8 +221,6 @@ def measure(
             for row, key in enumerate(("named", "random", "next"), start=1):
                 if key != "next" or sets["next"]:
                     drops[key].append(float(s[0] - s[row]))
-    mean = {key: sum(v) / max(len(v), 1) for key, v in drops.items()}
-    n = max(tally["n"], 1)
     named_labels = [u for u in table.units if u.concept]
     return {
         "model": name,
@@ -239,16 +229,7 @@ def measure(
         "fit_seed": fit_seed,
         "units": units,
         "labelled": len(named_labels),
-        "targets": tally["n"],
-        "first": round(tally["first"] / n, 3),
-        "both": round(tally["both"] / n, 3),
-        "conflicts": tally["conflicts"],
-        "repeats": tally["repeats"],
-        "drop_named": round(mean["named"], 3),
-        "drop_random": round(mean["random"], 3),
-        "drop_next": round(mean["next"], 3),
-        "ratio_random": round(mean["named"] / mean["random"], 1) if mean["random"] > 0 else None,
-        "iou": round(sum(ious) / max(len(ious), 1), 3),
+        **sentence_figures(tally, drops, ious),
         "table_iou": round(sum(u.score for u in named_labels) / max(len(named_labels), 1), 3),
         "example": example,
     }

@@ -80,16 +80,7 @@ def measure(name: str, scenes: int, seed: int) -> dict:
                 label = classifier.class_names[present[k]]
                 color, shape = label.split()
                 described = describe(label, contributions[k], table, score=f"logit {scores[k]:.2f}")
-                supporting = [e.concept for e in described.supporting]
-                asserted = [positive_atoms(c) for c in supporting]
-                tally = counts[kind]
-                tally["n"] += 1
-                tally["first"] += bool(asserted) and bool({color, shape} & asserted[0])
-                tally["both"] += any(color in a for a in asserted) and any(shape in a for a in asserted)
-                against = {e.concept for e in described.opposing}
-                tally["conflicts"] += len(set(supporting) & against)
-                listed = supporting + [e.concept for e in described.opposing]
-                tally["repeats"] += len(listed) - len(set(listed))
+                count_sentence(counts[kind], described, color, shape)
                 for key in drops[kind]:
                     if not math.isnan(ablation[key]):
                         drops[kind][key].append(ablation[key])
@@ -97,20 +88,9 @@ def measure(name: str, scenes: int, seed: int) -> dict:
                 examples.setdefault(kind, described.text)
     result = {"model": name, "layer": subject.layer, "seconds": round(time.time() - start)}
     for kind, table in tables.items():
-        tally, n = counts[kind], max(counts[kind]["n"], 1)
-        mean = {key: sum(v) / max(len(v), 1) for key, v in drops[kind].items()}
         result[kind] = {
-            "targets": tally["n"],
-            "first": round(tally["first"] / n, 3),
-            "both": round(tally["both"] / n, 3),
-            "conflicts": tally["conflicts"],
-            "repeats": tally["repeats"],
-            "drop_named": round(mean["named"], 3),
-            "drop_random": round(mean["random"], 3),
-            "drop_next": round(mean["next"], 3),
-            "ratio_random": round(mean["named"] / mean["random"], 1) if mean["random"] > 0 else None,
-            "ratio_next": round(mean["named"] / mean["next"], 1) if mean["next"] > 0 else None,
-            "iou": round(sum(ious[kind]) / max(len(ious[kind]), 1), 3),
+            **sentence_figures(counts[kind], drops[kind], ious[kind]),
+            "ratio_next": ratio(drops[kind], "next"),
             "table_iou": round(
                 sum(u.score for u in table.units if u.concept)
                 / max(1, sum(1 for u in table.units if u.concept)),
@@ -119,6 +99,42 @@ def measure(name: str, scenes: int, seed: int) -> dict:
             "example": examples.get(kind, ""),
         }
     return result
+
+
+def count_sentence(tally: dict, described, color: str, shape: str) -> None:
+    """Add one sentence of a class ``color shape`` to ``tally``: n, first, both, conflicts, repeats (docstring)."""
+    supporting = [e.concept for e in described.supporting]
+    asserted = [positive_atoms(c) for c in supporting]
+    tally["n"] += 1
+    tally["first"] += bool(asserted) and bool({color, shape} & asserted[0])
+    tally["both"] += any(color in a for a in asserted) and any(shape in a for a in asserted)
+    tally["conflicts"] += len(set(supporting) & {e.concept for e in described.opposing})
+    listed = supporting + [e.concept for e in described.opposing]
+    tally["repeats"] += len(listed) - len(set(listed))
+
+
+def ratio(drops: dict[str, list[float]], against: str) -> float | None:
+    """Mean named drop over the mean ``against`` drop (None when that is not positive)."""
+    mean = {key: sum(v) / max(len(v), 1) for key, v in drops.items()}
+    return round(mean["named"] / mean[against], 1) if mean[against] > 0 else None
+
+
+def sentence_figures(tally: dict, drops: dict[str, list[float]], ious: list[float]) -> dict:
+    """The reported figures of a tally of sentences, their ablation drops and their units' label IoUs."""
+    n = max(tally["n"], 1)
+    mean = {key: sum(v) / max(len(v), 1) for key, v in drops.items()}
+    return {
+        "targets": tally["n"],
+        "first": round(tally["first"] / n, 3),
+        "both": round(tally["both"] / n, 3),
+        "conflicts": tally["conflicts"],
+        "repeats": tally["repeats"],
+        "drop_named": round(mean["named"], 3),
+        "drop_random": round(mean["random"], 3),
+        "drop_next": round(mean["next"], 3),
+        "ratio_random": ratio(drops, "random"),
+        "iou": round(sum(ious) / max(len(ious), 1), 3),
+    }
 
 
 def measure_rl(target: str, episodes: int, seed: int = 80_000) -> dict:
