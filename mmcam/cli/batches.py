@@ -116,6 +116,19 @@ class _Array:
     values: np.ndarray
 
 
+def _mapped(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``value`` with ``leaf`` applied to every argument of a ``partial`` and every field of a dataclass,
+    recursively (the structure of a figure job: a partial over the job's explanation)."""
+    if isinstance(value, partial):
+        args = [_mapped(argument, leaf) for argument in value.args]
+        return partial(value.func, *args, **{key: _mapped(v, leaf) for key, v in value.keywords.items()})
+    if is_dataclass(value) and not isinstance(value, type) and not isinstance(value, _Array):
+        return replace(
+            value, **{f.name: _mapped(getattr(value, f.name), leaf) for f in fields(value) if f.init}
+        )
+    return leaf(value)
+
+
 def _packed(value: Any) -> Any:
     """``value`` as a job is handed to a writer process: each CPU tensor in a ``partial``'s arguments or a
     dataclass's fields (the job's explanation) as an ``_Array``, pickled into the job's own bytes. A tensor
@@ -123,26 +136,18 @@ def _packed(value: Any) -> Any:
     a connection of its own, per tensor: 200 jobs (a 256 px image and an explanation split from a batch of
     8) cost both processes 0.67-1.1 CPU s that way in 3 rounds, 0.29-0.30 CPU s as copies in 2 (2026-12-06,
     the 2-core CPU under load)."""
-    if isinstance(value, torch.Tensor) and value.device.type == "cpu" and value.dtype in _NUMPY_TYPES:
-        return _Array(value.detach().numpy().copy())
-    if isinstance(value, partial):
-        args = [_packed(argument) for argument in value.args]
-        return partial(value.func, *args, **{key: _packed(v) for key, v in value.keywords.items()})
-    if is_dataclass(value) and not isinstance(value, type):
-        return replace(value, **{f.name: _packed(getattr(value, f.name)) for f in fields(value) if f.init})
-    return value
+
+    def leaf(item: Any) -> Any:
+        if isinstance(item, torch.Tensor) and item.device.type == "cpu" and item.dtype in _NUMPY_TYPES:
+            return _Array(item.detach().numpy().copy())
+        return item
+
+    return _mapped(value, leaf)
 
 
 def _unpacked(value: Any) -> Any:
     """The inverse of ``_packed``, in the writer process."""
-    if isinstance(value, _Array):
-        return torch.from_numpy(value.values)
-    if isinstance(value, partial):
-        args = [_unpacked(argument) for argument in value.args]
-        return partial(value.func, *args, **{key: _unpacked(v) for key, v in value.keywords.items()})
-    if is_dataclass(value) and not isinstance(value, type):
-        return replace(value, **{f.name: _unpacked(getattr(value, f.name)) for f in fields(value) if f.init})
-    return value
+    return _mapped(value, lambda item: torch.from_numpy(item.values) if isinstance(item, _Array) else item)
 
 
 def _run_packed(job: Callable[[], Made]) -> Made:
