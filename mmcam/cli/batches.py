@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -248,6 +249,22 @@ def explained(explain_batch: Callable[[list], list[Job]], loaded: list[Loaded]) 
     return [job for item in loaded for job in explained(explain_batch, [item])]
 
 
+def default_workers(device: str, inputs: int) -> int:
+    """The worker processes of a run without ``--workers``: none for a single input; 2 while the model
+    runs on an accelerator (the CPU waits for it); on the CPU, the cores torch's own threads leave free, at
+    most 2. A process beside a forward whose threads already hold every core takes turns with them, and each
+    turn stalls the forward's parallel work: on the 2-core CPU (2 threads), 200 JPEGs through resnet18 with
+    no figures ran at 0.666 of the forward's throughput with 2 workers and 0.813 with none, with figures at
+    0.589 and 0.614 (2026-12-06: the bench's folder cases at 2 and 0 workers alternated in one process;
+    docs/speed.md)."""
+    if inputs < 2:
+        return 0
+    if not device.startswith("cpu"):
+        return 2
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(2, cores - torch.get_num_threads()))
+
+
 def inputs_of(names: list[str]) -> list[str]:
     """The image files ``names`` give (``image_paths``); the subfolders of a named folder, not read, are
     said in a line. (An earlier run's outputs in ``-o DIR`` are gone by now: ``output_folder`` refuses
@@ -299,7 +316,7 @@ def for_each_input(
     paths = list(options.images) if clips else inputs_of(options.images)
     stems = unique_stems(paths)
     mine = [path for i, path in enumerate(paths) if processes.owns(i)]
-    workers = (0 if len(paths) == 1 else 2) if options.workers is None else options.workers
+    workers = default_workers(processes.device, len(paths)) if options.workers is None else options.workers
     figures = output is not None and not options.no_figures
     records: list[tuple[int, dict, RecordPictures | None]] = []  # (input number, record, report's pictures)
     failures: list[str] = []

@@ -116,8 +116,9 @@ def scene_folder(count: int = 500, seed: int = 40_000, parent: Path | None = Non
     return folder
 
 
-def _classify_folder(folder: Path, device, batch: int, workers: int, *options: str) -> None:
-    """``mmcam classify`` on ``folder`` (resnet18, random weights, top class, JSON), its output discarded."""
+def _classify_folder(folder: Path, device, batch: int, workers: int | None, *options: str) -> None:
+    """``mmcam classify`` on ``folder`` (resnet18, random weights, top class, JSON; ``workers`` worker
+    processes, None: the command's default), its output discarded."""
     import contextlib
     import io
     import tempfile
@@ -125,18 +126,19 @@ def _classify_folder(folder: Path, device, batch: int, workers: int, *options: s
     from mmcam.cli import main
 
     command = ["classify", str(folder), "--model", "torchvision:resnet18:random", "--top", "1", "--json"]
-    command += ["--batch-size", str(batch), "--workers", str(workers), "--device", str(device)]
+    command += ["--batch-size", str(batch), "--device", str(device)]
+    command += [] if workers is None else ["--workers", str(workers)]
     quiet = (contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()))
     with tempfile.TemporaryDirectory() as output, quiet[0], quiet[1]:
         main([*command, *options, "-o", output])
 
 
-def folder_cases(device, folder: Path, batch: int = 8, workers: int = 2):
+def folder_cases(device, folder: Path, batch: int = 8, workers: int | None = None):
     """The JPEGs of ``folder`` classified by resnet18 (random weights) at 224 px, top class, whole: the
     model's forward alone at ``batch`` images per pass on the decoded tensors; ``mmcam classify`` on the
-    folder (decoding, batches of ``batch``, ``workers`` worker processes) with the JSON and
-    ``--save-maps`` only and with its figures and report; a loop over pytorch-grad-cam (its argmax
-    target, at layer4, one image per call, maps only)."""
+    folder (decoding, batches of ``batch``, ``workers`` worker processes, None: as many as the command
+    chooses) with the JSON and ``--save-maps`` only and with its figures and report; a loop over
+    pytorch-grad-cam (its argmax target, at layer4, one image per call, maps only)."""
     from functools import partial
 
     import torch
@@ -261,7 +263,7 @@ def run(arguments: argparse.Namespace) -> int:
         folder = scene_folder(arguments.images)
         try:
             cases = folder_cases(device, folder, arguments.batch)
-            timings += measure("folder", cases, arguments.images, device, min(arguments.repeats, 2))
+            timings += measure("folder", cases, arguments.images, device, arguments.repeats)
             stages = folder_stages(device, folder, arguments.batch)
         finally:
             shutil.rmtree(folder)

@@ -227,8 +227,8 @@ def add_batch_options(parser: argparse.ArgumentParser) -> None:
         type=at_least(0),
         default=None,
         metavar="W",
-        help="processes that decode the images and draw the figures while the model runs (default: 2, "
-        "0 for none; none for a single image)",
+        help="processes that decode the images and draw the figures while the model runs (default: 2 on a "
+        "GPU; on the CPU the cores torch's threads leave free, at most 2; none for a single image; 0 for none)",
     )
     parser.add_argument(
         "--no-figures",
