@@ -16,7 +16,13 @@ sign is arbitrary. The channels themselves are the basis mu = 0, E = D = I witho
 Bases: ``channels``; ``pca`` (all principal directions of the probe's patch tokens, split); ``ica`` (FastICA's
 unmixing and mixing, split); ``nmf`` (NMF of the tokens shifted by their minimum, coefficients by
 multiplicative updates with the components fixed); ``cav`` (concept activation vectors, Kim et al. 2018: per
-atom, the least-squares probe direction telling its patches from the rest, split).
+atom, the least-squares probe direction telling its patches from the rest, split); ``grad`` (what the score
+reads: the eigenvectors of the class logits' gradients' second moment M = sum_k sum_t G_kt G_kt^T over the probe's
+patch tokens and all classes k, strongest first, split); ``gradica`` / ``gradcav`` (ICA / CAVs of the tokens'
+coordinates in the top ``--components`` of those directions). ``--blocks 3`` fits within each head's slice of
+an attention's value vectors (``--layer vit.layers.3.attention.v_proj``: the last block's CLS reads patch tokens
+only through them, CLS += sum_t a_t W_o V_t, so the channels' evidence there is weighted by CLS's attention a_t);
+``--objects`` fits on the patches objects cover only.
 
 Run: ``PYTHONPATH=$PWD .venv/bin/python tasks/concepts/directions.py --bases channels,pca,ica,nmf,cav``
 (probe: 200 scenes of seed 60000; 40 held-out scenes of seed 70000, as measure.py).
@@ -89,27 +95,38 @@ def logits_and_output(model: nn.Module, module: nn.Module, inputs: Tensor) -> tu
     return logits, captured["a"]
 
 
-def probe_tokens(model: nn.Module, module: nn.Module, classifier, scenes) -> tuple[Tensor, Tensor]:
-    """Patch tokens (N 64, C) of ``scenes`` at ``module`` and their atoms' presence (N 64, K), a patch a third
-    covered or more."""
-    tokens, labels = [], []
+def probe_tokens(
+    model: nn.Module, module: nn.Module, classifier, scenes, gradients: bool = False
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Patch tokens (N 64, C) of ``scenes`` at ``module``, their atoms' presence (N 64, K), a patch a third
+    covered or more, and with ``gradients`` the gradients' second moment M = sum_k sum_t G_kt G_kt^T (C, C) of
+    every class logit k over the patch tokens t (else None)."""
+    tokens, labels, moment = [], [], None
     for start in range(0, len(scenes), 16):
         chunk = scenes[start : start + 16]
-        with torch.no_grad():
-            _, output = logits_and_output(
+        with torch.set_grad_enabled(gradients):
+            logits, output = logits_and_output(
                 model, module, classifier.preprocess([Image.fromarray(s.image) for s in chunk])
             )
-        patches = output[:, 1:]
+        if gradients:
+            for k in range(logits.shape[1]):
+                (g,) = torch.autograd.grad(logits[:, k].sum(), output, retain_graph=True)
+                g = g[:, 1:].reshape(-1, g.shape[-1]).double()
+                moment = g.T @ g if moment is None else moment + g.T @ g
+        patches = output[:, 1:].detach()
         side = math.isqrt(patches.shape[1])
         masks = torch.from_numpy(np.stack([concept_masks(s, ATOMS) for s in chunk])).float()
         present = F.adaptive_avg_pool2d(masks, (side, side)) > 0.3
         tokens.append(patches.reshape(-1, patches.shape[-1]))
         labels.append(present.permute(0, 2, 3, 1).reshape(-1, len(ATOMS)))
-    return torch.cat(tokens).double(), torch.cat(labels)
+    return torch.cat(tokens).double(), torch.cat(labels), moment
 
 
-def fit_basis(kind: str, x: Tensor, labels: Tensor, components: int, seed: int = 0) -> Basis:
-    """The basis ``kind`` fitted on probe tokens ``x`` (N, C) (``labels`` (N, K) for ``cav``)."""
+def fit_basis(
+    kind: str, x: Tensor, labels: Tensor, components: int, seed: int = 0, moment: Tensor | None = None
+) -> Basis:
+    """The basis ``kind`` fitted on probe tokens ``x`` (N, C) (``labels`` (N, K) for ``cav``, the gradients'
+    second moment ``moment`` (C, C) for ``grad``, ``gradica`` and ``gradcav``)."""
     channels = x.shape[1]
     mean = x.mean(0)
     if kind == "channels":
@@ -128,6 +145,15 @@ def fit_basis(kind: str, x: Tensor, labels: Tensor, components: int, seed: int =
             torch.from_numpy(ica.mixing_.T),
             True,
         )
+    if kind.startswith("grad"):  # the directions the class logits' gradients take, strongest first
+        _, vectors = torch.linalg.eigh(moment)
+        p = vectors.flip(1)[:, :components].T  # (k, C), orthonormal rows
+        if kind == "grad":
+            return Basis(mean, p, p, split=True)
+        # gradica / gradcav: ICA or CAVs of the tokens' coordinates z = (x - mu) P^T in that top-k subspace,
+        # mapped back: s = (z - m) W^T = (x - mu - m P) (W P)^T, decoder A P
+        inner = fit_basis(kind.removeprefix("grad"), (x - mean) @ p.T, labels, len(p), seed)
+        return Basis(mean + inner.mean @ p, inner.encoder @ p, inner.decoder @ p, split=True)
     if kind == "nmf":
         minima = x.amin(0)
         _, h = nmf((x - minima).float(), components, iterations=400, seed=seed)
@@ -138,6 +164,34 @@ def fit_basis(kind: str, x: Tensor, labels: Tensor, components: int, seed: int =
         v = w / w.norm(dim=1, keepdim=True)
         return Basis(mean, v, v, split=True)
     raise ValueError(kind)
+
+
+def fit_blocks(
+    kind: str, x: Tensor, labels: Tensor, components: int, seed: int, moment: Tensor | None, blocks: int
+) -> Basis:
+    """``fit_basis`` within each of ``blocks`` equal slices of the channels (an attention's value vectors: one
+    per head), ``components / blocks`` units each, stacked block-diagonally: a unit reads and writes one slice."""
+    if blocks == 1:
+        return fit_basis(kind, x, labels, components, seed, moment)
+    size = x.shape[1] // blocks
+    parts = [
+        fit_basis(
+            kind,
+            x[:, b * size : (b + 1) * size],
+            labels,
+            components // blocks,
+            seed,
+            None if moment is None else moment[b * size : (b + 1) * size, b * size : (b + 1) * size],
+        )
+        for b in range(blocks)
+    ]
+    return Basis(
+        torch.cat([p.mean for p in parts]),
+        torch.block_diag(*[p.encoder for p in parts]),
+        torch.block_diag(*[p.decoder for p in parts]),
+        parts[0].split,
+        parts[0].nonnegative,
+    )
 
 
 class UnitMaps(nn.Module):
@@ -156,15 +210,27 @@ class UnitMaps(nn.Module):
 
 
 def measure(
-    name: str, kind: str, components: int, scenes: int, seed: int, layer: str = "", fit_seed: int = 0
+    name: str,
+    kind: str,
+    components: int,
+    scenes: int,
+    seed: int,
+    layer: str = "",
+    fit_seed: int = 0,
+    blocks: int = 1,
+    objects: bool = False,
 ) -> dict:
     spec, default = MODELS[name]
     layer = layer or default
     classifier = load_classifier(spec)
     model = classifier.model.eval()
     module = model.get_submodule(layer)
-    x, labels = probe_tokens(model, module, classifier, make_scenes(200, seed=60_000))
-    basis = fit_basis(kind, x, labels, components or x.shape[1], fit_seed)
+    x, labels, moment = probe_tokens(
+        model, module, classifier, make_scenes(200, seed=60_000), gradients=kind.startswith("grad")
+    )
+    if objects:  # fit on the patches an object covers (a third or more); the gradients stay over all
+        x, labels = x[labels.any(1)], labels[labels.any(1)]
+    basis = fit_blocks(kind, x, labels, components or x.shape[1], fit_seed, moment, blocks)
     probe = shapes_probe()
 
     def batches():
@@ -227,6 +293,8 @@ def measure(
         "layer": layer,
         "basis": kind,
         "fit_seed": fit_seed,
+        "blocks": blocks,
+        "objects": objects,
         "units": units,
         "labelled": len(named_labels),
         **sentence_figures(tally, drops, ious),
@@ -246,6 +314,10 @@ def main() -> None:
     )
     parser.add_argument("--layer", default="", help="a token layer whose output is (B, 1 + patches, C)")
     parser.add_argument("--fit-seed", type=int, default=0, help="seed of ICA and NMF")
+    parser.add_argument(
+        "--blocks", type=int, default=1, help="fit within this many equal channel slices (heads of a v_proj)"
+    )
+    parser.add_argument("--objects", action="store_true", help="fit on the patches objects cover only")
     parser.add_argument("--scenes", type=int, default=40)
     parser.add_argument("--seed", type=int, default=70_000)
     arguments = parser.parse_args()
@@ -260,6 +332,8 @@ def main() -> None:
                     arguments.seed,
                     arguments.layer,
                     arguments.fit_seed,
+                    arguments.blocks,
+                    arguments.objects,
                 )
             ),
             flush=True,
