@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmcam.adapters.classification import default_layer_and_method, from_module
+from mmcam.adapters.classification import default_layer_and_method, from_module, imagenet_preprocess
 from mmcam.images import load_image
 from mmcam.loading import load_classifier
 from tests.model_state import assert_unchanged, snapshot
@@ -235,3 +235,17 @@ def test_eval_unpickles_a_checkpoint_only_with_trust_pickle(tiny_vit_dir, tmp_pa
     # trusted, it loads and goes on to the data, where this model's classes are not the shapes world's
     assert main([*argv, "--metric", "pointing", "--trust-pickle", "-o", str(tmp_path / "trusted")]) == 2
     assert "has no class" in capsys.readouterr().err
+
+
+def test_preprocessing_is_the_resized_pixels_normalized_channel_by_channel():
+    """(p / 255 - mean) / std per channel of the resized RGB pixels, as one multiply-add over the batch."""
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)) for _ in range(2)]
+    images.append(images[0].convert("L"))  # a gray image is made RGB first
+    mean, std = (0.1, 0.5, 0.9), (0.2, 0.3, 0.4)
+    pixels = imagenet_preprocess(16, mean, std)(images)
+    for image, row in zip(images, pixels):
+        resized = np.asarray(image.convert("RGB").resize((16, 16), Image.BILINEAR), dtype=np.float64) / 255
+        expected = (resized - np.array(mean)) / np.array(std)
+        assert row.shape == (3, 16, 16) and row.is_contiguous()
+        np.testing.assert_allclose(row.permute(1, 2, 0).numpy(), expected, atol=1e-5)

@@ -142,17 +142,16 @@ def imagenet_preprocess(
     size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
 ) -> Callable[[Sequence[Image.Image]], Tensor]:
     """Resize to size x size (no crop, so maps cover the whole image) and normalize with ``mean`` and
-    ``std`` (ImageNet's statistics by default)."""
-    mean = torch.tensor(mean)[:, None, None]
-    std = torch.tensor(std)[:, None, None]
+    ``std`` (ImageNet's statistics by default): x = (p / 255 - mean) / std for pixel values p, computed as
+    one multiply-add p * (1 / (255 std)) - mean / std over the batch."""
+    scale = 1 / (255 * torch.tensor(std))
+    shift = -torch.tensor(mean) / torch.tensor(std)
 
     def preprocess(images: Sequence[Image.Image]) -> Tensor:
-        tensors = []
-        for image in images:
-            resized = image.convert("RGB").resize((size, size), Image.BILINEAR)
-            array = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8)
-            tensors.append(array.reshape(size, size, 3).permute(2, 0, 1).float() / 255)
-        return (torch.stack(tensors) - mean) / std
+        resized = [image.convert("RGB").resize((size, size), Image.BILINEAR) for image in images]
+        pixels = torch.stack([torch.frombuffer(bytearray(r.tobytes()), dtype=torch.uint8) for r in resized])
+        pixels = pixels.reshape(len(images), size, size, 3)  # (B, H, W, RGB)
+        return torch.addcmul(shift, pixels, scale).permute(0, 3, 1, 2).contiguous()
 
     return preprocess
 
