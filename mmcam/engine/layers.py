@@ -128,18 +128,40 @@ def find_spatial_layer(model: nn.Module, run: Callable[[], Tensor], image_size: 
             "pass layer= with the module to explain"
         )
     if scores.requires_grad:
-        gradients = torch.autograd.grad(scores.sum(), [t for _, t in candidates], allow_unused=True)
-        reached = [
-            name
-            for (name, tensor), gradient in zip(candidates, gradients)
-            if gradient is not None and _cells_reached(tensor, gradient, image_size) >= 2
-        ]
-        fine = [name for name in reached if min(grids[name][-2:]) >= MIN_GRID_SIDE]
-        if fine or reached:
-            return (fine or reached)[-1]
+        chosen = _last_reached(scores.sum(), candidates, grids, image_size)
+        if chosen is not None:
+            return chosen
     raise ValueError(
         f"the target depends on no spatial layer of {type(model).__name__}; pass layer= explicitly"
     )
+
+
+def _last_reached(
+    score: Tensor,
+    candidates: list[tuple[str, Tensor]],
+    grids: dict[str, tuple[int, ...]],
+    image_size: tuple[int, ...],
+) -> str | None:
+    """The last candidate whose gradient from ``score`` reaches at least two cells, among those whose grid
+    has ``MIN_GRID_SIDE`` cells on its short side when any of them is reached, else among all. The fine
+    candidates are tried from the last, each with a backward that stops at it, so the usual answer (a
+    network's last stage) costs a backward through the head only, not through the whole network."""
+
+    def reached(group: list[tuple[str, Tensor]]) -> list[str]:
+        gradients = torch.autograd.grad(score, [t for _, t in group], retain_graph=True, allow_unused=True)
+        return [
+            name
+            for (name, tensor), gradient in zip(group, gradients)
+            if gradient is not None and _cells_reached(tensor, gradient, image_size) >= 2
+        ]
+
+    fine = [(name, t) for name, t in candidates if min(grids[name][-2:]) >= MIN_GRID_SIDE]
+    for candidate in reversed(fine):
+        if reached([candidate]):
+            return candidate[0]
+    coarse = [(name, t) for name, t in candidates if min(grids[name][-2:]) < MIN_GRID_SIDE]
+    found = reached(coarse) if coarse else []
+    return found[-1] if found else None
 
 
 def _grid_shape(activation: Tensor, image_size: tuple[int, ...]) -> tuple[int, ...]:
