@@ -204,7 +204,7 @@ def classify(options: ClassifyOptions) -> int:
         def explain_batch(loaded: list) -> list:
             """One forward and one backward for the batch: the --class classes, else each input's top ones.
             While the layer is still to be found (``--layer auto``), the first input goes alone: the probe
-            costs about three forwards of its batch, and what it finds holds for the rest."""
+            costs about two forwards of its batch (``Explainer.probes``), and what it finds holds for the rest."""
             if len(loaded) > 1 and isinstance(explainer, Explainer) and explainer.probes(loaded[0].inputs):
                 return explain_batch(loaded[:1]) + explain_batch(loaded[1:])
             pixels = torch.cat([item.inputs for item in loaded])

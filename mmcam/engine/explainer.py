@@ -121,9 +121,11 @@ class Explainer:
 
     def probes(self, inputs: Tensor | dict[str, Tensor]) -> bool:
         """Whether a call on ``inputs`` first probes for its layer (``layer="auto"``, not yet found for this
-        model, forward and per-sample input shapes). The probe makes every layer's output a start of the
-        graph and differentiates them all, about three forwards of the batch it runs on; the layer it finds
-        holds for any batch of the same shapes, so a caller with many batches runs the first on one input."""
+        model, forward and per-sample input shapes). The probe runs a forward that records every layer's
+        output as a start of the graph, then backward passes down to the candidates it checks (``layers.
+        find_spatial_layer``): about two forwards of the batch it runs on (resnet18, one 224 px input:
+        55-75 ms against 30 ms for its explanation); the layer it finds holds for any batch of the same
+        shapes, so a caller with many batches runs the first on one input."""
         if self.layer is not None:
             return False
         if isinstance(inputs, Tensor):
