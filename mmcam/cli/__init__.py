@@ -8,6 +8,7 @@ import sys
 
 from mmcam import __version__
 from mmcam.cli import bench, caption, classify, demo, dissect, eval, rl, vqa
+from mmcam.cli.allocator import keep_freed_memory
 from mmcam.cli.choices import METHODS
 
 COMMANDS = (demo, classify, caption, vqa, rl, dissect, bench, eval)
@@ -28,8 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; errors print one line (no traceback) and exit non-zero."""
+    """Run the command line; errors print one line (no traceback) and exit non-zero. The process keeps
+    the memory each batch frees for the next (``allocator``)."""
     arguments = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         return arguments.run(arguments) or 0
     except (ValueError, TypeError, OSError) as error:
