@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
@@ -143,15 +144,19 @@ def imagenet_preprocess(
 ) -> Callable[[Sequence[Image.Image]], Tensor]:
     """Resize to size x size (no crop, so maps cover the whole image) and normalize with ``mean`` and
     ``std`` (ImageNet's statistics by default): x = (p / 255 - mean) / std for pixel values p, computed as
-    one multiply-add p * (1 / (255 std)) - mean / std over the batch."""
-    scale = 1 / (255 * torch.tensor(std))
-    shift = -torch.tensor(mean) / torch.tensor(std)
+    one multiply-add p * (1 / (255 std)) - mean / std over the batch. Each image's resized pixels are copied
+    once, into the batch's (B, H, W, RGB) bytes, which are normalized as (B, RGB, H, W) floats: 0.73 ->
+    0.65 ms an image of 256 px on the 2-core CPU, most of it PIL's resizing (2026-12-06)."""
+    scale = (1 / (255 * torch.tensor(std)))[:, None, None]
+    shift = (-torch.tensor(mean) / torch.tensor(std))[:, None, None]
 
     def preprocess(images: Sequence[Image.Image]) -> Tensor:
-        resized = [image.convert("RGB").resize((size, size), Image.BILINEAR) for image in images]
-        pixels = torch.stack([torch.frombuffer(bytearray(r.tobytes()), dtype=torch.uint8) for r in resized])
-        pixels = pixels.reshape(len(images), size, size, 3)  # (B, H, W, RGB)
-        return torch.addcmul(shift, pixels, scale).permute(0, 3, 1, 2).contiguous()
+        pixels = torch.empty(len(images), size, size, 3, dtype=torch.uint8)
+        for row, image in zip(pixels.numpy(), images):
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            row[...] = np.asarray(rgb.resize((size, size), Image.BILINEAR))
+        channels = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+        return torch.addcmul(shift, channels, scale)
 
     return preprocess
 
