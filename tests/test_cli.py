@@ -786,7 +786,6 @@ def test_workers_by_default_take_only_the_cores_the_forward_leaves_free(
     assert batches.default_workers(device, inputs) == workers
 
 
-
 HEAP_OF_A_FREED_BLOCK = """
 import ctypes, sys, torch
 from mmcam.cli.allocator import keep_freed_memory
@@ -803,7 +802,9 @@ print(kept, mapped >> 20, mallinfo2().fordblks >> 20)  # and the free bytes the 
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: the command sets it on Linux")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="glibc's mallopt: the command sets it on Linux"
+)
 def test_the_command_keeps_the_memory_a_batch_frees_for_the_next():
     """Issue 35: glibc maps a block of 64 MiB on its own and gives it back when it is freed, so the next
     batch's activations were faulted in anew (420,000 page faults per 200 images of resnet18, once the
