@@ -92,8 +92,9 @@ def load_image(path: str | Path, max_side: int = MAX_SIDE) -> Image.Image:
                 original = _upright_size(opened)
                 frames = getattr(opened, "n_frames", 1)
                 opened.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale, cheaply
-                image = ImageOps.exif_transpose(opened)
-                image.load()
+                ImageOps.exif_transpose(opened, in_place=True)  # upright, without a copy of the pixels
+                opened.load()
+                image = opened
     except Image.DecompressionBombError as error:
         raise ValueError(f"cannot read image {path}: too large for PIL to open safely ({error})") from error
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
@@ -141,4 +142,4 @@ def _as_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGB", image.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
