@@ -1,16 +1,17 @@
 """Keep the memory a batch frees for the next batch, in the ``mmcam`` command's process.
 
 glibc's ``malloc`` gives memory back to the system as soon as enough of it is free at the top of the heap
-(``M_TRIM_THRESHOLD``), and serves large blocks from fresh ``mmap`` pages (``M_MMAP_THRESHOLD``); both
-thresholds move with the program's history. A model's activations are large blocks freed after every
-batch, so once the history tips the thresholds, every forward touches its activations' pages anew: on the
-2-core CPU, resnet18 over 200 images (batches of 4) went from 0 to 420,000-470,000 page faults per run
-after one folder run had tipped them, and the forward alone from 3.4 to 4.1 s (2026-12-06, docs/speed.md).
-Fixing both thresholds high keeps the freed memory in the process, which reuses it: the run holds its peak
-memory until it ends, as PyTorch's recommended allocators (jemalloc, tcmalloc) do.
+(``M_TRIM_THRESHOLD``), and serves large blocks from pages mapped for them alone (``M_MMAP_THRESHOLD``);
+both thresholds move with what the program has freed before. A model's activations are blocks of megabytes
+freed after every batch, so once the history has moved the thresholds, every forward maps and faults its
+activations in anew: on the 2-core CPU, resnet18 over 200 images (batches of 4) went from 0 to
+420,000-470,000 page faults per run after one folder run had moved them, and its forward alone from 3.4 to
+4.1 s (2026-12-06, docs/speed.md). Fixing both keeps the freed memory in the process, which reuses it.
 
-Library users set the same from the shell: ``MALLOC_TRIM_THRESHOLD_=1073741824
-MALLOC_MMAP_THRESHOLD_=1073741824``.
+The mmap threshold is fixed at glibc's own ceiling for it (``MMAP_THRESHOLD``, 32 MiB), so blocks are
+served as glibc serves them once it has settled, and larger ones (a large model's weights) are still given
+back when freed; the trim threshold at ``TRIM_THRESHOLD``, the most free memory the heap keeps. From Python
+the shell does the same: ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=268435456``.
 """
 
 from __future__ import annotations
@@ -20,20 +21,20 @@ import ctypes.util
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
-KEPT = 1 << 30  # bytes: free memory kept, and the block size below which blocks come from the heap
-OLD_MMAP_MAX = 32 << 20  # the highest mmap threshold a glibc before 2.35 accepts on 64-bit systems
+MMAP_THRESHOLD = 32 << 20  # bytes: DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems
+TRIM_THRESHOLD = 256 << 20  # bytes
 
 
 def keep_freed_memory() -> bool:
-    """Fix glibc's mmap threshold at ``KEPT`` (``OLD_MMAP_MAX`` where that is refused), then its trim
-    threshold at ``KEPT``, for this process. Either alone would stop the thresholds' moving with the
-    other at its small default, which is worse than both moving; so nothing is set unless the mmap
-    threshold is. False where nothing was set: a C library without glibc's ``mallopt`` (macOS, Windows)
-    keeps its own allocator's behaviour."""
+    """Fix glibc's mmap threshold at ``MMAP_THRESHOLD`` and then its trim threshold at ``TRIM_THRESHOLD``,
+    for this process. Either alone would stop the thresholds' moving with the other at its small default
+    (128 KiB), which is worse than both moving (1.9-2.7 million page faults in the run above with the trim
+    threshold alone); so the trim threshold is set only once the mmap threshold is. False where nothing was
+    set: a C library without glibc's ``mallopt`` (macOS, Windows) keeps its own allocator's behaviour."""
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):
         return False
-    if not (mallopt(M_MMAP_THRESHOLD, KEPT) or mallopt(M_MMAP_THRESHOLD, OLD_MMAP_MAX)):
+    if not mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD):
         return False
-    return bool(mallopt(M_TRIM_THRESHOLD, KEPT))
+    return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
