@@ -10,8 +10,8 @@ activations in anew: on the 2-core CPU, resnet18 over 200 images (batches of 4) 
 
 The mmap threshold is fixed at glibc's own ceiling for it (``MMAP_THRESHOLD``, 32 MiB), so blocks are
 served as glibc serves them once it has settled, and larger ones (a large model's weights) are still given
-back when freed; the trim threshold at ``TRIM_THRESHOLD``, the most free memory the heap keeps. From Python
-the shell does the same: ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=268435456``.
+back when freed; the trim threshold at ``TRIM_THRESHOLD``, the most free memory the heap keeps. A Python
+program gets the same from the shell: ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=268435456``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ TRIM_THRESHOLD = 256 << 20  # bytes
 def keep_freed_memory() -> bool:
     """Fix glibc's mmap threshold at ``MMAP_THRESHOLD`` and then its trim threshold at ``TRIM_THRESHOLD``,
     for this process. Either alone would stop the thresholds' moving with the other at its small default
-    (128 KiB), which is worse than both moving (1.9-2.7 million page faults in the run above with the trim
-    threshold alone); so the trim threshold is set only once the mmap threshold is. False where nothing was
+    (128 KiB), which is worse than both moving (the folder run above: 1.9-2.7 million page faults with the
+    trim threshold alone); so the trim threshold is set only once the mmap threshold is. False where nothing was
     set: a C library without glibc's ``mallopt`` (macOS, Windows) keeps its own allocator's behaviour."""
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
