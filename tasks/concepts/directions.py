@@ -47,6 +47,7 @@ from mmcam.concepts.dissect import dissect
 from mmcam.concepts.factorization import nmf
 from mmcam.concepts.probes import shapes_probe
 from mmcam.concepts.sentences import describe
+from mmcam.engine.gradients import target_gradients
 from mmcam.loading import load_classifier
 from mmcam.zoo import make_scenes
 from mmcam.zoo.concepts import ATOMS, concept_masks
@@ -108,11 +109,9 @@ def probe_tokens(
             logits, output = logits_and_output(
                 model, module, classifier.preprocess([Image.fromarray(s.image) for s in chunk])
             )
-        if gradients:
-            for k in range(logits.shape[1]):
-                (g,) = torch.autograd.grad(logits[:, k].sum(), output, retain_graph=True)
-                g = g[:, 1:].reshape(-1, g.shape[-1]).double()
-                moment = g.T @ g if moment is None else moment + g.T @ g
+        if gradients:  # every class's gradient (B, K, 1 + patches, C) from one batched backward
+            g = target_gradients(logits, output)[:, :, 1:].reshape(-1, output.shape[-1]).double()
+            moment = g.T @ g if moment is None else moment + g.T @ g
         patches = output[:, 1:].detach()
         side = math.isqrt(patches.shape[1])
         masks = torch.from_numpy(np.stack([concept_masks(s, ATOMS) for s in chunk])).float()
